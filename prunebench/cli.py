@@ -1,0 +1,216 @@
+"""The ``prunebench`` command: parse, validate, call one function of a lower floor, print.
+
+Bad input gives one line on stderr (what is wrong, what is valid) and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from typing import Any, Sequence
+
+from prunebench.errors import PrunebenchError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit with code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _quiet_libraries() -> None:
+    for name in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3", "git"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def parse_set(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``key=value`` strings to a dict; values stay strings (coerced by the typed config later)."""
+    out: dict[str, Any] = {}
+    for p in pairs or ():
+        k, sep, v = p.partition("=")
+        if not sep or not k.strip():
+            raise PrunebenchError(f"--set expects key=value, got {p!r}")
+        k = k.strip()
+        if k in out:
+            raise PrunebenchError(f"--set {k} given twice")
+        out[k] = v.strip()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# list
+# ---------------------------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from prunebench.datasets import dataset_description, list_datasets
+    from prunebench.harness.models import list_models, model_description
+    from prunebench.pruners import get_pruner_class, list_pruners
+
+    pruners = [(n, get_pruner_class(n).granularity, get_pruner_class(n).description) for n in list_pruners()]
+    datasets = [(n, dataset_description(n)) for n in list_datasets()]
+    models = [(n, model_description(n)) for n in list_models()] + [("tv:<name>", "any torchvision classification model (ImageNet stem), randomly initialised")]
+    if args.json:
+        print(json.dumps({
+            "pruners": [{"name": n, "granularity": g, "description": d} for n, g, d in pruners],
+            "datasets": [{"name": n, "description": d} for n, d in datasets],
+            "models": [{"name": n, "description": d} for n, d in models],
+        }, indent=2))
+        return 0
+    w = max(len(n) for n, *_ in pruners)
+    print("Pruners")
+    for n, g, d in pruners:
+        print(f"  {n:<{w}}  {g:<6}  {d}")
+    print("\nDatasets")
+    for n, d in datasets:
+        print(f"  {n:<{w}}  {d}")
+    print("\nModels")
+    for n, d in models:
+        print(f"  {n:<{w}}  {d}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# run
+# ---------------------------------------------------------------------------------------------------
+
+SUMMARY_KEYS = ("final_acc", "best_acc", "final_top5", "train_time_s", "selection_time_s", "scoring_time_s",
+                "samples_forward", "samples_backprop", "optimizer_steps", "realized_prune_ratio",
+                "relative_compute", "jaccard_mean")
+
+
+def _progress_printer(quiet: bool):
+    if quiet:
+        return None
+
+    def show(m: dict[str, Any]) -> None:
+        e, total = m["epoch"] + 1, m["epochs"]
+        width = 20
+        done = min(width, int(width * e / max(1, total)))
+        acc = f"acc {m['test_acc']:.4f}" if "test_acc" in m else "acc   -   "
+        jac = "" if math.isnan(m["jaccard"]) else f"  jaccard {m['jaccard']:.2f}"
+        print(f"[{'#' * done}{'.' * (width - done)}] epoch {e}/{total}  loss {m['train_loss']:.4f}  {acc}  "
+              f"kept {m['kept_fraction']:.1%}{jac}  {m['epoch_time_s']:.2f}s", file=sys.stderr, flush=True)
+
+    return show
+
+
+def build_run_config(args: argparse.Namespace):
+    from prunebench.harness.config import TrainConfig, split_overrides
+
+    cfg_over, opts = split_overrides(parse_set(args.set))
+    raw: dict[str, Any] = dict(cfg_over)
+    for key in ("dataset", "model", "pruner", "prune_ratio", "epochs", "seed", "data_dir", "device", "tracking_uri",
+                "experiment", "batch_size", "lr"):
+        v = getattr(args, key, None)
+        if v is not None:
+            if key in raw:
+                raise PrunebenchError(f"{key} given both as an option and with --set; give it once")
+            raw[key] = v
+    if args.no_tracking:
+        raw["tracking"] = False
+    raw["pruner_options"] = opts
+    config = TrainConfig.from_dict(raw)
+    _check_option_names(config.pruner, opts)
+    return config
+
+
+def _check_option_names(pruner: str, opts: dict[str, Any]) -> None:
+    """A --set key that is neither a config field nor an option of the pruner: say both lists."""
+    import dataclasses
+
+    from prunebench.harness.config import TrainConfig
+    from prunebench.pruners import get_pruner_class
+
+    valid = [f.name for f in dataclasses.fields(get_pruner_class(pruner).Options)]
+    for k in opts:
+        if k not in valid:
+            fields = ", ".join(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("pruner_options", "tags"))
+            raise PrunebenchError(
+                f"unknown --set key {k!r}: not a config field ({fields}) nor an option of {pruner} "
+                f"({', '.join(valid) or 'none'})"
+            )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from prunebench.harness import train
+
+    config = build_run_config(args)
+    result = train(config, progress=_progress_printer(args.quiet or False))
+    row = result.row
+    if args.json:
+        print(json.dumps(row, default=str, allow_nan=True))
+        return 0
+    print(f"{row['label']} on {row['dataset']}/{row['model']} seed {row['seed']} ({row['epochs']} epochs, {row['device']})")
+    for k in SUMMARY_KEYS:
+        v = row.get(k)
+        if isinstance(v, float):
+            v = f"{v:.4f}"
+        print(f"  {k:<22} {v}")
+    if row.get("run_id"):
+        print(f"  {'mlflow run':<22} {row['run_id']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="prunebench", description="Head-to-head benchmarks of data-pruning methods under one training loop.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    pl = sub.add_parser("list", help="pruners, datasets and models")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(func=cmd_list)
+
+    pr = sub.add_parser("run", help="train one run (default: digits with orderdp)")
+    pr.add_argument("--dataset", help="dataset name (default digits; see prunebench list)")
+    pr.add_argument("--model", help="model name (default cnn-small)")
+    pr.add_argument("--pruner", help="pruner name (default orderdp)")
+    pr.add_argument("--prune-ratio", dest="prune_ratio", help="target prune ratio p in [0, 1) (default: the pruner's)")
+    pr.add_argument("--epochs", help="epochs of the full-data budget (default: the dataset's)")
+    pr.add_argument("--batch-size", dest="batch_size", help="backprop batch size (default 128)")
+    pr.add_argument("--lr", help="peak learning rate (default: per optimizer)")
+    pr.add_argument("--seed", help="run seed (default 0)")
+    pr.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="any config field (e.g. optimizer=adamw, budget=steps) or pruner option (e.g. candidate_ratio=0.8)")
+    pr.add_argument("--data-dir", dest="data_dir", help="data folder (else $PRUNEBENCH_DATA, else ~/.cache/prunebench/data)")
+    pr.add_argument("--device", help="auto | cpu | cuda (default auto)")
+    pr.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    pr.add_argument("--experiment", help="MLflow experiment name (default prunebench)")
+    pr.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    pr.add_argument("--json", action="store_true", help="print exactly one JSON object (the result row) on stdout")
+    pr.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    pr.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    _quiet_libraries()
+    try:
+        return int(args.func(args) or 0)
+    except PrunebenchError as e:
+        msg = " ".join(str(e).split("\n"))
+        print(f"prunebench: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("prunebench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,516 @@
+"""The training loop: ``train(config) -> RunResult`` with one flat result row.
+
+Each step reads: plan -> gather -> augment -> forward -> (weights) -> backward -> step -> observe.
+
+* Small datasets live on the device as one uint8 tensor; a step is an index gather plus batched
+  on-device augmentation. Folder datasets stream through a DataLoader whose sampler yields the plan.
+* The learning rate is a function of progress over the planned run (epochs, or optimizer steps in the
+  ``steps`` budget), so pruned or variable-length epochs never distort the schedule.
+* Cost is always counted: forward-only sample passes, backpropagated sample-visits, optimizer steps,
+  train wall-clock without evaluation (CUDA synchronised), selection time as its own figure, per-epoch
+  Jaccard overlap of consecutive kept sets, per-sample usage counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import prunebench
+from prunebench.datasets import FolderData, TensorData, load_dataset
+from prunebench.errors import ConfigError, TrainingError
+from prunebench.harness.augment import augment_batch
+from prunebench.harness.config import TrainConfig
+from prunebench.harness.models import create_model
+from prunebench.harness.optim import create_optimizer, default_lr, lr_multiplier
+from prunebench.harness.tracking import create_tracker
+from prunebench.pruners import BatchPruner, CandidateBatch, PruneContext, Pruner, create_pruner
+from prunebench.pruners.base import get_pruner_class
+from prunebench.seeding import derive_seed, make_generator
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced.
+
+    ``row`` is the one flat result row (config, cost, metrics) that studies and reports consume;
+    ``history`` holds one dict per epoch; ``usage`` counts how often each sample was backpropagated;
+    ``kept_masks`` is a packed bit matrix [epochs, ceil(N/8)] of the samples trained in each epoch.
+    """
+
+    row: dict[str, Any]
+    history: list[dict[str, Any]]
+    usage: np.ndarray
+    kept_masks: np.ndarray | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def kept_mask(self, epoch: int) -> np.ndarray:
+        """Boolean mask [N] of the samples trained in ``epoch``."""
+        assert self.kept_masks is not None
+        return np.unpackbits(self.kept_masks[epoch], count=self.usage.shape[0]).astype(bool)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available; valid here: auto, cpu")
+    return torch.device(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _FrozenBNStats:
+    """Context manager: BatchNorm layers normalise with batch statistics but do not update running ones
+    (momentum 0), so a no-grad candidate forward has no side effect on the model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def __enter__(self):
+        self.saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in self.bns]
+        for m in self.bns:
+            m.momentum = 0.0
+        return self
+
+    def __exit__(self, *exc):
+        for m, (mom, nbt) in zip(self.bns, self.saved):
+            m.momentum = mom
+            if nbt is not None:
+                m.num_batches_tracked.copy_(nbt)
+        return False
+
+
+class PlannedSampler(torch.utils.data.Sampler):
+    """Yields the current epoch's planned indices (folder datasets)."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+
+    def set_indices(self, indices: torch.Tensor) -> None:
+        self.indices = indices.tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class Trainer:
+    """One run. Built by :func:`train`; exposed for checkpointing, proxies and tests."""
+
+    def __init__(self, config: TrainConfig, data: TensorData | FolderData | None = None,
+                 progress: ProgressFn | None = None) -> None:
+        self.config = config
+        self.progress = progress
+        self.device = resolve_device(config.device)
+        get_pruner_class(config.pruner)  # fail fast on an unknown name, before loading data
+        self.data = data if data is not None else load_dataset(
+            config.dataset, config.data_dir, download=config.download, image_size=config.image_size
+        )
+        d = self.data
+        self.n = d.num_train
+        self.epochs = int(config.epochs or d.default_epochs)
+        self.bs = config.batch_size
+        self.full_steps_per_epoch = math.ceil(self.n / self.bs)
+        self.total_steps = self.epochs * self.full_steps_per_epoch if config.budget == "steps" else None
+        self.is_tensor = isinstance(d, TensorData)
+        self.augment = (config.augment or d.augment) if self.is_tensor else "folder"
+        self.crop_padding = getattr(d, "crop_padding", 0) or (4 if self.augment in ("crop", "crop+flip") else 0)
+        self.lr = config.lr if config.lr is not None else default_lr(config.optimizer, self.bs)
+        self.use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+
+        self.pruner = self._make_pruner()
+
+        # model init from its own seed without touching the caller's global RNG state
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(config.seed, "model"))
+            model = create_model(config.model, d.num_classes, d.input_shape)
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.step_model = torch.compile(model) if config.compile else model
+        self.optimizer = create_optimizer(config.optimizer, model, self.lr, config.momentum, config.nesterov,
+                                          config.weight_decay)
+        self.aug_gen = make_generator(config.seed, "augment", self.device)
+        self.mean = torch.tensor(d.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(d.std, device=self.device).view(1, -1, 1, 1)
+        if self.is_tensor:
+            self.x_train = d.x_train.to(self.device)
+            self.y_train = d.y_train.to(self.device)
+        else:
+            self.sampler = PlannedSampler()
+        self.frozen_bn = _FrozenBNStats(model)
+
+        # counters
+        self.samples_forward = 0  # forward-only sample passes (candidate scoring)
+        self.samples_backprop = 0  # sample-visits with a forward-backward pass
+        self.optimizer_steps = 0
+        self.train_time = 0.0
+        self.selection_time = 0.0
+        self.eval_time = 0.0
+        self.scoring_time = 0.0
+        self.scoring_cost: dict[str, float] = {}
+        self.usage = torch.zeros(self.n, dtype=torch.int64, device=self.device)
+        self.prev_mask: torch.Tensor | None = None
+        self.history: list[dict[str, Any]] = []
+        self.kept_masks: list[np.ndarray] = []
+        self.epoch = 0
+
+    # ------------------------------------------------------------------------------------------------
+    def _make_pruner(self) -> Pruner:
+        cfg = self.config
+        num_epochs = self.epochs
+        cls = get_pruner_class(cfg.pruner)
+        p = cfg.prune_ratio if cfg.prune_ratio is not None else cls.default_prune_ratio
+        if cfg.budget == "steps" and p > 0:
+            # same optimizer steps as full data: the pruner plans over the stretched number of epochs
+            keep = max(1, round((1 - p) * self.n))
+            num_epochs = math.ceil(self.total_steps / math.ceil(keep / self.bs))
+        return create_pruner(cfg.pruner, num_samples=self.n, num_epochs=num_epochs, prune_ratio=p, seed=cfg.seed,
+                             **cfg.pruner_options)
+
+    def _context(self) -> PruneContext:
+        d = self.data
+        return PruneContext(labels=d.labels.cpu(), num_classes=d.num_classes, cache_key=d.key)
+
+    # ------------------------------------------------------------------------------------------------
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() / 255.0 - self.mean) / self.std if x.dtype == torch.uint8 else (x.float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _batches(self, indices: torch.Tensor, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield ``(indices, normalised augmented inputs, labels)`` for ``indices`` in chunks."""
+        if self.is_tensor:
+            idx_all = indices.to(self.device, non_blocking=True)
+            for s in range(0, idx_all.numel(), chunk):
+                idx = idx_all[s : s + chunk]
+                x = augment_batch(self.x_train[idx], self.augment, self.crop_padding, self.aug_gen)
+                yield idx, self._normalize(x), self.y_train[idx]
+        else:
+            self.sampler.set_indices(indices)
+            loader = torch.utils.data.DataLoader(
+                self.data.train, batch_size=chunk, sampler=self.sampler, num_workers=self.config.num_workers,
+                pin_memory=self.device.type == "cuda", drop_last=False,
+            )
+            for idx, x, y in loader:
+                yield (idx.to(self.device, non_blocking=True), self._normalize(x.to(self.device, non_blocking=True)),
+                       y.to(self.device, non_blocking=True))
+
+    def _autocast(self):
+        if self.use_bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=self.config.label_smoothing)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, w: torch.Tensor | None, t: float) -> torch.Tensor:
+        """One optimizer step on a kept batch; returns the detached per-sample losses."""
+        lr = self.lr * lr_multiplier(self.config.schedule, t, warmup=self.config.warmup)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.model.train()
+        with self._autocast():
+            logits = self.step_model(x)
+        losses = self._losses(logits, y)
+        loss = (losses * w).mean() if w is not None else losses.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        losses = losses.detach()
+        self.pruner.observe(idx, losses)
+        self.samples_backprop += idx.numel()
+        self.optimizer_steps += 1
+        return losses
+
+    def _progress(self, epoch: int, frac: float) -> float:
+        if self.total_steps is not None:
+            return self.optimizer_steps / self.total_steps
+        return (epoch + frac) / self.epochs
+
+    def _steps_left(self) -> int | None:
+        return None if self.total_steps is None else self.total_steps - self.optimizer_steps
+
+    # ------------------------------------------------------------------------------------------------
+    def _run_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Train one epoch; returns (per-sample count of backprops this epoch, loss sum, samples)."""
+        counts = torch.zeros(self.n, dtype=torch.int64, device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        t0 = time.perf_counter()
+        sel = self.pruner.plan_epoch(epoch)
+        self.selection_time += time.perf_counter() - t0
+        indices, weights = sel.indices, sel.weights
+        if isinstance(self.pruner, BatchPruner):
+            return self._run_batch_epoch(epoch, indices, counts, loss_sum)
+        left = self._steps_left()
+        if left is not None:
+            indices = indices[: left * self.bs]
+            weights = weights[: left * self.bs] if weights is not None else None
+        w_dev = weights.to(self.device, non_blocking=True) if weights is not None else None
+        n_e = indices.numel()
+        steps_e = max(1, math.ceil(n_e / self.bs))
+        ones = None
+        for i, (idx, x, y) in enumerate(self._batches(indices, self.bs)):
+            w = w_dev[i * self.bs : i * self.bs + idx.numel()] if w_dev is not None else None
+            losses = self._step(x, y, idx, w, self._progress(epoch, i / steps_e))
+            loss_sum += losses.sum()
+            if ones is None or ones.numel() != idx.numel():
+                ones = torch.ones(idx.numel(), dtype=torch.int64, device=self.device)
+            counts.index_add_(0, idx, ones)
+        return counts, loss_sum, n_e
+
+    def _run_batch_epoch(self, epoch: int, candidates: torch.Tensor, counts: torch.Tensor,
+                         loss_sum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Batch granularity: score candidate batches without gradients, accumulate the kept samples
+        into full backprop batches (the remainder is flushed at the end of the epoch)."""
+        pruner: BatchPruner = self.pruner  # type: ignore[assignment]
+        chunk = pruner.candidate_batch_size(self.bs)
+        n_c = max(1, candidates.numel())
+        buf: list[tuple[torch.Tensor, ...]] = []
+        buffered = 0
+        seen = 0
+        trained = 0
+
+        weighted = False  # whether the pruner returned loss weights (e.g. importance sampling)
+
+        def flush(size: int, frac: float) -> None:
+            nonlocal buf, buffered, trained, loss_sum
+            xs, ys, ids, ws = (torch.cat([b[k] for b in buf]) for k in range(4))
+            buf = [(xs[size:], ys[size:], ids[size:], ws[size:])] if size < xs.shape[0] else []
+            buffered -= size
+            idx = ids[:size]
+            losses = self._step(xs[:size], ys[:size], idx, ws[:size] if weighted else None, self._progress(epoch, frac))
+            loss_sum += losses.sum()
+            counts.index_add_(0, idx, torch.ones_like(idx))
+            trained += size
+
+        for idx, x, y in self._batches(candidates, chunk):
+            left = self._steps_left()
+            if left is not None and left <= 0:
+                break
+            self.model.train()
+            with torch.no_grad(), self.frozen_bn, self._autocast():
+                logits = self.step_model(x)
+            losses = self._losses(logits, y)
+            self.samples_forward += idx.numel()
+            seen += idx.numel()
+            t0 = time.perf_counter()
+            bsel = pruner.select_batch(CandidateBatch(idx, losses, logits.float(), y, self.bs))
+            self.selection_time += time.perf_counter() - t0
+            keep = bsel.keep
+            if bsel.weights is not None:
+                weighted = True
+                w = bsel.weights.to(self.device).float()
+            else:
+                w = torch.ones(keep.numel(), device=self.device)
+            buf.append((x[keep], y[keep], idx[keep], w))
+            buffered += keep.numel()
+            while buffered >= self.bs and (self._steps_left() is None or self._steps_left() > 0):
+                flush(self.bs, seen / n_c)
+        if buffered > 0 and (self._steps_left() is None or self._steps_left() > 0):
+            flush(buffered, seen / n_c)
+        return counts, loss_sum, trained
+
+    # ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        k5 = self.data.num_classes >= 10
+        correct1 = torch.zeros((), dtype=torch.int64, device=self.device)
+        correct5 = torch.zeros((), dtype=torch.int64, device=self.device)
+        total = 0
+        if self.is_tensor:
+            x_all, y_all = self.data.x_test, self.data.y_test
+            batches = ((x_all[s : s + self.config.eval_batch_size].to(self.device),
+                        y_all[s : s + self.config.eval_batch_size].to(self.device))
+                       for s in range(0, y_all.numel(), self.config.eval_batch_size))
+        else:
+            loader = torch.utils.data.DataLoader(self.data.test, batch_size=self.config.eval_batch_size,
+                                                 num_workers=self.config.num_workers,
+                                                 pin_memory=self.device.type == "cuda")
+            batches = ((x.to(self.device), y.to(self.device)) for _, x, y in loader)
+        for x, y in batches:
+            with self._autocast():
+                logits = self.step_model(self._normalize(x))
+            top = logits.float().topk(5 if k5 else 1, dim=1).indices
+            correct1 += (top[:, 0] == y).sum()
+            if k5:
+                correct5 += (top == y[:, None]).any(dim=1).sum()
+            total += y.numel()
+        out = {"test_acc": correct1.item() / total}
+        if k5:
+            out["test_top5"] = correct5.item() / total
+        return out
+
+    # ------------------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        cfg = self.config
+        tracker = create_tracker(cfg.tracking, cfg.tracking_uri, cfg.experiment)
+        label = self.pruner.label
+        params = {**{k: v for k, v in cfg.to_dict().items() if k not in ("pruner_options", "tags")},
+                  **self.pruner.params(), "label": label, "epochs": self.epochs, "lr": self.lr,
+                  "num_samples": self.n, "augment": self.augment, "device": str(self.device)}
+        tags = {"prunebench.label": label, "prunebench.pruner": cfg.pruner, "prunebench.granularity": self.pruner.granularity,
+                **{k: str(v) for k, v in cfg.tags.items()}}
+        tracker.start(cfg.run_name or label, params, tags)
+        status, error = "FINISHED", ""
+        try:
+            t0 = time.perf_counter()
+            self.pruner.prepare(self._context())
+            _sync(self.device)
+            self.scoring_time = time.perf_counter() - t0
+            self._train_loop(tracker)
+        except BaseException as e:
+            status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+            error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            try:
+                tracker.set_tags({"prunebench.error": error[:5000]})
+                tracker.end(status)
+            except Exception:
+                pass
+            raise
+        result = self._result(tracker.run_id, label, status, error)
+        usage = result.usage
+        tracker.log_metrics({k: v for k, v in result.row.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in params})
+        arrays = {"usage_counts": usage.astype(np.int32)}
+        if self.kept_masks:
+            arrays["kept_masks_packed"] = result.kept_masks
+            arrays["last_kept_indices"] = np.flatnonzero(result.kept_mask(len(self.kept_masks) - 1))
+        tracker.log_arrays(arrays)
+        tracker.log_dict({"config": cfg.to_dict(), "resolved": params, "row": result.row}, "run.json")
+        tracker.end(status)
+        return result
+
+    def _train_loop(self, tracker) -> None:
+        cfg = self.config
+        last_acc: dict[str, float] = {}
+        epoch = self.epoch
+        while True:
+            if self.total_steps is None and epoch >= self.epochs:
+                break
+            if self.total_steps is not None and self.optimizer_steps >= self.total_steps:
+                break
+            _sync(self.device)
+            t0 = time.perf_counter()
+            sel_before = self.selection_time
+            counts, loss_sum, n_e = self._run_epoch(epoch)
+            _sync(self.device)
+            dt = time.perf_counter() - t0
+            self.train_time += dt
+            mean_loss = loss_sum.item() / max(1, n_e)
+            if not math.isfinite(mean_loss):
+                raise TrainingError(
+                    f"training loss became {mean_loss} in epoch {epoch} ({self.pruner.label}, lr={self.lr:g}); "
+                    f"lower the learning rate or check the data"
+                )
+            mask = counts > 0
+            self.usage += counts
+            jac = float("nan")
+            if self.prev_mask is not None:
+                union = (mask | self.prev_mask).sum().item()
+                jac = (mask & self.prev_mask).sum().item() / union if union else 1.0
+            self.prev_mask = mask
+            if cfg.record_kept:
+                self.kept_masks.append(np.packbits(mask.cpu().numpy()))
+            last_epoch = (self.total_steps is None and epoch + 1 >= self.epochs) or (
+                self.total_steps is not None and self.optimizer_steps >= self.total_steps)
+            metrics = {"epoch": epoch, "train_loss": mean_loss, "kept": n_e, "kept_fraction": n_e / self.n,
+                       "jaccard": jac, "epoch_time_s": dt, "selection_time_s": self.selection_time - sel_before,
+                       "samples_backprop": self.samples_backprop, "samples_forward": self.samples_forward,
+                       "optimizer_steps": self.optimizer_steps,
+                       "lr": self.lr * lr_multiplier(cfg.schedule, min(1.0, self._progress(epoch, 1.0)), warmup=cfg.warmup)}
+            if last_epoch or (epoch + 1) % cfg.eval_every == 0:
+                t1 = time.perf_counter()
+                last_acc = self.evaluate()
+                self.eval_time += time.perf_counter() - t1
+                metrics.update(last_acc)
+            self.history.append(metrics)
+            tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+            if self.progress is not None:
+                self.progress({**metrics, "epochs": self.epochs})
+            self.pruner.epoch_end(epoch)
+            epoch += 1
+            self.epoch = epoch
+
+    def _result(self, run_id: str | None, label: str, status: str, error: str) -> RunResult:
+        cfg = self.config
+        accs = [h["test_acc"] for h in self.history if "test_acc" in h]
+        jacs = [h["jaccard"] for h in self.history if not math.isnan(h["jaccard"])]
+        budget_visits = self.epochs * self.n
+        final = next((h for h in reversed(self.history) if "test_acc" in h), {})
+        row: dict[str, Any] = {
+            "run_id": run_id,
+            "status": status,
+            "error": error,
+            "dataset": cfg.dataset,
+            "model": cfg.model,
+            "pruner": cfg.pruner,
+            "label": label,
+            "granularity": self.pruner.granularity,
+            "seed": cfg.seed,
+            "prune_ratio": self.pruner.prune_ratio,
+            "epochs": self.epochs,
+            "epochs_run": len(self.history),
+            "budget": cfg.budget,
+            "batch_size": self.bs,
+            "optimizer": cfg.optimizer,
+            "lr": self.lr,
+            "schedule": cfg.schedule,
+            "label_smoothing": cfg.label_smoothing,
+            "num_samples": self.n,
+            "num_classes": self.data.num_classes,
+            "final_acc": final.get("test_acc", float("nan")),
+            "best_acc": max(accs) if accs else float("nan"),
+            "final_top5": final.get("test_top5", float("nan")),
+            "final_train_loss": self.history[-1]["train_loss"] if self.history else float("nan"),
+            "train_time_s": self.train_time,
+            "selection_time_s": self.selection_time,
+            "scoring_time_s": self.scoring_time,
+            "eval_time_s": self.eval_time,
+            "total_time_s": self.train_time + self.scoring_time,
+            "samples_forward": self.samples_forward,
+            "samples_backprop": self.samples_backprop,
+            "optimizer_steps": self.optimizer_steps,
+            "realized_prune_ratio": 1.0 - self.samples_backprop / budget_visits,
+            "relative_compute": (self.samples_forward + 3 * self.samples_backprop) / (3 * budget_visits),
+            "jaccard_mean": float(np.mean(jacs)) if jacs else 1.0,
+            **{f"scoring_{k}": v for k, v in self.scoring_cost.items()},
+            **self.pruner.params(),
+            "device": str(self.device),
+            "torch_version": torch.__version__,
+            "prunebench_version": prunebench.__version__,
+            "python_version": platform.python_version(),
+        }
+        kept = np.stack(self.kept_masks) if self.kept_masks else None
+        return RunResult(row=row, history=list(self.history), usage=self.usage.cpu().numpy(), kept_masks=kept)
+
+
+def train(config: TrainConfig | dict[str, Any], *, data: TensorData | FolderData | None = None,
+          progress: ProgressFn | None = None) -> RunResult:
+    """Train one run and return its :class:`RunResult` (``result.row`` is the flat result row).
+
+    ``config`` is a :class:`TrainConfig` or a dict of its fields. ``data`` may pass an already loaded
+    dataset (it must match ``config.dataset``); ``progress`` is called with each epoch's metrics.
+    """
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    return Trainer(config, data=data, progress=progress).run()

@@ -1,0 +1,152 @@
+"""MLflow tracking through ``MlflowClient`` (no global fluent state, so runs can nest and run in parallel).
+
+Tracking URI: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
+working directory, with artifacts in ``./mlartifacts`` beside it. Open the UI with
+``mlflow ui --backend-store-uri sqlite:///mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prunebench.errors import ConfigError, PrunebenchError
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    if uri:
+        return uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return "sqlite:///" + str(Path.cwd() / "mlflow.db")
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts beside a local SQLite store (``<db dir>/mlartifacts``); server stores decide themselves."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+class NullTracker:
+    """Tracking disabled: every call is a no-op."""
+
+    run_id: str | None = None
+
+    def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str], run_id: str | None = None) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+    def end(self, status: str = "FINISHED") -> None:
+        pass
+
+
+class MLflowTracker:
+    """One MLflow run: params, per-epoch metrics, artifacts, final status."""
+
+    def __init__(self, tracking_uri: str | None, experiment: str) -> None:
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError as e:  # pragma: no cover - mlflow is a dependency
+            raise PrunebenchError(f"MLflow is not installed ({e}); install prunebench with its dependencies") from None
+        self.uri = resolve_tracking_uri(tracking_uri)
+        if self.uri.startswith("sqlite:///"):
+            db = Path(self.uri[len("sqlite:///"):])
+            if not db.parent.is_dir():
+                raise ConfigError(f"tracking store {self.uri}: folder {db.parent} does not exist")
+            if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+                raise ConfigError(f"tracking store {self.uri} is not writable")
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment = experiment
+        self.experiment_id = self._experiment_id(experiment)
+        self.run_id: str | None = None
+
+    def _experiment_id(self, name: str) -> str:
+        try:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                return exp.experiment_id
+            return self.client.create_experiment(name, artifact_location=_artifact_root(self.uri))
+        except PrunebenchError:
+            raise
+        except Exception as e:
+            # races between parallel processes creating the same experiment: re-read once
+            exp = None
+            try:
+                exp = self.client.get_experiment_by_name(name)
+            except Exception:
+                pass
+            if exp is not None:
+                return exp.experiment_id
+            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise PrunebenchError(f"MLflow tracking store {self.uri} is unusable: {msg}") from None
+
+    def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str], run_id: str | None = None) -> None:
+        from mlflow.entities import Param, RunTag
+
+        if run_id is not None:  # resume an existing run
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+        self.run_id = run.info.run_id
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), ts, step or 0)
+            for k, v in metrics.items()
+            if v is not None and np.isfinite(float(v))
+        ]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            for name, arr in arrays.items():
+                path = Path(d) / f"{name}.npy"
+                np.save(path, arr)
+                self.client.log_artifact(self.run_id, str(path))
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / name
+            path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+            self.client.log_artifact(self.run_id, str(path))
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status=status)
+
+
+def create_tracker(enabled: bool, tracking_uri: str | None, experiment: str) -> NullTracker | MLflowTracker:
+    return MLflowTracker(tracking_uri, experiment) if enabled else NullTracker()

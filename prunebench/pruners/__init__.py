@@ -1,0 +1,62 @@
+"""Pruners: the registry and the methods.
+
+>>> from prunebench.pruners import create_pruner, list_pruners
+>>> p = create_pruner("orderdp", num_samples=1000, num_epochs=10, prune_ratio=0.4, seed=0, candidate_ratio=0.8)
+>>> sel = p.plan_epoch(0)
+>>> sel.indices.shape
+torch.Size([600])
+
+Adding a method: write one file in this folder with a ``@register_pruner("name")`` class and add its
+module to ``_METHOD_MODULES`` below (third-party packages can instead expose an entry point in the
+``prunebench.pruners`` group).
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from prunebench.pruners.base import (
+    BatchPruner,
+    BatchSelection,
+    CandidateBatch,
+    Pruner,
+    PruneContext,
+    ProxyRequest,
+    Selection,
+    create_pruner,
+    get_pruner_class,
+    keep_count,
+    list_pruners,
+    register_pruner,
+)
+
+# explicit import list: the registry never scans globals
+_METHOD_MODULES = (
+    "full",
+    "random",
+    "orderdp",
+    "infobatch",
+    "loss_topk",
+)
+
+for _m in _METHOD_MODULES:
+    importlib.import_module(f"prunebench.pruners.{_m}")
+
+for _ep in entry_points(group="prunebench.pruners"):  # third-party plugins
+    _ep.load()
+
+__all__ = [
+    "BatchPruner",
+    "BatchSelection",
+    "CandidateBatch",
+    "PruneContext",
+    "ProxyRequest",
+    "Pruner",
+    "Selection",
+    "create_pruner",
+    "get_pruner_class",
+    "keep_count",
+    "list_pruners",
+    "register_pruner",
+]

@@ -1,0 +1,329 @@
+"""The pruner contract, the registry and option validation.
+
+A pruner only *plans* (which samples to train on, in which order, with which loss weights) and
+*observes* (the detached per-sample losses of the samples just trained on). The training loop owns the
+model, the optimizer, the data and the loss; a pruner never calls ``backward``, never touches the global
+RNG and never imports the harness.
+
+Granularities
+-------------
+``static``  plans once (after :meth:`Pruner.prepare`), every epoch trains on the same subset.
+``epoch``   plans anew at the start of every epoch from what it observed so far.
+``batch``   :meth:`Pruner.plan_epoch` yields the *candidate* stream; for every candidate batch the loop
+            runs a no-grad forward pass and calls :meth:`BatchPruner.select_batch` with the fresh losses,
+            which returns the kept subset (and weights). Kept samples accumulate into full backprop
+            batches. The candidate forward passes are counted as cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from prunebench.errors import ConfigError
+from prunebench.options import build_options, fmt_value
+from prunebench.seeding import make_generator
+
+GRANULARITIES = ("static", "epoch", "batch")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What one epoch trains on.
+
+    Attributes
+    ----------
+    indices : 1-D int64 tensor of dataset indices, in training order (may repeat for methods that
+        sample with replacement).
+    weights : ``None`` (plain mean loss) or a float tensor aligned with ``indices``; the loop multiplies
+        each per-sample loss by its weight before taking the mean.
+    """
+
+    indices: torch.Tensor
+    weights: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.indices.dim() != 1 or self.indices.dtype != torch.int64:
+            raise ValueError("Selection.indices must be a 1-D int64 tensor")
+        if self.weights is not None and self.weights.shape != self.indices.shape:
+            raise ValueError("Selection.weights must align with Selection.indices")
+
+
+@dataclass(frozen=True)
+class CandidateBatch:
+    """Fresh information on one candidate batch, handed to :meth:`BatchPruner.select_batch`.
+
+    ``losses`` and ``logits`` come from a no-grad forward pass at the current parameters on the same
+    (augmented) inputs that will be trained on.
+    """
+
+    indices: torch.Tensor  # int64 [b] dataset indices
+    losses: torch.Tensor  # float [b] per-sample training losses (label smoothing included)
+    logits: torch.Tensor  # float [b, C]
+    targets: torch.Tensor  # int64 [b]
+    batch_size: int  # the backprop batch size the loop accumulates to
+
+
+@dataclass(frozen=True)
+class BatchSelection:
+    """Positions (into the candidate batch) to backpropagate, with optional loss weights."""
+
+    keep: torch.Tensor  # int64 positions, may repeat (sampling with replacement)
+    weights: torch.Tensor | None = None
+
+
+@dataclass
+class ProxyRequest:
+    """What a static method asks the harness's proxy run to record (see the static-methods docs)."""
+
+    epochs: int
+    seeds: tuple[int, ...] = (0,)
+    model: str | None = None
+    record: tuple[str, ...] = ()
+
+
+@dataclass
+class PruneContext:
+    """Everything a pruner may know about the data, handed in by the loop before training.
+
+    Attributes
+    ----------
+    labels : int64 tensor [N] of training labels (CPU).
+    num_classes : number of classes.
+    proxy : for static methods, a function running the shared proxy-training phase
+        (``proxy(ProxyRequest) -> dict of records``); ``None`` where no proxy run is possible.
+    cache_dir : where expensive scores may be cached (``None`` disables caching).
+    cache_key : a string identifying the dataset, proxy model and recipe for cache keys.
+    """
+
+    labels: torch.Tensor
+    num_classes: int
+    proxy: Callable[[ProxyRequest], dict[str, Any]] | None = None
+    cache_dir: Path | None = None
+    cache_key: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A pruner without options of its own."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The pruner base classes
+# --------------------------------------------------------------------------------------------------
+
+
+class Pruner:
+    """Base class of every pruner.
+
+    Parameters
+    ----------
+    num_samples : N, the training-set size.
+    num_epochs : planned epochs of the run.
+    prune_ratio : target fraction p of sample-visits skipped per epoch; the kept count is
+        ``q = round((1 - p) * N)``.
+    seed : run seed; the pruner draws only from its own generator derived from it.
+    options : the method's frozen options dataclass (see :func:`create_pruner`).
+    """
+
+    name: ClassVar[str] = ""
+    granularity: ClassVar[str] = "epoch"
+    description: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    default_prune_ratio: ClassVar[float] = 0.4
+    #: short names used in labels, e.g. {"candidate_ratio": "c"}
+    short_names: ClassVar[dict[str, str]] = {}
+    #: names of tensor attributes that make up the pruner's state (checkpointing)
+    state_attrs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, num_samples: int, num_epochs: int, prune_ratio: float, seed: int, options: Any) -> None:
+        self.num_samples = int(num_samples)
+        self.num_epochs = int(num_epochs)
+        self.prune_ratio = float(prune_ratio)
+        self.seed = int(seed)
+        self.options = options
+        self.generator = make_generator(self.seed, f"pruner/{self.name}")
+        self.context: PruneContext | None = None
+
+    # -- contract -----------------------------------------------------------------------------------
+    @property
+    def keep_count(self) -> int:
+        """q = round((1 - p) N), the number of sample-visits kept per epoch."""
+        return keep_count(self.num_samples, self.prune_ratio)
+
+    def prepare(self, context: PruneContext) -> None:
+        """Called once by the loop before training; static methods score and select here."""
+        self.context = context
+
+    def plan_epoch(self, epoch: int) -> Selection:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def observe(self, indices: torch.Tensor, losses: torch.Tensor) -> None:
+        """Record detached per-sample losses of samples just trained on (default: ignore)."""
+
+    def epoch_end(self, epoch: int) -> None:
+        """Called by the loop after the last step of ``epoch`` (default: nothing)."""
+
+    # -- naming ---------------------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        """Deterministic run label, e.g. ``orderdp[c=0.8,p=0.4]``."""
+        parts = []
+        for f in dataclasses.fields(self.options):
+            parts.append(f"{self.short_names.get(f.name, f.name)}={fmt_value(getattr(self.options, f.name))}")
+        parts.append(f"p={fmt_value(self.prune_ratio)}")
+        return f"{self.name}[{','.join(parts)}]"
+
+    def params(self) -> dict[str, Any]:
+        """Flat dict of the method's resolved options (for the result row)."""
+        return {f"pruner.{k}": v for k, v in dataclasses.asdict(self.options).items()}
+
+    # -- state (checkpoint/resume) ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"generator": self.generator.get_state()}
+        for attr in self.state_attrs:
+            v = getattr(self, attr)
+            state[attr] = v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        for attr in self.state_attrs:
+            cur = getattr(self, attr, None)
+            v = state[attr]
+            if isinstance(cur, torch.Tensor) and isinstance(v, torch.Tensor):
+                v = v.to(cur.device)
+            setattr(self, attr, v)
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _randperm(self, n: int) -> torch.Tensor:
+        return torch.randperm(n, generator=self.generator)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label} N={self.num_samples}>"
+
+
+class BatchPruner(Pruner):
+    """A pruner that selects within each candidate batch from fresh no-grad losses."""
+
+    granularity: ClassVar[str] = "batch"
+
+    def candidate_batch_size(self, batch_size: int) -> int:
+        """Candidates forwarded per step to fill a backprop batch of ``batch_size``."""
+        return batch_size
+
+    def select_batch(self, batch: CandidateBatch) -> BatchSelection:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def keep_count(num_samples: int, prune_ratio: float) -> int:
+    """``q = round((1 - p) N)`` (Python's round-half-even on the exact product)."""
+    return int(round((1.0 - prune_ratio) * num_samples))
+
+
+class LossScores:
+    """Mixin: a per-sample score tensor set to the most recent observed loss (stale when not trained).
+
+    The scores live on the device of the losses (moved lazily on the first :meth:`observe`), so the hot
+    path never synchronises; :meth:`scores_cpu` copies them once per epoch for planning.
+    """
+
+    initial_score: ClassVar[float] = 3.0
+    scores: torch.Tensor
+
+    def _init_scores(self, n: int, value: float) -> None:
+        self.scores = torch.full((n,), float(value), dtype=torch.float32)
+
+    def observe(self, indices: torch.Tensor, losses: torch.Tensor) -> None:
+        if self.scores.device != losses.device:
+            self.scores = self.scores.to(losses.device)
+        self.scores[indices.to(losses.device)] = losses.detach().float()
+
+    def scores_cpu(self) -> torch.Tensor:
+        return self.scores.detach().to("cpu", copy=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry (timm style: explicit names, a create_* factory)
+# --------------------------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, type[Pruner]] = {}
+
+
+def register_pruner(name: str) -> Callable[[type[Pruner]], type[Pruner]]:
+    """Class decorator registering a pruner under ``name``; a duplicate name is an error."""
+
+    def deco(cls: type[Pruner]) -> type[Pruner]:
+        if name in _REGISTRY:
+            raise ValueError(f"pruner {name!r} is already registered (by {_REGISTRY[name].__module__})")
+        if cls.granularity not in GRANULARITIES:
+            raise ValueError(f"pruner {name!r}: granularity must be one of {GRANULARITIES}")
+        if not cls.description:
+            raise ValueError(f"pruner {name!r} needs a one-line description citing its paper")
+        if not (dataclasses.is_dataclass(cls.Options) and cls.Options.__dataclass_params__.frozen):
+            raise ValueError(f"pruner {name!r}: Options must be a frozen dataclass")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def list_pruners(pattern: str = "*") -> list[str]:
+    """Registered pruner names matching the glob ``pattern``, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_pruner_class(name: str) -> type[Pruner]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown pruner {name!r}; valid: {', '.join(list_pruners())}") from None
+
+
+def validate_common(num_samples: int, num_epochs: int, prune_ratio: float, seed: int) -> None:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
+        raise ConfigError(f"num_epochs must be a positive integer, got {num_epochs!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(prune_ratio, bool) or not isinstance(prune_ratio, (int, float)) or not math.isfinite(prune_ratio):
+        raise ConfigError(f"prune_ratio must be a number in [0, 1), got {prune_ratio!r}")
+    if not 0.0 <= prune_ratio < 1.0:
+        raise ConfigError(f"prune_ratio must be in [0, 1), got {prune_ratio!r}")
+    if keep_count(num_samples, prune_ratio) < 1:
+        raise ConfigError(
+            f"prune_ratio={prune_ratio:g} keeps round((1-p)*{num_samples}) = 0 samples; "
+            f"valid: prune_ratio <= {1 - 0.5 / num_samples:.6g}"
+        )
+
+
+def create_pruner(
+    name: str,
+    *,
+    num_samples: int,
+    num_epochs: int,
+    prune_ratio: float | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> Pruner:
+    """Create the pruner ``name``: common arguments first, then the method's own options.
+
+    Unknown option names and invalid values raise :class:`~prunebench.errors.ConfigError` naming the
+    valid ones. ``prune_ratio=None`` uses the method's default.
+    """
+    cls = get_pruner_class(name)
+    if prune_ratio is None:
+        prune_ratio = cls.default_prune_ratio
+    validate_common(num_samples, num_epochs, prune_ratio, seed)
+    opts = build_options(cls.Options, options, f"pruner {name!r}")
+    pruner = cls(num_samples, num_epochs, float(prune_ratio), seed, opts)
+    return pruner

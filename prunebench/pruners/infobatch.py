@@ -1,0 +1,73 @@
+"""InfoBatch (Qin et al., ICLR 2024): unbiased dynamic pruning by soft pruning and rescaling."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from prunebench.errors import ConfigError
+from prunebench.pruners.base import LossScores, Pruner, Selection, register_pruner
+from prunebench.pruners.rules import shuffle
+
+
+@dataclass(frozen=True)
+class InfoBatchOptions:
+    delta: float = 0.875  # annealing: from epoch ceil(delta * epochs) on, train on full data, weight 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.delta <= 1.0:
+            raise ConfigError(f"delta must be in [0, 1], got {self.delta:g}")
+
+
+@register_pruner("infobatch")
+class InfoBatch(LossScores, Pruner):
+    """InfoBatch (Qin et al., ICLR 2024; github.com/NUS-HPC-AI-Lab/InfoBatch).
+
+    Here ``prune_ratio`` is InfoBatch's ``r``, the probability that a well-learned sample is dropped.
+    Each epoch: threshold = mean of the stored scores (each sample's most recent loss, initialised to 1);
+    the well-learned samples (score < mean) are pruned at random, keeping ``floor((1-r) * n_well)`` of
+    them uniformly without replacement (as the reference code does; each has marginal keep probability
+    ~= 1-r), and the kept ones get loss weight ``1/(1-r)``; samples with score >= mean are all kept with
+    weight 1. Epoch 0 prunes nothing (all scores equal). From epoch ``ceil(delta * epochs)`` on, the
+    whole dataset is used with weight 1 (annealing). The realized prune ratio is therefore below ``r``
+    and is reported by the loop.
+    """
+
+    granularity: ClassVar[str] = "epoch"
+    description: ClassVar[str] = "drop well-learned (loss < mean) samples w.p. r, rescale by 1/(1-r), anneal (Qin et al. ICLR 2024)"
+    Options = InfoBatchOptions
+    default_prune_ratio: ClassVar[float] = 0.5
+    short_names: ClassVar[dict[str, str]] = {}
+    state_attrs = ("scores",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_scores(self.num_samples, 1.0)
+
+    @property
+    def label(self) -> str:
+        return f"infobatch[delta={self.options.delta:g},r={self.prune_ratio:g}]"
+
+    @property
+    def anneal_epoch(self) -> int:
+        """First epoch trained on full data."""
+        return math.ceil(self.options.delta * self.num_epochs)
+
+    def plan_epoch(self, epoch: int) -> Selection:
+        n = self.num_samples
+        if epoch >= self.anneal_epoch or self.prune_ratio == 0.0:
+            return Selection(shuffle(torch.arange(n), self.generator), torch.ones(n))
+        scores = self.scores_cpu()
+        well = scores < scores.mean()
+        well_idx = torch.nonzero(well).flatten()
+        rest_idx = torch.nonzero(~well).flatten()
+        keep_ratio = 1.0 - self.prune_ratio
+        n_keep = int(keep_ratio * well_idx.numel())
+        kept_well = well_idx[torch.randperm(well_idx.numel(), generator=self.generator)[:n_keep]]
+        indices = torch.cat([rest_idx, kept_well])
+        weights = torch.cat([torch.ones(rest_idx.numel()), torch.full((n_keep,), 1.0 / keep_ratio)])
+        order = torch.randperm(indices.numel(), generator=self.generator)
+        return Selection(indices[order], weights[order])

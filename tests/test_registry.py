@@ -1,0 +1,167 @@
+"""Contract tests over the whole pruner registry."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from prunebench.errors import ConfigError
+from prunebench.pruners import (
+    BatchPruner,
+    CandidateBatch,
+    PruneContext,
+    Selection,
+    create_pruner,
+    get_pruner_class,
+    list_pruners,
+    register_pruner,
+)
+from prunebench.pruners.base import Pruner
+
+N, E = 200, 6
+ALL = list_pruners()
+FOUNDATION = {"full", "random-static", "random-dynamic", "orderdp", "orderdp-fresh", "infobatch", "loss-topk"}
+
+
+def _ratio(name: str) -> float:
+    return 0.0 if name == "full" else 0.4
+
+
+def _labels(n: int = N, k: int = 4) -> torch.Tensor:
+    return torch.arange(n) % k
+
+
+def _prepared(name: str, seed: int = 0, context_factory=None) -> Pruner:
+    p = create_pruner(name, num_samples=N, num_epochs=E, prune_ratio=_ratio(name), seed=seed)
+    ctx = context_factory(N) if context_factory else PruneContext(labels=_labels(), num_classes=4)
+    p.prepare(ctx)
+    return p
+
+
+@pytest.fixture
+def context_factory(request):
+    """Static methods need a proxy; their test modules provide ``proxy_context`` (see test_static)."""
+    try:
+        return request.getfixturevalue("proxy_context")
+    except pytest.FixtureLookupError:
+        return None
+
+
+def test_foundation_pruners_registered():
+    assert FOUNDATION <= set(ALL)
+    assert list_pruners("orderdp*") == ["orderdp", "orderdp-fresh"]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_declares_granularity_description_and_frozen_options(name):
+    cls = get_pruner_class(name)
+    assert cls.granularity in ("static", "epoch", "batch")
+    assert len(cls.description) > 10
+    assert dataclasses.is_dataclass(cls.Options) and cls.Options.__dataclass_params__.frozen
+    assert issubclass(cls, BatchPruner) == (cls.granularity == "batch")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_plan_is_valid_selection(name, context_factory):
+    p = _prepared(name, context_factory=context_factory)
+    for epoch in range(2):
+        sel = p.plan_epoch(epoch)
+        assert isinstance(sel, Selection)
+        assert sel.indices.dtype == torch.int64 and sel.indices.dim() == 1
+        assert sel.indices.numel() > 0
+        assert int(sel.indices.min()) >= 0 and int(sel.indices.max()) < N
+        if sel.weights is not None:
+            assert sel.weights.shape == sel.indices.shape and bool(torch.all(sel.weights > 0))
+        p.observe(sel.indices[:50], torch.rand(min(50, sel.indices.numel())))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_plan_epoch_does_not_change_state(name, context_factory):
+    p = _prepared(name, context_factory=context_factory)
+    p.observe(torch.arange(N), torch.rand(N, generator=torch.Generator().manual_seed(1)))
+    before = {k: v for k, v in p.state_dict().items() if k != "generator"}
+    p.plan_epoch(1)
+    after = {k: v for k, v in p.state_dict().items() if k != "generator"}
+    assert before.keys() == after.keys()
+    for k in before:
+        if isinstance(before[k], torch.Tensor):
+            assert torch.equal(before[k], after[k]), k
+        else:
+            assert before[k] == after[k], k
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_same_seed_same_plan_other_seed_other_plan(name, context_factory):
+    a = _prepared(name, seed=3, context_factory=context_factory).plan_epoch(0).indices
+    b = _prepared(name, seed=3, context_factory=context_factory).plan_epoch(0).indices
+    c = _prepared(name, seed=4, context_factory=context_factory).plan_epoch(0).indices
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)  # at least the order differs
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_does_not_touch_global_rng(name, context_factory):
+    torch.manual_seed(123)
+    np.random.seed(123)
+    t_state, n_state = torch.get_rng_state(), np.random.get_state()[1].copy()
+    p = _prepared(name, context_factory=context_factory)
+    for e in range(2):
+        sel = p.plan_epoch(e)
+        p.observe(sel.indices, torch.rand(sel.indices.numel(), generator=torch.Generator().manual_seed(e)))
+    if isinstance(p, BatchPruner):
+        idx = torch.arange(32)
+        p.select_batch(CandidateBatch(idx, torch.rand(32, generator=torch.Generator().manual_seed(0)),
+                                      torch.zeros(32, 4), idx % 4, 16))
+    assert torch.equal(torch.get_rng_state(), t_state)
+    assert np.array_equal(np.random.get_state()[1], n_state)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_unknown_option_is_rejected_with_valid_names(name):
+    with pytest.raises(ConfigError, match="unknown option 'no_such_option'; valid options"):
+        create_pruner(name, num_samples=N, num_epochs=E, prune_ratio=_ratio(name), seed=0, no_such_option=1)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan")])
+def test_bad_prune_ratio_rejected(name, bad):
+    with pytest.raises(ConfigError, match="prune_ratio"):
+        create_pruner(name, num_samples=N, num_epochs=E, prune_ratio=bad, seed=0)
+
+
+def test_prune_ratio_leaving_no_sample_rejected():
+    with pytest.raises(ConfigError, match="keeps round"):
+        create_pruner("random-dynamic", num_samples=10, num_epochs=1, prune_ratio=0.96, seed=0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_label_is_deterministic_and_names_method(name):
+    a = create_pruner(name, num_samples=N, num_epochs=E, prune_ratio=_ratio(name), seed=0)
+    b = create_pruner(name, num_samples=N, num_epochs=E, prune_ratio=_ratio(name), seed=5)
+    assert a.label == b.label and a.label.startswith(name)
+
+
+def test_orderdp_label():
+    p = create_pruner("orderdp", num_samples=N, num_epochs=E, prune_ratio=0.4, seed=0, candidate_ratio=0.8)
+    assert p.label == "orderdp[c=0.8,init=3,p=0.4]"
+
+
+def test_duplicate_registration_is_an_error():
+    with pytest.raises(ValueError, match="already registered"):
+        @register_pruner("orderdp")
+        class Dup(Pruner):  # noqa: F841
+            description = "duplicate"
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if get_pruner_class(n).granularity != "batch"
+                                  and n not in ("infobatch",)])
+def test_fixed_budget_exact(name, context_factory):
+    """Every fixed-budget method trains exactly q = round((1-p)N) samples per epoch."""
+    p = _prepared(name, context_factory=context_factory)
+    sel = p.plan_epoch(0)
+    expected = N if name == "full" else round(0.6 * N)
+    assert sel.indices.numel() == expected
+    assert torch.unique(sel.indices).numel() == expected  # no duplicates for without-replacement rules
