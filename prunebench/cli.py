@@ -110,7 +110,7 @@ def build_run_config(args: argparse.Namespace):
     cfg_over, opts = split_overrides(parse_set(args.set))
     raw: dict[str, Any] = dict(cfg_over)
     for key in ("dataset", "model", "pruner", "prune_ratio", "epochs", "seed", "data_dir", "device", "tracking_uri",
-                "experiment", "batch_size", "lr"):
+                "experiment", "batch_size", "lr", "checkpoint_dir", "checkpoint_every"):
         v = getattr(args, key, None)
         if v is not None:
             if key in raw:
@@ -118,6 +118,8 @@ def build_run_config(args: argparse.Namespace):
             raw[key] = v
     if args.no_tracking:
         raw["tracking"] = False
+    if args.resume:
+        raw["resume"] = True
     raw["pruner_options"] = opts
     config = TrainConfig.from_dict(raw)
     _check_option_names(config.pruner, opts)
@@ -188,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     pr.add_argument("--experiment", help="MLflow experiment name (default prunebench)")
     pr.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    pr.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="write an atomic checkpoint into DIR every epoch")
+    pr.add_argument("--checkpoint-every", dest="checkpoint_every", help="epochs between checkpoints (default 1)")
+    pr.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir (same config, same MLflow run)")
     pr.add_argument("--json", action="store_true", help="print exactly one JSON object (the result row) on stdout")
     pr.add_argument("--quiet", action="store_true", help="no progress on stderr")
     pr.set_defaults(func=cmd_run)

@@ -18,6 +18,7 @@ import math
 import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -29,7 +30,8 @@ import prunebench
 from prunebench.datasets import FolderData, TensorData, load_dataset
 from prunebench.errors import ConfigError, TrainingError
 from prunebench.harness.augment import augment_batch
-from prunebench.harness.config import TrainConfig
+from prunebench.harness.checkpoint import check_tracking_reachable, check_writable_dir, load_checkpoint, save_checkpoint
+from prunebench.harness.config import EXECUTION_FIELDS, TrainConfig
 from prunebench.harness.models import create_model
 from prunebench.harness.optim import create_optimizer, default_lr, lr_multiplier
 from prunebench.harness.tracking import create_tracker
@@ -173,6 +175,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.kept_masks: list[np.ndarray] = []
         self.epoch = 0
+        self.run_id: str | None = None
 
     # ------------------------------------------------------------------------------------------------
     def _make_pruner(self) -> Pruner:
@@ -362,21 +365,114 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
+        """Prepare the pruner, train, evaluate, log; resume from ``checkpoint_dir`` when asked.
+
+        Runs inside ``torch.random.fork_rng``: the global RNG (used only by layers such as dropout) is
+        seeded from the run seed and checkpointed, and the caller's global RNG state is restored after.
+        """
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(self.config.seed, "global"))
+            return self._run()
+
+    def _preflight(self) -> dict[str, Any] | None:
+        """Everything that can fail before training does so here, before anything is written."""
         cfg = self.config
+        if cfg.tracking:
+            from prunebench.harness.tracking import resolve_tracking_uri
+
+            uri = resolve_tracking_uri(cfg.tracking_uri)
+            check_tracking_reachable(uri)
+            if uri.startswith("sqlite:///"):
+                check_writable_dir(Path(uri[len("sqlite:///"):]).parent, 16 << 20, "tracking store folder")
+        state = None
+        if cfg.checkpoint_dir:
+            if cfg.resume:
+                state = load_checkpoint(cfg.checkpoint_dir)
+                self._check_resumable(state)
+            n_params = sum(p.numel() for p in self.model.parameters())
+            need = 2 * (3 * 4 * n_params + 64 * self.n) + (8 << 20)  # model + optimizer + pruner state, twice
+            check_writable_dir(cfg.checkpoint_dir, need, "checkpoint dir")
+        return state
+
+    def _identity(self) -> dict[str, Any]:
+        return {k: v for k, v in self.config.to_dict().items() if k not in EXECUTION_FIELDS}
+
+    def _check_resumable(self, state: dict[str, Any]) -> None:
+        saved, now = state["identity"], self._identity()
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if diff:
+            k = diff[0]
+            raise ConfigError(
+                f"--resume: the checkpoint was written with {k}={saved.get(k)!r} but this run has "
+                f"{k}={now.get(k)!r}; resume with the same settings or use another --checkpoint-dir"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The full training state (model, optimizer, every RNG, pruner, counters, history)."""
+        return {
+            "identity": self._identity(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "pruner": self.pruner.state_dict(),
+            "rng_global": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "rng_augment": self.aug_gen.get_state(),
+            "counters": {k: getattr(self, k) for k in self._COUNTERS},
+            "usage": self.usage.cpu(),
+            "prev_mask": None if self.prev_mask is None else self.prev_mask.cpu(),
+            "history": self.history,
+            "kept_masks": self.kept_masks,
+            "mlflow_run_id": self.run_id,
+        }
+
+    _COUNTERS = ("samples_forward", "samples_backprop", "optimizer_steps", "train_time", "selection_time",
+                 "eval_time", "scoring_time", "scoring_cost")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = state["epoch"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.pruner.load_state_dict(state["pruner"])
+        torch.set_rng_state(state["rng_global"])
+        if state["rng_cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.aug_gen.set_state(state["rng_augment"])
+        for k, v in state["counters"].items():
+            setattr(self, k, v)
+        self.usage = state["usage"].to(self.device)
+        self.prev_mask = None if state["prev_mask"] is None else state["prev_mask"].to(self.device)
+        self.history = list(state["history"])
+        self.kept_masks = list(state["kept_masks"])
+        self.run_id = state["mlflow_run_id"]
+
+    def _run(self) -> RunResult:
+        cfg = self.config
+        resume_state = self._preflight()
         tracker = create_tracker(cfg.tracking, cfg.tracking_uri, cfg.experiment)
         label = self.pruner.label
-        params = {**{k: v for k, v in cfg.to_dict().items() if k not in ("pruner_options", "tags")},
+        params = {**{k: v for k, v in cfg.to_dict().items() if k not in ("pruner_options", "tags", "resume")},
                   **self.pruner.params(), "label": label, "epochs": self.epochs, "lr": self.lr,
                   "num_samples": self.n, "augment": self.augment, "device": str(self.device)}
         tags = {"prunebench.label": label, "prunebench.pruner": cfg.pruner, "prunebench.granularity": self.pruner.granularity,
                 **{k: str(v) for k, v in cfg.tags.items()}}
-        tracker.start(cfg.run_name or label, params, tags)
+        if resume_state is not None:
+            self.load_state_dict(resume_state)
+            # the pruner's state already holds its selection: prepare() (and a static proxy run) is not repeated
+            self.pruner.context = self._context()
+            tracker.start(cfg.run_name or label, params, tags,
+                          run_id=resume_state["mlflow_run_id"] if cfg.tracking else None)
+        else:
+            tracker.start(cfg.run_name or label, params, tags)
+        self.run_id = tracker.run_id
         status, error = "FINISHED", ""
         try:
-            t0 = time.perf_counter()
-            self.pruner.prepare(self._context())
-            _sync(self.device)
-            self.scoring_time = time.perf_counter() - t0
+            if resume_state is None:
+                t0 = time.perf_counter()
+                self.pruner.prepare(self._context())
+                _sync(self.device)
+                self.scoring_time = time.perf_counter() - t0
             self._train_loop(tracker)
         except BaseException as e:
             status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
@@ -450,6 +546,8 @@ class Trainer:
             self.pruner.epoch_end(epoch)
             epoch += 1
             self.epoch = epoch
+            if cfg.checkpoint_dir and (last_epoch or epoch % cfg.checkpoint_every == 0):
+                save_checkpoint(cfg.checkpoint_dir, self.state_dict())
 
     def _result(self, run_id: str | None, label: str, status: str, error: str) -> RunResult:
         cfg = self.config
