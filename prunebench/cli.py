@@ -6,6 +6,7 @@ Bad input gives one line on stderr (what is wrong, what is valid) and exit code 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ def _quiet_libraries() -> None:
     for name in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3", "git"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
@@ -167,8 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="prunebench", description="Head-to-head benchmarks of data-pruning methods under one training loop.")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    p = _Parser(prog="prunebench", description="Head-to-head benchmarks of data-pruning methods under one training loop.",
+                allow_abbrev=False)
+    sub = p.add_subparsers(dest="command", parser_class=functools.partial(_Parser, allow_abbrev=False), metavar="COMMAND")
 
     pl = sub.add_parser("list", help="pruners, datasets and models")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
