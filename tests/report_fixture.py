@@ -20,7 +20,7 @@ SEEDS = (0, 1)
 METHODS = (
     ("full", "full", (0.0,), {}),
     ("orderdp-c0.8", "orderdp", (0.3, 0.5), {"candidate_ratio": 0.8}),
-    ("random-dynamic", "random-dynamic", (0.3, 0.5), {}),
+    ("random-dynamic", "random-dynamic", (0.5,), {}),
     ("random-static", "random-static", (0.5,), {}),
 )
 STUDY_TOML = f'''name = "{STUDY}"
