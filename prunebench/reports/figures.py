@@ -183,7 +183,7 @@ def jaccard_heatmap(d: pd.DataFrame, title: str, path: Path) -> None:
     fig = Figure(figsize=(min(18, max(8.0, 4.5 + 0.55 * mat.shape[1])), 0.5 * mat.shape[0] + 1.8), layout="constrained")
     ax = fig.subplots()
     sns.heatmap(mat, ax=ax, vmin=0, vmax=1, cmap="viridis", annot=mat.size <= 240, fmt=".2f",
-                annot_kws={"fontsize": 7}, cbar_kws={"label": "Jaccard |A n B| / |A u B|"})
+                annot_kws={"fontsize": 9}, cbar_kws={"label": "Jaccard |A n B| / |A u B|"})
     ax.set_xlabel("epoch")
     ax.set_ylabel("")
     ax.set_title(title)
