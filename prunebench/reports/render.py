@@ -56,7 +56,8 @@ th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right;white-space:nowr
 th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
 td.best{font-weight:700;background:#dafbe1}
 .scroll{overflow-x:auto}
-table.kv td{white-space:normal;text-align:left}
+table.kv td,table.kv th{white-space:normal;text-align:left}
+th{white-space:normal;vertical-align:bottom}
 figure{margin:14px 0 26px}figure img{max-width:100%;border:1px solid #eaeef2}
 figcaption{font-size:13px;color:#57606a;max-width:980px}
 pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:10px;font-size:12px;overflow:auto}
