@@ -166,6 +166,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from prunebench.reports import build_report
+
+    index = build_report(args.target, args.output, results_dir=args.results, tracking_uri=args.tracking_uri,
+                         title=args.title)
+    print(index)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print exactly one JSON object (the result row) on stdout")
     pr.add_argument("--quiet", action="store_true", help="no progress on stderr")
     pr.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="comparison report (HTML, Markdown, CSV, PNG) of a study's results")
+    rp.add_argument("target", metavar="STUDY_OR_EXPERIMENT",
+                    help="a results folder (results.parquet), a study .toml file, or an MLflow experiment name")
+    rp.add_argument("-o", "--output", help="report folder (default reports/<study or experiment name>)")
+    rp.add_argument("--results", help="results folder of a study file (default results/<study name>)")
+    rp.add_argument("--tracking-uri", dest="tracking_uri",
+                    help="MLflow store of an experiment name (else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    rp.add_argument("--title", help="report title (default: prunebench report: <name>)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

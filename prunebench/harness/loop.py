@@ -40,6 +40,7 @@ from prunebench.pruners.base import get_pruner_class
 from prunebench.seeding import derive_seed, make_generator
 
 ProgressFn = Callable[[dict[str, Any]], None]
+PLAN_SCORE_SNAPSHOTS = 10  # epochs (1..E-1, evenly spaced) whose plan-time pruner scores are logged
 
 
 @dataclass
@@ -174,6 +175,11 @@ class Trainer:
         self.prev_mask: torch.Tensor | None = None
         self.history: list[dict[str, Any]] = []
         self.kept_masks: list[np.ndarray] = []
+        # loss-score pruners (orderdp, loss-topk, ...): the stored scores at plan time of a few epochs,
+        # so reports can rank samples as the pruner did and compare keep frequencies per rank with gamma
+        self.plan_scores: dict[int, np.ndarray] = {}
+        self.plan_score_epochs = (set(np.linspace(1, self.epochs - 1, PLAN_SCORE_SNAPSHOTS).round().astype(int).tolist())
+                                  if self.epochs > 1 else set())
         self.epoch = 0
         self.run_id: str | None = None
 
@@ -491,6 +497,9 @@ class Trainer:
         if self.kept_masks:
             arrays["kept_masks_packed"] = result.kept_masks
             arrays["last_kept_indices"] = np.flatnonzero(result.kept_mask(len(self.kept_masks) - 1))
+        if self.plan_scores:
+            arrays["plan_scores"] = np.stack([self.plan_scores[e] for e in sorted(self.plan_scores)])
+            arrays["plan_score_epochs"] = np.array(sorted(self.plan_scores), dtype=np.int32)
         tracker.log_arrays(arrays)
         tracker.log_dict({"config": cfg.to_dict(), "resolved": params, "row": result.row}, "run.json")
         tracker.end(status)
@@ -505,6 +514,9 @@ class Trainer:
                 break
             if self.total_steps is not None and self.optimizer_steps >= self.total_steps:
                 break
+            if cfg.record_kept and epoch in self.plan_score_epochs and hasattr(self.pruner, "scores_cpu"):
+                # outside the clock: a copy for the reports, not part of the method's cost
+                self.plan_scores[epoch] = self.pruner.scores_cpu().numpy().astype(np.float32)
             _sync(self.device)
             t0 = time.perf_counter()
             sel_before = self.selection_time
