@@ -430,6 +430,7 @@ class Trainer:
             "prev_mask": None if self.prev_mask is None else self.prev_mask.cpu(),
             "history": self.history,
             "kept_masks": self.kept_masks,
+            "plan_scores": self.plan_scores,
             "mlflow_run_id": self.run_id,
         }
 
@@ -451,6 +452,7 @@ class Trainer:
         self.prev_mask = None if state["prev_mask"] is None else state["prev_mask"].to(self.device)
         self.history = list(state["history"])
         self.kept_masks = list(state["kept_masks"])
+        self.plan_scores = dict(state["plan_scores"])
         self.run_id = state["mlflow_run_id"]
 
     def _run(self) -> RunResult:
