@@ -50,6 +50,8 @@ class TrainConfig:
     run_name: str | None = None  # MLflow run name (default: the pruner's label)
     tags: dict = field(default_factory=dict)  # extra MLflow tags (e.g. study name, run key)
     record_kept: bool = True  # keep per-epoch kept-set masks (Jaccard across seeds, reports)
+    # --- static methods ----------------------------------------------------------------------------------
+    score_cache: str | None = "~/.cache/prunebench/scores"  # folder caching proxy-run records; None/off: no cache
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "eval_every", "eval_batch_size")
