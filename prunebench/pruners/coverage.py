@@ -38,8 +38,13 @@ def kcenter_greedy(x: torch.Tensor, k: int, generator: torch.Generator) -> torch
         if t == 0:
             pts = torch.arange(n)
         else:
-            dc = torch.mv(centers[:t], xj).mul_(-2.0).add_(sq[picked[:t]]).add_(sq[j]).clamp_min_(0.0).sqrt_()
-            pts = torch.nonzero((dc < 2.0 * radius[:t])[assign]).flatten()
+            # j is at distance r = sqrt(min_d[j]) from every center, so d(c, j) < 2 R_c needs R_c > r / 2
+            r = float(min_d[j].clamp_min(0.0).sqrt())
+            near = torch.nonzero(radius[:t] > 0.5 * r).flatten()
+            dc = torch.mv(centers[near], xj).mul_(-2.0).add_(sq[picked[near]]).add_(sq[j]).clamp_min_(0.0).sqrt_()
+            may = torch.zeros(t, dtype=torch.bool)
+            may[near] = dc < 2.0 * radius[near]
+            pts = torch.nonzero(may[assign]).flatten()
         if pts.numel() > n // 8:  # gathering many rows costs more than streaming all of them
             dp = torch.mv(x, xj)[pts]
         else:
