@@ -162,6 +162,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  {k:<22} {v}")
     if row.get("run_id"):
         print(f"  {'mlflow run':<22} {row['run_id']}")
+    _print_scoring(row)
+    return 0
+
+
+def _print_scoring(row: dict[str, Any]) -> None:
+    """Static methods: the proxy run's cost beside the training cost, and whether the cache served it."""
+    if "scoring_cache_hit" not in row:
+        return
+    for k in ("scoring_proxy_time_s", "scoring_samples_backprop", "scoring_samples_forward",
+              "scoring_relative_compute", "scoring_proxy_acc", "scoring_cache_hit"):
+        v = row.get(k)
+        print(f"  {k:<22} {f'{v:.4f}' if isinstance(v, float) else v}")
+    if row["scoring_cache_hit"]:
+        print("prunebench: proxy scores reused from the score cache (scoring_time_s is the lookup; "
+              "scoring_proxy_time_s is what the cached proxy run took)", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------
+# export-scores
+# ---------------------------------------------------------------------------------------------------
+
+
+def cmd_export_scores(args: argparse.Namespace) -> int:
+    from prunebench.harness.proxy import export_arrays, static_scores
+
+    args.no_tracking = True
+    config = build_run_config(args)
+    written = export_arrays(static_scores(config), args.out, args.format)
+    for p in written:
+        print(p)
     return 0
 
 
@@ -223,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="MLflow store of an experiment name (else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     rp.add_argument("--title", help="report title (default: prunebench report: <name>)")
     rp.set_defaults(func=cmd_report)
+
+    pe = sub.add_parser("export-scores", help="score and select with a static pruner (no final training); "
+                        "write scores and kept indices as .npy or .csv")
+    pe.add_argument("--pruner", required=True, help="a static pruner (el2n, forgetting, ccs, ...)")
+    pe.add_argument("--out", required=True, help="output folder")
+    pe.add_argument("--format", choices=("npy", "csv"), default="npy", help="npy (one file per array) or csv")
+    for flag, dest, text in (("--dataset", "dataset", "dataset name (default digits)"),
+                             ("--model", "model", "model (default cnn-small; the proxy's unless proxy_model is set)"),
+                             ("--prune-ratio", "prune_ratio", "target prune ratio p"),
+                             ("--seed", "seed", "run seed (default 0)"), ("--batch-size", "batch_size", "batch size"),
+                             ("--lr", "lr", "peak learning rate"), ("--data-dir", "data_dir", "data folder"),
+                             ("--device", "device", "auto | cpu | cuda")):
+        pe.add_argument(flag, dest=dest, help=text)
+    pe.add_argument("--set", action="append", metavar="KEY=VALUE", help="config field or pruner option (proxy_epochs=5)")
+    pe.set_defaults(func=cmd_export_scores, epochs=None, tracking_uri=None, experiment=None)
     return p
 
 

@@ -54,6 +54,8 @@ class TrainConfig:
     checkpoint_dir: str | None = None  # write an atomic checkpoint here every checkpoint_every epochs
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always checkpointed)
     resume: bool = False  # continue from checkpoint_dir (same MLflow run); the config must match
+    # --- static methods ----------------------------------------------------------------------------------
+    score_cache: str | None = "~/.cache/prunebench/scores"  # folder caching proxy-run records; None/off: no cache
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "eval_every", "eval_batch_size", "checkpoint_every")
@@ -97,7 +99,8 @@ class TrainConfig:
 
 #: fields that change how a run executes, not what it computes (ignored when matching a checkpoint)
 EXECUTION_FIELDS = ("device", "data_dir", "download", "num_workers", "tracking", "tracking_uri", "experiment",
-                    "run_name", "tags", "checkpoint_dir", "checkpoint_every", "resume", "eval_batch_size")
+                    "run_name", "tags", "checkpoint_dir", "checkpoint_every", "resume", "eval_batch_size",
+                    "score_cache")
 
 
 def split_overrides(pairs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -14,6 +14,7 @@ Each step reads: plan -> gather -> augment -> forward -> (weights) -> backward -
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import platform
 import time
@@ -41,6 +42,7 @@ from prunebench.seeding import derive_seed, make_generator
 
 ProgressFn = Callable[[dict[str, Any]], None]
 PLAN_SCORE_SNAPSHOTS = 10  # epochs (1..E-1, evenly spaced) whose plan-time pruner scores are logged
+log = logging.getLogger("prunebench.harness")
 
 
 @dataclass
@@ -182,6 +184,10 @@ class Trainer:
                                   if self.epochs > 1 else set())
         self.epoch = 0
         self.run_id: str | None = None
+        # called as f(indices, logits, targets, losses) after every optimizer step (e.g. the proxy run's
+        # recorders); the hot path only tests the empty list
+        self.step_observers: list[Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]] = []
+        self.proxy_runner = None  # set by _context(): the static methods' proxy (its cost goes in the row)
 
     # ------------------------------------------------------------------------------------------------
     def _make_pruner(self) -> Pruner:
@@ -197,8 +203,10 @@ class Trainer:
                              **cfg.pruner_options)
 
     def _context(self) -> PruneContext:
-        d = self.data
-        return PruneContext(labels=d.labels.cpu(), num_classes=d.num_classes, cache_key=d.key)
+        from prunebench.harness.proxy import proxy_context
+
+        ctx, self.proxy_runner = proxy_context(self.config, self.data, self.device)
+        return ctx
 
     # ------------------------------------------------------------------------------------------------
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -245,6 +253,9 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         losses = losses.detach()
+        if self.step_observers:
+            for f in self.step_observers:
+                f(idx, logits.detach(), y, losses)
         self.pruner.observe(idx, losses)
         self.samples_backprop += idx.numel()
         self.optimizer_steps += 1
@@ -481,6 +492,7 @@ class Trainer:
                 self.pruner.prepare(self._context())
                 _sync(self.device)
                 self.scoring_time = time.perf_counter() - t0
+                self._scoring_report()
             self._train_loop(tracker)
         except BaseException as e:
             status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
@@ -502,10 +514,21 @@ class Trainer:
         if self.plan_scores:
             arrays["plan_scores"] = np.stack([self.plan_scores[e] for e in sorted(self.plan_scores)])
             arrays["plan_score_epochs"] = np.array(sorted(self.plan_scores), dtype=np.int32)
+        if hasattr(self.pruner, "artifacts"):  # static methods: their scores and kept indices
+            arrays.update({f"static_{k}": v for k, v in self.pruner.artifacts().items()})
         tracker.log_arrays(arrays)
         tracker.log_dict({"config": cfg.to_dict(), "resolved": params, "row": result.row}, "run.json")
         tracker.end(status)
         return result
+
+    def _scoring_report(self) -> None:
+        """Put the proxy run's cost beside the training cost (``scoring_*`` columns of the row)."""
+        r = self.proxy_runner.report() if self.proxy_runner is not None else {
+            "samples_backprop": 0, "samples_forward": 0, "proxy_time_s": 0.0}
+        r["relative_compute"] = (r["samples_forward"] + 3 * r["samples_backprop"]) / (3 * self.epochs * self.n)
+        self.scoring_cost.update(r)
+        if r.get("cache_hit"):
+            log.info("%s: proxy scores reused from the cache in %s", self.pruner.label, self.proxy_runner.cache_dir)
 
     def _train_loop(self, tracker) -> None:
         cfg = self.config

@@ -38,6 +38,7 @@ _METHOD_MODULES = (
     "orderdp",
     "infobatch",
     "loss_topk",
+    "static",
 )
 
 for _m in _METHOD_MODULES:
