@@ -313,7 +313,7 @@ class Trainer:
             self.samples_forward += idx.numel()
             seen += idx.numel()
             t0 = time.perf_counter()
-            bsel = pruner.select_batch(CandidateBatch(idx, losses, logits.float(), y, self.bs))
+            bsel = pruner.select_batch(CandidateBatch(idx, losses, logits.float(), y, self.bs, self.config.label_smoothing))
             self.selection_time += time.perf_counter() - t0
             keep = bsel.keep
             if bsel.weights is not None:

@@ -38,6 +38,10 @@ _METHOD_MODULES = (
     "orderdp",
     "infobatch",
     "loss_topk",
+    "bandit",
+    "selective_backprop",
+    "importance",
+    "from_indices",
 )
 
 for _m in _METHOD_MODULES:
