@@ -50,6 +50,9 @@ class TrainConfig:
     run_name: str | None = None  # MLflow run name (default: the pruner's label)
     tags: dict = field(default_factory=dict)  # extra MLflow tags (e.g. study name, run key)
     record_kept: bool = True  # keep per-epoch kept-set masks (Jaccard across seeds, reports)
+    # --- gradient-direction probe (off by default: it costs two gradient passes per probed epoch) --------
+    probe_epochs: tuple[int, ...] = ()  # epochs after which to compare kept-set and full-data gradients
+    probe_samples: int = 2048  # size of the fixed uniform full-data sample (and cap on kept samples used)
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "eval_every", "eval_batch_size")
@@ -74,6 +77,9 @@ class TrainConfig:
 
         if self.augment is not None and self.augment not in AUGMENTS:
             raise ConfigError(f"config: augment {self.augment!r} is not valid; valid: {', '.join(AUGMENTS)}")
+        if self.probe_samples < 1 or any(e < 0 for e in self.probe_epochs):
+            raise ConfigError(f"config: need probe_samples >= 1 and probe_epochs >= 0, got {self.probe_samples}, "
+                              f"{self.probe_epochs}")
         if not isinstance(self.pruner_options, dict) or not isinstance(self.tags, dict):
             raise ConfigError("config: pruner_options and tags must be tables (dicts)")
 

@@ -32,6 +32,7 @@ from prunebench.harness.augment import augment_batch
 from prunebench.harness.config import TrainConfig
 from prunebench.harness.models import create_model
 from prunebench.harness.optim import create_optimizer, default_lr, lr_multiplier
+from prunebench.harness.probe import gradient_probe
 from prunebench.harness.tracking import create_tracker
 from prunebench.pruners import BatchPruner, CandidateBatch, PruneContext, Pruner, create_pruner
 from prunebench.pruners.base import get_pruner_class
@@ -173,6 +174,14 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.kept_masks: list[np.ndarray] = []
         self.epoch = 0
+        # gradient-direction probe (harness/probe.py): fixed full-data sample, per-epoch loss-weight sums
+        self.probe_epochs = frozenset(config.probe_epochs)
+        if self.probe_epochs and config.budget == "epochs" and max(self.probe_epochs) >= self.epochs:
+            raise ConfigError(f"config: probe_epochs {sorted(self.probe_epochs)} beyond the run; valid: 0 <= epoch < {self.epochs}")
+        self.probe_gen = make_generator(config.seed, "probe")
+        self.probe_full = torch.randperm(self.n, generator=self.probe_gen)[: config.probe_samples]
+        self.probe_wsum: torch.Tensor | None = None
+        self.probe_time = 0.0
 
     # ------------------------------------------------------------------------------------------------
     def _make_pruner(self) -> Pruner:
@@ -254,6 +263,7 @@ class Trainer:
         """Train one epoch; returns (per-sample count of backprops this epoch, loss sum, samples)."""
         counts = torch.zeros(self.n, dtype=torch.int64, device=self.device)
         loss_sum = torch.zeros((), device=self.device)
+        self.probe_wsum = torch.zeros(self.n, device=self.device) if epoch in self.probe_epochs else None
         t0 = time.perf_counter()
         sel = self.pruner.plan_epoch(epoch)
         self.selection_time += time.perf_counter() - t0
@@ -275,6 +285,8 @@ class Trainer:
             if ones is None or ones.numel() != idx.numel():
                 ones = torch.ones(idx.numel(), dtype=torch.int64, device=self.device)
             counts.index_add_(0, idx, ones)
+            if self.probe_wsum is not None:
+                self.probe_wsum.index_add_(0, idx, w.float() if w is not None else ones.float())
         return counts, loss_sum, n_e
 
     def _run_batch_epoch(self, epoch: int, candidates: torch.Tensor, counts: torch.Tensor,
@@ -300,6 +312,8 @@ class Trainer:
             losses = self._step(xs[:size], ys[:size], idx, ws[:size] if weighted else None, self._progress(epoch, frac))
             loss_sum += losses.sum()
             counts.index_add_(0, idx, torch.ones_like(idx))
+            if self.probe_wsum is not None:
+                self.probe_wsum.index_add_(0, idx, ws[:size].float())
             trained += size
 
         for idx, x, y in self._batches(candidates, chunk):
@@ -330,6 +344,40 @@ class Trainer:
         return counts, loss_sum, trained
 
     # ------------------------------------------------------------------------------------------------
+    def _probe_batches(self, indices: torch.Tensor, weights: torch.Tensor):
+        """Un-augmented ``(x, y, w)`` batches (tensor data); folder data goes through the loader."""
+        if self.is_tensor:
+            # balanced chunks of at most the batch size: never a trailing batch of one (BatchNorm)
+            parts = max(1, math.ceil(indices.numel() / self.bs))
+            for ic, wc in zip(torch.tensor_split(indices, parts), torch.tensor_split(weights, parts)):
+                idx = ic.to(self.device)
+                yield self._normalize(self.x_train[idx]), self.y_train[idx], wc.to(self.device)
+        else:
+            w_of = torch.zeros(self.n, device=self.device)
+            w_of[indices.to(self.device)] = weights.to(self.device)
+            for idx, x, y in self._batches(indices, self.bs):
+                yield x, y, w_of[idx]
+
+    def probe(self, counts: torch.Tensor, wsum: torch.Tensor | None) -> dict[str, float]:
+        """Gradient-direction probe at the current parameters (see :mod:`prunebench.harness.probe`)."""
+        _sync(self.device)
+        t0 = time.perf_counter()
+        kept = torch.nonzero(counts.cpu() > 0).flatten()
+        if kept.numel() > self.config.probe_samples:
+            kept = kept[torch.randperm(kept.numel(), generator=self.probe_gen)[: self.config.probe_samples]]
+        w = (wsum if wsum is not None else counts.float()).cpu()[kept]
+        visits = float(counts.cpu()[kept].sum())
+        full = self.probe_full
+        self.model.train()
+        with self.frozen_bn, self._autocast():
+            out = gradient_probe(self.model, self._losses,
+                                 self._probe_batches(kept, w), max(visits, 1.0),
+                                 self._probe_batches(full, torch.ones(full.numel())), float(full.numel()))
+        _sync(self.device)
+        dt = time.perf_counter() - t0
+        self.probe_time += dt
+        return {**out, "probe_kept": int(kept.numel()), "probe_time_s": dt}
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
@@ -438,6 +486,8 @@ class Trainer:
                        "samples_backprop": self.samples_backprop, "samples_forward": self.samples_forward,
                        "optimizer_steps": self.optimizer_steps,
                        "lr": self.lr * lr_multiplier(cfg.schedule, min(1.0, self._progress(epoch, 1.0)), warmup=cfg.warmup)}
+            if epoch in self.probe_epochs:
+                metrics.update(self.probe(counts, self.probe_wsum))
             if last_epoch or (epoch + 1) % cfg.eval_every == 0:
                 t1 = time.perf_counter()
                 last_acc = self.evaluate()
@@ -486,6 +536,7 @@ class Trainer:
             "selection_time_s": self.selection_time,
             "scoring_time_s": self.scoring_time,
             "eval_time_s": self.eval_time,
+            "probe_time_s": self.probe_time,
             "total_time_s": self.train_time + self.scoring_time,
             "samples_forward": self.samples_forward,
             "samples_backprop": self.samples_backprop,
