@@ -179,7 +179,7 @@ class Trainer:
         if self.probe_epochs and config.budget == "epochs" and max(self.probe_epochs) >= self.epochs:
             raise ConfigError(f"config: probe_epochs {sorted(self.probe_epochs)} beyond the run; valid: 0 <= epoch < {self.epochs}")
         self.probe_gen = make_generator(config.seed, "probe")
-        self.probe_full = torch.randperm(self.n, generator=self.probe_gen)[: config.probe_samples]
+        self.probe_full = torch.randperm(self.n, generator=self.probe_gen)[: config.probe_samples].sort().values
         self.probe_wsum: torch.Tensor | None = None
         self.probe_time = 0.0
 
@@ -364,7 +364,7 @@ class Trainer:
         t0 = time.perf_counter()
         kept = torch.nonzero(counts.cpu() > 0).flatten()
         if kept.numel() > self.config.probe_samples:
-            kept = kept[torch.randperm(kept.numel(), generator=self.probe_gen)[: self.config.probe_samples]]
+            kept = kept[torch.randperm(kept.numel(), generator=self.probe_gen)[: self.config.probe_samples]].sort().values
         w = (wsum if wsum is not None else counts.float()).cpu()[kept]
         visits = float(counts.cpu()[kept].sum())
         full = self.probe_full

@@ -35,18 +35,19 @@ def flat_gradient(model: nn.Module, loss_fn: LossFn,
     that receive no gradient contribute zeros.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    total = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    total = [torch.zeros_like(p) for p in params]
     for x, y, w in batches:
         loss = (loss_fn(model(x), y) * w).sum() / denominator
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for t, g in zip(total, grads):
             if g is not None:
-                t += g.float()
+                t += g.to(t.dtype)
     return torch.cat([t.flatten() for t in total])
 
 
 def compare_gradients(g_kept: torch.Tensor, g_full: torch.Tensor) -> dict[str, float]:
     """Cosine similarity and the two norms (NaN cosine if either gradient is zero)."""
+    g_kept, g_full = g_kept.double(), g_full.double()  # long fp32 dot products drift past |cos| = 1
     nk, nf = g_kept.norm(), g_full.norm()
     denom = nk * nf
     cos = (g_kept @ g_full) / denom if float(denom) > 0 else torch.tensor(float("nan"))
