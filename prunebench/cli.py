@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import dataclasses
 import json
 import logging
 import math
@@ -210,6 +211,40 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
+# export-coreset
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _ExportArgs:
+    prune_ratio: float | None = None  # keep round((1-p)N); None: the run's own prune ratio
+    seed: int = 0  # tie-breaking seed
+
+
+def cmd_export_coreset(args: argparse.Namespace) -> int:
+    from prunebench.harness.export import export_coreset, load_run_usage
+    from prunebench.options import build_options
+
+    a = build_options(_ExportArgs, {k: v for k, v in (("prune_ratio", args.prune_ratio), ("seed", args.seed)) if v is not None},
+                      "export-coreset")
+    usage, row = load_run_usage(args.run_id, args.tracking_uri)
+    p = a.prune_ratio if a.prune_ratio is not None else row.get("prune_ratio")
+    if p is None:
+        raise PrunebenchError(f"run {args.run_id!r} records no prune_ratio; give --prune-ratio")
+    summary = export_coreset(usage, float(p), args.out, seed=a.seed, usage_out=args.usage_out)
+    summary["run_id"] = args.run_id
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"wrote {summary['kept']} of {summary['num_samples']} indices (most used; p={summary['prune_ratio']:g}) "
+          f"to {summary['out']}; min usage kept {summary['min_usage_kept']}, "
+          f"{summary['tied_at_threshold']} of {summary['tie_pool']} tied samples drawn at random")
+    print(f"train on it: prunebench run --pruner from-indices --prune-ratio {summary['prune_ratio']:g} "
+          f"--set indices_file={summary['out']}" + (f" --dataset {row['dataset']}" if row.get("dataset") else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,6 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
         pe.add_argument(flag, dest=dest, help=text)
     pe.add_argument("--set", action="append", metavar="KEY=VALUE", help="config field or pruner option (proxy_epochs=5)")
     pe.set_defaults(func=cmd_export_scores, epochs=None, tracking_uri=None, experiment=None)
+
+    pe = sub.add_parser("export-coreset", help="write a run's (1-p)N most-used samples as an index file")
+    pe.add_argument("run_id", help="MLflow run id of a prunebench run")
+    pe.add_argument("--out", required=True, help="index file to write (.npy or .csv), for --pruner from-indices")
+    pe.add_argument("--prune-ratio", dest="prune_ratio", help="keep round((1-p)N) samples (default: the run's ratio)")
+    pe.add_argument("--seed", help="seed for breaking ties between equal usage counts (default 0)")
+    pe.add_argument("--usage-out", dest="usage_out", help="also write the per-sample usage counts (.npy or .csv)")
+    pe.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    pe.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    pe.set_defaults(func=cmd_export_coreset)
     return p
 
 

@@ -56,6 +56,9 @@ class TrainConfig:
     resume: bool = False  # continue from checkpoint_dir (same MLflow run); the config must match
     # --- static methods ----------------------------------------------------------------------------------
     score_cache: str | None = "~/.cache/prunebench/scores"  # folder caching proxy-run records; None/off: no cache
+    # --- gradient-direction probe (off by default: it costs two gradient passes per probed epoch) --------
+    probe_epochs: tuple[int, ...] = ()  # epochs after which to compare kept-set and full-data gradients
+    probe_samples: int = 2048  # size of the fixed uniform full-data sample (and cap on kept samples used)
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "eval_every", "eval_batch_size", "checkpoint_every")
@@ -82,6 +85,9 @@ class TrainConfig:
             raise ConfigError(f"config: augment {self.augment!r} is not valid; valid: {', '.join(AUGMENTS)}")
         if self.resume and not self.checkpoint_dir:
             raise ConfigError("config: resume needs checkpoint_dir (--checkpoint-dir DIR)")
+        if self.probe_samples < 1 or any(e < 0 for e in self.probe_epochs):
+            raise ConfigError(f"config: need probe_samples >= 1 and probe_epochs >= 0, got {self.probe_samples}, "
+                              f"{self.probe_epochs}")
         if not isinstance(self.pruner_options, dict) or not isinstance(self.tags, dict):
             raise ConfigError("config: pruner_options and tags must be tables (dicts)")
 

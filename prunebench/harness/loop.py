@@ -35,6 +35,7 @@ from prunebench.harness.checkpoint import check_tracking_reachable, check_writab
 from prunebench.harness.config import EXECUTION_FIELDS, TrainConfig
 from prunebench.harness.models import create_model
 from prunebench.harness.optim import create_optimizer, default_lr, lr_multiplier
+from prunebench.harness.probe import gradient_probe
 from prunebench.harness.tracking import create_tracker
 from prunebench.pruners import BatchPruner, CandidateBatch, PruneContext, Pruner, create_pruner
 from prunebench.pruners.base import get_pruner_class
@@ -188,6 +189,14 @@ class Trainer:
         # recorders); the hot path only tests the empty list
         self.step_observers: list[Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]] = []
         self.proxy_runner = None  # set by _context(): the static methods' proxy (its cost goes in the row)
+        # gradient-direction probe (harness/probe.py): fixed full-data sample, per-epoch loss-weight sums
+        self.probe_epochs = frozenset(config.probe_epochs)
+        if self.probe_epochs and config.budget == "epochs" and max(self.probe_epochs) >= self.epochs:
+            raise ConfigError(f"config: probe_epochs {sorted(self.probe_epochs)} beyond the run; valid: 0 <= epoch < {self.epochs}")
+        self.probe_gen = make_generator(config.seed, "probe")
+        self.probe_full = torch.randperm(self.n, generator=self.probe_gen)[: config.probe_samples].sort().values
+        self.probe_wsum: torch.Tensor | None = None
+        self.probe_time = 0.0
 
     # ------------------------------------------------------------------------------------------------
     def _make_pruner(self) -> Pruner:
@@ -274,6 +283,7 @@ class Trainer:
         """Train one epoch; returns (per-sample count of backprops this epoch, loss sum, samples)."""
         counts = torch.zeros(self.n, dtype=torch.int64, device=self.device)
         loss_sum = torch.zeros((), device=self.device)
+        self.probe_wsum = torch.zeros(self.n, device=self.device) if epoch in self.probe_epochs else None
         t0 = time.perf_counter()
         sel = self.pruner.plan_epoch(epoch)
         self.selection_time += time.perf_counter() - t0
@@ -295,6 +305,8 @@ class Trainer:
             if ones is None or ones.numel() != idx.numel():
                 ones = torch.ones(idx.numel(), dtype=torch.int64, device=self.device)
             counts.index_add_(0, idx, ones)
+            if self.probe_wsum is not None:
+                self.probe_wsum.index_add_(0, idx, w.float() if w is not None else ones.float())
         return counts, loss_sum, n_e
 
     def _run_batch_epoch(self, epoch: int, candidates: torch.Tensor, counts: torch.Tensor,
@@ -320,6 +332,8 @@ class Trainer:
             losses = self._step(xs[:size], ys[:size], idx, ws[:size] if weighted else None, self._progress(epoch, frac))
             loss_sum += losses.sum()
             counts.index_add_(0, idx, torch.ones_like(idx))
+            if self.probe_wsum is not None:
+                self.probe_wsum.index_add_(0, idx, ws[:size].float())
             trained += size
 
         for idx, x, y in self._batches(candidates, chunk):
@@ -333,7 +347,7 @@ class Trainer:
             self.samples_forward += idx.numel()
             seen += idx.numel()
             t0 = time.perf_counter()
-            bsel = pruner.select_batch(CandidateBatch(idx, losses, logits.float(), y, self.bs))
+            bsel = pruner.select_batch(CandidateBatch(idx, losses, logits.float(), y, self.bs, self.config.label_smoothing))
             self.selection_time += time.perf_counter() - t0
             keep = bsel.keep
             if bsel.weights is not None:
@@ -350,6 +364,40 @@ class Trainer:
         return counts, loss_sum, trained
 
     # ------------------------------------------------------------------------------------------------
+    def _probe_batches(self, indices: torch.Tensor, weights: torch.Tensor):
+        """Un-augmented ``(x, y, w)`` batches (tensor data); folder data goes through the loader."""
+        if self.is_tensor:
+            # balanced chunks of at most the batch size: never a trailing batch of one (BatchNorm)
+            parts = max(1, math.ceil(indices.numel() / self.bs))
+            for ic, wc in zip(torch.tensor_split(indices, parts), torch.tensor_split(weights, parts)):
+                idx = ic.to(self.device)
+                yield self._normalize(self.x_train[idx]), self.y_train[idx], wc.to(self.device)
+        else:
+            w_of = torch.zeros(self.n, device=self.device)
+            w_of[indices.to(self.device)] = weights.to(self.device)
+            for idx, x, y in self._batches(indices, self.bs):
+                yield x, y, w_of[idx]
+
+    def probe(self, counts: torch.Tensor, wsum: torch.Tensor | None) -> dict[str, float]:
+        """Gradient-direction probe at the current parameters (see :mod:`prunebench.harness.probe`)."""
+        _sync(self.device)
+        t0 = time.perf_counter()
+        kept = torch.nonzero(counts.cpu() > 0).flatten()
+        if kept.numel() > self.config.probe_samples:
+            kept = kept[torch.randperm(kept.numel(), generator=self.probe_gen)[: self.config.probe_samples]].sort().values
+        w = (wsum if wsum is not None else counts.float()).cpu()[kept]
+        visits = float(counts.cpu()[kept].sum())
+        full = self.probe_full
+        self.model.train()
+        with self.frozen_bn, self._autocast():
+            out = gradient_probe(self.model, self._losses,
+                                 self._probe_batches(kept, w), max(visits, 1.0),
+                                 self._probe_batches(full, torch.ones(full.numel())), float(full.numel()))
+        _sync(self.device)
+        dt = time.perf_counter() - t0
+        self.probe_time += dt
+        return {**out, "probe_kept": int(kept.numel()), "probe_time_s": dt}
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
@@ -436,6 +484,7 @@ class Trainer:
             "rng_global": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "rng_augment": self.aug_gen.get_state(),
+            "rng_probe": self.probe_gen.get_state(),
             "counters": {k: getattr(self, k) for k in self._COUNTERS},
             "usage": self.usage.cpu(),
             "prev_mask": None if self.prev_mask is None else self.prev_mask.cpu(),
@@ -446,7 +495,7 @@ class Trainer:
         }
 
     _COUNTERS = ("samples_forward", "samples_backprop", "optimizer_steps", "train_time", "selection_time",
-                 "eval_time", "scoring_time", "scoring_cost")
+                 "eval_time", "scoring_time", "scoring_cost", "probe_time")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = state["epoch"]
@@ -457,6 +506,7 @@ class Trainer:
         if state["rng_cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.aug_gen.set_state(state["rng_augment"])
+        self.probe_gen.set_state(state["rng_probe"])
         for k, v in state["counters"].items():
             setattr(self, k, v)
         self.usage = state["usage"].to(self.device)
@@ -571,6 +621,8 @@ class Trainer:
                        "samples_backprop": self.samples_backprop, "samples_forward": self.samples_forward,
                        "optimizer_steps": self.optimizer_steps,
                        "lr": self.lr * lr_multiplier(cfg.schedule, min(1.0, self._progress(epoch, 1.0)), warmup=cfg.warmup)}
+            if epoch in self.probe_epochs:
+                metrics.update(self.probe(counts, self.probe_wsum))
             if last_epoch or (epoch + 1) % cfg.eval_every == 0:
                 t1 = time.perf_counter()
                 last_acc = self.evaluate()
@@ -621,6 +673,7 @@ class Trainer:
             "selection_time_s": self.selection_time,
             "scoring_time_s": self.scoring_time,
             "eval_time_s": self.eval_time,
+            "probe_time_s": self.probe_time,
             "total_time_s": self.train_time + self.scoring_time,
             "samples_forward": self.samples_forward,
             "samples_backprop": self.samples_backprop,

@@ -39,6 +39,10 @@ _METHOD_MODULES = (
     "infobatch",
     "loss_topk",
     "static",
+    "bandit",
+    "selective_backprop",
+    "importance",
+    "from_indices",
 )
 
 for _m in _METHOD_MODULES:
