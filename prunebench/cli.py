@@ -119,9 +119,9 @@ def build_run_config(args: argparse.Namespace):
             if key in raw:
                 raise PrunebenchError(f"{key} given both as an option and with --set; give it once")
             raw[key] = v
-    if args.no_tracking:
+    if getattr(args, "no_tracking", False):
         raw["tracking"] = False
-    if args.resume:
+    if getattr(args, "resume", False):
         raw["resume"] = True
     raw["pruner_options"] = opts
     config = TrainConfig.from_dict(raw)
