@@ -146,11 +146,22 @@ def _check_option_names(pruner: str, opts: dict[str, Any]) -> None:
             )
 
 
+def _end_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from prunebench.harness import train
 
     config = build_run_config(args)
-    result = train(config, progress=_progress_printer(args.quiet or False))
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 prints
+    result = train(config, progress=_progress_printer(args.quiet or rank != 0))
+    _end_distributed()
+    if rank != 0:
+        return 0
     row = result.row
     if args.json:
         print(json.dumps(row, default=str, allow_nan=True))

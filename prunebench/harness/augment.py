@@ -1,6 +1,13 @@
-"""Batched, on-device augmentation of uint8 NCHW image batches (no per-sample Python loop)."""
+"""Batched, on-device augmentation of uint8 NCHW image batches (no per-sample Python loop).
+
+Augmentation is split into drawing per-sample parameters (crop offsets, flips) and applying them, so a
+sample's augmentation can be recomputed exactly from its parameters (distributed batch-level pruners
+re-gather kept candidates on another rank).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -8,31 +15,58 @@ import torch.nn.functional as F
 AUGMENTS = ("crop+flip", "crop", "flip", "none")
 
 
+@dataclass(frozen=True)
+class AugParams:
+    """Per-sample parameters: crop offsets in ``[0, 2*padding]`` and flip flags (``None`` when unused)."""
+
+    dy: torch.Tensor | None
+    dx: torch.Tensor | None
+    flip: torch.Tensor | None
+
+    def __getitem__(self, sel) -> "AugParams":
+        return AugParams(*(None if t is None else t[sel] for t in (self.dy, self.dx, self.flip)))
+
+    @staticmethod
+    def cat(parts: list["AugParams"]) -> "AugParams":
+        return AugParams(*(None if getattr(parts[0], k) is None else torch.cat([getattr(p, k) for p in parts])
+                           for k in ("dy", "dx", "flip")))
+
+
+def draw_params(b: int, mode: str, padding: int, generator: torch.Generator, device: torch.device) -> AugParams:
+    dy = dx = flip = None
+    if mode in ("crop+flip", "crop") and padding > 0:
+        dy = torch.randint(0, 2 * padding + 1, (b,), device=device, generator=generator)
+        dx = torch.randint(0, 2 * padding + 1, (b,), device=device, generator=generator)
+    if mode in ("crop+flip", "flip"):
+        flip = torch.rand(b, device=device, generator=generator) < 0.5
+    return AugParams(dy, dx, flip)
+
+
+def apply_params(x: torch.Tensor, p: AugParams, padding: int) -> torch.Tensor:
+    """Zero-padded crop back to the input size (torchvision's ``RandomCrop(size, padding)``) as a single
+    gather, then horizontal flips."""
+    if p.dy is not None:
+        b, c, h, w = x.shape
+        xp = F.pad(x, (padding, padding, padding, padding))
+        rows = (p.dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (p.dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        bi = torch.arange(b, device=x.device)[:, None, None, None]
+        ci = torch.arange(c, device=x.device)[None, :, None, None]
+        x = xp[bi, ci, rows, cols]
+    if p.flip is not None:
+        x = torch.where(p.flip[:, None, None, None], x.flip(-1), x)
+    return x
+
+
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-padded random crop back to the input size (torchvision's ``RandomCrop(size, padding)``),
-    one independent offset per image, done as a single gather."""
-    if padding <= 0:
-        return x
-    b, c, h, w = x.shape
-    xp = F.pad(x, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b,), device=x.device, generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (b,), device=x.device, generator=generator)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    bi = torch.arange(b, device=x.device)[:, None, None, None]
-    ci = torch.arange(c, device=x.device)[None, :, None, None]
-    return xp[bi, ci, rows, cols]
+    """Zero-padded random crop, one independent offset per image."""
+    return apply_params(x, draw_params(x.shape[0], "crop", padding, generator, x.device), padding)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Horizontal flip of each image with probability 1/2."""
-    mask = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
-    return torch.where(mask[:, None, None, None], x.flip(-1), x)
+    return apply_params(x, draw_params(x.shape[0], "flip", 0, generator, x.device), 0)
 
 
 def augment_batch(x: torch.Tensor, mode: str, padding: int, generator: torch.Generator) -> torch.Tensor:
-    if mode in ("crop+flip", "crop"):
-        x = random_crop(x, padding, generator)
-    if mode in ("crop+flip", "flip"):
-        x = random_flip(x, generator)
-    return x
+    return apply_params(x, draw_params(x.shape[0], mode, padding, generator, x.device), padding)

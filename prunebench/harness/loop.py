@@ -30,7 +30,8 @@ from torch import nn
 import prunebench
 from prunebench.datasets import FolderData, TensorData, load_dataset
 from prunebench.errors import ConfigError, TrainingError
-from prunebench.harness.augment import augment_batch
+from prunebench.harness import distributed as ddp
+from prunebench.harness.augment import AugParams, apply_params, augment_batch, draw_params
 from prunebench.harness.checkpoint import check_tracking_reachable, check_writable_dir, load_checkpoint, save_checkpoint
 from prunebench.harness.config import EXECUTION_FIELDS, TrainConfig
 from prunebench.harness.models import create_model
@@ -121,10 +122,15 @@ class Trainer:
     """One run. Built by :func:`train`; exposed for checkpointing, proxies and tests."""
 
     def __init__(self, config: TrainConfig, data: TensorData | FolderData | None = None,
-                 progress: ProgressFn | None = None) -> None:
+                 progress: ProgressFn | None = None, distributed: bool = True) -> None:
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
+        # under torchrun (WORLD_SIZE > 1) join the process group; proxies pass distributed=False
+        self.dist = ddp.init_distributed(self.device.type) if distributed else ddp.DistInfo()
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        ddp.check_batch_size(config.batch_size, self.dist)
         get_pruner_class(config.pruner)  # fail fast on an unknown name, before loading data
         self.data = data if data is not None else load_dataset(
             config.dataset, config.data_dir, download=config.download, image_size=config.image_size
@@ -152,7 +158,14 @@ class Trainer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.step_model = torch.compile(model) if config.compile else model
+        step_model = model
+        if self.dist.enabled:
+            if isinstance(self.pruner, BatchPruner) and not self.is_tensor:
+                raise ConfigError(f"{config.pruner} under DDP needs an in-memory dataset (digits, CIFAR, synthetic); "
+                                  f"{config.dataset} streams from files")
+            step_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.step_model = torch.compile(step_model) if config.compile else step_model
         self.optimizer = create_optimizer(config.optimizer, model, self.lr, config.momentum, config.nesterov,
                                           config.weight_decay)
         self.aug_gen = make_generator(config.seed, "augment", self.device)
@@ -169,6 +182,7 @@ class Trainer:
         self.samples_forward = 0  # forward-only sample passes (candidate scoring)
         self.samples_backprop = 0  # sample-visits with a forward-backward pass
         self.optimizer_steps = 0
+        self.local_steps = 0  # backward passes taken by this process (equal on every DDP rank)
         self.train_time = 0.0
         self.selection_time = 0.0
         self.eval_time = 0.0
@@ -248,8 +262,13 @@ class Trainer:
     def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=self.config.label_smoothing)
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, w: torch.Tensor | None, t: float) -> torch.Tensor:
-        """One optimizer step on a kept batch; returns the detached per-sample losses."""
+    def _step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, w: torch.Tensor | None, t: float,
+              real: torch.Tensor | None = None, m: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a kept batch; returns the (global) indices and detached per-sample losses.
+
+        Under DDP, ``x`` is this rank's shard of a global batch of ``m`` real samples, ``w`` carries 0 for
+        padding (``real`` False); see :mod:`prunebench.harness.distributed`.
+        """
         lr = self.lr * lr_multiplier(self.config.schedule, t, warmup=self.config.warmup)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
@@ -257,18 +276,72 @@ class Trainer:
         with self._autocast():
             logits = self.step_model(x)
         losses = self._losses(logits, y)
-        loss = (losses * w).mean() if w is not None else losses.mean()
+        if self.dist.enabled:  # DDP averages gradients over ranks: scale to the global weighted mean
+            loss = (losses * w).sum() * (self.dist.world / m)
+        else:
+            loss = (losses * w).mean() if w is not None else losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         losses = losses.detach()
+        self.local_steps += 1
+        if self.dist.enabled:  # every rank's pruner observes the whole global batch, in global order
+            keep = ddp.all_gather_cat(real)
+            idx, losses = ddp.all_gather_cat(idx)[keep], ddp.all_gather_cat(losses)[keep]
         if self.step_observers:
             for f in self.step_observers:
                 f(idx, logits.detach(), y, losses)
         self.pruner.observe(idx, losses)
         self.samples_backprop += idx.numel()
         self.optimizer_steps += 1
-        return losses
+        return idx, losses
+
+    # -- distributed batches --------------------------------------------------------------------------
+    def _pad_shard(self, idx: torch.Tensor, w: torch.Tensor, params: AugParams | None):
+        """Pad a global batch to a multiple of the world size (copies of its first sample, weight 0) and
+        return this rank's shard: (idx, w, real, params)."""
+        m = idx.numel()
+        pad = ddp.pad_to_multiple(m, self.dist.world) - m
+        real = torch.ones(m, dtype=torch.bool, device=idx.device)
+        if pad:
+            fill = torch.zeros(pad, dtype=torch.long, device=idx.device)
+            idx = torch.cat([idx, idx[fill]])
+            w = torch.cat([w, torch.zeros(pad, dtype=w.dtype, device=w.device)])
+            real = torch.cat([real, torch.zeros(pad, dtype=torch.bool, device=idx.device)])
+            params = AugParams.cat([params, params[fill]]) if params is not None else None
+        sh = lambda t: ddp.shard(t, self.dist)  # noqa: E731
+        return sh(idx), sh(w), sh(real), (params[self.dist.rank * (idx.numel() // self.dist.world):
+                                                  (self.dist.rank + 1) * (idx.numel() // self.dist.world)]
+                                           if params is not None else None)
+
+    def _shard_inputs(self, idx: torch.Tensor, params: AugParams | None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.x_train[idx]
+        if params is not None:
+            x = apply_params(x, params, self.crop_padding)
+        return self._normalize(x), self.y_train[idx]
+
+    def _dist_batches(self, indices: torch.Tensor, weights: torch.Tensor | None, chunk: int):
+        """Yield ``(local idx, x, y, local w, local real, m)`` for each global batch of ``chunk``."""
+        n = indices.numel()
+        w_all = weights if weights is not None else torch.ones(n)
+        if self.is_tensor:
+            idx_all, w_all = indices.to(self.device), w_all.to(self.device).float()
+            for s in range(0, n, chunk):
+                g_idx, g_w = idx_all[s : s + chunk], w_all[s : s + chunk]
+                params = draw_params(g_idx.numel(), self.augment, self.crop_padding, self.aug_gen, self.device)
+                idx, w, real, p = self._pad_shard(g_idx, g_w, params)
+                x, y = self._shard_inputs(idx, p)
+                yield idx, x, y, w, real, g_idx.numel()
+        else:  # folder data: the sampler yields this rank's shards, batches align with global batches
+            local, lw, lreal, sizes = [], [], [], []
+            for s in range(0, n, chunk):
+                g_idx, g_w = indices[s : s + chunk], w_all[s : s + chunk].float()
+                idx, w, real, _ = self._pad_shard(g_idx, g_w, None)
+                local.append(idx), lw.append(w), lreal.append(real), sizes.append(g_idx.numel())
+            shard_bs = chunk // self.dist.world
+            it = self._batches(torch.cat(local), shard_bs)
+            for (idx, x, y), w, real, m in zip(it, lw, lreal, sizes):
+                yield idx, x, y, w.to(self.device), real.to(self.device), m
 
     def _progress(self, epoch: int, frac: float) -> float:
         if self.total_steps is not None:
@@ -298,9 +371,15 @@ class Trainer:
         n_e = indices.numel()
         steps_e = max(1, math.ceil(n_e / self.bs))
         ones = None
-        for i, (idx, x, y) in enumerate(self._batches(indices, self.bs)):
-            w = w_dev[i * self.bs : i * self.bs + idx.numel()] if w_dev is not None else None
-            losses = self._step(x, y, idx, w, self._progress(epoch, i / steps_e))
+        if self.dist.enabled:
+            batches = ((idx, x, y, w, real, m) for idx, x, y, w, real, m in self._dist_batches(indices, weights, self.bs))
+        else:
+            batches = ((idx, x, y, w_dev[i * self.bs : i * self.bs + idx.numel()] if w_dev is not None else None, None, 0)
+                       for i, (idx, x, y) in enumerate(self._batches(indices, self.bs)))
+        for i, (idx, x, y, w, real, m) in enumerate(batches):
+            idx, losses = self._step(x, y, idx, w, self._progress(epoch, i / steps_e), real, m)
+            if w is not None and self.dist.enabled:
+                w = None if weights is None else weights.to(self.device)[i * self.bs : i * self.bs + idx.numel()]
             loss_sum += losses.sum()
             if ones is None or ones.numel() != idx.numel():
                 ones = torch.ones(idx.numel(), dtype=torch.int64, device=self.device)
@@ -322,28 +401,33 @@ class Trainer:
         trained = 0
 
         weighted = False  # whether the pruner returned loss weights (e.g. importance sampling)
+        dist_on = self.dist.enabled
 
         def flush(size: int, frac: float) -> None:
             nonlocal buf, buffered, trained, loss_sum
-            xs, ys, ids, ws = (torch.cat([b[k] for b in buf]) for k in range(4))
-            buf = [(xs[size:], ys[size:], ids[size:], ws[size:])] if size < xs.shape[0] else []
+            cols = [None if buf[0][k] is None else (torch.cat([b[k] for b in buf]) if k != 4 else
+                                                    AugParams.cat([b[k] for b in buf])) for k in range(5)]
+            xs, ys, ids, ws, ps = cols
+            buf = [tuple(None if c is None else c[size:] for c in cols)] if size < ids.shape[0] else []
             buffered -= size
-            idx = ids[:size]
-            losses = self._step(xs[:size], ys[:size], idx, ws[:size] if weighted else None, self._progress(epoch, frac))
+            idx, w = ids[:size], ws[:size]
+            if dist_on:  # this rank's shard of the kept global batch, re-gathered with the same augmentation
+                l_idx, l_w, real, l_p = self._pad_shard(idx, w, ps[:size] if ps is not None else None)
+                x, y = self._shard_inputs(l_idx, l_p)
+                g_idx, losses = self._step(x, y, l_idx, l_w if weighted else (l_w > 0).float(),
+                                           self._progress(epoch, frac), real, size)
+            else:
+                g_idx, losses = self._step(xs[:size], ys[:size], idx, w if weighted else None, self._progress(epoch, frac))
             loss_sum += losses.sum()
-            counts.index_add_(0, idx, torch.ones_like(idx))
+            counts.index_add_(0, g_idx, torch.ones_like(g_idx))
             if self.probe_wsum is not None:
-                self.probe_wsum.index_add_(0, idx, ws[:size].float())
+                self.probe_wsum.index_add_(0, g_idx, w.float())
             trained += size
 
-        for idx, x, y in self._batches(candidates, chunk):
+        for idx, x, y, logits, losses, params in self._candidate_batches(candidates, chunk):
             left = self._steps_left()
             if left is not None and left <= 0:
                 break
-            self.model.train()
-            with torch.no_grad(), self.frozen_bn, self._autocast():
-                logits = self.step_model(x)
-            losses = self._losses(logits, y)
             self.samples_forward += idx.numel()
             seen += idx.numel()
             t0 = time.perf_counter()
@@ -355,13 +439,42 @@ class Trainer:
                 w = bsel.weights.to(self.device).float()
             else:
                 w = torch.ones(keep.numel(), device=self.device)
-            buf.append((x[keep], y[keep], idx[keep], w))
+            buf.append((x[keep] if x is not None else None, y[keep], idx[keep], w,
+                        params[keep] if params is not None else None))
             buffered += keep.numel()
             while buffered >= self.bs and (self._steps_left() is None or self._steps_left() > 0):
                 flush(self.bs, seen / n_c)
         if buffered > 0 and (self._steps_left() is None or self._steps_left() > 0):
             flush(buffered, seen / n_c)
         return counts, loss_sum, trained
+
+    def _candidate_batches(self, candidates: torch.Tensor, chunk: int):
+        """Candidate batches with fresh no-grad losses: ``(idx, x, y, logits, losses, aug params)``.
+
+        Single process: ``x`` is kept for the backprop step. Under DDP every rank forwards its shard and
+        the global candidate batch is all-gathered (``x`` is None; kept samples are re-gathered from
+        their indices and augmentation parameters).
+        """
+        if not self.dist.enabled:
+            for idx, x, y in self._batches(candidates, chunk):
+                self.model.train()
+                with torch.no_grad(), self.frozen_bn, self._autocast():
+                    logits = self.step_model(x)
+                yield idx, x, y, logits, self._losses(logits, y), None
+            return
+        idx_all = candidates.to(self.device)
+        for s in range(0, idx_all.numel(), chunk):
+            g_idx = idx_all[s : s + chunk]
+            params = draw_params(g_idx.numel(), self.augment, self.crop_padding, self.aug_gen, self.device)
+            l_idx, _, real, l_p = self._pad_shard(g_idx, torch.ones(g_idx.numel(), device=self.device), params)
+            x, y = self._shard_inputs(l_idx, l_p)
+            self.model.train()
+            with torch.no_grad(), self.frozen_bn, self._autocast():
+                logits = self.step_model(x)
+            losses = self._losses(logits, y)
+            keep = ddp.all_gather_cat(real)
+            yield (g_idx, None, ddp.all_gather_cat(y)[keep], ddp.all_gather_cat(logits.float())[keep],
+                   ddp.all_gather_cat(losses)[keep], params)
 
     # ------------------------------------------------------------------------------------------------
     def _probe_batches(self, indices: torch.Tensor, weights: torch.Tensor):
@@ -405,24 +518,33 @@ class Trainer:
         correct1 = torch.zeros((), dtype=torch.int64, device=self.device)
         correct5 = torch.zeros((), dtype=torch.int64, device=self.device)
         total = 0
+        model = self.model if self.dist.enabled else self.step_model  # no DDP collectives in evaluation
         if self.is_tensor:
             x_all, y_all = self.data.x_test, self.data.y_test
+            if self.dist.enabled:  # each rank evaluates a strided shard; the counts are all-reduced
+                x_all, y_all = x_all[self.dist.rank :: self.dist.world], y_all[self.dist.rank :: self.dist.world]
             batches = ((x_all[s : s + self.config.eval_batch_size].to(self.device),
                         y_all[s : s + self.config.eval_batch_size].to(self.device))
                        for s in range(0, y_all.numel(), self.config.eval_batch_size))
         else:
-            loader = torch.utils.data.DataLoader(self.data.test, batch_size=self.config.eval_batch_size,
+            test = self.data.test
+            if self.dist.enabled:
+                test = torch.utils.data.Subset(test, range(self.dist.rank, len(test), self.dist.world))
+            loader = torch.utils.data.DataLoader(test, batch_size=self.config.eval_batch_size,
                                                  num_workers=self.config.num_workers,
                                                  pin_memory=self.device.type == "cuda")
             batches = ((x.to(self.device), y.to(self.device)) for _, x, y in loader)
         for x, y in batches:
             with self._autocast():
-                logits = self.step_model(self._normalize(x))
+                logits = model(self._normalize(x))
             top = logits.float().topk(5 if k5 else 1, dim=1).indices
             correct1 += (top[:, 0] == y).sum()
             if k5:
                 correct5 += (top == y[:, None]).any(dim=1).sum()
             total += y.numel()
+        if self.dist.enabled:
+            sums = ddp.all_reduce_sum(torch.stack([correct1, correct5, torch.tensor(total, device=self.device)]))
+            correct1, correct5, total = sums[0], sums[1], int(sums[2].item())
         out = {"test_acc": correct1.item() / total}
         if k5:
             out["test_top5"] = correct5.item() / total
@@ -443,7 +565,7 @@ class Trainer:
     def _preflight(self) -> dict[str, Any] | None:
         """Everything that can fail before training does so here, before anything is written."""
         cfg = self.config
-        if cfg.tracking:
+        if cfg.tracking and self.dist.is_main:
             from prunebench.harness.tracking import resolve_tracking_uri
 
             uri = resolve_tracking_uri(cfg.tracking_uri)
@@ -519,7 +641,8 @@ class Trainer:
     def _run(self) -> RunResult:
         cfg = self.config
         resume_state = self._preflight()
-        tracker = create_tracker(cfg.tracking, cfg.tracking_uri, cfg.experiment)
+        # under DDP only rank 0 logs to MLflow and writes checkpoints
+        tracker = create_tracker(cfg.tracking and self.dist.is_main, cfg.tracking_uri, cfg.experiment)
         label = self.pruner.label
         params = {**{k: v for k, v in cfg.to_dict().items() if k not in ("pruner_options", "tags", "resume")},
                   **self.pruner.params(), "label": label, "epochs": self.epochs, "lr": self.lr,
@@ -534,15 +657,11 @@ class Trainer:
                           run_id=resume_state["mlflow_run_id"] if cfg.tracking else None)
         else:
             tracker.start(cfg.run_name or label, params, tags)
-        self.run_id = tracker.run_id
+        self.run_id = ddp.broadcast_object(tracker.run_id) if self.dist.enabled else tracker.run_id
         status, error = "FINISHED", ""
         try:
             if resume_state is None:
-                t0 = time.perf_counter()
-                self.pruner.prepare(self._context())
-                _sync(self.device)
-                self.scoring_time = time.perf_counter() - t0
-                self._scoring_report()
+                self._prepare_pruner()
             self._train_loop(tracker)
         except BaseException as e:
             status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
@@ -570,6 +689,23 @@ class Trainer:
         tracker.log_dict({"config": cfg.to_dict(), "resolved": params, "row": result.row}, "run.json")
         tracker.end(status)
         return result
+
+    def _prepare_pruner(self) -> None:
+        """``prepare()`` (static methods: the proxy run) timed as scoring; under DDP on rank 0 only, and
+        the resulting pruner state is broadcast so every rank plans identically."""
+        if self.dist.is_main:
+            t0 = time.perf_counter()
+            self.pruner.prepare(self._context())
+            _sync(self.device)
+            self.scoring_time = time.perf_counter() - t0
+            self._scoring_report()
+        if self.dist.enabled:
+            state = ddp.broadcast_object((self.pruner.state_dict(), self.scoring_time, self.scoring_cost)
+                                         if self.dist.is_main else None)
+            if not self.dist.is_main:
+                self.pruner.load_state_dict(state[0])
+                self.pruner.context = self._context()
+                self.scoring_time, self.scoring_cost = state[1], dict(state[2])
 
     def _scoring_report(self) -> None:
         """Put the proxy run's cost beside the training cost (``scoring_*`` columns of the row)."""
@@ -635,8 +771,14 @@ class Trainer:
             self.pruner.epoch_end(epoch)
             epoch += 1
             self.epoch = epoch
-            if cfg.checkpoint_dir and (last_epoch or epoch % cfg.checkpoint_every == 0):
+            if cfg.checkpoint_dir and self.dist.is_main and (last_epoch or epoch % cfg.checkpoint_every == 0):
                 save_checkpoint(cfg.checkpoint_dir, self.state_dict())
+
+    def _rank_steps_equal(self) -> bool:
+        if not self.dist.enabled:
+            return True
+        steps = ddp.all_gather_cat(torch.tensor([self.local_steps], device=self.device))
+        return bool((steps == steps[0]).all())
 
     def _result(self, run_id: str | None, label: str, status: str, error: str) -> RunResult:
         cfg = self.config
@@ -684,6 +826,8 @@ class Trainer:
             **{f"scoring_{k}": v for k, v in self.scoring_cost.items()},
             **self.pruner.params(),
             "device": str(self.device),
+            "world_size": self.dist.world,
+            "rank_steps_equal": self._rank_steps_equal(),
             "torch_version": torch.__version__,
             "prunebench_version": prunebench.__version__,
             "python_version": platform.python_version(),

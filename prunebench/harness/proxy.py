@@ -172,10 +172,10 @@ class ProxyRunner:
         cfg = self.config.replace(
             model=model, epochs=epochs, seed=derive_seed(self.config.seed, f"proxy/{seed}") % (2**31),
             pruner="full", prune_ratio=None, pruner_options={}, budget="epochs", tracking=False, record_kept=False,
-            eval_every=epochs, run_name=None, tags={},
+            eval_every=epochs, run_name=None, tags={}, checkpoint_dir=None, resume=False, probe_epochs=(),
         )
         t0 = time.perf_counter()
-        tr = Trainer(cfg, data=self.data)
+        tr = Trainer(cfg, data=self.data, distributed=False)  # the proxy runs in one process (rank 0 under DDP)
         n, c = tr.n, self.data.num_classes
         correct = torch.zeros(epochs, n, dtype=torch.bool)
         margin = torch.zeros(epochs, n)

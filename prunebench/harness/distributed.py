@@ -1,0 +1,101 @@
+"""PyTorch DDP under ``torchrun``: one global plan, equal-length shards, global pruner state.
+
+Launch: ``torchrun --nproc_per_node=K -m prunebench run ...`` (NCCL on GPUs, gloo on CPU).
+
+* Every rank holds the same pruner (same seeded generator, same observed losses), so every rank computes
+  the same global plan; nothing is broadcast per epoch.
+* Each global batch of ``batch_size`` samples is split into ``K`` contiguous, equal-length shards. A
+  last global batch whose size is not a multiple of ``K`` is padded with copies of its first sample
+  carrying loss weight 0: padding costs a few forward-backward passes but changes neither the gradient,
+  nor the scores, nor the counted cost. So each rank takes the same number of steps and the plan is
+  never truncated.
+* Per-rank losses are ``sum(w_i l_i) / m * K`` (``m`` real samples in the global batch); DDP averages
+  gradients over ``K``, so the update equals the single-process one on the whole global batch.
+* After each step, ``(index, loss)`` of all ranks are all-gathered and every rank's pruner observes the
+  whole global batch, in global order. Batch-granularity pruners see the all-gathered candidate batch.
+* Cost counters, usage counts and Jaccard are computed from the gathered global batches (identical on
+  every rank); evaluation is sharded and the counts are all-reduced; only rank 0 logs to MLflow and
+  writes checkpoints. Static methods score on rank 0 and the pruner's state is broadcast.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from prunebench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Join the process group that ``torchrun`` describes in the environment (idempotent)."""
+    world = env_world_size()
+    if world <= 1:
+        return DistInfo()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(local)
+        # static scoring runs on rank 0 while the others wait: allow long waits
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=4))
+    return DistInfo(rank=rank, world=world, local_rank=local)
+
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate equal-shaped tensors of every rank, in rank order."""
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def check_batch_size(batch_size: int, info: DistInfo) -> None:
+    if info.enabled and batch_size % info.world:
+        raise ConfigError(
+            f"batch_size={batch_size} is the global batch and must be divisible by the {info.world} processes; "
+            f"valid: a multiple of {info.world}"
+        )
+
+
+def pad_to_multiple(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def shard(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """This rank's contiguous, equal-length slice of a tensor whose length is a multiple of ``world``."""
+    size = t.shape[0] // info.world
+    return t[info.rank * size : (info.rank + 1) * size]
