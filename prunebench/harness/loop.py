@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -371,6 +372,7 @@ class Trainer:
         tags = {"prunebench.label": label, "prunebench.pruner": cfg.pruner, "prunebench.granularity": self.pruner.granularity,
                 **{k: str(v) for k, v in cfg.tags.items()}}
         tracker.start(cfg.run_name or label, params, tags)
+        self.run_id = tracker.run_id  # callers (studies) record failed runs by it
         status, error = "FINISHED", ""
         try:
             t0 = time.perf_counter()
@@ -379,10 +381,12 @@ class Trainer:
             self.scoring_time = time.perf_counter() - t0
             self._train_loop(tracker)
         except BaseException as e:
-            status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+            early = _is_early_stop(e)
+            status = "KILLED" if isinstance(e, KeyboardInterrupt) or early else "FAILED"
             error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             try:
-                tracker.set_tags({"prunebench.error": error[:5000]})
+                tracker.set_tags({"prunebench.early_stopped": f"after epoch {len(self.history) - 1}"} if early
+                                 else {"prunebench.error": error[:5000]})
                 tracker.end(status)
             except Exception:
                 pass
@@ -502,6 +506,12 @@ class Trainer:
         }
         kept = np.stack(self.kept_masks) if self.kept_masks else None
         return RunResult(row=row, history=list(self.history), usage=self.usage.cpu().numpy(), kept_masks=kept)
+
+
+def _is_early_stop(e: BaseException) -> bool:
+    """``optuna.TrialPruned`` raised by a progress callback: an early-stopped trial, not a failure."""
+    optuna = sys.modules.get("optuna")  # if optuna was never imported, nothing can have raised it
+    return optuna is not None and isinstance(e, optuna.TrialPruned)
 
 
 def train(config: TrainConfig | dict[str, Any], *, data: TensorData | FolderData | None = None,
