@@ -244,7 +244,10 @@ def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = N
 
     uri = resolve_tracking_uri(tracking_uri or study.tracking_uri)
     specs = study.runs(**({"data_dir": data_dir} if data_dir else {}))
-    existing = study_runs(study, uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        existing = {}  # no store yet: nothing is done, and a dry run creates none
+    else:
+        existing = study_runs(study, uri)
     client = _client(uri)
     rows = []
     for s in specs:

@@ -157,13 +157,18 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
 
     directions = ["maximize"] if spec.kind == "split" else ["maximize", "minimize"]
     rdb = _storage(url)
-    ostudy = None
+    ostudy, creator = None, False
     for attempt in range(5):
-        try:
+        try:  # the storage's unique study name makes exactly one worker the creator
             ostudy = optuna.create_study(storage=rdb, study_name=spec.study_name, directions=directions,
-                                         sampler=_sampler(spec), pruner=_pruner(spec, early), load_if_exists=True)
+                                         sampler=_sampler(spec), pruner=_pruner(spec, early))
+            creator = True
             break
-        except Exception as e:  # noqa: PERF203 - a worker creating the same study at the same moment
+        except optuna.exceptions.DuplicatedStudyError:
+            ostudy = optuna.load_study(storage=rdb, study_name=spec.study_name, sampler=_sampler(spec),
+                                       pruner=_pruner(spec, early))
+            break
+        except Exception as e:  # noqa: PERF203 - e.g. two workers creating the schema at the same moment
             if attempt == 4:
                 raise PrunebenchError(f"cannot create or load Optuna study {spec.study_name!r} in "
                                       f"{_redact(url)}: {str(e).splitlines()[0][:300]}") from None
@@ -174,7 +179,7 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
 
     # the sweep's MLflow run, shared by all workers (its id lives in the Optuna study)
     tracker = MLflowTracker(uri, study.experiment)
-    parent = _sweep_run(ostudy, tracker, study, spec, url, early, target)
+    parent = _sweep_run(ostudy, creator, tracker, study, spec, url, early, target)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     log(f"{study.name}/{spec.name}: {spec.kind} sweep, study {spec.study_name!r} in {_redact(url)}; "
         f"{len(ostudy.trials)} trials so far, target {target} finished; early stopping of trials "
@@ -209,10 +214,16 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
     return ostudy
 
 
-def _sweep_run(ostudy, tracker, study: Study, spec: SweepSpec, url: str, early: bool, target: int) -> str:
-    """Find or create the sweep's MLflow run; its id is a user attribute of the Optuna study."""
+def _sweep_run(ostudy, creator: bool, tracker, study: Study, spec: SweepSpec, url: str, early: bool,
+               target: int) -> str:
+    """Find or create the sweep's MLflow run; its id is a user attribute of the Optuna study, set by the
+    worker that created the study (the others wait for it)."""
     key = "mlflow_run_id"
+    deadline = time.monotonic() + (0 if creator else 60)
     rid = ostudy.user_attrs.get(key)
+    while not rid and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rid = ostudy.user_attrs.get(key)
     if rid:
         try:
             tracker.client.update_run(rid, status="RUNNING")
@@ -224,14 +235,8 @@ def _sweep_run(ostudy, tracker, study: Study, spec: SweepSpec, url: str, early: 
                                          "optuna_study": spec.study_name, "storage": _redact(url),
                                          "early_stopping": early, "sampler": spec.sampler, **study.recipe},
                   {"prunebench.study": study.name, "prunebench.sweep": spec.name, "prunebench.kind": "sweep"})
-    mine = tracker.run_id
-    if not ostudy.user_attrs.get(key):
-        ostudy.set_user_attr(key, mine)
-    time.sleep(0.2)
-    winner = ostudy.user_attrs.get(key)  # two workers may have raced: keep one, drop the other
-    if winner != mine:
-        tracker.client.delete_run(mine)
-    return winner
+    ostudy.set_user_attr(key, tracker.run_id)
+    return tracker.run_id
 
 
 def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, uri: str, parent: str, early: bool,
