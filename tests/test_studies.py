@@ -158,6 +158,11 @@ def test_cli_bad_study_is_one_line_exit_2_and_writes_nothing(tmp_path):
         assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
         assert p.stderr.startswith("prunebench: error: ") and (str(path) in p.stderr or "missing.toml" in p.stderr)
     assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.toml"]  # no results/, no mlflow.db
+    good = write_study(tmp_path)
+    p = subprocess.run([sys.executable, "-m", "prunebench", "leaderboard", str(good), "--dry-run"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "6 runs: 6 todo" in p.stdout, p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.toml", "tiny.toml"]  # a dry run writes nothing
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -248,7 +248,7 @@ def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = N
         existing = {}  # no store yet: nothing is done, and a dry run creates none
     else:
         existing = study_runs(study, uri)
-    client = _client(uri)
+    client = _client(uri) if existing else None
     rows = []
     for s in specs:
         state, row, _ = _classify(s, existing.get(s.run_key, []), client, retry_failed)
