@@ -6,6 +6,8 @@ Bad input gives one line on stderr (what is wrong, what is valid) and exit code 
 from __future__ import annotations
 
 import argparse
+import functools
+import dataclasses
 import json
 import logging
 import math
@@ -29,6 +31,7 @@ def _quiet_libraries() -> None:
     for name in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3", "git"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
@@ -110,7 +113,7 @@ def build_run_config(args: argparse.Namespace):
     cfg_over, opts = split_overrides(parse_set(args.set))
     raw: dict[str, Any] = dict(cfg_over)
     for key in ("dataset", "model", "pruner", "prune_ratio", "epochs", "seed", "data_dir", "device", "tracking_uri",
-                "experiment", "batch_size", "lr"):
+                "experiment", "batch_size", "lr", "checkpoint_dir", "checkpoint_every"):
         v = getattr(args, key, None)
         if v is not None:
             if key in raw:
@@ -118,6 +121,8 @@ def build_run_config(args: argparse.Namespace):
             raw[key] = v
     if args.no_tracking:
         raw["tracking"] = False
+    if args.resume:
+        raw["resume"] = True
     raw["pruner_options"] = opts
     config = TrainConfig.from_dict(raw)
     _check_option_names(config.pruner, opts)
@@ -158,6 +163,84 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  {k:<22} {v}")
     if row.get("run_id"):
         print(f"  {'mlflow run':<22} {row['run_id']}")
+    _print_scoring(row)
+    return 0
+
+
+def _print_scoring(row: dict[str, Any]) -> None:
+    """Static methods: the proxy run's cost beside the training cost, and whether the cache served it."""
+    if "scoring_cache_hit" not in row:
+        return
+    for k in ("scoring_proxy_time_s", "scoring_samples_backprop", "scoring_samples_forward",
+              "scoring_relative_compute", "scoring_proxy_acc", "scoring_cache_hit"):
+        v = row.get(k)
+        print(f"  {k:<22} {f'{v:.4f}' if isinstance(v, float) else v}")
+    if row["scoring_cache_hit"]:
+        print("prunebench: proxy scores reused from the score cache (scoring_time_s is the lookup; "
+              "scoring_proxy_time_s is what the cached proxy run took)", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------
+# export-scores
+# ---------------------------------------------------------------------------------------------------
+
+
+def cmd_export_scores(args: argparse.Namespace) -> int:
+    from prunebench.harness.proxy import export_arrays, static_scores
+
+    args.no_tracking = True
+    config = build_run_config(args)
+    written = export_arrays(static_scores(config), args.out, args.format)
+    for p in written:
+        print(p)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from prunebench.reports import build_report
+
+    index = build_report(args.target, args.output, results_dir=args.results, tracking_uri=args.tracking_uri,
+                         title=args.title)
+    print(index)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# export-coreset
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _ExportArgs:
+    prune_ratio: float | None = None  # keep round((1-p)N); None: the run's own prune ratio
+    seed: int = 0  # tie-breaking seed
+
+
+def cmd_export_coreset(args: argparse.Namespace) -> int:
+    from prunebench.harness.export import export_coreset, load_run_usage
+    from prunebench.options import build_options
+
+    a = build_options(_ExportArgs, {k: v for k, v in (("prune_ratio", args.prune_ratio), ("seed", args.seed)) if v is not None},
+                      "export-coreset")
+    usage, row = load_run_usage(args.run_id, args.tracking_uri)
+    p = a.prune_ratio if a.prune_ratio is not None else row.get("prune_ratio")
+    if p is None:
+        raise PrunebenchError(f"run {args.run_id!r} records no prune_ratio; give --prune-ratio")
+    summary = export_coreset(usage, float(p), args.out, seed=a.seed, usage_out=args.usage_out)
+    summary["run_id"] = args.run_id
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"wrote {summary['kept']} of {summary['num_samples']} indices (most used; p={summary['prune_ratio']:g}) "
+          f"to {summary['out']}; min usage kept {summary['min_usage_kept']}, "
+          f"{summary['tied_at_threshold']} of {summary['tie_pool']} tied samples drawn at random")
+    print(f"train on it: prunebench run --pruner from-indices --prune-ratio {summary['prune_ratio']:g} "
+          f"--set indices_file={summary['out']}" + (f" --dataset {row['dataset']}" if row.get("dataset") else ""))
     return 0
 
 
@@ -221,8 +304,9 @@ def _positive_int(v: str, flag: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="prunebench", description="Head-to-head benchmarks of data-pruning methods under one training loop.")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    p = _Parser(prog="prunebench", description="Head-to-head benchmarks of data-pruning methods under one training loop.",
+                allow_abbrev=False)
+    sub = p.add_subparsers(dest="command", parser_class=functools.partial(_Parser, allow_abbrev=False), metavar="COMMAND")
 
     pl = sub.add_parser("list", help="pruners, datasets and models")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
@@ -244,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     pr.add_argument("--experiment", help="MLflow experiment name (default prunebench)")
     pr.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    pr.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="write an atomic checkpoint into DIR every epoch")
+    pr.add_argument("--checkpoint-every", dest="checkpoint_every", help="epochs between checkpoints (default 1)")
+    pr.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir (same config, same MLflow run)")
     pr.add_argument("--json", action="store_true", help="print exactly one JSON object (the result row) on stdout")
     pr.add_argument("--quiet", action="store_true", help="no progress on stderr")
     pr.set_defaults(func=cmd_run)
@@ -273,6 +360,41 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--no-early-stopping", dest="early_stopping", action="store_false", help="no early stopping of trials")
     ps.add_argument("--quiet", action="store_true", help="no progress on stderr")
     ps.set_defaults(func=cmd_sweep)
+
+    rp = sub.add_parser("report", help="comparison report (HTML, Markdown, CSV, PNG) of a study's results")
+    rp.add_argument("target", metavar="STUDY_OR_EXPERIMENT",
+                    help="a results folder (results.parquet), a study .toml file, or an MLflow experiment name")
+    rp.add_argument("-o", "--output", help="report folder (default reports/<study or experiment name>)")
+    rp.add_argument("--results", help="results folder of a study file (default results/<study name>)")
+    rp.add_argument("--tracking-uri", dest="tracking_uri",
+                    help="MLflow store of an experiment name (else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    rp.add_argument("--title", help="report title (default: prunebench report: <name>)")
+    rp.set_defaults(func=cmd_report)
+
+    pe = sub.add_parser("export-scores", help="score and select with a static pruner (no final training); "
+                        "write scores and kept indices as .npy or .csv")
+    pe.add_argument("--pruner", required=True, help="a static pruner (el2n, forgetting, ccs, ...)")
+    pe.add_argument("--out", required=True, help="output folder")
+    pe.add_argument("--format", choices=("npy", "csv"), default="npy", help="npy (one file per array) or csv")
+    for flag, dest, text in (("--dataset", "dataset", "dataset name (default digits)"),
+                             ("--model", "model", "model (default cnn-small; the proxy's unless proxy_model is set)"),
+                             ("--prune-ratio", "prune_ratio", "target prune ratio p"),
+                             ("--seed", "seed", "run seed (default 0)"), ("--batch-size", "batch_size", "batch size"),
+                             ("--lr", "lr", "peak learning rate"), ("--data-dir", "data_dir", "data folder"),
+                             ("--device", "device", "auto | cpu | cuda")):
+        pe.add_argument(flag, dest=dest, help=text)
+    pe.add_argument("--set", action="append", metavar="KEY=VALUE", help="config field or pruner option (proxy_epochs=5)")
+    pe.set_defaults(func=cmd_export_scores, epochs=None, tracking_uri=None, experiment=None)
+
+    pe = sub.add_parser("export-coreset", help="write a run's (1-p)N most-used samples as an index file")
+    pe.add_argument("run_id", help="MLflow run id of a prunebench run")
+    pe.add_argument("--out", required=True, help="index file to write (.npy or .csv), for --pruner from-indices")
+    pe.add_argument("--prune-ratio", dest="prune_ratio", help="keep round((1-p)N) samples (default: the run's ratio)")
+    pe.add_argument("--seed", help="seed for breaking ties between equal usage counts (default 0)")
+    pe.add_argument("--usage-out", dest="usage_out", help="also write the per-sample usage counts (.npy or .csv)")
+    pe.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    pe.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    pe.set_defaults(func=cmd_export_coreset)
     return p
 
 

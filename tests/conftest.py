@@ -40,3 +40,35 @@ def fast_config(**kw):
     base = dict(dataset="synthetic", model="mlp", epochs=3, batch_size=64, tracking=False, eval_every=1)
     base.update(kw)
     return base
+
+
+@pytest.fixture(scope="session")
+def proxy_context():
+    """Factory ``f(n) -> PruneContext`` with a real, tiny proxy run (mlp on ``synthetic:n=<n>``, no disk
+    cache); records are memoised per request so contract tests over the registry stay fast."""
+    import torch
+
+    from prunebench.harness.config import TrainConfig
+    from prunebench.harness.proxy import proxy_context as make_context
+    from prunebench.datasets import load_dataset
+
+    contexts, memo = {}, {}
+
+    def factory(n: int):
+        if n not in contexts:
+            data = load_dataset(f"synthetic:n={n}")
+            cfg = TrainConfig.from_dict(dict(dataset=f"synthetic:n={n}", model="mlp", batch_size=64, tracking=False,
+                                             score_cache=None, device="cpu"))
+            ctx, runner = make_context(cfg, data, torch.device("cpu"))
+
+            def proxy(req, runner=runner, n=n):
+                key = (n, req.epochs, tuple(req.seeds), req.model, tuple(req.record))
+                if key not in memo:
+                    memo[key] = runner(req)
+                return memo[key]
+
+            ctx.proxy = proxy
+            contexts[n] = ctx
+        return contexts[n]
+
+    return factory

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,12 +31,25 @@ def _ratio(name: str) -> float:
     return 0.0 if name == "full" else 0.4
 
 
+def _index_file() -> str:
+    """``from-indices`` cannot run without a file: one of round(0.6 N) unique indices for the contract tests."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="prunebench-contract-")) / "indices.npy"
+    np.save(path, np.random.default_rng(0).permutation(N)[: round(0.6 * N)])
+    return str(path)
+
+
+REQUIRED_OPTIONS = {"from-indices": {"indices_file": _index_file()}}  # methods with a mandatory option
+
+
 def _labels(n: int = N, k: int = 4) -> torch.Tensor:
     return torch.arange(n) % k
 
 
 def _prepared(name: str, seed: int = 0, context_factory=None) -> Pruner:
-    p = create_pruner(name, num_samples=N, num_epochs=E, prune_ratio=_ratio(name), seed=seed)
+    p = create_pruner(name, num_samples=N, num_epochs=E, prune_ratio=_ratio(name), seed=seed,
+                      **REQUIRED_OPTIONS.get(name, {}))
     ctx = context_factory(N) if context_factory else PruneContext(labels=_labels(), num_classes=4)
     p.prepare(ctx)
     return p
@@ -139,8 +153,9 @@ def test_prune_ratio_leaving_no_sample_rejected():
 
 @pytest.mark.parametrize("name", ALL)
 def test_label_is_deterministic_and_names_method(name):
-    a = create_pruner(name, num_samples=N, num_epochs=E, prune_ratio=_ratio(name), seed=0)
-    b = create_pruner(name, num_samples=N, num_epochs=E, prune_ratio=_ratio(name), seed=5)
+    opts = REQUIRED_OPTIONS.get(name, {})
+    a = create_pruner(name, num_samples=N, num_epochs=E, prune_ratio=_ratio(name), seed=0, **opts)
+    b = create_pruner(name, num_samples=N, num_epochs=E, prune_ratio=_ratio(name), seed=5, **opts)
     assert a.label == b.label and a.label.startswith(name)
 
 

@@ -431,3 +431,21 @@ def test_train_progress_raising_trial_pruned_ends_run_killed(tmp_path):
     (run,) = mlflow_runs(uri, "es")
     assert run.info.status == "KILLED" and run.data.tags["prunebench.early_stopped"] == "after epoch 1"
     assert len(run.data.metrics) and "prunebench.error" not in run.data.tags
+
+
+def test_cifar10_cpu_lists_the_reference_leaderboard():
+    study = load_study(REPO / "studies" / "cifar10-cpu.toml")
+    methods = {m.name: m for m in study.methods}
+    pruners = {m.pruner for m in study.methods}
+    assert {"full", "random-static", "random-dynamic", "loss-topk", "infobatch", "orderdp", "orderdp-fresh", "ucb",
+            "epsilon-greedy", "el2n", "forgetting", "ccs", "moderate-ds"} <= pruners
+    assert sorted(m.options["candidate_ratio"] for m in study.methods if m.pruner == "orderdp") == [0.8, 0.9]
+    static = {"random-static", "el2n", "forgetting", "ccs", "moderate-ds"}
+    for name, m in methods.items():
+        if name == "full":
+            assert m.prune_ratios == (0.0,)
+        elif m.pruner in static:
+            assert m.prune_ratios == (0.3, 0.5)
+        else:
+            assert m.prune_ratios == (0.3, 0.5, 0.7)
+    assert study.recipe["model"] == "cnn-small" and study.recipe["batch_size"] == 256

@@ -50,9 +50,18 @@ class TrainConfig:
     run_name: str | None = None  # MLflow run name (default: the pruner's label)
     tags: dict = field(default_factory=dict)  # extra MLflow tags (e.g. study name, run key)
     record_kept: bool = True  # keep per-epoch kept-set masks (Jaccard across seeds, reports)
+    # --- checkpointing (execution only: not part of a run's identity) ---------------------------------
+    checkpoint_dir: str | None = None  # write an atomic checkpoint here every checkpoint_every epochs
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always checkpointed)
+    resume: bool = False  # continue from checkpoint_dir (same MLflow run); the config must match
+    # --- static methods ----------------------------------------------------------------------------------
+    score_cache: str | None = "~/.cache/prunebench/scores"  # folder caching proxy-run records; None/off: no cache
+    # --- gradient-direction probe (off by default: it costs two gradient passes per probed epoch) --------
+    probe_epochs: tuple[int, ...] = ()  # epochs after which to compare kept-set and full-data gradients
+    probe_samples: int = 2048  # size of the fixed uniform full-data sample (and cap on kept samples used)
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "eval_every", "eval_batch_size")
+        positive = ("batch_size", "eval_every", "eval_batch_size", "checkpoint_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
@@ -74,6 +83,11 @@ class TrainConfig:
 
         if self.augment is not None and self.augment not in AUGMENTS:
             raise ConfigError(f"config: augment {self.augment!r} is not valid; valid: {', '.join(AUGMENTS)}")
+        if self.resume and not self.checkpoint_dir:
+            raise ConfigError("config: resume needs checkpoint_dir (--checkpoint-dir DIR)")
+        if self.probe_samples < 1 or any(e < 0 for e in self.probe_epochs):
+            raise ConfigError(f"config: need probe_samples >= 1 and probe_epochs >= 0, got {self.probe_samples}, "
+                              f"{self.probe_epochs}")
         if not isinstance(self.pruner_options, dict) or not isinstance(self.tags, dict):
             raise ConfigError("config: pruner_options and tags must be tables (dicts)")
 
@@ -87,6 +101,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+#: fields that change how a run executes, not what it computes (ignored when matching a checkpoint)
+EXECUTION_FIELDS = ("device", "data_dir", "download", "num_workers", "tracking", "tracking_uri", "experiment",
+                    "run_name", "tags", "checkpoint_dir", "checkpoint_every", "resume", "eval_batch_size",
+                    "score_cache")
 
 
 def split_overrides(pairs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

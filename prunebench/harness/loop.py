@@ -14,11 +14,13 @@ Each step reads: plan -> gather -> augment -> forward -> (weights) -> backward -
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -30,15 +32,19 @@ import prunebench
 from prunebench.datasets import FolderData, TensorData, load_dataset
 from prunebench.errors import ConfigError, TrainingError
 from prunebench.harness.augment import augment_batch
-from prunebench.harness.config import TrainConfig
+from prunebench.harness.checkpoint import check_tracking_reachable, check_writable_dir, load_checkpoint, save_checkpoint
+from prunebench.harness.config import EXECUTION_FIELDS, TrainConfig
 from prunebench.harness.models import create_model
 from prunebench.harness.optim import create_optimizer, default_lr, lr_multiplier
+from prunebench.harness.probe import gradient_probe
 from prunebench.harness.tracking import create_tracker
 from prunebench.pruners import BatchPruner, CandidateBatch, PruneContext, Pruner, create_pruner
 from prunebench.pruners.base import get_pruner_class
 from prunebench.seeding import derive_seed, make_generator
 
 ProgressFn = Callable[[dict[str, Any]], None]
+PLAN_SCORE_SNAPSHOTS = 10  # epochs (1..E-1, evenly spaced) whose plan-time pruner scores are logged
+log = logging.getLogger("prunebench.harness")
 
 
 @dataclass
@@ -173,7 +179,25 @@ class Trainer:
         self.prev_mask: torch.Tensor | None = None
         self.history: list[dict[str, Any]] = []
         self.kept_masks: list[np.ndarray] = []
+        # loss-score pruners (orderdp, loss-topk, ...): the stored scores at plan time of a few epochs,
+        # so reports can rank samples as the pruner did and compare keep frequencies per rank with gamma
+        self.plan_scores: dict[int, np.ndarray] = {}
+        self.plan_score_epochs = (set(np.linspace(1, self.epochs - 1, PLAN_SCORE_SNAPSHOTS).round().astype(int).tolist())
+                                  if self.epochs > 1 else set())
         self.epoch = 0
+        self.run_id: str | None = None
+        # called as f(indices, logits, targets, losses) after every optimizer step (e.g. the proxy run's
+        # recorders); the hot path only tests the empty list
+        self.step_observers: list[Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]] = []
+        self.proxy_runner = None  # set by _context(): the static methods' proxy (its cost goes in the row)
+        # gradient-direction probe (harness/probe.py): fixed full-data sample, per-epoch loss-weight sums
+        self.probe_epochs = frozenset(config.probe_epochs)
+        if self.probe_epochs and config.budget == "epochs" and max(self.probe_epochs) >= self.epochs:
+            raise ConfigError(f"config: probe_epochs {sorted(self.probe_epochs)} beyond the run; valid: 0 <= epoch < {self.epochs}")
+        self.probe_gen = make_generator(config.seed, "probe")
+        self.probe_full = torch.randperm(self.n, generator=self.probe_gen)[: config.probe_samples].sort().values
+        self.probe_wsum: torch.Tensor | None = None
+        self.probe_time = 0.0
 
     # ------------------------------------------------------------------------------------------------
     def _make_pruner(self) -> Pruner:
@@ -189,8 +213,10 @@ class Trainer:
                              **cfg.pruner_options)
 
     def _context(self) -> PruneContext:
-        d = self.data
-        return PruneContext(labels=d.labels.cpu(), num_classes=d.num_classes, cache_key=d.key)
+        from prunebench.harness.proxy import proxy_context
+
+        ctx, self.proxy_runner = proxy_context(self.config, self.data, self.device)
+        return ctx
 
     # ------------------------------------------------------------------------------------------------
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,6 +263,9 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         losses = losses.detach()
+        if self.step_observers:
+            for f in self.step_observers:
+                f(idx, logits.detach(), y, losses)
         self.pruner.observe(idx, losses)
         self.samples_backprop += idx.numel()
         self.optimizer_steps += 1
@@ -255,6 +284,7 @@ class Trainer:
         """Train one epoch; returns (per-sample count of backprops this epoch, loss sum, samples)."""
         counts = torch.zeros(self.n, dtype=torch.int64, device=self.device)
         loss_sum = torch.zeros((), device=self.device)
+        self.probe_wsum = torch.zeros(self.n, device=self.device) if epoch in self.probe_epochs else None
         t0 = time.perf_counter()
         sel = self.pruner.plan_epoch(epoch)
         self.selection_time += time.perf_counter() - t0
@@ -276,6 +306,8 @@ class Trainer:
             if ones is None or ones.numel() != idx.numel():
                 ones = torch.ones(idx.numel(), dtype=torch.int64, device=self.device)
             counts.index_add_(0, idx, ones)
+            if self.probe_wsum is not None:
+                self.probe_wsum.index_add_(0, idx, w.float() if w is not None else ones.float())
         return counts, loss_sum, n_e
 
     def _run_batch_epoch(self, epoch: int, candidates: torch.Tensor, counts: torch.Tensor,
@@ -301,6 +333,8 @@ class Trainer:
             losses = self._step(xs[:size], ys[:size], idx, ws[:size] if weighted else None, self._progress(epoch, frac))
             loss_sum += losses.sum()
             counts.index_add_(0, idx, torch.ones_like(idx))
+            if self.probe_wsum is not None:
+                self.probe_wsum.index_add_(0, idx, ws[:size].float())
             trained += size
 
         for idx, x, y in self._batches(candidates, chunk):
@@ -314,7 +348,7 @@ class Trainer:
             self.samples_forward += idx.numel()
             seen += idx.numel()
             t0 = time.perf_counter()
-            bsel = pruner.select_batch(CandidateBatch(idx, losses, logits.float(), y, self.bs))
+            bsel = pruner.select_batch(CandidateBatch(idx, losses, logits.float(), y, self.bs, self.config.label_smoothing))
             self.selection_time += time.perf_counter() - t0
             keep = bsel.keep
             if bsel.weights is not None:
@@ -331,6 +365,40 @@ class Trainer:
         return counts, loss_sum, trained
 
     # ------------------------------------------------------------------------------------------------
+    def _probe_batches(self, indices: torch.Tensor, weights: torch.Tensor):
+        """Un-augmented ``(x, y, w)`` batches (tensor data); folder data goes through the loader."""
+        if self.is_tensor:
+            # balanced chunks of at most the batch size: never a trailing batch of one (BatchNorm)
+            parts = max(1, math.ceil(indices.numel() / self.bs))
+            for ic, wc in zip(torch.tensor_split(indices, parts), torch.tensor_split(weights, parts)):
+                idx = ic.to(self.device)
+                yield self._normalize(self.x_train[idx]), self.y_train[idx], wc.to(self.device)
+        else:
+            w_of = torch.zeros(self.n, device=self.device)
+            w_of[indices.to(self.device)] = weights.to(self.device)
+            for idx, x, y in self._batches(indices, self.bs):
+                yield x, y, w_of[idx]
+
+    def probe(self, counts: torch.Tensor, wsum: torch.Tensor | None) -> dict[str, float]:
+        """Gradient-direction probe at the current parameters (see :mod:`prunebench.harness.probe`)."""
+        _sync(self.device)
+        t0 = time.perf_counter()
+        kept = torch.nonzero(counts.cpu() > 0).flatten()
+        if kept.numel() > self.config.probe_samples:
+            kept = kept[torch.randperm(kept.numel(), generator=self.probe_gen)[: self.config.probe_samples]].sort().values
+        w = (wsum if wsum is not None else counts.float()).cpu()[kept]
+        visits = float(counts.cpu()[kept].sum())
+        full = self.probe_full
+        self.model.train()
+        with self.frozen_bn, self._autocast():
+            out = gradient_probe(self.model, self._losses,
+                                 self._probe_batches(kept, w), max(visits, 1.0),
+                                 self._probe_batches(full, torch.ones(full.numel())), float(full.numel()))
+        _sync(self.device)
+        dt = time.perf_counter() - t0
+        self.probe_time += dt
+        return {**out, "probe_kept": int(kept.numel()), "probe_time_s": dt}
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
@@ -363,22 +431,119 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
+        """Prepare the pruner, train, evaluate, log; resume from ``checkpoint_dir`` when asked.
+
+        Runs inside ``torch.random.fork_rng``: the global RNG (used only by layers such as dropout) is
+        seeded from the run seed and checkpointed, and the caller's global RNG state is restored after.
+        """
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(self.config.seed, "global"))
+            return self._run()
+
+    def _preflight(self) -> dict[str, Any] | None:
+        """Everything that can fail before training does so here, before anything is written."""
         cfg = self.config
+        if cfg.tracking:
+            from prunebench.harness.tracking import resolve_tracking_uri
+
+            uri = resolve_tracking_uri(cfg.tracking_uri)
+            check_tracking_reachable(uri)
+            if uri.startswith("sqlite:///"):
+                check_writable_dir(Path(uri[len("sqlite:///"):]).parent, 16 << 20, "tracking store folder")
+        state = None
+        if cfg.checkpoint_dir:
+            if cfg.resume:
+                state = load_checkpoint(cfg.checkpoint_dir)
+                self._check_resumable(state)
+            n_params = sum(p.numel() for p in self.model.parameters())
+            need = 2 * (3 * 4 * n_params + 64 * self.n) + (8 << 20)  # model + optimizer + pruner state, twice
+            check_writable_dir(cfg.checkpoint_dir, need, "checkpoint dir")
+        return state
+
+    def _identity(self) -> dict[str, Any]:
+        return {k: v for k, v in self.config.to_dict().items() if k not in EXECUTION_FIELDS}
+
+    def _check_resumable(self, state: dict[str, Any]) -> None:
+        saved, now = state["identity"], self._identity()
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if diff:
+            k = diff[0]
+            raise ConfigError(
+                f"--resume: the checkpoint was written with {k}={saved.get(k)!r} but this run has "
+                f"{k}={now.get(k)!r}; resume with the same settings or use another --checkpoint-dir"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The full training state (model, optimizer, every RNG, pruner, counters, history)."""
+        return {
+            "identity": self._identity(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "pruner": self.pruner.state_dict(),
+            "rng_global": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "rng_augment": self.aug_gen.get_state(),
+            "rng_probe": self.probe_gen.get_state(),
+            "counters": {k: getattr(self, k) for k in self._COUNTERS},
+            "usage": self.usage.cpu(),
+            "prev_mask": None if self.prev_mask is None else self.prev_mask.cpu(),
+            "history": self.history,
+            "kept_masks": self.kept_masks,
+            "plan_scores": self.plan_scores,
+            "mlflow_run_id": self.run_id,
+        }
+
+    _COUNTERS = ("samples_forward", "samples_backprop", "optimizer_steps", "train_time", "selection_time",
+                 "eval_time", "scoring_time", "scoring_cost", "probe_time")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = state["epoch"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.pruner.load_state_dict(state["pruner"])
+        torch.set_rng_state(state["rng_global"])
+        if state["rng_cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.aug_gen.set_state(state["rng_augment"])
+        self.probe_gen.set_state(state["rng_probe"])
+        for k, v in state["counters"].items():
+            setattr(self, k, v)
+        self.usage = state["usage"].to(self.device)
+        self.prev_mask = None if state["prev_mask"] is None else state["prev_mask"].to(self.device)
+        self.history = list(state["history"])
+        self.kept_masks = list(state["kept_masks"])
+        self.plan_scores = dict(state["plan_scores"])
+        self.run_id = state["mlflow_run_id"]
+
+    def _run(self) -> RunResult:
+        cfg = self.config
+        resume_state = self._preflight()
         tracker = create_tracker(cfg.tracking, cfg.tracking_uri, cfg.experiment)
         label = self.pruner.label
-        params = {**{k: v for k, v in cfg.to_dict().items() if k not in ("pruner_options", "tags")},
+        params = {**{k: v for k, v in cfg.to_dict().items() if k not in ("pruner_options", "tags", "resume")},
                   **self.pruner.params(), "label": label, "epochs": self.epochs, "lr": self.lr,
                   "num_samples": self.n, "augment": self.augment, "device": str(self.device)}
         tags = {"prunebench.label": label, "prunebench.pruner": cfg.pruner, "prunebench.granularity": self.pruner.granularity,
                 **{k: str(v) for k, v in cfg.tags.items()}}
-        tracker.start(cfg.run_name or label, params, tags)
-        self.run_id = tracker.run_id  # callers (studies) record failed runs by it
+        if resume_state is not None:
+            self.load_state_dict(resume_state)
+            # the pruner's state already holds its selection: prepare() (and a static proxy run) is not repeated
+            self.pruner.context = self._context()
+            tracker.start(cfg.run_name or label, params, tags,
+                          run_id=resume_state["mlflow_run_id"] if cfg.tracking else None)
+        else:
+            tracker.start(cfg.run_name or label, params, tags)
+        self.run_id = tracker.run_id
         status, error = "FINISHED", ""
         try:
-            t0 = time.perf_counter()
-            self.pruner.prepare(self._context())
-            _sync(self.device)
-            self.scoring_time = time.perf_counter() - t0
+            if resume_state is None:
+                t0 = time.perf_counter()
+                self.pruner.prepare(self._context())
+                _sync(self.device)
+                self.scoring_time = time.perf_counter() - t0
+                self._scoring_report()
             self._train_loop(tracker)
         except BaseException as e:
             early = _is_early_stop(e)
@@ -399,10 +564,24 @@ class Trainer:
         if self.kept_masks:
             arrays["kept_masks_packed"] = result.kept_masks
             arrays["last_kept_indices"] = np.flatnonzero(result.kept_mask(len(self.kept_masks) - 1))
+        if self.plan_scores:
+            arrays["plan_scores"] = np.stack([self.plan_scores[e] for e in sorted(self.plan_scores)])
+            arrays["plan_score_epochs"] = np.array(sorted(self.plan_scores), dtype=np.int32)
+        if hasattr(self.pruner, "artifacts"):  # static methods: their scores and kept indices
+            arrays.update({f"static_{k}": v for k, v in self.pruner.artifacts().items()})
         tracker.log_arrays(arrays)
         tracker.log_dict({"config": cfg.to_dict(), "resolved": params, "row": result.row}, "run.json")
         tracker.end(status)
         return result
+
+    def _scoring_report(self) -> None:
+        """Put the proxy run's cost beside the training cost (``scoring_*`` columns of the row)."""
+        r = self.proxy_runner.report() if self.proxy_runner is not None else {
+            "samples_backprop": 0, "samples_forward": 0, "proxy_time_s": 0.0}
+        r["relative_compute"] = (r["samples_forward"] + 3 * r["samples_backprop"]) / (3 * self.epochs * self.n)
+        self.scoring_cost.update(r)
+        if r.get("cache_hit"):
+            log.info("%s: proxy scores reused from the cache in %s", self.pruner.label, self.proxy_runner.cache_dir)
 
     def _train_loop(self, tracker) -> None:
         cfg = self.config
@@ -413,6 +592,9 @@ class Trainer:
                 break
             if self.total_steps is not None and self.optimizer_steps >= self.total_steps:
                 break
+            if cfg.record_kept and epoch in self.plan_score_epochs and hasattr(self.pruner, "scores_cpu"):
+                # outside the clock: a copy for the reports, not part of the method's cost
+                self.plan_scores[epoch] = self.pruner.scores_cpu().numpy().astype(np.float32)
             _sync(self.device)
             t0 = time.perf_counter()
             sel_before = self.selection_time
@@ -442,6 +624,8 @@ class Trainer:
                        "samples_backprop": self.samples_backprop, "samples_forward": self.samples_forward,
                        "optimizer_steps": self.optimizer_steps,
                        "lr": self.lr * lr_multiplier(cfg.schedule, min(1.0, self._progress(epoch, 1.0)), warmup=cfg.warmup)}
+            if epoch in self.probe_epochs:
+                metrics.update(self.probe(counts, self.probe_wsum))
             if last_epoch or (epoch + 1) % cfg.eval_every == 0:
                 t1 = time.perf_counter()
                 last_acc = self.evaluate()
@@ -454,6 +638,8 @@ class Trainer:
             self.pruner.epoch_end(epoch)
             epoch += 1
             self.epoch = epoch
+            if cfg.checkpoint_dir and (last_epoch or epoch % cfg.checkpoint_every == 0):
+                save_checkpoint(cfg.checkpoint_dir, self.state_dict())
 
     def _result(self, run_id: str | None, label: str, status: str, error: str) -> RunResult:
         cfg = self.config
@@ -490,6 +676,7 @@ class Trainer:
             "selection_time_s": self.selection_time,
             "scoring_time_s": self.scoring_time,
             "eval_time_s": self.eval_time,
+            "probe_time_s": self.probe_time,
             "total_time_s": self.train_time + self.scoring_time,
             "samples_forward": self.samples_forward,
             "samples_backprop": self.samples_backprop,

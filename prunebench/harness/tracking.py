@@ -75,6 +75,11 @@ class MLflowTracker:
                 raise ConfigError(f"tracking store {self.uri}: folder {db.parent} does not exist")
             if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
                 raise ConfigError(f"tracking store {self.uri} is not writable")
+        if os.environ.get("MLFLOW_LOGGING_LEVEL", "").upper() == "WARNING":
+            import logging
+
+            for name in ("mlflow", "alembic"):  # mlflow sets its loggers up on import
+                logging.getLogger(name).setLevel(logging.WARNING)
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment = experiment
         self.experiment_id = self._experiment_id(experiment)

@@ -38,6 +38,11 @@ _METHOD_MODULES = (
     "orderdp",
     "infobatch",
     "loss_topk",
+    "static",
+    "bandit",
+    "selective_backprop",
+    "importance",
+    "from_indices",
 )
 
 for _m in _METHOD_MODULES:

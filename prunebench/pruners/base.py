@@ -68,6 +68,7 @@ class CandidateBatch:
     logits: torch.Tensor  # float [b, C]
     targets: torch.Tensor  # int64 [b]
     batch_size: int  # the backprop batch size the loop accumulates to
+    label_smoothing: float = 0.0  # of the training loss (methods using its gradient w.r.t. the logits need it)
 
 
 @dataclass(frozen=True)

@@ -79,3 +79,61 @@ def class_balanced(
         idx = torch.nonzero(labels == c).flatten()
         kept.append(select(idx, b))
     return torch.cat(kept) if kept else torch.empty(0, dtype=torch.int64)
+
+
+def central_band(scores: torch.Tensor, k: int, generator: torch.Generator,
+                 candidates: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``k`` candidates whose score ranks lie in the middle: ranks ``[(n-k)//2, (n-k)//2 + k)``
+    of the ascending order, pruning the lowest and the highest alike (ties at random)."""
+    if candidates is None:
+        candidates = torch.arange(scores.numel())
+    cand = candidates[torch.randperm(candidates.numel(), generator=generator)]
+    order = torch.argsort(scores[cand], stable=True)
+    start = (cand.numel() - k) // 2
+    return cand[order[start : start + k]]
+
+
+def waterfill(sizes: torch.Tensor, k: int) -> torch.Tensor:
+    """Split a budget ``k`` over bins of ``sizes`` from the smallest bin up (CCS, Zheng et al. 2023):
+    each bin in ascending size takes ``min(size, remaining // bins left)``.
+
+    Integer division can leave a few units unallocated although bins have room; those go one by one to
+    the bins with most room left (ties by bin index), so the total is exactly ``min(k, sizes.sum())``.
+    """
+    sizes = sizes.to(torch.int64)
+    order = torch.argsort(sizes, stable=True)
+    out = torch.zeros_like(sizes)
+    rest = int(k)
+    nb = sizes.numel()
+    for i, b in enumerate(order.tolist()):  # one step per bin (50 strata), not per sample
+        take = min(int(sizes[b]), rest // (nb - i))
+        out[b] = take
+        rest -= take
+    while rest > 0 and bool((sizes - out > 0).any()):
+        room = sizes - out
+        b = int(torch.argmax(room))
+        add = min(rest, int(room[b]))
+        out[b] += add
+        rest -= add
+    return out
+
+
+def stratified_sample(scores: torch.Tensor, k: int, generator: torch.Generator, strata: int = 50,
+                      candidates: torch.Tensor | None = None) -> torch.Tensor:
+    """CCS's stratified sampling (Zheng et al., ICLR 2023): split the candidates' score range into
+    ``strata`` equal-width bins, allocate ``k`` by :func:`waterfill`, draw uniformly within each bin."""
+    if candidates is None:
+        candidates = torch.arange(scores.numel())
+    s = scores[candidates].to(torch.float64)
+    lo, hi = float(s.min()), float(s.max())
+    width = (hi - lo) / strata
+    if width > 0:
+        bins = torch.clamp(((s - lo) / width).floor().to(torch.int64), 0, strata - 1)  # the max goes to the top bin
+    else:
+        bins = torch.zeros_like(s, dtype=torch.int64)
+    budgets = waterfill(torch.bincount(bins, minlength=strata), k)
+    kept = []
+    for b in torch.nonzero(budgets).flatten().tolist():
+        members = candidates[bins == b]
+        kept.append(members[uniform_subset(members.numel(), int(budgets[b]), generator)])
+    return torch.cat(kept) if kept else torch.empty(0, dtype=torch.int64)

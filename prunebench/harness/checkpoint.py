@@ -1,0 +1,118 @@
+"""Atomic checkpoints and pre-flight checks (disk space, writable folders, reachable tracking server).
+
+A checkpoint is written to ``<dir>/checkpoint.pt.tmp``, flushed to disk, then renamed over
+``<dir>/checkpoint.pt`` (``os.replace`` is atomic on POSIX), so a run killed at any moment leaves either
+the previous checkpoint or the new one, never a torn file. SIGINT during the write is deferred until the
+rename is done ("Ctrl-C finishes the checkpoint").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from prunebench.errors import ConfigError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+
+@contextlib.contextmanager
+def deferred_sigint():
+    """Hold back Ctrl-C inside the block; re-raise it as KeyboardInterrupt right after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[Any] = []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        pending.append(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            raise KeyboardInterrupt
+
+
+def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
+    """Atomically write ``state`` to ``directory/checkpoint.pt``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    final = d / CHECKPOINT_NAME
+    tmp = d / (CHECKPOINT_NAME + ".tmp")
+    buf = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **state}, buf)
+    with deferred_sigint():
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        with contextlib.suppress(OSError):  # make the rename durable too
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    return final
+
+
+def load_checkpoint(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise ConfigError(f"--resume: no checkpoint at {path}; run once without --resume to create it")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ConfigError(f"--resume: checkpoint {path} is unreadable ({type(e).__name__}); delete it to start over") from None
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ConfigError(f"--resume: checkpoint {path} has format {state.get('format_version')}, expected {FORMAT_VERSION}")
+    return state
+
+
+def check_writable_dir(directory: str | Path, need_bytes: int, what: str) -> None:
+    """Fail before training if ``directory`` cannot be created/written or lacks ``need_bytes`` free."""
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / ".prunebench-write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{what} {str(d)!r} is not writable ({e.strerror or type(e).__name__})") from None
+    free = shutil.disk_usage(d).free
+    if free < need_bytes:
+        raise ConfigError(
+            f"{what} {str(d)!r} has {free / 2**20:.1f} MiB free, needs at least {need_bytes / 2**20:.1f} MiB"
+        )
+
+
+def check_tracking_reachable(uri: str, timeout: float = 3.0) -> None:
+    """For http(s) tracking URIs, one TCP connect so a dead server is a clear error, not minutes of retries."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ConfigError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it, or use a local store "
+            f"(--tracking-uri sqlite:///mlflow.db) or --no-tracking"
+        ) from None

@@ -1,0 +1,97 @@
+"""Export a static coreset from a (dynamic) run: the ``(1-p)N`` most-used samples as an index file.
+
+A dynamic pruner's choice, summarised by how often each sample was backpropagated (``RunResult.usage``,
+MLflow artifact ``usage_counts.npy``), becomes a fixed subset that the ``from-indices`` pruner trains on,
+e.g. on another architecture::
+
+    prunebench export-coreset RUN_ID --out coreset.npy            # keeps round((1-p)N), p = the run's ratio
+    prunebench run --pruner from-indices --prune-ratio 0.4 --set indices_file=coreset.npy --model resnet18
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from prunebench.errors import ConfigError, PrunebenchError
+from prunebench.pruners.base import keep_count
+from prunebench.pruners.from_indices import write_indices
+from prunebench.pruners.rules import topk_random_ties
+from prunebench.seeding import make_generator
+
+
+def most_used(usage: np.ndarray, keep: int, seed: int = 0) -> np.ndarray:
+    """Indices of the ``keep`` samples with the largest usage counts, sorted ascending.
+
+    Ties (common: counts are small integers) are broken uniformly at random by a generator derived
+    from ``seed``, so the export is reproducible.
+    """
+    u = np.asarray(usage)
+    if u.ndim != 1:
+        raise ConfigError(f"usage counts must be a 1-D array, got shape {u.shape}")
+    if not 1 <= keep <= u.size:
+        raise ConfigError(f"cannot keep {keep} of {u.size} samples; valid: 1 <= keep <= {u.size}")
+    kept = topk_random_ties(torch.from_numpy(u.astype(np.float64)), keep, make_generator(seed, "export-coreset"))
+    return np.sort(kept.numpy()).astype(np.int64)
+
+
+def load_run_usage(run_id: str, tracking_uri: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(usage counts, result row)`` of an MLflow run logged by prunebench."""
+    from mlflow.tracking import MlflowClient
+
+    from prunebench.harness.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"tracking store {uri} does not exist (give --tracking-uri)")
+    client = MlflowClient(tracking_uri=uri)
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            client.get_run(run_id)
+            path = client.download_artifacts(run_id, "usage_counts.npy", d)
+            usage = np.load(path, allow_pickle=False)
+        except Exception as e:
+            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise PrunebenchError(f"run {run_id!r} in {uri}: no readable usage_counts.npy ({msg})") from None
+        try:
+            row = json.loads(Path(client.download_artifacts(run_id, "run.json", d)).read_text())["row"]
+        except Exception:
+            row = {}
+    return usage, row
+
+
+def _write_counts(path: str | Path, counts: np.ndarray) -> None:
+    """One usage count per sample, in dataset order (``.npy``, or ``.csv`` with columns index,usage)."""
+    p = Path(path)
+    if p.suffix == ".npy":
+        np.save(p, counts)
+    elif p.suffix in (".csv", ".txt"):
+        p.write_text("index,usage\n" + "".join(f"{i},{int(c)}\n" for i, c in enumerate(counts)))
+    else:
+        raise ConfigError(f"output {str(p)!r}: unknown extension {p.suffix!r}; valid: .npy, .csv, .txt")
+
+
+def export_coreset(usage: np.ndarray, prune_ratio: float, out: str | Path, seed: int = 0,
+                   usage_out: str | Path | None = None) -> dict[str, Any]:
+    """Write the ``round((1-p)N)`` most-used samples to ``out`` (.npy or .csv); optionally the counts too.
+
+    Returns a summary: how many were kept, the usage threshold, and how many kept samples were drawn
+    from a tie at that threshold.
+    """
+    if not 0.0 <= prune_ratio < 1.0:
+        raise ConfigError(f"prune_ratio must be in [0, 1), got {prune_ratio!r}")
+    usage = np.asarray(usage)
+    k = keep_count(usage.size, prune_ratio)
+    idx = most_used(usage, k, seed)
+    path = write_indices(out, idx)
+    if usage_out is not None:
+        _write_counts(usage_out, usage.astype(np.int64))
+    threshold = int(usage[idx].min())
+    return {"out": str(path), "num_samples": int(usage.size), "kept": int(k), "prune_ratio": float(prune_ratio),
+            "min_usage_kept": threshold, "tied_at_threshold": int((usage[idx] == threshold).sum()),
+            "tie_pool": int((usage == threshold).sum())}

@@ -1,0 +1,299 @@
+"""The shared proxy-scoring phase of static (coreset) methods.
+
+A static pruner asks for a :class:`~prunebench.pruners.ProxyRequest` (epochs, proxy seeds, model); the
+:class:`ProxyRunner` trains that proxy on the full training set with the *same* :class:`Trainer` and
+recipe as the run (pruner ``full``, tracking off), while a step observer records, for every sample at
+every presentation, whether the training forward pass classified it correctly, its softmax margin
+``p_y - max_{c != y} p_c`` and (on request) its softmax output. After the last epoch one no-grad pass in
+eval mode over the un-augmented training set records the softmax outputs and the penultimate
+embeddings (the input of :func:`~prunebench.harness.models.classifier_head`).
+
+Records of one proxy seed are cached on disk, keyed by the dataset, the proxy model, the recipe, the run
+seed, the proxy seed and the code version; every static method with the same proxy recipe reuses them.
+The runner totals the proxy's cost (wall-clock, sample-visits) so the run row reports it beside the
+training cost, including on a cache hit (the cost of the run that produced the records).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import prunebench
+from prunebench.errors import ConfigError
+from prunebench.harness.config import TrainConfig
+from prunebench.harness.models import classifier_head
+from prunebench.pruners.base import PruneContext, ProxyRequest
+from prunebench.pruners.scores import prob_margin
+from prunebench.seeding import derive_seed
+
+log = logging.getLogger("prunebench.proxy")
+
+#: what a proxy run can record; all but ``train_probs`` ([E, N, C], large) are always recorded
+RECORDS = ("correct", "margin", "probs", "embeddings", "train_probs")
+_ALWAYS = ("correct", "margin", "probs", "embeddings")
+#: config fields that change what the proxy computes (part of the cache key)
+_RECIPE_FIELDS = ("batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup",
+                  "label_smoothing", "augment", "precision", "channels_last", "compile", "image_size")
+_CODE_FILES = ("harness/loop.py", "harness/proxy.py", "harness/models.py", "harness/augment.py", "harness/optim.py",
+               "pruners/full.py", "pruners/scores.py", "datasets/base.py")
+
+
+def default_cache_dir() -> Path:
+    return Path("~/.cache/prunebench/scores").expanduser()
+
+
+def code_version() -> str:
+    """prunebench's version plus a digest of the source files that produce the proxy's records."""
+    root = Path(prunebench.__file__).parent
+    h = hashlib.sha256()
+    for rel in _CODE_FILES:
+        p = root / rel
+        h.update(p.read_bytes() if p.exists() else b"")
+    return f"{prunebench.__version__}+{h.hexdigest()[:12]}"
+
+
+class ProxyRunner:
+    """Callable ``ProxyRequest -> records`` handed to static pruners through :class:`PruneContext`.
+
+    Records (torch tensors, one leading axis over the requested proxy seeds): ``correct`` bool [S, E, N],
+    ``margin`` [S, E, N], ``probs`` [S, N, C] and ``embeddings`` [S, N, d] after the last epoch,
+    ``train_probs`` [S, E, N, C] when requested; plus ``label_smoothing`` and ``head_bias`` (scalars).
+    """
+
+    def __init__(self, config: TrainConfig, data, device: torch.device, cache_dir: Path | None) -> None:
+        self.config = config
+        self.data = data
+        self.device = device
+        self.cache_dir = cache_dir
+        self.samples_backprop = 0
+        self.samples_forward = 0
+        self.proxy_time_s = 0.0
+        self.proxy_acc: list[float] = []
+        self.hits = 0
+        self.misses = 0
+        self.base_key = json.dumps({
+            "dataset": getattr(data, "key", "") or config.dataset,
+            "run_seed": config.seed,
+            "recipe": {k: getattr(config, k) for k in _RECIPE_FIELDS},
+            "device": device.type,
+            "code": code_version(),
+        }, sort_keys=True)
+
+    # -- the request ------------------------------------------------------------------------------------
+    def __call__(self, request: ProxyRequest) -> dict[str, Any]:
+        if isinstance(request.epochs, bool) or not isinstance(request.epochs, int) or request.epochs < 1:
+            raise ConfigError(f"proxy: epochs must be a positive integer, got {request.epochs!r}")
+        if not request.seeds or any(not isinstance(s, int) or s < 0 for s in request.seeds):
+            raise ConfigError(f"proxy: seeds must be non-negative integers, got {request.seeds!r}")
+        bad = [r for r in request.record if r not in RECORDS]
+        if bad:
+            raise ConfigError(f"proxy: cannot record {bad[0]!r}; valid: {', '.join(RECORDS)}")
+        model = request.model or self.config.model
+        with_tp = "train_probs" in request.record
+        per_seed = [self._one(model, request.epochs, s, with_tp) for s in request.seeds]
+        out: dict[str, Any] = {k: torch.stack([torch.from_numpy(r[k]) for r in per_seed])
+                               for k in per_seed[0] if k not in ("label_smoothing", "head_bias")}
+        out["label_smoothing"] = float(self.config.label_smoothing)
+        out["head_bias"] = bool(per_seed[0]["head_bias"])
+        return out
+
+    def report(self) -> dict[str, Any]:
+        """Cost of the proxy runs the scores came from (``cache_hit`` only once a request was made)."""
+        out: dict[str, Any] = {"samples_backprop": self.samples_backprop, "samples_forward": self.samples_forward,
+                               "proxy_time_s": self.proxy_time_s}
+        if self.hits or self.misses:
+            out["cache_hit"] = self.misses == 0
+            out["proxy_runs"] = self.misses
+            out["proxy_acc"] = float(np.mean(self.proxy_acc)) if self.proxy_acc else float("nan")
+        return out
+
+    # -- one proxy seed, cached ---------------------------------------------------------------------------
+    def _key(self, model: str, epochs: int, seed: int, with_tp: bool) -> tuple[str, str]:
+        full = json.dumps({"base": json.loads(self.base_key), "model": model, "epochs": epochs, "proxy_seed": seed,
+                           "train_probs": with_tp}, sort_keys=True)
+        return hashlib.sha256(full.encode()).hexdigest()[:24], full
+
+    def _one(self, model: str, epochs: int, seed: int, with_tp: bool) -> dict[str, Any]:
+        digest, full_key = self._key(model, epochs, seed, with_tp)
+        path = self.cache_dir / f"proxy-{digest}.npz" if self.cache_dir is not None else None
+        if path is not None and path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    rec = {k: z[k] for k in z.files}
+                meta = json.loads(str(rec.pop("meta")))
+            except Exception as e:  # a truncated or foreign file: recompute and overwrite
+                log.warning("proxy cache %s unreadable (%s); recomputing", path, type(e).__name__)
+            else:
+                self.hits += 1
+                self._add_cost(meta)
+                log.info("proxy records reused from cache %s (%s, %d epochs, proxy seed %d)", path, model, epochs, seed)
+                rec["head_bias"] = meta["head_bias"]
+                return rec
+        rec, meta = self._train(model, epochs, seed, with_tp)
+        self.misses += 1
+        self._add_cost(meta)
+        if path is not None:
+            self._save(path, rec, {**meta, "key": json.loads(full_key)})
+        rec["head_bias"] = meta["head_bias"]
+        return rec
+
+    def _add_cost(self, meta: dict[str, Any]) -> None:
+        self.samples_backprop += int(meta["samples_backprop"])
+        self.samples_forward += int(meta["samples_forward"])
+        self.proxy_time_s += float(meta["time_s"])
+        self.proxy_acc.append(float(meta.get("proxy_acc", float("nan"))))
+
+    def _save(self, path: Path, rec: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # write then rename: parallel runs never read a half-written file
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, meta=np.array(json.dumps(meta)), **rec)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # -- the proxy run itself -----------------------------------------------------------------------------
+    def _train(self, model: str, epochs: int, seed: int, with_tp: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        from prunebench.harness.loop import Trainer, _sync  # loop.py builds runners: import on use
+
+        cfg = self.config.replace(
+            model=model, epochs=epochs, seed=derive_seed(self.config.seed, f"proxy/{seed}") % (2**31),
+            pruner="full", prune_ratio=None, pruner_options={}, budget="epochs", tracking=False, record_kept=False,
+            eval_every=epochs, run_name=None, tags={},
+        )
+        t0 = time.perf_counter()
+        tr = Trainer(cfg, data=self.data)
+        n, c = tr.n, self.data.num_classes
+        correct = torch.zeros(epochs, n, dtype=torch.bool)
+        margin = torch.zeros(epochs, n)
+        train_probs = torch.zeros(epochs, n, c) if with_tp else None
+
+        def observe(idx: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor) -> None:
+            p = torch.softmax(logits.float(), dim=1)
+            i, e = idx.cpu(), tr.epoch
+            correct[e, i] = (p.argmax(dim=1) == y).cpu()
+            margin[e, i] = prob_margin(p, y).cpu()
+            if train_probs is not None:
+                train_probs[e, i] = p.cpu()
+
+        tr.step_observers.append(observe)
+        result = tr.run()
+        probs, emb = final_pass(tr)
+        _sync(tr.device)
+        dt = time.perf_counter() - t0
+        rec = {"correct": correct.numpy(), "margin": margin.numpy(), "probs": probs.numpy(), "embeddings": emb.numpy()}
+        if train_probs is not None:
+            rec["train_probs"] = train_probs.numpy()
+        head = classifier_head(tr.model)
+        meta = {"samples_backprop": result.row["samples_backprop"], "samples_forward": result.row["samples_forward"] + n,
+                "time_s": dt, "proxy_acc": result.row["final_acc"], "head_bias": head.bias is not None}
+        log.info("proxy run: %s, %d epochs, proxy seed %d: %.1fs", model, epochs, seed, dt)
+        return rec, meta
+
+
+@torch.no_grad()
+def final_pass(trainer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax outputs [N, C] and penultimate embeddings [N, d] of every training sample, in eval mode,
+    without augmentation (folder datasets pass through their training transform)."""
+    model = trainer.model
+    model.eval()
+    head = classifier_head(model)
+    feats: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach().float().cpu()))
+    probs: list[torch.Tensor] = []
+    bs = trainer.config.eval_batch_size
+    try:
+        if trainer.is_tensor:
+            chunks = ((trainer.x_train[s : s + bs],) for s in range(0, trainer.n, bs))
+        else:
+            loader = torch.utils.data.DataLoader(trainer.data.train, batch_size=bs, shuffle=False,
+                                                 num_workers=trainer.config.num_workers)
+            chunks = ((x.to(trainer.device),) for _, x, _ in loader)
+        for (x,) in chunks:
+            with trainer._autocast():
+                logits = model(trainer._normalize(x))
+            probs.append(torch.softmax(logits.float(), dim=1).cpu())
+    finally:
+        hook.remove()
+    return torch.cat(probs), torch.cat(feats).flatten(1)
+
+
+def resolve_cache_dir(config: TrainConfig) -> Path | None:
+    if config.score_cache is None or config.score_cache.strip().lower() in ("", "off", "none"):
+        return None
+    return Path(config.score_cache).expanduser()
+
+
+def proxy_context(config: TrainConfig, data, device: torch.device) -> tuple[PruneContext, ProxyRunner]:
+    """The :class:`PruneContext` of a run (labels, classes, the proxy runner, its cache) and the runner."""
+    runner = ProxyRunner(config, data, device, resolve_cache_dir(config))
+    ctx = PruneContext(labels=data.labels.cpu(), num_classes=data.num_classes, proxy=runner,
+                       cache_dir=runner.cache_dir, cache_key=runner.base_key)
+    return ctx, runner
+
+
+def static_scores(config: TrainConfig | dict[str, Any]) -> dict[str, np.ndarray]:
+    """Score and select with the static pruner of ``config`` without training the final model.
+
+    Returns the pruner's artifacts (``scores``, ``kept_indices``, ...) plus ``labels``; the proxy cache
+    is used as in a run.
+    """
+    from prunebench.harness.loop import Trainer
+
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    tr = Trainer(config)
+    if not hasattr(tr.pruner, "artifacts"):
+        raise ConfigError(f"pruner {config.pruner!r} has no static scores to export; valid: the static pruners "
+                          f"(prunebench list)")
+    tr.pruner.prepare(tr._context())
+    return {**tr.pruner.artifacts(), "labels": tr.data.labels.cpu().numpy()}
+
+
+def export_arrays(arrays: dict[str, np.ndarray], out_dir: str | Path, fmt: str = "npy") -> list[Path]:
+    """Write ``arrays`` to ``out_dir``: one ``.npy`` each, or CSV (``scores.csv``: one row per sample
+    with every per-sample array as a column and a ``kept`` flag; ``kept_indices.csv`` in selection order)."""
+    if fmt not in ("npy", "csv"):
+        raise ConfigError(f"export format {fmt!r} is not valid; valid: npy, csv")
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if fmt == "npy":
+        for k, v in arrays.items():
+            np.save(out / f"{k}.npy", v)
+            written.append(out / f"{k}.npy")
+        return written
+    import pandas as pd
+
+    n = len(arrays["labels"]) if "labels" in arrays else None
+    kept = arrays.get("kept_indices")
+    cols = {"index": np.arange(n)} if n is not None else {}
+    for k, v in arrays.items():
+        if n is not None and v.ndim == 1 and v.shape[0] == n and k != "kept_indices":
+            cols[k] = v
+    if n is not None and kept is not None:
+        mask = np.zeros(n, dtype=bool)
+        mask[kept] = True
+        cols["kept"] = mask
+    pd.DataFrame(cols).to_csv(out / "scores.csv", index=False)
+    written.append(out / "scores.csv")
+    if kept is not None:
+        extra = {"order": np.arange(len(kept)), "index": kept}
+        if "kept_weights" in arrays:
+            extra["weight"] = arrays["kept_weights"]
+        pd.DataFrame(extra).to_csv(out / "kept_indices.csv", index=False)
+        written.append(out / "kept_indices.csv")
+    return written

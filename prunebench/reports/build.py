@@ -1,0 +1,470 @@
+"""``build_report``: results table (+ the runs' MLflow histories and artifacts) -> a report folder.
+
+The folder is self-contained: ``index.html`` (opens from disk, links only into the folder), ``README.md``
+(the same content for GitHub), ``tables/*.csv`` (the raw numbers behind every table and heatmap) and
+``figures/*.png``. Nothing is re-trained or re-scored.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from prunebench.reports import analysis, figures
+from prunebench.reports.inputs import HISTORY_KEYS, ReportError, RunStore, Source, finished, resolve_source
+from prunebench.reports.render import Document, Figure, Section, Table, to_html, to_markdown
+from prunebench.reports.tables import (GROUP, best_marks, curve_volatility, leaderboard_table, stability_table)
+
+MAIN_FIGURE = "figures/accuracy_vs_compute.png"
+LIBRARIES = ("torch", "torchvision", "mlflow", "optuna", "pandas", "seaborn", "matplotlib", "numpy", "scipy")
+GAMMA_BINS = 60  # rank bins of the empirical keep frequency (N ranks are too noisy one by one)
+
+
+# ---------------------------------------------------------------------------------------------------
+# provenance
+# ---------------------------------------------------------------------------------------------------
+
+
+def git_sha(path: Path | None = None) -> str:
+    """``git rev-parse HEAD`` of the repository holding the prunebench code, else "unknown"."""
+    path = path or Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def hardware() -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out = {"CPU": f"{cpu} ({os.cpu_count()} logical cores)"}
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        out["memory"] = f"{mem:.1f} GiB"
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        import torch
+
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    except Exception:
+        gpus = []
+    out["GPU"] = ", ".join(gpus) if gpus else "none"
+    return out
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = importlib.metadata.version(lib)
+        except importlib.metadata.PackageNotFoundError:
+            out[lib] = "not installed"
+    return out
+
+
+def _distinct(df: pd.DataFrame, col: str) -> str:
+    if col not in df.columns:
+        return "not recorded"
+    vals = sorted({str(v) for v in df[col].dropna()})
+    return ", ".join(vals) if vals else "not recorded"
+
+
+# ---------------------------------------------------------------------------------------------------
+# formatting
+# ---------------------------------------------------------------------------------------------------
+
+
+def _pct(x: float, nd: int = 2) -> str:
+    return "–" if pd.isna(x) else f"{100 * x:.{nd}f}"
+
+
+def _pp(x: float) -> str:
+    return "–" if pd.isna(x) else f"{100 * x:+.2f}"
+
+
+def _sec(x: float) -> str:
+    return "–" if pd.isna(x) else (f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}")
+
+
+def leaderboard_display(t: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The displayed leaderboard of one prune ratio (strings) and its best-cell marks."""
+    marks = best_marks(t)
+    cols = {
+        "method": ("method", lambda r: r["series"]),
+        "seeds": (None, lambda r: f"{r['n_seeds']}"),
+        "top-1 % (mean ± std)": ("acc_mean", lambda r: f"{_pct(r['acc_mean'])} ± {_pct(r['acc_std'])}"),
+        "95% CI": (None, lambda r: "–" if pd.isna(r["acc_ci_low"]) else f"[{_pct(r['acc_ci_low'])}, {_pct(r['acc_ci_high'])}]"),
+        "drop vs full (pp)": ("drop_vs_full", lambda r: _pp(r["drop_vs_full"])),
+        "realized prune %": ("realized_prune_ratio", lambda r: _pct(r["realized_prune_ratio"], 1)),
+        "compute saved %": ("compute_saved", lambda r: _pct(r["compute_saved"], 1)),
+        "train s": ("train_time_s", lambda r: _sec(r["train_time_s"])),
+        "selection s": ("selection_time_s", lambda r: _sec(r["selection_time_s"])),
+        "scoring s": ("scoring_time_s", lambda r: _sec(r["scoring_time_s"])),
+        "wall-clock saved %": ("wallclock_saved", lambda r: _pct(r["wallclock_saved"], 1)),
+    }
+    disp = pd.DataFrame({name: [f(r) for _, r in t.iterrows()] for name, (_, f) in cols.items()})
+    bold = pd.DataFrame({name: (marks[src].to_numpy() if src in marks and src != "method" else np.zeros(len(t), bool))
+                         for name, (src, _) in cols.items()})
+    return disp, bold
+
+
+# ---------------------------------------------------------------------------------------------------
+# data from MLflow
+# ---------------------------------------------------------------------------------------------------
+
+
+def _histories(ok: pd.DataFrame, store: RunStore) -> pd.DataFrame:
+    recs = []
+    for _, row in ok.iterrows():
+        for key in HISTORY_KEYS:
+            s = store.history(row, key)
+            if s is None:
+                continue
+            recs.append(pd.DataFrame({"series": row["series"], "method": row["method"], "dataset": row["dataset"],
+                                      "model": row["model"], "prune_ratio": row["prune_ratio"], "seed": row["seed"],
+                                      "run_id": row.get("run_id"), "key": key, "epoch": s.index.astype(int),
+                                      "value": s.to_numpy()}))
+    cols = ["series", "method", "dataset", "model", "prune_ratio", "seed", "run_id", "key", "epoch", "value"]
+    return pd.concat(recs, ignore_index=True) if recs else pd.DataFrame(columns=cols)
+
+
+def _row_label(series: str, p: float) -> str:
+    return f"{series} @ p={p:g}"
+
+
+def _groups(ok: pd.DataFrame, exclude_full: bool = True):
+    for key, g in ok.groupby(GROUP + ["series"], sort=True):
+        if exclude_full and key[3] == "full":
+            continue
+        yield dict(zip(GROUP + ["series"], key)), g.sort_values("seed")
+
+
+def _cross_seed(ok: pd.DataFrame, store: RunStore) -> pd.DataFrame:
+    recs = []
+    for k, g in _groups(ok):
+        if g["seed"].nunique() < 2:
+            continue
+        masks = [m for m in (store.kept_masks(r) for _, r in g.iterrows()) if m is not None]
+        if len(masks) < 2:
+            continue
+        for e, v in enumerate(analysis.cross_seed_jaccard(masks)):
+            recs.append({**k, "row": _row_label(k["series"], k["prune_ratio"]), "epoch": e, "value": v,
+                         "n_seeds": len(masks)})
+    return pd.DataFrame(recs)
+
+
+def _usage(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
+    items = []
+    for k, g in _groups(ok):
+        if str(g["granularity"].iloc[0]) == "static":
+            continue
+        arrays = [a for a in (store.array(r, "usage_counts") for _, r in g.iterrows()) if a is not None]
+        if not arrays:
+            continue
+        items.append({**k, "usage": np.concatenate(arrays).astype(np.int64), "epochs": int(g["epochs"].iloc[0]),
+                      "n_runs": len(arrays)})
+    return items
+
+
+def _gamma_items(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
+    from prunebench.pruners.orderdp import gamma
+
+    items = []
+    for k, g in _groups(ok):
+        if g["pruner"].iloc[0] != "orderdp":
+            continue
+        r0 = g.iloc[0]
+        n, p = int(r0["num_samples"]), float(r0["prune_ratio"])
+        c = float(r0.get("pruner.candidate_ratio", np.nan))
+        if np.isnan(c):
+            continue
+        q = int(round((1.0 - p) * n))
+        s = min(n, max(q, int(round(c * n))))
+        gam = gamma(n, s, q)
+        item = {**k, "n": n, "s": s, "q": q, "c": c, "gamma": gam, "centres": None, "n_epochs": 0}
+        kept_sum, exp_sum, count = np.zeros(n), np.zeros(n), 0
+        rng = np.random.default_rng(0)  # the analysis' own tie order; never the runs' generators
+        for _, row in g.iterrows():
+            scores, epochs, masks = (store.array(row, "plan_scores"), store.array(row, "plan_score_epochs"),
+                                     store.kept_masks(row))
+            if scores is None or epochs is None or masks is None:
+                continue
+            for sc, e in zip(scores, epochs):
+                if e >= masks.shape[0]:
+                    continue
+                kr, er = analysis.keep_by_rank(sc, masks[e], gam, rng)
+                kept_sum += kr
+                exp_sum += er
+                count += 1
+        if count:
+            centres, emp = analysis.bin_ranks(kept_sum / count, GAMMA_BINS)
+            _, exp = analysis.bin_ranks(exp_sum / count, GAMMA_BINS)
+            _, gb = analysis.bin_ranks(gam, GAMMA_BINS)
+            item.update(centres=centres, empirical_binned=emp, expected_binned=exp, gamma_binned=gb, n_epochs=count)
+        items.append(item)
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------------------------------
+
+
+def build_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+                 results_dir: str | os.PathLike | None = None, tracking_uri: str | None = None,
+                 title: str | None = None) -> Path:
+    """Write a comparison report of ``results`` into ``out_dir`` and return the path of its ``index.html``.
+
+    Parameters
+    ----------
+    results : a results DataFrame (one row per run, see ``RunResult.row``), a results folder
+        (``results.parquet``/``results.csv``, ``study.toml``, optional ``sweep_trials.csv``), a study TOML
+        file (its folder is ``results/<name>/`` unless ``results_dir``), or an MLflow experiment name.
+    out_dir : the report folder (created; its ``figures/``, ``tables/``, ``index.html`` and ``README.md``
+        are replaced); default ``reports/<study or experiment name>``.
+    tracking_uri : the MLflow store of an experiment name (else ``$MLFLOW_TRACKING_URI``, else
+        ``sqlite:///mlflow.db``). Runs read from a table use the table's ``tracking_uri`` column.
+    """
+    src = resolve_source(results, results_dir=results_dir, tracking_uri=tracking_uri)
+    store = RunStore()
+    try:
+        return _build(src, Path(out_dir) if out_dir is not None else Path("reports") / src.name, store, title)
+    finally:
+        store.close()
+
+
+def _build(src: Source, out: Path, store: RunStore, title: str | None) -> Path:
+    df = src.table.copy()
+    ok = finished(df).copy()
+    if ok.empty:
+        raise ReportError(f"{src.origin}: no finished runs to report ({len(df)} rows, none with status FINISHED)")
+    multi = ok.groupby(["dataset", "model"]).ngroups > 1
+    for d in (df, ok):
+        d["series"] = [f"{m} ({ds}/{mo})" if multi else m for m, ds, mo in zip(d["method"], d["dataset"], d["model"])]
+    colors = figures.palette(sorted(ok["series"].unique(), key=lambda s: (not s.startswith("full"), s)))
+
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("figures", "tables"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+        (out / sub).mkdir()
+    figdir, tabdir = out / "figures", out / "tables"
+
+    lb = leaderboard_table(ok)
+    lb.insert(4, "series", [f"{m} ({ds}/{mo})" if multi else m for m, ds, mo in zip(lb["method"], lb["dataset"], lb["model"])])
+    lb.to_csv(tabdir / "leaderboard.csv", index=False)
+    df.drop(columns=["series"]).to_csv(tabdir / "runs.csv", index=False)
+
+    hist = _histories(ok, store)
+    vol = pd.DataFrame()
+    if not hist.empty and (hist["key"] == "test_acc").any():
+        per_run = (hist[hist["key"] == "test_acc"].groupby(GROUP + ["run_id"])
+                   .apply(lambda g: curve_volatility(g.set_index("epoch")["value"]), include_groups=False))
+        vol = per_run.groupby(GROUP).mean().rename("curve_volatility").reset_index()
+    stab = stability_table(ok, vol)
+    stab.insert(4, "series", [f"{m} ({ds}/{mo})" if multi else m for m, ds, mo in zip(stab["method"], stab["dataset"], stab["model"])])
+    stab.to_csv(tabdir / "stability.csv", index=False)
+
+    sections: list[Section] = []
+    notes = list(src.notes)
+
+    # --- header ---------------------------------------------------------------------------------------
+    prov = [("source", src.origin), ("study file", src.study_path or "none (not a study)"),
+            ("runs", f"{len(df)} ({len(ok)} finished, {len(df) - len(ok)} not)"),
+            ("code version (git SHA of prunebench)", git_sha()),
+            ("results made with prunebench", _distinct(df, "prunebench_version")),
+            ("results' devices", _distinct(df, "device")), ("results' torch", _distinct(df, "torch_version"))]
+    for col in ("git_sha", "code_version", "hostname", "cpu", "gpu"):
+        if col in df.columns:
+            prov.append((f"results' {col}", _distinct(df, col)))
+    prov += [(f"report machine: {k}", v) for k, v in hardware().items()]
+    prov += [("report libraries", ", ".join(f"{k} {v}" for k, v in library_versions().items()))]
+    header = Section("Provenance", "provenance")
+    header.add(Table(pd.DataFrame(prov, columns=["what", "value"]), kind="kv"))
+    if src.study_text:
+        header.add(("h3", f"Study file ({src.study_path})"), ("pre", src.study_text, "toml"))
+
+    # --- leaderboard -------------------------------------------------------------------------------------
+    lead = Section("Leaderboard", "leaderboard")
+    lead.add("Final test top-1 over seeds: mean ± sample std and the t-based 95% confidence interval of the "
+             "mean; drop vs full = full data's mean top-1 on the same seeds minus the method's (percentage "
+             "points, positive = worse); compute saved = 1 − relative compute (sample-visit cost, a training "
+             "pass counting 3 forwards); wall-clock saved = 1 − (train + scoring time) / full's. Times are means "
+             "over seeds in seconds. The best cell of each column among the pruning methods is highlighted "
+             "(full data is the reference, not a contender).")
+    settings = lb.groupby(["dataset", "model"], sort=True)
+    for (ds, mo), t in settings:
+        full_rows = t[t["method"] == "full"]
+        ratios = sorted(t.loc[t["method"] != "full", "prune_ratio"].unique()) or [0.0]
+        for p in ratios:
+            sub = pd.concat([full_rows, t[(t["prune_ratio"] == p) & (t["method"] != "full")]]).reset_index(drop=True)
+            disp, bold = leaderboard_display(sub)
+            lead.add(("h3", f"prune ratio {p:g}" + (f" — {ds} / {mo}" if multi else "")),
+                     Table(disp, bold, csv="tables/leaderboard.csv" if p == ratios[-1] else None))
+    failed = df[df["status"] != "FINISHED"]
+    if len(failed):
+        cols = [c for c in ("method", "prune_ratio", "seed", "status", "error") if c in failed.columns]
+        failed[cols].to_csv(tabdir / "failed_runs.csv", index=False)
+        lead.add(("note", f"{len(failed)} run(s) did not finish and are left out of every number:"),
+                 Table(failed[cols].astype(str).reset_index(drop=True), csv="tables/failed_runs.csv", kind="kv"))
+    sections += [header, lead]
+
+    # --- compute ------------------------------------------------------------------------------------------
+    comp = Section("Accuracy vs compute", "compute")
+    figures.accuracy_vs_compute(ok, colors, figdir / "accuracy_vs_compute.png")
+    comp.add(Figure(MAIN_FIGURE, "Accuracy vs realized compute",
+                    "Final test top-1 against the realized relative compute (forward-only passes + 3 × "
+                    "backpropagated sample-visits, over full data's). One line per method through its prune "
+                    "ratios (points: means over seeds; band: ± one std over seeds); full data is the dashed "
+                    "black reference line (with its ± std band). The dotted grey staircase is the Pareto front "
+                    "of all (method, ratio) means: no other point has both less compute and more accuracy."))
+    if src.sweep_trials is not None:
+        src.sweep_trials.to_csv(tabdir / "sweep_trials.csv", index=False)
+        figures.pareto_sweep(src.sweep_trials, figdir / "pareto_sweep.png", colors)
+        comp.add(Figure("figures/pareto_sweep.png", "Sweep Pareto front",
+                        f"Every trial of the sweep ({len(src.sweep_trials)} from sweep_trials.csv) by relative compute "
+                        f"and accuracy; circled and joined: the trials on the Pareto front (flag set by the sweep)."))
+    figures.overhead(lb, figdir / "overhead.png")
+    comp.add(Figure("figures/overhead.png", "Where the time went",
+                    "Mean wall-clock per method and prune ratio, split into training without selection, "
+                    "selection/planning inside training, and static scoring before training (not part of "
+                    "train_time_s). Evaluation is excluded everywhere."))
+    sections.append(comp)
+
+    # --- curves and stability ------------------------------------------------------------------------------
+    curves = Section("Training curves and stability", "curves")
+    if not hist.empty and (hist["key"] == "test_acc").any():
+        figures.accuracy_curves(hist, colors, figdir / "accuracy_curves.png")
+        curves.add(Figure("figures/accuracy_curves.png", "Accuracy over epochs",
+                          "Test top-1 after each epoch, mean over seeds with a ± std band; one panel per prune "
+                          "ratio, full data dashed black in each."))
+        hist.to_csv(tabdir / "histories.csv", index=False)
+    else:
+        curves.add(("note", "No per-epoch histories could be read from MLflow: no accuracy curves."))
+    figures.stability(stab, colors, figdir / "stability.png")
+    curves.add(Figure("figures/stability.png", "Stability over seeds",
+                      "Left: the standard deviation of the final top-1 over seeds per method and prune ratio "
+                      "(lower is more stable). Right (when curves exist): accuracy-curve volatility, the mean "
+                      "absolute change of test top-1 from one epoch to the next over the second half of training."))
+    sd = stab.copy()
+    curves.add(Table(pd.DataFrame({
+        "method": sd["series"], "prune ratio": sd["prune_ratio"].map(lambda p: f"{p:g}"), "seeds": sd["n_seeds"],
+        "std final top-1 (pp)": sd["final_acc_std"].map(lambda x: _pct(x)),
+        "range final top-1 (pp)": sd["final_acc_range"].map(lambda x: _pct(x)),
+        "curve volatility (pp)": (sd["curve_volatility"] if "curve_volatility" in sd else pd.Series(np.nan, index=sd.index)).map(lambda x: _pct(x)),
+    }), csv="tables/stability.csv"))
+    sections.append(curves)
+
+    # --- overlap ---------------------------------------------------------------------------------------------
+    ov = Section("Kept-set overlap (Jaccard)", "jaccard")
+    jac = hist[(hist["key"] == "jaccard") & ~hist["series"].str.startswith("full")] if not hist.empty else hist
+    if not jac.empty:
+        jac = jac.assign(row=[_row_label(s, p) for s, p in zip(jac["series"], jac["prune_ratio"])])
+        jac.groupby(["row", "epoch"], sort=False)["value"].mean().reset_index().to_csv(tabdir / "jaccard_consecutive.csv", index=False)
+        figures.jaccard_heatmap(jac, "Consecutive-epoch overlap (mean over seeds)", figdir / "jaccard_consecutive.png")
+        ov.add(Figure("figures/jaccard_consecutive.png", "Consecutive-epoch overlap",
+                      "Jaccard overlap |A ∩ B| / |A ∪ B| of the kept sets of epoch e and epoch e − 1, mean over "
+                      "seeds; one row per method and prune ratio. 1 = the same samples every epoch (static "
+                      "subsets); uniform random subsets of a fraction k overlap about k / (2 − k). Full data "
+                      "(always 1) is left out."))
+    else:
+        ov.add(("note", "No per-epoch Jaccard histories in MLflow: no consecutive-overlap heatmap."))
+    cross = _cross_seed(ok, store)
+    if not cross.empty:
+        cross.to_csv(tabdir / "jaccard_cross_seed.csv", index=False)
+        figures.jaccard_heatmap(cross, "Cross-seed overlap at the same epoch", figdir / "jaccard_cross_seed.png")
+        ov.add(Figure("figures/jaccard_cross_seed.png", "Cross-seed overlap",
+                      "Per epoch, the Jaccard overlap of the kept sets of two runs that differ only in the seed, "
+                      "averaged over all pairs of seeds. High values mean the method picks the same samples "
+                      "whatever the seed (a property of the data); values near the random level mean the "
+                      "choice is mostly the seed's."))
+    else:
+        ov.add(("note", "No cross-seed overlap: it needs kept masks (kept_masks_packed.npy) of at least two seeds "
+                        "of a method."))
+    sections.append(ov)
+
+    # --- usage and OrderDP -------------------------------------------------------------------------------------
+    us = Section("Sample usage and OrderDP's weights", "usage")
+    usage = _usage(ok, store)
+    if usage:
+        figures.usage_histograms(usage, colors, figdir / "usage_histograms.png")
+        pd.DataFrame([{"method": it["series"], "prune_ratio": it["prune_ratio"], "usage": k,
+                       "fraction": float(np.mean(it["usage"] == k))}
+                      for it in usage for k in range(int(it["usage"].max()) + 1)]).to_csv(
+            tabdir / "usage_histograms.csv", index=False)
+        us.add(Figure("figures/usage_histograms.png", "Per-sample usage (dynamic methods)",
+                      "For each dynamic method and prune ratio: the fraction of training samples that were "
+                      "backpropagated in k of the epochs (usage counts pooled over seeds). Dotted: the "
+                      "Binomial(E, 1 − p) distribution that a fresh uniform subset each epoch would give. Mass "
+                      "at 0 = samples never trained on; a wide spread = the method concentrates on some samples."))
+    else:
+        us.add(("note", "No usage counts (usage_counts.npy) of dynamic methods in MLflow."))
+    gam = _gamma_items(ok, store)
+    if gam:
+        figures.orderdp_gamma(gam, figdir / "orderdp_gamma.png")
+        rows = []
+        for it in gam:
+            if it["centres"] is not None:
+                rows += [{"method": it["series"], "prune_ratio": it["prune_ratio"], "N": it["n"], "s": it["s"],
+                          "q": it["q"], "rank_bin_centre": c, "gamma": g, "expected_with_ties": e, "empirical": m}
+                         for c, g, e, m in zip(it["centres"], it["gamma_binned"], it["expected_binned"],
+                                               it["empirical_binned"])]
+        if rows:
+            pd.DataFrame(rows).to_csv(tabdir / "orderdp_keep_by_rank.csv", index=False)
+        snaps = ", ".join(f"{it['series']} p={it['prune_ratio']:g}: {it['n_epochs']}" for it in gam)
+        us.add(Figure("figures/orderdp_gamma.png", "OrderDP: surrogate weights vs empirical keep frequency",
+                      "Black: gamma_j, the probability that OrderDP(N, s, q) keeps the sample whose stored loss "
+                      "has rank j (1 = largest) — the weights of the surrogate loss whose gradient the kept-set "
+                      "mean estimates without bias: flat at s/N for the top q ranks, falling to 0 after rank "
+                      "N − s + q (grey verticals). Red: how often the runs actually kept each rank, ranking "
+                      "samples by the pruner's stored scores at plan time (logged for up to 10 epochs per run) "
+                      f"and averaging over {GAMMA_BINS} rank bins (snapshots used — {snaps}). Dotted grey: gamma "
+                      "averaged over tied scores (never-trained samples share the initial score), the exact "
+                      "expectation of the red points."))
+        if any(it["centres"] is None for it in gam):
+            us.add(("note", "Some OrderDP runs logged no plan-time scores (plan_scores.npy; older runs): their "
+                            "panel shows gamma only."))
+    sections.append(us)
+
+    # --- gradient probe ---------------------------------------------------------------------------------------
+    gr = Section("Gradient direction", "gradient")
+    if not hist.empty and hist["key"].isin(["grad_cosine", "grad_norm_kept"]).any():
+        figures.gradient_probe(hist[hist["key"].str.startswith("grad_")], colors, figdir / "gradient_probe.png")
+        gr.add(Figure("figures/gradient_probe.png", "Kept-set gradient vs full-data gradient",
+                      "Cosine between the mean gradient of the kept samples and the full-data gradient at the "
+                      "probe's checkpoints (1 = same direction), and the two gradients' norms, mean ± std over "
+                      "seeds."))
+    else:
+        gr.add(("note", "The gradient probe did not run for these runs (no grad_cosine / grad_norm_kept "
+                        "metrics in MLflow): no gradient figure."))
+    sections.append(gr)
+
+    notes += store.notes
+    if notes:
+        header.add(*[("note", n) for n in dict.fromkeys(notes)])
+
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    doc = Document(title or f"prunebench report: {src.name}",
+                   f"{ok['method'].nunique()} methods, {ok['prune_ratio'].nunique()} prune ratios, "
+                   f"{ok['seed'].nunique()} seeds on {', '.join(sorted(set(ok['dataset'].astype(str))))} / "
+                   f"{', '.join(sorted(set(ok['model'].astype(str))))}; generated {when} by prunebench report.",
+                   sections)
+    (out / "index.html").write_text(to_html(doc))
+    (out / "README.md").write_text(to_markdown(doc))
+    return out / "index.html"

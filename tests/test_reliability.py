@@ -1,0 +1,163 @@
+"""Checkpoint/resume (bitwise, also after SIGKILL), determinism, pre-flight failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import fast_config
+from prunebench.errors import ConfigError
+from prunebench.harness import TrainConfig, Trainer, train
+from prunebench.harness.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+
+def _same_result(a, b):
+    for k in ("final_acc", "best_acc", "final_train_loss", "samples_forward", "samples_backprop", "optimizer_steps",
+              "realized_prune_ratio", "relative_compute", "jaccard_mean"):
+        assert a.row[k] == b.row[k], k
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    np.testing.assert_array_equal(a.kept_masks, b.kept_masks)
+    np.testing.assert_array_equal(a.usage, b.usage)
+
+
+@pytest.mark.parametrize("pruner,ratio", [("orderdp", 0.4), ("infobatch", 0.5), ("orderdp-fresh", 0.4)])
+def test_resume_after_interruption_is_bitwise_identical(synthetic, tmp_path, pruner, ratio):
+    cfg = fast_config(model="cnn-small", pruner=pruner, prune_ratio=ratio, epochs=4)
+    ref = train(cfg, data=synthetic)
+    ck = tmp_path / "ck"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(m):
+        if m["epoch"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train({**cfg, "checkpoint_dir": str(ck)}, data=synthetic, progress=stop_after_two)
+    assert load_checkpoint(ck)["epoch"] == 1  # the epoch-1 checkpoint is written after progress: epoch 0 done
+    resumed = train({**cfg, "checkpoint_dir": str(ck), "resume": True}, data=synthetic)
+    _same_result(ref, resumed)
+
+
+def test_resume_rejects_a_different_config(synthetic, tmp_path):
+    cfg = fast_config(pruner="orderdp", prune_ratio=0.4, epochs=2, checkpoint_dir=str(tmp_path))
+    train(cfg, data=synthetic)
+    with pytest.raises(ConfigError, match="written with prune_ratio=0.4 but this run has prune_ratio=0.5"):
+        train({**cfg, "prune_ratio": 0.5, "resume": True}, data=synthetic)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(synthetic, tmp_path):
+    with pytest.raises(ConfigError, match="no checkpoint at"):
+        train(fast_config(checkpoint_dir=str(tmp_path), resume=True), data=synthetic)
+
+
+def test_checkpoint_write_is_atomic(synthetic, tmp_path):
+    train(fast_config(pruner="random-dynamic", prune_ratio=0.3, epochs=2, checkpoint_dir=str(tmp_path)), data=synthetic)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]  # no stray .tmp left
+    assert load_checkpoint(tmp_path)["epoch"] == 2
+
+
+def test_same_config_bitwise_identical_model(synthetic):
+    cfg = TrainConfig.from_dict(fast_config(model="cnn-small", pruner="infobatch", prune_ratio=0.5, epochs=2))
+    a, b = Trainer(cfg, data=synthetic), Trainer(cfg, data=synthetic)
+    a.run(), b.run()
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_unwritable_checkpoint_dir_fails_before_training(synthetic, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="checkpoint dir .* is not writable"):
+        train(fast_config(checkpoint_dir=str(blocker / "sub")), data=synthetic)
+
+
+def test_full_disk_fails_before_training(synthetic, tmp_path, monkeypatch):
+    import shutil
+
+    from prunebench.harness import checkpoint as ckmod
+
+    monkeypatch.setattr(ckmod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 10))
+    with pytest.raises(ConfigError, match="MiB free, needs at least"):
+        train(fast_config(checkpoint_dir=str(tmp_path / "ck")), data=synthetic)
+    assert not (tmp_path / "ck" / CHECKPOINT_NAME).exists()
+
+
+def test_unwritable_tracking_store_fails_before_training(synthetic, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="tracking store folder .* is not writable"):
+        train(fast_config(tracking=True, tracking_uri=f"sqlite:///{blocker}/sub/m.db"), data=synthetic)
+
+
+def test_unreachable_tracking_server_is_a_clear_error(synthetic):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    t0 = time.time()
+    with pytest.raises(ConfigError, match="tracking server http://127.0.0.1:.* is unreachable"):
+        train(fast_config(tracking=True, tracking_uri=f"http://127.0.0.1:{port}"), data=synthetic)
+    assert time.time() - t0 < 10
+
+
+def _cli(args, cwd):
+    env = {**os.environ, "PRUNEBENCH_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "prunebench", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    base = ["run", "--dataset", "synthetic:n=2048", "--model", "cnn-small", "--epochs", "5", "--pruner", "orderdp",
+            "--prune-ratio", "0.4", "--seed", "3", "--tracking-uri", uri, "--json", "--quiet"]
+    ref_p = _cli(base, tmp_path)
+    out, err = ref_p.communicate(timeout=600)
+    assert ref_p.returncode == 0, err
+    ref = json.loads(out)
+
+    ck = tmp_path / "ck"
+    p = _cli([*base, "--checkpoint-dir", str(ck)], tmp_path)
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill -9 in the middle of epoch 2 or later, once a checkpoint exists
+        if (ck / CHECKPOINT_NAME).exists():
+            time.sleep(0.3)
+            break
+        if p.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "the run finished before it could be killed"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    killed = load_checkpoint(ck)
+    assert 1 <= killed["epoch"] < 5
+
+    r = _cli([*base, "--checkpoint-dir", str(ck), "--resume"], tmp_path)
+    out, err = r.communicate(timeout=600)
+    assert r.returncode == 0, err
+    res = json.loads(out)
+    for k in ("final_acc", "best_acc", "final_train_loss", "samples_forward", "samples_backprop", "optimizer_steps",
+              "realized_prune_ratio", "relative_compute", "jaccard_mean"):
+        assert res[k] == ref[k], k
+    client = MlflowClient(uri)
+    assert res["run_id"] == killed["mlflow_run_id"]  # the killed MLflow run was continued, not replaced
+    assert client.get_run(res["run_id"]).info.status == "FINISHED"
+    d1, d2 = tmp_path / "a", tmp_path / "b"
+    a = np.load(client.download_artifacts(ref["run_id"], "kept_masks_packed.npy", str(d1.mkdir() or d1)))
+    b = np.load(client.download_artifacts(res["run_id"], "kept_masks_packed.npy", str(d2.mkdir() or d2)))
+    np.testing.assert_array_equal(a, b)

@@ -1,0 +1,357 @@
+"""Static coreset methods: scoring functions against hand-worked numbers, selection rules, the proxy run,
+its cache and cost columns, artifacts and export."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import fast_config
+from prunebench.errors import ConfigError
+from prunebench.harness import train
+from prunebench.pruners import create_pruner, get_pruner_class, list_pruners
+from prunebench.pruners import scores as S
+from prunebench.pruners.coverage import facility_location, herding, kcenter_greedy
+from prunebench.pruners.rules import central_band, class_budgets, stratified_sample, waterfill
+
+STATIC = ["el2n", "grand", "forgetting", "aum", "least-confidence", "entropy", "margin", "kcenter-greedy", "herding",
+          "moderate-ds", "ccs", "facility-location", "tdds"]
+RANKED = ["el2n", "grand", "forgetting", "aum", "least-confidence", "entropy", "margin", "moderate-ds", "ccs", "tdds"]
+
+
+def test_every_static_method_registered():
+    assert set(STATIC) <= set(list_pruners())
+    assert all(get_pruner_class(n).granularity == "static" for n in STATIC)
+
+
+# ---------------------------------------------------------------------------------------------------
+# scoring functions: hand-worked numbers
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_el2n_hand_worked():
+    p = torch.tensor([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]])
+    out = S.el2n(p, torch.tensor([0, 2]))
+    # (0.3, 0.2, 0.1) and (0.7, 0.2, 0.9)
+    assert out.tolist() == pytest.approx([math.sqrt(0.14), math.sqrt(1.34)])
+
+
+@pytest.mark.parametrize("ls,bias", [(0.0, True), (0.1, True), (0.1, False)])
+def test_grand_equals_autograd_norm_of_last_layer_gradient(ls, bias):
+    g = torch.Generator().manual_seed(0)
+    n, d, c = 5, 4, 3
+    e = torch.randn(n, d, generator=g, dtype=torch.float64)
+    head = torch.nn.Linear(d, c, bias=bias).double()
+    y = torch.tensor([0, 1, 2, 1, 0])
+    expected = []
+    for i in range(n):
+        head.zero_grad()
+        F.cross_entropy(head(e[i : i + 1]), y[i : i + 1], label_smoothing=ls).backward()
+        parts = [head.weight.grad.flatten()] + ([head.bias.grad] if bias else [])
+        expected.append(torch.cat(parts).norm().item())
+    probs = torch.softmax(head(e), dim=1).detach()
+    assert S.grand(probs, y, e, ls, bias=bias).tolist() == pytest.approx(expected, rel=1e-9)
+    feats = S.last_layer_grad_features(probs, y, e, ls)
+    if bias:
+        assert feats.norm(dim=1).tolist() == pytest.approx(expected, rel=1e-9)
+
+
+def test_prob_margin_and_aum_hand_worked():
+    p = torch.tensor([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]])
+    assert S.prob_margin(p, torch.tensor([1, 0])).tolist() == pytest.approx([-0.2, 0.2])
+    assert S.aum(torch.tensor([[0.2, -0.1], [0.4, -0.3]])).tolist() == pytest.approx([0.6, -0.4])
+
+
+def test_forgetting_counts_transitions_and_never_learned():
+    c = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 1], [1, 1, 0, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    # sample 0: T F T F -> 2 events; 1: F T T T -> 0; 2: F F F F -> never learned -> E = 4; 3: T T F F -> 1
+    assert S.forgetting(c).tolist() == [2.0, 0.0, 4.0, 1.0]
+
+
+def test_uncertainty_scores_hand_worked():
+    p = torch.tensor([[0.6, 0.3, 0.1], [0.5, 0.5, 0.0]])
+    assert S.least_confidence(p).tolist() == pytest.approx([0.4, 0.5])
+    ent0 = -(0.6 * math.log(0.6) + 0.3 * math.log(0.3) + 0.1 * math.log(0.1))
+    assert S.entropy(p).tolist() == pytest.approx([ent0, math.log(2)])
+    assert S.margin(p).tolist() == pytest.approx([0.3, 0.0])
+
+
+def _kl_abs(p1, p0):
+    return sum(abs(a * (math.log(a + 1e-8) - math.log(b + 1e-8))) for a, b in zip(p1, p0))
+
+
+def test_tdds_hand_worked():
+    traj = [[0.5, 0.5], [0.8, 0.2], [0.8, 0.2], [0.6, 0.4]]
+    a = [_kl_abs(traj[t + 1], traj[t]) for t in range(3)]
+    probs = torch.tensor(traj, dtype=torch.float64)[:, None, :]  # T=4, N=1, C=2
+    # W=3: windows (a0, a1) weight b(1-b)^1 and (a1, a2) weight b(1-b)^0; deviation norm = |x - y| / sqrt 2
+    b = 0.9
+    expected = b * (1 - b) * abs(a[0] - a[1]) / math.sqrt(2) + b * abs(a[1] - a[2]) / math.sqrt(2)
+    assert S.tdds(probs, 3, b).item() == pytest.approx(expected, rel=1e-9)
+    assert S.tdds(probs, 2, b).item() == 0.0  # one transition per window: no deviation
+    with pytest.raises(ValueError):
+        S.tdds(probs, 5, b)
+
+
+def test_class_median_distance_hand_worked():
+    e = torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [1.0, 1.0], [3.0, 3.0]])
+    y = torch.tensor([0, 0, 0, 1, 1])
+    # class 0 median (2, 0); class 1 median (2, 2) (mean of the two middle values)
+    assert S.class_median_distance(e, y, 2).tolist() == pytest.approx([2.0, 0.0, 8.0, math.sqrt(2), math.sqrt(2)])
+
+
+# ---------------------------------------------------------------------------------------------------
+# selection rules
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_central_band_hand_worked():
+    s = torch.tensor([5.0, 1.0, 3.0, 2.0, 4.0])
+    kept = central_band(s, 3, torch.Generator().manual_seed(0))
+    assert sorted(kept.tolist()) == [2, 3, 4]  # ranks 2..4 of 5: scores 2, 3, 4
+
+
+def test_waterfill_hand_worked_and_exact():
+    # ascending sizes 2, 5, 10 with k = 9: min(2, 9//3) = 2, min(5, 7//2) = 3, min(10, 4) = 4
+    assert waterfill(torch.tensor([10, 2, 5]), 9).tolist() == [4, 2, 3]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        sizes = torch.randint(0, 30, (50,), generator=g)
+        k = int(torch.randint(0, int(sizes.sum()) + 1, (1,), generator=g))
+        out = waterfill(sizes, k)
+        assert int(out.sum()) == k and bool((out <= sizes).all()) and bool((out >= 0).all())
+
+
+def test_stratified_sample_budget_and_strata():
+    s = torch.cat([torch.zeros(100), torch.ones(10)])  # two populated strata (first and last of 2)
+    kept = stratified_sample(s, 20, torch.Generator().manual_seed(0), strata=2)
+    assert kept.numel() == 20 and torch.unique(kept).numel() == 20
+    assert int((kept >= 100).sum()) == 10 and int((kept < 100).sum()) == 10  # water-filling: small stratum full
+
+
+def _kcenter_reference(x, k, first):
+    sel = [first]
+    d = ((x - x[first]) ** 2).sum(1)
+    for _ in range(k - 1):
+        d[sel] = -1
+        j = int(d.argmax())
+        sel.append(j)
+        d = torch.minimum(d, ((x - x[j]) ** 2).sum(1))
+    return sel
+
+
+def test_kcenter_greedy_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 8, generator=g, dtype=torch.float64)
+    got = kcenter_greedy(x, 60, torch.Generator().manual_seed(3)).tolist()
+    assert got == _kcenter_reference(x, 60, got[0])
+    # points 0, 1, 2, 6, 10 on a line: from 0, 1 or 2 the far end 10 then 6 (4 from both); from 6 first 0
+    # (36 > 16) then 10; from 10 first 0 then 6
+    line = torch.tensor([[0.0], [1.0], [2.0], [6.0], [10.0]])
+    expected = {0: [4, 3], 1: [4, 3], 2: [4, 3], 3: [0, 4], 4: [0, 3]}
+    starts = set()
+    for s in range(12):
+        sel = kcenter_greedy(line, 3, torch.Generator().manual_seed(s)).tolist()
+        assert sel[1:] == expected[sel[0]]
+        starts.add(sel[0])
+    assert len(starts) > 1  # the first center is random
+
+
+def test_herding_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(60, 5, generator=g, dtype=torch.float64)
+    got = herding(x, 20, torch.Generator().manual_seed(0)).tolist()
+    mu, sel = x.mean(0), []
+    for _ in range(20):
+        best = min((i for i in range(60) if i not in sel),
+                   key=lambda i: (mu - x[sel + [i]].mean(0)).norm().item())
+        sel.append(best)
+    assert got == sel
+
+
+def test_facility_location_matches_plain_greedy_and_weights():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(80, 3, generator=g)
+    got, w = facility_location(x, 10, torch.Generator().manual_seed(0))
+    d = torch.cdist(x.double(), x.double())
+    sim = d.max() - d
+    sel, cur = [], torch.zeros(80, dtype=torch.float64)
+    for _ in range(10):
+        gains = [(torch.clamp(sim[:, j] - cur, min=0).sum().item(), j) for j in range(80) if j not in sel]
+        j = max(gains)[1]
+        sel.append(j)
+        cur = torch.maximum(cur, sim[:, j])
+    assert got.tolist() == sel
+    nearest = torch.tensor(sel)[sim[:, sel].argmax(dim=1)]
+    assert w.tolist() == [float((nearest == j).sum()) for j in sel] and w.sum() == 80
+
+
+# ---------------------------------------------------------------------------------------------------
+# pruners on a real tiny proxy (the proxy_context fixture)
+# ---------------------------------------------------------------------------------------------------
+
+N = 200
+
+
+def _prepared(name, proxy_context, ratio=0.4, seed=0, **opts):
+    p = create_pruner(name, num_samples=N, num_epochs=3, prune_ratio=ratio, seed=seed, **opts)
+    p.prepare(proxy_context(N))
+    return p
+
+
+@pytest.mark.parametrize("name", STATIC)
+@pytest.mark.parametrize("ratio", [0.3, 0.55])
+def test_budget_exact(name, ratio, proxy_context):
+    p = _prepared(name, proxy_context, ratio)
+    q = round((1 - ratio) * N)
+    sel = p.plan_epoch(0)
+    assert sel.indices.numel() == q and torch.unique(sel.indices).numel() == q
+    if sel.weights is not None:  # facility location: cluster sizes normalised to mean 1
+        assert float(sel.weights.mean()) == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", RANKED + ["kcenter-greedy", "herding", "facility-location"])
+def test_class_balance_holds(name, proxy_context):
+    opts = {} if name == "facility-location" else {"class_balanced": True}
+    p = _prepared(name, proxy_context, 0.55, **opts)
+    labels = proxy_context(N).labels
+    got = torch.bincount(labels[p.subset], minlength=4)
+    assert got.tolist() == class_budgets(labels, 90, 4).tolist()
+
+
+@pytest.mark.parametrize("name,largest", [("el2n", True), ("forgetting", True), ("aum", False), ("entropy", True),
+                                          ("margin", False), ("least-confidence", True), ("tdds", True)])
+def test_rank_methods_keep_the_right_end(name, largest, proxy_context):
+    p = _prepared(name, proxy_context, 0.5)
+    s, kept = p.scores, p.subset
+    mask = torch.zeros(N, dtype=torch.bool)
+    mask[kept] = True
+    if largest:
+        assert s[mask].min() >= s[~mask].max()
+    else:
+        assert s[mask].max() <= s[~mask].min()
+
+
+def test_moderate_keeps_the_central_band(proxy_context):
+    p = _prepared("moderate-ds", proxy_context, 0.5)
+    ranks = torch.argsort(torch.argsort(p.scores))
+    assert sorted(ranks[p.subset].tolist()) == list(range(50, 150))
+
+
+def test_ccs_drops_the_hardest_and_spreads_over_strata(proxy_context):
+    p = _prepared("ccs", proxy_context, 0.5, hard_cutoff=0.2)
+    d = p.scores  # difficulty = -AUM
+    hardest = torch.topk(d, 40).indices
+    assert not bool(torch.isin(hardest, p.subset).any())
+    assert torch.allclose(d, -S.aum(p.context.proxy(_req(10))["margin"][0]))
+
+
+def _req(epochs, record=()):
+    from prunebench.pruners import ProxyRequest
+
+    return ProxyRequest(epochs=epochs, seeds=(0,), record=record)
+
+
+def test_options_validated():
+    with pytest.raises(ConfigError, match="window"):
+        create_pruner("tdds", num_samples=N, num_epochs=3, prune_ratio=0.5, proxy_epochs=3, window=5)
+    with pytest.raises(ConfigError, match="valid: 'aum', 'forgetting', 'el2n'"):
+        create_pruner("ccs", num_samples=N, num_epochs=3, prune_ratio=0.5, difficulty="loss")
+    with pytest.raises(ConfigError, match="proxy_epochs must be >= 1"):
+        create_pruner("el2n", num_samples=N, num_epochs=3, prune_ratio=0.5, proxy_epochs=0)
+    p = create_pruner("el2n", num_samples=N, num_epochs=3, prune_ratio=0.5)
+    from prunebench.pruners import PruneContext
+
+    with pytest.raises(ConfigError, match="proxy run"):
+        p.prepare(PruneContext(labels=torch.arange(N) % 4, num_classes=4))
+
+
+def test_proxy_records_are_consistent(proxy_context):
+    rec = proxy_context(N).proxy(_req(3, ("train_probs",)))
+    tp, labels = rec["train_probs"][0], proxy_context(N).labels
+    assert rec["margin"].shape == (1, 3, N) and rec["embeddings"].shape == (1, N, 256)
+    # each sample is presented once per epoch: its recorded margin and correctness come from that forward
+    assert torch.allclose(rec["margin"][0], S.prob_margin(tp, labels.expand(3, N)), atol=1e-6)
+    assert torch.equal(rec["correct"][0], tp.argmax(dim=2) == labels)
+    assert torch.allclose(tp.sum(dim=2), torch.ones(3, N), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# through the loop: cost columns, cache, determinism, artifacts, export
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_run_reports_proxy_cost_and_reuses_cache(synthetic, tmp_path):
+    cfg = fast_config(pruner="forgetting", prune_ratio=0.5, epochs=2, score_cache=str(tmp_path),
+                      pruner_options={"proxy_epochs": 3})
+    a = train(cfg, data=synthetic)
+    row = a.row
+    assert row["scoring_cache_hit"] is False and row["scoring_proxy_runs"] == 1
+    assert row["scoring_samples_backprop"] == 3 * 512  # proxy: 3 full epochs
+    assert row["scoring_samples_forward"] == 512  # one no-grad pass for outputs and embeddings
+    assert row["scoring_relative_compute"] == pytest.approx((512 + 3 * 3 * 512) / (3 * 2 * 512))
+    assert row["samples_backprop"] == 2 * 256 and row["scoring_time_s"] >= row["scoring_proxy_time_s"] > 0
+    assert len(list(tmp_path.glob("proxy-*.npz"))) == 1
+    # a second run with the same key (here: another method with the same proxy recipe) reuses the records
+    b = train({**cfg, "pruner": "ccs"}, data=synthetic)
+    assert b.row["scoring_cache_hit"] is True and b.row["scoring_proxy_runs"] == 0
+    assert b.row["scoring_samples_backprop"] == 3 * 512  # the cost of the proxy the scores came from
+    c = train(cfg, data=synthetic)
+    assert c.row["scoring_cache_hit"] is True
+    np.testing.assert_array_equal(a.kept_masks, c.kept_masks)
+    assert c.row["final_train_loss"] == a.row["final_train_loss"]
+    # another run seed is another proxy: a miss, and another subset
+    d = train({**cfg, "seed": 1}, data=synthetic)
+    assert d.row["scoring_cache_hit"] is False
+    assert not np.array_equal(a.kept_mask(0), d.kept_mask(0))
+
+
+def test_same_seed_same_subset_without_cache(synthetic):
+    cfg = fast_config(pruner="kcenter-greedy", prune_ratio=0.5, epochs=1, score_cache=None,
+                      pruner_options={"proxy_epochs": 2})
+    a, b = train(cfg, data=synthetic), train(cfg, data=synthetic)
+    np.testing.assert_array_equal(a.kept_masks, b.kept_masks)
+    assert "scoring_cache_hit" in a.row and a.row["scoring_cache_hit"] is False
+
+
+def test_non_static_rows_have_zero_scoring_cost(synthetic):
+    row = train(fast_config(pruner="random-dynamic", prune_ratio=0.5, epochs=1), data=synthetic).row
+    assert row["scoring_samples_backprop"] == 0 and row["scoring_relative_compute"] == 0.0
+    assert "scoring_cache_hit" not in row
+
+
+def test_scores_and_kept_indices_logged_as_artifacts(synthetic, tracking_uri, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    r = train(fast_config(pruner="el2n", prune_ratio=0.5, epochs=1, tracking=True, tracking_uri=tracking_uri,
+                          score_cache=None, pruner_options={"proxy_epochs": 1}), data=synthetic)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    names = {f.path for f in client.list_artifacts(r.row["run_id"])}
+    assert {"static_scores.npy", "static_kept_indices.npy"} <= names
+    kept = np.load(client.download_artifacts(r.row["run_id"], "static_kept_indices.npy", str(tmp_path)))
+    np.testing.assert_array_equal(np.sort(kept), np.flatnonzero(r.kept_mask(0)))
+
+
+def test_export_scores_cli(tmp_path, capsys):
+    from prunebench.cli import main
+
+    args = ["export-scores", "--pruner", "el2n", "--dataset", "synthetic", "--model", "mlp", "--prune-ratio", "0.5",
+            "--set", "proxy_epochs=1", "--set", f"score_cache={tmp_path / 'cache'}", "--out", str(tmp_path / "o")]
+    assert main(args + ["--format", "npy"]) == 0
+    scores = np.load(tmp_path / "o" / "scores.npy")
+    kept = np.load(tmp_path / "o" / "kept_indices.npy")
+    assert scores.shape == (512,) and kept.shape == (256,)
+    assert scores[kept].min() >= np.delete(scores, kept).max()  # EL2N keeps the largest
+    assert main(args + ["--format", "csv"]) == 0
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "o" / "scores.csv")
+    assert list(df.columns) == ["index", "scores", "labels", "kept"] and int(df["kept"].sum()) == 256
+    np.testing.assert_allclose(df["scores"].to_numpy(), scores, rtol=1e-6)
+    capsys.readouterr()
+    assert main(["export-scores", "--pruner", "orderdp", "--dataset", "synthetic", "--out", str(tmp_path / "x")]) == 2
+    assert "no static scores" in capsys.readouterr().err
