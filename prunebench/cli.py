@@ -256,6 +256,62 @@ def cmd_export_coreset(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
+# leaderboard, sweep (one call each into prunebench.studies)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _stderr_log(quiet: bool):
+    return None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from prunebench.studies import format_leaderboard, leaderboard_table, load_study, run_leaderboard
+
+    study = load_study(args.study)
+    jobs = _positive_int(args.jobs, "--jobs")
+    res = run_leaderboard(study, args.out, jobs=jobs, dry_run=args.dry_run, tracking_uri=args.tracking_uri,
+                          data_dir=args.data_dir, retry_failed=not args.no_retry_failed, log=_stderr_log(args.quiet))
+    if args.dry_run:
+        print(res.to_string(index=False))
+        counts = res["state"].value_counts().to_dict()
+        print(f"{len(res)} runs: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+        return 0
+    print(format_leaderboard(leaderboard_table(res)))
+    failed = int((res["status"] != "FINISHED").sum())
+    if failed:
+        print(f"{failed} of {len(res)} runs failed (see the error column of the results table)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from prunebench.studies import format_sweep, load_study, pick_sweep, run_sweep
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress lines say the same, shorter
+    study = load_study(args.study)
+    names = [args.sweep] if args.sweep else list(study.sweeps) or [None]
+    n_trials = _positive_int(args.n_trials, "--n-trials") if args.n_trials is not None else None
+    for name in names:
+        spec = pick_sweep(study, name)
+        ostudy = run_sweep(study, storage=args.storage, n_trials=n_trials, sweep=spec.name, out_dir=args.out,
+                           tracking_uri=args.tracking_uri, data_dir=args.data_dir, early_stopping=args.early_stopping,
+                           log=_stderr_log(args.quiet))
+        print(format_sweep(ostudy, spec))
+    return 0
+
+
+def _positive_int(v: str, flag: str) -> int:
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        raise PrunebenchError(f"{flag} expects an integer >= 1, got {v!r}") from None
+    if n < 1:
+        raise PrunebenchError(f"{flag} expects an integer >= 1, got {v!r}")
+    return n
+
+
+# ---------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,6 +345,32 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print exactly one JSON object (the result row) on stdout")
     pr.add_argument("--quiet", action="store_true", help="no progress on stderr")
     pr.set_defaults(func=cmd_run)
+
+    pb = sub.add_parser("leaderboard", help="run a study file's grid (resumable) and rank the methods")
+    pb.add_argument("study", metavar="STUDY.toml", help="study file (see README, Studies)")
+    pb.add_argument("--out", help="results folder (default results/<study name>/ under the working directory)")
+    pb.add_argument("--jobs", default="1", help="trainings run in parallel processes (default 1)")
+    pb.add_argument("--dry-run", action="store_true", help="list the runs and which are already done; run nothing")
+    pb.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (else the file's, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    pb.add_argument("--data-dir", dest="data_dir", help="data folder (else $PRUNEBENCH_DATA, else ~/.cache/prunebench/data)")
+    pb.add_argument("--no-retry-failed", action="store_true", help="keep failed runs as failed instead of running them again")
+    pb.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    pb.set_defaults(func=cmd_leaderboard)
+
+    ps = sub.add_parser("sweep", help="run or join a study file's Optuna sweep(s) (resumable, multi-worker)")
+    ps.add_argument("study", metavar="STUDY.toml", help="study file with [sweeps.NAME] tables")
+    ps.add_argument("--sweep", help="which sweep (default: each declared sweep in turn)")
+    ps.add_argument("--storage", help="Optuna RDB storage URL, e.g. postgresql://user@host/db (default: the file's, else sqlite:///<out>/optuna.db)")
+    ps.add_argument("--n-trials", dest="n_trials", help="finished trials the study should reach, over all workers (default: the file's)")
+    ps.add_argument("--out", help="folder for the trials table (default results/<study name>/)")
+    ps.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI")
+    ps.add_argument("--data-dir", dest="data_dir", help="data folder")
+    es = ps.add_mutually_exclusive_group()
+    es.add_argument("--early-stopping", dest="early_stopping", action="store_true", default=None,
+                    help="early stopping of trials (Optuna median pruner on per-epoch accuracy)")
+    es.add_argument("--no-early-stopping", dest="early_stopping", action="store_false", help="no early stopping of trials")
+    ps.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ps.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="comparison report (HTML, Markdown, CSV, PNG) of a study's results")
     rp.add_argument("target", metavar="STUDY_OR_EXPERIMENT",

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -664,10 +665,12 @@ class Trainer:
                 self._prepare_pruner()
             self._train_loop(tracker)
         except BaseException as e:
-            status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+            early = _is_early_stop(e)
+            status = "KILLED" if isinstance(e, KeyboardInterrupt) or early else "FAILED"
             error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             try:
-                tracker.set_tags({"prunebench.error": error[:5000]})
+                tracker.set_tags({"prunebench.early_stopped": f"after epoch {len(self.history) - 1}"} if early
+                                 else {"prunebench.error": error[:5000]})
                 tracker.end(status)
             except Exception:
                 pass
@@ -834,6 +837,12 @@ class Trainer:
         }
         kept = np.stack(self.kept_masks) if self.kept_masks else None
         return RunResult(row=row, history=list(self.history), usage=self.usage.cpu().numpy(), kept_masks=kept)
+
+
+def _is_early_stop(e: BaseException) -> bool:
+    """``optuna.TrialPruned`` raised by a progress callback: an early-stopped trial, not a failure."""
+    optuna = sys.modules.get("optuna")  # if optuna was never imported, nothing can have raised it
+    return optuna is not None and isinstance(e, optuna.TrialPruned)
 
 
 def train(config: TrainConfig | dict[str, Any], *, data: TensorData | FolderData | None = None,

@@ -136,9 +136,10 @@ def study_name(toml_path: Path) -> str:
         data = tomllib.loads(toml_path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ReportError(f"cannot read study file {toml_path}: {str(e).splitlines()[0]}") from None
-    name = data.get("name")
+    # study files keep their name in [study] (prunebench.studies); a top-level name is accepted too
+    name = data["study"].get("name") if isinstance(data.get("study"), dict) else data.get("name")
     if not isinstance(name, str) or not name:
-        raise ReportError(f"study file {toml_path} has no top-level name = \"...\" key")
+        raise ReportError(f"study file {toml_path} has no [study] name = \"...\" key")
     return name
 
 

@@ -1,0 +1,490 @@
+"""Leaderboards: run a study's grid (methods x prune ratios x seeds, plus ``full``), resumably, and rank.
+
+Resumption rule
+---------------
+Every run carries the MLflow tag ``prunebench.run_key`` (a hash of study, method, options, ratio, seed
+and recipe). Before running, the study's runs are looked up in MLflow:
+
+* a FINISHED run with the key is done: its row (the ``run.json`` artifact) goes into the table and it is
+  not run again (if several exist, the earliest one is used);
+* a FAILED or KILLED run is not done: it is run again (``retry_failed=False`` keeps the failure
+  instead); if that attempt fails too, the table holds the latest failure;
+* a RUNNING run with the key is a leftover of a killed leaderboard (a lock file in the out dir keeps two
+  leaderboards of one out dir from running at once): it is marked KILLED and the run is redone.
+
+So the table holds exactly one row per (method, prune ratio, seed), however often the leaderboard was
+killed and re-run. The table files are written at the end of each invocation, atomically.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from prunebench.errors import ConfigError, PrunebenchError
+from prunebench.studies.spec import REFERENCE, RunSpec, Study
+
+Log = Callable[[str], None]
+STUDY_COLUMNS = ("study", "method", "run_key", "tracking_uri", "experiment")
+KEY_TAG = "prunebench.run_key"
+
+
+def default_out_dir(study: Study) -> Path:
+    """``results/<study name>/`` under the working directory."""
+    return Path.cwd() / "results" / study.name
+
+
+# ---------------------------------------------------------------------------------------------------
+# MLflow look-up
+# ---------------------------------------------------------------------------------------------------
+
+
+def _client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def study_runs(study: Study, tracking_uri: str) -> dict[str, list[Any]]:
+    """MLflow runs of ``study`` (leaderboard runs only), grouped by run key, oldest first."""
+    from mlflow.entities import ViewType
+
+    client = _client(tracking_uri)
+    exp = client.get_experiment_by_name(study.experiment)
+    if exp is None:
+        return {}
+    out: dict[str, list[Any]] = {}
+    token = None
+    flt = f"tags.`prunebench.study` = '{study.name}' and tags.`prunebench.kind` = 'leaderboard'"
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string=flt, run_view_type=ViewType.ACTIVE_ONLY,
+                                  max_results=1000, page_token=token)
+        for r in page:
+            key = r.data.tags.get(KEY_TAG)
+            if key:
+                out.setdefault(key, []).append(r)
+        token = page.token
+        if not token:
+            break
+    for runs in out.values():
+        runs.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
+    return out
+
+
+def _load_row(client, run) -> dict[str, Any] | None:
+    """The flat row a run logged as ``run.json`` (``None`` if it has none)."""
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            path = client.download_artifacts(run.info.run_id, "run.json", d)
+        except Exception:
+            return None
+        return json.loads(Path(path).read_text()).get("row")
+
+
+def _classify(spec: RunSpec, runs: list[Any], client, retry_failed: bool) -> tuple[str, dict | None, list[Any]]:
+    """(state, row of the run that counts, leftover RUNNING runs) for one grid cell.
+
+    state: ``done`` (a FINISHED run with a row), ``failed`` (the latest attempt failed and
+    ``retry_failed`` is off), ``retry`` (failed before, will run again) or ``todo``.
+    """
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    for r in finished:
+        row = _load_row(client, r)
+        if row is not None:
+            return "done", row, []
+    running = [r for r in runs if r.info.status == "RUNNING"]
+    failed = [r for r in runs if r.info.status in ("FAILED", "KILLED")]
+    if failed:
+        if not retry_failed:
+            row = _load_row(client, failed[-1]) or _failed_row_from_run(spec, failed[-1])
+            return "failed", row, running
+        return "retry", None, running
+    return "todo", None, running
+
+
+def _failed_row_from_run(spec: RunSpec, run) -> dict[str, Any]:
+    return {**_minimal_row(spec), "run_id": run.info.run_id, "status": run.info.status,
+            "error": run.data.tags.get("prunebench.error", "")}
+
+
+# ---------------------------------------------------------------------------------------------------
+# executing one run (in this process or a worker process)
+# ---------------------------------------------------------------------------------------------------
+
+_DATA_CACHE: dict[tuple, Any] = {}
+
+
+def _data_for(config) -> Any:
+    """Load a dataset once per process (runs of a study share it; the loop never mutates it)."""
+    from prunebench.datasets import load_dataset
+
+    key = (config.dataset, config.data_dir, config.download, config.image_size)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = load_dataset(config.dataset, config.data_dir, download=config.download,
+                                        image_size=config.image_size)
+    return _DATA_CACHE[key]
+
+
+def _minimal_row(spec: RunSpec) -> dict[str, Any]:
+    cfg = spec.config
+    return {"run_id": None, "status": "FAILED", "error": "", "dataset": cfg.dataset, "model": cfg.model,
+            "pruner": spec.pruner, "label": spec.method, "seed": spec.seed, "prune_ratio": spec.prune_ratio,
+            "final_acc": float("nan"), "best_acc": float("nan")}
+
+
+def execute_run(spec: RunSpec) -> dict[str, Any]:
+    """Train one grid cell; never raises for a failed run (exception, NaN loss): returns a FAILED row.
+
+    The failed row is logged to the failed MLflow run as ``run.json`` so that it can be read back like
+    a finished one. ``KeyboardInterrupt`` propagates (the loop marks the run KILLED).
+    """
+    from prunebench.harness.loop import Trainer
+    from prunebench.harness.tracking import MLflowTracker
+
+    trainer = None
+    try:
+        trainer = Trainer(spec.config, data=_data_for(spec.config))
+        return trainer.run().row
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else ""
+        error = f"{type(e).__name__}: {msg}"
+        row = _minimal_row(spec)
+        if trainer is not None:
+            try:  # the row the run would have had, so the failed row has every column; no accuracy
+                row = trainer._result(getattr(trainer, "run_id", None), trainer.pruner.label, "FAILED", error).row
+            except Exception:
+                pass
+            row["run_id"] = getattr(trainer, "run_id", None)
+        row.update(status="FAILED", error=error, final_acc=float("nan"), best_acc=float("nan"),
+                   final_top5=float("nan"))
+        cfg = spec.config
+        try:
+            tracker = MLflowTracker(cfg.tracking_uri, cfg.experiment)
+            if row.get("run_id") is None:  # failed before the run started (e.g. no data): record it anyway
+                tracker.start(cfg.run_name or spec.method, {}, {**cfg.tags, "prunebench.error": error[:5000]})
+                row["run_id"] = tracker.run_id
+                tracker.end("FAILED")
+            tracker.run_id = row["run_id"]
+            tracker.log_dict({"config": cfg.to_dict(), "row": row}, "run.json")
+        except Exception:
+            pass
+        return row
+
+
+def _worker_init(threads: int) -> None:
+    import logging
+
+    import torch
+
+    torch.set_num_threads(threads)
+    for name in ("alembic", "mlflow", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the leaderboard
+# ---------------------------------------------------------------------------------------------------
+
+
+class _Lock:
+    """A pid lock file in the out dir: two leaderboards must not run the same cells at once."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / ".leaderboard.lock"
+
+    def __enter__(self):
+        if self.path.exists():
+            try:
+                pid = int(self.path.read_text().split()[0])
+            except (ValueError, IndexError):
+                pid = -1
+            if pid > 0 and pid != os.getpid() and _alive(pid):
+                raise PrunebenchError(f"another leaderboard (pid {pid}) is writing {self.path.parent}; "
+                                      f"wait for it, or remove {self.path} if it is gone")
+        self.path.write_text(f"{os.getpid()}\n")
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = None,
+         retry_failed: bool = True) -> pd.DataFrame:
+    """What :func:`run_leaderboard` would do: one row per grid cell with its state and MLflow run."""
+    from prunebench.harness.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri or study.tracking_uri)
+    specs = study.runs(**({"data_dir": data_dir} if data_dir else {}))
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        existing = {}  # no store yet: nothing is done, and a dry run creates none
+    else:
+        existing = study_runs(study, uri)
+    client = _client(uri) if existing else None
+    rows = []
+    for s in specs:
+        state, row, _ = _classify(s, existing.get(s.run_key, []), client, retry_failed)
+        rows.append({"method": s.method, "pruner": s.pruner, "prune_ratio": s.prune_ratio, "seed": s.seed,
+                     "run_key": s.run_key, "state": state, "run_id": (row or {}).get("run_id")})
+    return pd.DataFrame(rows)
+
+
+def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int = 1, dry_run: bool = False, *,
+                    tracking_uri: str | None = None, data_dir: str | None = None, retry_failed: bool = True,
+                    log: Log | None = None) -> pd.DataFrame:
+    """Run the grid of ``study`` (skipping cells already FINISHED in MLflow) and write the results.
+
+    Writes ``<out>/results.parquet`` and ``<out>/results.csv`` (one row per run: the run's flat row plus
+    ``study``, ``method``, ``run_key``, ``tracking_uri``, ``experiment``), ``<out>/study.toml`` and
+    ``<out>/leaderboard.csv`` (:func:`leaderboard_table`). Returns the results table; with
+    ``dry_run=True`` returns :func:`plan` instead and writes nothing.
+
+    ``jobs > 1`` trains that many runs at once in spawned processes (each with
+    ``cpu_count // jobs`` torch threads).
+    """
+    from prunebench.harness.tracking import resolve_tracking_uri
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
+    log = log or (lambda s: None)
+    uri = resolve_tracking_uri(tracking_uri or study.tracking_uri)
+    if dry_run:
+        return plan(study, uri, data_dir, retry_failed)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(study)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    changes: dict[str, Any] = {"tracking_uri": uri}
+    if data_dir:
+        changes["data_dir"] = data_dir
+    specs = study.runs(**changes)
+    # fail fast on missing data (one line, exit 2) rather than recording every cell as failed
+    _data_for(specs[0].config)
+    _check_on_data(study, specs)
+    from prunebench.harness.tracking import MLflowTracker
+
+    MLflowTracker(uri, study.experiment)  # creates the store and experiment once, before any worker
+    out.mkdir(parents=True, exist_ok=True)
+    with _Lock(out):
+        rows = _run_grid(study, specs, uri, jobs, retry_failed, log)
+        results = _results_frame(study, specs, rows, uri)
+        board = leaderboard_table(results)
+        _write_atomic(out, results, board, study)
+    return results
+
+
+def _check_on_data(study: Study, specs: list[RunSpec]) -> None:
+    """Now that N is known, build every method's pruner once (e.g. a ratio that keeps 0 samples)."""
+    from prunebench.pruners import create_pruner
+
+    n = _data_for(specs[0].config).num_train
+    epochs = specs[0].config.epochs or _data_for(specs[0].config).default_epochs
+    seen = set()
+    for s in specs:
+        if (s.method, s.prune_ratio) in seen:
+            continue
+        seen.add((s.method, s.prune_ratio))
+        try:
+            create_pruner(s.pruner, num_samples=n, num_epochs=epochs, prune_ratio=s.prune_ratio, seed=0, **s.options)
+        except ConfigError as e:
+            raise ConfigError(f"{study.path}: methods.{s.method}: at prune ratio {s.prune_ratio:g} on "
+                              f"{s.config.dataset} (N={n}): {e}") from None
+
+
+def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_failed: bool,
+              log: Log) -> dict[str, dict[str, Any]]:
+    client = _client(uri)
+    existing = study_runs(study, uri)
+    rows: dict[str, dict[str, Any]] = {}
+    todo: list[RunSpec] = []
+    for s in specs:
+        state, row, running = _classify(s, existing.get(s.run_key, []), client, retry_failed)
+        for r in running:  # leftovers of a killed leaderboard
+            try:
+                client.set_tag(r.info.run_id, "prunebench.error", "abandoned: its leaderboard was killed")
+                client.set_terminated(r.info.run_id, status="KILLED")
+            except Exception:
+                pass
+        if row is not None:
+            rows[s.run_key] = row
+        else:
+            todo.append(s)
+    total = len(specs)
+    done0 = total - len(todo)
+    log(f"{study.name}: {total} runs, {done0} already in MLflow, {len(todo)} to run"
+        + (f" ({jobs} at a time)" if jobs > 1 and todo else ""))
+    t_start = time.perf_counter()
+
+    def report(i: int, s: RunSpec, row: dict[str, Any]) -> None:
+        what = (f"acc {row['final_acc']:.4f}  compute {row.get('relative_compute', float('nan')):.3f}  "
+                f"{row.get('train_time_s', float('nan')):.1f}s" if row.get("status") == "FINISHED"
+                else f"FAILED: {row.get('error', '')}")
+        log(f"[{done0 + i}/{total}] {s.method} p={s.prune_ratio:g} seed={s.seed}: {what}")
+
+    if jobs == 1 or len(todo) <= 1:
+        for i, s in enumerate(todo, 1):
+            rows[s.run_key] = execute_run(s)
+            report(i, s, rows[s.run_key])
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                                    initargs=(threads,)) as pool:
+            futures = {pool.submit(execute_run, s): s for s in todo}
+            for i, fut in enumerate(cf.as_completed(futures), 1):
+                s = futures[fut]
+                try:
+                    rows[s.run_key] = fut.result()
+                except Exception as e:  # the worker process itself died
+                    rows[s.run_key] = {**_minimal_row(s), "error": f"{type(e).__name__}: {e}"}
+                report(i, s, rows[s.run_key])
+    if todo:
+        log(f"{study.name}: ran {len(todo)} runs in {time.perf_counter() - t_start:.1f}s")
+    return rows
+
+
+def _results_frame(study: Study, specs: list[RunSpec], rows: dict[str, dict[str, Any]], uri: str) -> pd.DataFrame:
+    records = []
+    for s in specs:
+        row = dict(rows[s.run_key])
+        row.update(study=study.name, method=s.method, run_key=s.run_key, tracking_uri=uri,
+                   experiment=study.experiment)
+        # the grid's own values win (a row read back from MLflow carries the same ones)
+        row.update(pruner=s.pruner, prune_ratio=s.prune_ratio, seed=s.seed)
+        records.append(row)
+    df = pd.DataFrame.from_records(records)
+    first = ["study", "method", "pruner", "prune_ratio", "seed", "status", "final_acc", "best_acc",
+             "relative_compute", "realized_prune_ratio", "train_time_s", "run_key", "run_id", "error"]
+    cols = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
+    return df[cols]
+
+
+def _write_atomic(out: Path, results: pd.DataFrame, board: pd.DataFrame, study: Study) -> None:
+    """Write to temporary names, then rename: a kill never leaves a half-written table behind."""
+    tmp = out / ".tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    parquet = results.copy()
+    for c in parquet.columns:  # mixed-type object columns (e.g. None and str) as strings for parquet
+        if parquet[c].dtype == object:
+            vals = parquet[c].dropna()
+            if not vals.map(lambda v: isinstance(v, str)).all():
+                parquet[c] = parquet[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    parquet.to_parquet(tmp / "results.parquet", index=False)
+    results.to_csv(tmp / "results.csv", index=False)
+    board.to_csv(tmp / "leaderboard.csv", index=False)
+    (tmp / "study.toml").write_text(study.source)
+    for name in ("study.toml", "results.parquet", "results.csv", "leaderboard.csv"):
+        os.replace(tmp / name, out / name)
+    tmp.rmdir()
+
+
+# ---------------------------------------------------------------------------------------------------
+# ranking
+# ---------------------------------------------------------------------------------------------------
+
+
+def leaderboard_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Rank methods per prune ratio by mean final accuracy over seeds (FINISHED runs only).
+
+    Columns: ``prune_ratio``, ``rank`` (1 = best within the ratio; ``full`` alone at ratio 0),
+    ``method``, ``pruner``, ``n_seeds``, ``n_failed``, ``acc_mean``, ``acc_std`` (sample std),
+    ``acc_ci95`` (half-width of the t-based 95% interval of the mean: ``t(0.975, n-1) * std / sqrt(n)``,
+    NaN for one seed), ``best_acc_mean``, ``drop_vs_full`` (``full``'s mean accuracy minus this one's;
+    positive = worse than full), ``realized_prune_ratio``, ``relative_compute``, ``compute_saved``
+    (``1 - relative_compute``), ``train_time_s`` and ``time_saved`` (``1 - train_time / full's``), all
+    means over seeds.
+    """
+    from scipy import stats
+
+    need = {"method", "prune_ratio", "status", "final_acc"}
+    missing = need - set(results.columns)
+    if missing:
+        raise ConfigError(f"results table lacks column(s) {', '.join(sorted(missing))}")
+    df = results.copy()
+    df["pruner"] = df["pruner"] if "pruner" in df.columns else df["method"]
+    for c in ("best_acc", "realized_prune_ratio", "relative_compute", "train_time_s"):
+        if c not in df.columns:
+            df[c] = np.nan
+    ok = df[df["status"] == "FINISHED"]
+    groups = []
+    for (method, p), g in df.groupby(["method", "prune_ratio"], sort=False):
+        fin = ok[(ok["method"] == method) & (ok["prune_ratio"] == p)]
+        acc = fin["final_acc"].astype(float).to_numpy()
+        n = len(acc)
+        std = float(np.std(acc, ddof=1)) if n > 1 else float("nan")
+        ci = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
+        groups.append({
+            "prune_ratio": float(p), "method": method, "pruner": g["pruner"].iloc[0], "n_seeds": n,
+            "n_failed": int(len(g) - n), "acc_mean": float(acc.mean()) if n else float("nan"), "acc_std": std,
+            "acc_ci95": ci, "best_acc_mean": float(fin["best_acc"].astype(float).mean()) if n else float("nan"),
+            "realized_prune_ratio": float(fin["realized_prune_ratio"].astype(float).mean()) if n else float("nan"),
+            "relative_compute": float(fin["relative_compute"].astype(float).mean()) if n else float("nan"),
+            "train_time_s": float(fin["train_time_s"].astype(float).mean()) if n else float("nan"),
+        })
+    board = pd.DataFrame(groups, columns=["prune_ratio", "method", "pruner", "n_seeds", "n_failed", "acc_mean",
+                                          "acc_std", "acc_ci95", "best_acc_mean", "realized_prune_ratio",
+                                          "relative_compute", "train_time_s"])
+    ref = board[board["method"] == REFERENCE]
+    full_acc = float(ref["acc_mean"].iloc[0]) if len(ref) else float("nan")
+    full_time = float(ref["train_time_s"].iloc[0]) if len(ref) else float("nan")
+    board["drop_vs_full"] = full_acc - board["acc_mean"]
+    board["compute_saved"] = 1.0 - board["relative_compute"]
+    board["time_saved"] = 1.0 - board["train_time_s"] / full_time
+    board["rank"] = board.groupby("prune_ratio")["acc_mean"].rank(ascending=False, method="min")
+    board = board.sort_values(["prune_ratio", "rank", "method"], na_position="last").reset_index(drop=True)
+    cols = ["prune_ratio", "rank", "method", "pruner", "n_seeds", "n_failed", "acc_mean", "acc_std", "acc_ci95",
+            "drop_vs_full", "best_acc_mean", "realized_prune_ratio", "relative_compute", "compute_saved",
+            "train_time_s", "time_saved"]
+    return board[cols]
+
+
+def format_leaderboard(board: pd.DataFrame) -> str:
+    """The ranked table as aligned text (accuracies and savings in percent)."""
+    def pct(v: float, sign: bool = False) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        return f"{100 * v:+.2f}" if sign else f"{100 * v:.2f}"
+
+    head = ["p", "#", "method", "seeds", "acc %", "± std", "± ci95", "drop", "pruned", "compute", "saved",
+            "time s"]
+    lines = []
+    for _, r in board.iterrows():
+        seeds = f"{r['n_seeds']}" + (f" ({r['n_failed']} failed)" if r["n_failed"] else "")
+        lines.append([f"{r['prune_ratio']:g}", "-" if math.isnan(r["rank"]) else f"{int(r['rank'])}", r["method"],
+                      seeds, pct(r["acc_mean"]), pct(r["acc_std"]), pct(r["acc_ci95"]),
+                      pct(r["drop_vs_full"], sign=True), pct(r["realized_prune_ratio"]), pct(r["relative_compute"]),
+                      pct(r["compute_saved"]), "-" if math.isnan(r["train_time_s"]) else f"{r['train_time_s']:.1f}"])
+    widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
+    left = {2, 3}
+    fmt = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(head), rule, *(fmt(l) for l in lines)])

@@ -1,0 +1,451 @@
+"""Studies: study-file validation, run keys, resumable leaderboards, ranking, Optuna sweeps."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prunebench.errors import ConfigError
+from prunebench.studies import leaderboard_table, load_study, run_leaderboard, run_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+ROW_KEYS = {"run_id", "label", "pruner", "prune_ratio", "seed", "final_acc", "best_acc", "train_time_s",
+            "selection_time_s", "scoring_time_s", "samples_forward", "samples_backprop", "realized_prune_ratio",
+            "relative_compute", "jaccard_mean", "status", "error", "study", "method", "run_key", "tracking_uri",
+            "experiment"}
+
+TINY = """
+[study]
+name = "{name}"
+seeds = [0, 1]
+prune_ratios = [0.5]
+
+[recipe]
+dataset = "synthetic"
+model = "mlp"
+epochs = {epochs}
+batch_size = 64
+lr = {lr}
+device = "cpu"
+
+[methods.random-dynamic]
+
+[methods.orderdp]
+options = {{ candidate_ratio = 0.75 }}
+"""
+
+
+def write_study(tmp_path: Path, name="tiny", epochs=2, lr=0.1, extra="", text=None) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(textwrap.dedent(text if text is not None else TINY.format(name=name, epochs=epochs, lr=lr)) + extra)
+    return path
+
+
+def mlflow_runs(uri: str, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=10_000) if exp else []
+
+
+# ---------------------------------------------------------------------------------------------------
+# study files
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_digits_quick_grid_and_keys():
+    study = load_study(REPO / "studies" / "digits-quick.toml")
+    runs = study.runs()
+    names = [m.name for m in study.methods]
+    assert names[0] == "full" and "orderdp-c0.8" in names and "orderdp-c0.9" in names
+    # full once per seed, every other method x its ratios x seeds
+    expected = len(study.seeds) * (1 + sum(len(m.prune_ratios) for m in study.methods[1:]))
+    assert len(runs) == expected == 39
+    assert len({r.run_key for r in runs}) == len(runs)
+    cells = {(r.method, r.prune_ratio, r.seed) for r in runs}
+    assert len(cells) == len(runs)
+    assert all(r.prune_ratio == 0 for r in runs if r.method == "full")
+    assert [r.run_key for r in load_study(study.path).runs()] == [r.run_key for r in runs]  # stable
+    assert set(study.sweeps) == {"split-p0.5", "pareto"}
+    sw = study.sweeps["split-p0.5"]
+    assert sw.kind == "split" and sw.space["candidate_ratio"] == (0.5, 1.0)
+
+
+def test_run_key_follows_recipe_and_options_not_spelling(tmp_path):
+    base = load_study(write_study(tmp_path))
+    # spelling out a default option value is the same run
+    same = load_study(write_study(tmp_path, name="tiny", extra="", text=TINY.format(name="tiny", epochs=2, lr=0.1)
+                                  .replace("candidate_ratio = 0.75", "candidate_ratio = 0.75, initial_score = 3.0")))
+    assert [r.run_key for r in same.runs()] == [r.run_key for r in base.runs()]
+    # anything that changes what a run computes changes its key
+    other = load_study(write_study(tmp_path, epochs=3))
+    assert not {r.run_key for r in other.runs()} & {r.run_key for r in base.runs()}
+    opt = load_study(write_study(tmp_path, text=TINY.format(name="tiny", epochs=2, lr=0.1)
+                                 .replace("candidate_ratio = 0.75", "candidate_ratio = 0.8")))
+    diff = {a.method for a, b in zip(opt.runs(), base.runs()) if a.run_key != b.run_key}
+    assert diff == {"orderdp"}
+    # where the data lives does not
+    assert ([r.run_key for r in base.runs(data_dir=str(tmp_path))] == [r.run_key for r in base.runs()])
+
+
+BAD_FILES = [
+    ("[study]\nname='x'\nseeds=[0]\n[bogus]\n", "bogus: unknown key; valid keys: study, recipe, methods, sweeps"),
+    ("[recipe]\n", "study: missing table [study]"),
+    ("[study]\nname='x'\nseeds=[0]\ncolour=1\n", "study.colour: unknown key; valid keys in study: name, description"),
+    ("[study]\nname='x'\nseeds=[0, 0]\n", "study.seeds: seeds repeat"),
+    ("[study]\nname='x'\nseeds=['a']\n", "study.seeds: expected a non-empty list of integers >= 0"),
+    ("[study]\nname='x'\nseeds=[0]\nprune_ratios=[1.5]\n", "study.prune_ratios: prune ratio must be in [0, 1)"),
+    ("[study]\nname='x'\nseeds=[0]\n[recipe]\nepochs='10'\n", "recipe.epochs: expected an integer, got a string '10'"),
+    ("[study]\nname='x'\nseeds=[0]\n[recipe]\nepoch=10\n", "recipe.epoch: unknown key; valid keys in recipe: dataset, model"),
+    ("[study]\nname='x'\nseeds=[0]\n[recipe]\nseed=1\n", "recipe.seed: unknown key (seed is set by the study itself)"),
+    ("[study]\nname='x'\nseeds=[0]\n[recipe]\noptimizer='adam'\n", "recipe.optimizer: 'adam' is not valid; valid: 'sgd', 'adamw'"),
+    ("[study]\nname='x'\nseeds=[0]\n[recipe]\nepochs=0\n", "recipe: epochs must be >= 1"),
+    ("[study]\nname='x'\nseeds=[0]\n[recipe]\nmodel='vgg'\n", "recipe.model: unknown model 'vgg'; valid:"),
+    ("[study]\nname='x'\nseeds=[0]\n[recipe]\ndataset='mnist'\n", "recipe.dataset: unknown dataset 'mnist'; valid:"),
+    ("[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.nope]\n", "methods.nope.pruner: unknown pruner 'nope'"),
+    ("[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.a]\npruner='orderdp'\noptions={candidat=0.9}\n",
+     "methods.a.options.candidat: unknown option of pruner 'orderdp'; valid options: candidate_ratio, initial_score"),
+    ("[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.a]\npruner='orderdp'\noptions={candidate_ratio='0.9'}\n",
+     "methods.a.options.candidate_ratio: expected a number, got a string '0.9'"),
+    ("[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.3]\n[methods.a]\npruner='orderdp'\noptions={candidate_ratio=0.5}\n",
+     "methods.a.options: at prune ratio 0.3: orderdp: candidate_ratio=0.5 is below the keep fraction 1-p=0.7; valid: 0.7 <= candidate_ratio <= 1"),
+    ("[study]\nname='x'\nseeds=[0]\n[methods.a]\npruner='orderdp'\n", "methods.a.prune_ratios: missing"),
+    ("[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.a]\nratios=[0.5]\n",
+     "methods.a.ratios: unknown key; valid keys in methods.a: pruner, options, prune_ratios"),
+    ("[study]\nname='x'\nseeds=[0]\n[methods.full]\nprune_ratios=[0.3]\n", "methods.full.prune_ratios: full trains on all data"),
+    ("[study]\nname='x'\nseeds=[0]\n", "methods: no methods"),
+    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='grid'\n", "sweeps.s.kind: 'grid' is not valid; valid: split, pareto"),
+    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='split'\nprune_ratio=0.5\nspace={candidate_ratio=[0.3, 1.0]}\n",
+     "sweeps.s.space.candidate_ratio: [0.3, 1] leaves the valid range [1-p, 1] = [0.5, 1]"),
+    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='pareto'\nearly_stopping=true\n",
+     "sweeps.s.early_stopping: early stopping of trials needs one objective"),
+    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='split'\nprune_ratio=0.5\npruner='infobatch'\n",
+     "sweeps.s.pruner: pruner 'infobatch' has no candidate_ratio option"),
+    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='split'\nprune_ratio=0.5\nspace={split=[0, 1]}\n",
+     "sweeps.s.space.split: unknown key; valid keys in sweeps.s.space: candidate_ratio"),
+    ("[study\nname='x'\n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD_FILES)
+def test_bad_study_files_name_file_and_key(tmp_path, text, message):
+    path = write_study(tmp_path, name="bad", text=text)
+    with pytest.raises(ConfigError) as ei:
+        load_study(path)
+    msg = str(ei.value)
+    assert msg.startswith(f"{path}: "), msg
+    assert message in msg, msg
+    assert "\n" not in msg
+
+
+def test_cli_bad_study_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    path = write_study(tmp_path, name="bad", text="[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.nope]\n")
+    for cmd in (["leaderboard", str(path)], ["sweep", str(path)], ["leaderboard", str(tmp_path / "missing.toml")]):
+        p = subprocess.run([sys.executable, "-m", "prunebench", *cmd], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.startswith("prunebench: error: ") and (str(path) in p.stderr or "missing.toml" in p.stderr)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.toml"]  # no results/, no mlflow.db
+    good = write_study(tmp_path)
+    p = subprocess.run([sys.executable, "-m", "prunebench", "leaderboard", str(good), "--dry-run"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "6 runs: 6 todo" in p.stdout, p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.toml", "tiny.toml"]  # a dry run writes nothing
+
+
+# ---------------------------------------------------------------------------------------------------
+# ranking
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_leaderboard_table_against_hand_computation():
+    rows = []
+    accs = {("full", 0.0): [0.90, 0.92, 0.94], ("a", 0.5): [0.80, 0.84, 0.88], ("b", 0.5): [0.86, 0.86, 0.89],
+            ("a", 0.3): [0.91, 0.93]}
+    for (m, p), vals in accs.items():
+        for s, v in enumerate(vals):
+            rows.append(dict(method=m, pruner=m, prune_ratio=p, seed=s, status="FINISHED", final_acc=v, best_acc=v,
+                             realized_prune_ratio=p, relative_compute=1 - p, train_time_s=10 * (1 - p)))
+    rows.append(dict(method="b", pruner="b", prune_ratio=0.5, seed=3, status="FAILED", final_acc=float("nan"),
+                     best_acc=float("nan"), realized_prune_ratio=float("nan"), relative_compute=float("nan"),
+                     train_time_s=float("nan")))
+    board = leaderboard_table(pd.DataFrame(rows)).set_index(["method", "prune_ratio"])
+    t975 = {1: 12.706204736, 2: 4.302652730}  # Student t quantiles (tables)
+    for (m, p), vals in accs.items():
+        r = board.loc[(m, p)]
+        n = len(vals)
+        mean = sum(vals) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+        assert r["n_seeds"] == n
+        assert r["acc_mean"] == pytest.approx(mean)
+        assert r["acc_std"] == pytest.approx(std)
+        assert r["acc_ci95"] == pytest.approx(t975[n - 1] * std / math.sqrt(n), rel=1e-6)
+        assert r["drop_vs_full"] == pytest.approx(0.92 - mean)
+        assert r["compute_saved"] == pytest.approx(p)
+        assert r["time_saved"] == pytest.approx(p)
+    assert board.loc[("b", 0.5), "n_failed"] == 1 and board.loc[("a", 0.5), "n_failed"] == 0
+    assert board.loc[("b", 0.5), "rank"] == 1 and board.loc[("a", 0.5), "rank"] == 2  # 0.8700 > 0.8400
+    assert board.loc[("full", 0.0), "rank"] == 1 and board.loc[("a", 0.3), "rank"] == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# leaderboards: end to end, resumption, failures
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_leaderboard_end_to_end_and_idempotent(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = load_study(write_study(tmp_path))
+    out = tmp_path / "out"
+    lines: list[str] = []
+    res = run_leaderboard(study, out, tracking_uri=uri, log=lines.append)
+    assert ROW_KEYS <= set(res.columns)
+    assert len(res) == 6 and (res["status"] == "FINISHED").all()
+    assert sorted(res.groupby(["method", "prune_ratio", "seed"]).size()) == [1] * 6
+    assert set(res.loc[res.method == "full", "prune_ratio"]) == {0.0}
+    # the table's numbers are the runs' own: compare with what MLflow recorded for each run_id
+    runs = {r.info.run_id: r for r in mlflow_runs(uri, "tiny")}
+    assert len(runs) == 6
+    for _, row in res.iterrows():
+        r = runs[row["run_id"]]
+        assert r.data.tags["prunebench.run_key"] == row["run_key"] and r.data.tags["prunebench.study"] == "tiny"
+        assert r.data.metrics["final_acc"] == pytest.approx(row["final_acc"])
+        assert r.data.metrics["samples_backprop"] == row["samples_backprop"]
+        assert row["realized_prune_ratio"] == pytest.approx(1 - row["samples_backprop"] / (2 * row["num_samples"]))
+    for name in ("results.parquet", "results.csv", "leaderboard.csv", "study.toml"):
+        assert (out / name).is_file()
+    assert (out / "study.toml").read_text() == study.source
+    pq = pd.read_parquet(out / "results.parquet")
+    assert list(pq["run_key"]) == list(res["run_key"])
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert set(board["method"]) == {"full", "random-dynamic", "orderdp"}
+    # a second invocation runs nothing and gives the same table
+    lines.clear()
+    res2 = run_leaderboard(study, out, tracking_uri=uri, log=lines.append)
+    assert "6 already in MLflow, 0 to run" in lines[0]
+    assert len(mlflow_runs(uri, "tiny")) == 6
+    pd.testing.assert_frame_equal(res2[["run_key", "run_id", "final_acc"]], res[["run_key", "run_id", "final_acc"]])
+    plan = run_leaderboard(study, out, tracking_uri=uri, dry_run=True)
+    assert set(plan["state"]) == {"done"}
+
+
+def test_failed_runs_are_recorded_then_retried(tmp_path, monkeypatch):
+    from prunebench.pruners.random import RandomDynamic
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = load_study(write_study(tmp_path))
+
+    def boom(self, epoch):
+        raise RuntimeError("boom in plan_epoch")
+
+    monkeypatch.setattr(RandomDynamic, "plan_epoch", boom)
+    res = run_leaderboard(study, tmp_path / "out", tracking_uri=uri)
+    failed = res[res.method == "random-dynamic"]
+    assert len(res) == 6 and len(failed) == 2
+    assert (failed["status"] == "FAILED").all() and failed["error"].str.contains("RuntimeError: boom").all()
+    assert failed["final_acc"].isna().all()
+    assert (res[res.method != "random-dynamic"]["status"] == "FINISHED").all()  # the rest went on
+    statuses = {r.info.run_id: r.info.status for r in mlflow_runs(uri, "tiny")}
+    assert all(statuses[i] == "FAILED" for i in failed["run_id"])
+    board = leaderboard_table(res).set_index("method")
+    assert board.loc["random-dynamic", "n_failed"] == 2 and board.loc["random-dynamic", "n_seeds"] == 0
+    # kept as failed on request, retried by default
+    again = run_leaderboard(study, tmp_path / "out", tracking_uri=uri, retry_failed=False)
+    assert list(again.loc[again.method == "random-dynamic", "run_id"]) == list(failed["run_id"])
+    monkeypatch.undo()
+    lines: list[str] = []
+    fixed = run_leaderboard(study, tmp_path / "out", tracking_uri=uri, log=lines.append)
+    assert "4 already in MLflow, 2 to run" in lines[0]
+    assert len(fixed) == 6 and (fixed["status"] == "FINISHED").all()
+    assert not set(fixed["run_id"]) & set(failed["run_id"])
+
+
+def test_nan_loss_is_a_failed_row(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    text = TINY.format(name="nan", epochs=2, lr=1e30).replace("seeds = [0, 1]", "seeds = [0]")
+    res = run_leaderboard(load_study(write_study(tmp_path, name="nan", text=text)), tmp_path / "o", tracking_uri=uri)
+    assert (res["status"] == "FAILED").all() and res["error"].str.contains("training loss became nan").all()
+    assert len(res) == 3 and res["run_id"].notna().all()
+
+
+def test_jobs_run_in_parallel_processes(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = load_study(write_study(tmp_path, epochs=1))
+    res = run_leaderboard(study, tmp_path / "out", jobs=2, tracking_uri=uri)
+    assert len(res) == 6 and (res["status"] == "FINISHED").all() and res["run_id"].nunique() == 6
+    # same seeds, same runs as in this process (accuracy of a 1-epoch MLP is robust to thread counts)
+    (tmp_path / "serial").mkdir()
+    serial = run_leaderboard(load_study(write_study(tmp_path / "serial", epochs=1)), tmp_path / "o2",
+                             tracking_uri=f"sqlite:///{tmp_path / 'm2.db'}")
+    a = res.set_index("run_key")["samples_backprop"]
+    b = serial.set_index("run_key")["samples_backprop"]
+    assert a.sort_index().tolist() == b.sort_index().tolist()
+    np.testing.assert_allclose(res.set_index("run_key")["final_acc"].sort_index(),
+                               serial.set_index("run_key")["final_acc"].sort_index(), atol=0.02)
+
+
+def test_kill_9_then_rerun_completes_without_duplicates(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = write_study(tmp_path, epochs=3)
+    cmd = [sys.executable, "-m", "prunebench", "leaderboard", str(path), "--tracking-uri", uri, "--out", str(tmp_path / "out")]
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while time.time() < deadline and "[2/6]" not in (tmp_path / "first.log").read_text():
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "[2/6]" in (tmp_path / "first.log").read_text()
+    done_before = {r.data.tags["prunebench.run_key"]: r.info.run_id for r in mlflow_runs(uri, "tiny")
+                   if r.info.status == "FINISHED"}
+    assert 2 <= len(done_before) < 6
+    assert not (tmp_path / "out" / "results.csv").exists()  # no partial table
+    p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stderr
+    assert f"{len(done_before)} already in MLflow, {6 - len(done_before)} to run" in p.stderr
+    res = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(res) == 6 and res.groupby(["method", "prune_ratio", "seed"]).size().max() == 1
+    assert (res["status"] == "FINISHED").all()
+    for key, rid in done_before.items():  # finished runs were reused, not redone
+        assert res.set_index("run_key").loc[key, "run_id"] == rid
+    finished = [r for r in mlflow_runs(uri, "tiny") if r.info.status == "FINISHED"]
+    assert len(finished) == 6 and len({r.data.tags["prunebench.run_key"] for r in finished}) == 6
+    # the run that was in flight when killed is not left RUNNING
+    assert not [r for r in mlflow_runs(uri, "tiny") if r.info.status == "RUNNING"]
+    assert not (tmp_path / "out" / ".leaderboard.lock").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# sweeps
+# ---------------------------------------------------------------------------------------------------
+
+SWEEPS = """
+[sweeps.split]
+kind = "split"
+prune_ratio = 0.5
+n_trials = 3
+seeds = [0, 1]
+
+[sweeps.front]
+kind = "pareto"
+space = { prune_ratio = [0.2, 0.8] }
+n_trials = 3
+seeds = [0]
+"""
+
+
+def test_split_sweep_resumes_and_nests_mlflow_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = load_study(write_study(tmp_path, epochs=1, extra=SWEEPS))
+    ost = run_sweep(study, n_trials=3, sweep="split", out_dir=tmp_path / "out", tracking_uri=uri)
+    assert (tmp_path / "out" / "optuna.db").is_file()  # default storage: SQLite in the out dir
+    trials = ost.trials
+    assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
+    runs = mlflow_runs(uri, "tiny")
+    by_id = {r.info.run_id: r for r in runs}
+    sweep_runs = [r for r in runs if r.data.tags.get("prunebench.kind") == "sweep"]
+    assert len(sweep_runs) == 1
+    for t in trials:
+        c = t.params["candidate_ratio"]
+        assert 0.5 <= c <= 1.0
+        trial_run = by_id[t.user_attrs["mlflow_run_id"]]
+        assert trial_run.data.tags["mlflow.parentRunId"] == sweep_runs[0].info.run_id
+        seed_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == trial_run.info.run_id]
+        assert sorted(int(r.data.params["seed"]) for r in seed_runs) == [0, 1]
+        assert all(float(r.data.params["pruner.candidate_ratio"]) == pytest.approx(c) for r in seed_runs)
+        # the objective is the mean final accuracy of the trial's own runs
+        assert t.value == pytest.approx(np.mean([r.data.metrics["final_acc"] for r in seed_runs]))
+    # resume: one more trial only
+    ost2 = run_sweep(study, n_trials=4, sweep="split", out_dir=tmp_path / "out", tracking_uri=uri)
+    assert len(ost2.trials) == 4 and [t.number for t in ost2.trials] == [0, 1, 2, 3]
+    assert len(pd.read_csv(tmp_path / "out" / "sweep-split.csv")) == 4
+
+
+def test_pareto_sweep_reports_front(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = load_study(write_study(tmp_path, epochs=1, extra=SWEEPS))
+    ost = run_sweep(study, sweep="front", out_dir=tmp_path / "out", tracking_uri=uri)
+    assert len(ost.trials) == 3 and all(t.state.name == "COMPLETE" for t in ost.trials)
+    for t in ost.trials:
+        p, u = t.params["prune_ratio"], t.params["split"]
+        assert 0.2 <= p <= 0.8 and t.user_attrs["candidate_ratio"] == pytest.approx(1 - p + u * p)
+        # orderdp skips exactly round(pN) sample-visits per epoch: compute = q / N
+        n = 512  # synthetic train size (its default)
+        assert t.values[1] == pytest.approx(round((1 - p) * n) / n, abs=1e-9)
+    front = pd.read_csv(tmp_path / "out" / "sweep-front-pareto.csv")
+    best = {t.number for t in ost.best_trials}
+    assert set(front["trial"]) == best and best
+    # no trial on the front is dominated by any trial
+    for t in ost.best_trials:
+        assert not any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values
+                       for o in ost.trials)
+
+
+def test_early_stopped_trials_end_cleanly(tmp_path, monkeypatch):
+    import optuna
+
+    import prunebench.studies.sweep as sw
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = load_study(write_study(tmp_path, epochs=2, extra=SWEEPS))
+    # a pruner that stops every trial at its first report, to check the wiring deterministically
+    monkeypatch.setattr(sw, "_pruner", lambda spec, early: optuna.pruners.ThresholdPruner(lower=1.5) if early
+                        else optuna.pruners.NopPruner())
+    ost = run_sweep(study, n_trials=2, sweep="split", out_dir=tmp_path / "out", tracking_uri=uri, early_stopping=True)
+    assert [t.state.name for t in ost.trials] == ["PRUNED", "PRUNED"]
+    runs = mlflow_runs(uri, "tiny")
+    trial_runs = [r for r in runs if r.data.tags.get("prunebench.kind") == "trial"]
+    seed_runs = [r for r in runs if r.data.tags.get("prunebench.kind") == "sweep-run"]
+    assert len(trial_runs) == 2 and len(seed_runs) == 2  # stopped during the first seed, after epoch 0
+    for r in trial_runs + seed_runs:
+        assert r.info.status == "KILLED" and "prunebench.early_stopped" in r.data.tags
+        assert "prunebench.error" not in r.data.tags
+
+
+def test_train_progress_raising_trial_pruned_ends_run_killed(tmp_path):
+    import optuna
+
+    from prunebench.harness import train
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def stop(m):
+        if m["epoch"] == 1:
+            raise optuna.TrialPruned("stop")
+
+    with pytest.raises(optuna.TrialPruned):
+        train(dict(dataset="synthetic", model="mlp", epochs=4, tracking_uri=uri, experiment="es"), progress=stop)
+    (run,) = mlflow_runs(uri, "es")
+    assert run.info.status == "KILLED" and run.data.tags["prunebench.early_stopped"] == "after epoch 1"
+    assert len(run.data.metrics) and "prunebench.error" not in run.data.tags
+
+
+def test_cifar10_cpu_lists_the_reference_leaderboard():
+    study = load_study(REPO / "studies" / "cifar10-cpu.toml")
+    methods = {m.name: m for m in study.methods}
+    pruners = {m.pruner for m in study.methods}
+    assert {"full", "random-static", "random-dynamic", "loss-topk", "infobatch", "orderdp", "orderdp-fresh", "ucb",
+            "epsilon-greedy", "el2n", "forgetting", "ccs", "moderate-ds"} <= pruners
+    assert sorted(m.options["candidate_ratio"] for m in study.methods if m.pruner == "orderdp") == [0.8, 0.9]
+    static = {"random-static", "el2n", "forgetting", "ccs", "moderate-ds"}
+    for name, m in methods.items():
+        if name == "full":
+            assert m.prune_ratios == (0.0,)
+        elif m.pruner in static:
+            assert m.prune_ratios == (0.3, 0.5)
+        else:
+            assert m.prune_ratios == (0.3, 0.5, 0.7)
+    assert study.recipe["model"] == "cnn-small" and study.recipe["batch_size"] == 256
