@@ -449,3 +449,41 @@ def test_cifar10_cpu_lists_the_reference_leaderboard():
         else:
             assert m.prune_ratios == (0.3, 0.5, 0.7)
     assert study.recipe["model"] == "cnn-small" and study.recipe["batch_size"] == 256
+
+
+def test_leaderboard_resumes_a_killed_run_from_its_checkpoint(tmp_path):
+    """A cell whose run was interrupted mid-training continues from its checkpoint, in the same MLflow
+    run, and ends exactly as an uninterrupted run of that cell."""
+    from prunebench.harness import train
+    from prunebench.harness.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from prunebench.studies.leaderboard import with_checkpoint
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    study = load_study(write_study(tmp_path, name="ck", epochs=3))
+    out = tmp_path / "out"
+    spec = next(s for s in study.runs(tracking_uri=uri) if s.method == "orderdp" and s.seed == 1)
+    ref = train(spec.config.replace(tracking=False))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_1(m):
+        if m["epoch"] == 1:
+            raise Killed
+
+    cell = with_checkpoint(spec, out / "checkpoints")
+    assert cell.config.resume is False
+    with pytest.raises(Killed):
+        train(cell.config, progress=kill_after_epoch_1)
+    interrupted = load_checkpoint(cell.config.checkpoint_dir)
+    assert interrupted["epoch"] == 1
+    assert with_checkpoint(spec, out / "checkpoints").config.resume is True
+
+    lines = []
+    results = run_leaderboard(study, out, tracking_uri=uri, log=lines.append)
+    assert any("(1 from their checkpoints)" in line for line in lines)
+    row = results[(results.method == "orderdp") & (results.seed == 1)].iloc[0]
+    assert row["run_id"] == interrupted["mlflow_run_id"] and row["status"] == "FINISHED"
+    assert row["final_acc"] == ref.row["final_acc"] and row["samples_backprop"] == ref.row["samples_backprop"]
+    assert not (Path(cell.config.checkpoint_dir) / CHECKPOINT_NAME).exists()  # cleaned up once finished
+    assert len(results) == len(study.runs()) and results.run_key.is_unique

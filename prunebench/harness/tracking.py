@@ -111,6 +111,10 @@ class MLflowTracker:
         if run_id is not None:  # resume an existing run
             self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
+            tags_now = self.client.get_run(run_id).data.tags
+            if "prunebench.error" in tags_now:  # e.g. "abandoned": the run goes on from its checkpoint
+                self.client.delete_tag(run_id, "prunebench.error")
+            self.client.set_tag(run_id, "prunebench.resumed", "true")
             return
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
         self.run_id = run.info.run_id

@@ -116,7 +116,7 @@ def _read_table(folder: Path) -> pd.DataFrame:
     if csv.is_file():
         return pd.read_csv(csv)
     raise ReportError(f"no results table in {folder}: expected results.parquet or results.csv "
-                      f"(run the study first, e.g. prunebench study STUDY.toml)")
+                      f"(run the study first, e.g. prunebench leaderboard STUDY.toml)")
 
 
 def _read_sweep_trials(folder: Path) -> pd.DataFrame | None:

@@ -18,6 +18,8 @@ killed and re-run. The table files are written at the end of each invocation, at
 
 from __future__ import annotations
 
+import dataclasses
+
 import concurrent.futures as cf
 import json
 import math
@@ -32,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from prunebench.harness.checkpoint import CHECKPOINT_NAME
 from prunebench.errors import ConfigError, PrunebenchError
 from prunebench.studies.spec import REFERENCE, RunSpec, Study
 
@@ -156,7 +159,10 @@ def execute_run(spec: RunSpec) -> dict[str, Any]:
     trainer = None
     try:
         trainer = Trainer(spec.config, data=_data_for(spec.config))
-        return trainer.run().row
+        row = trainer.run().row
+        if spec.config.checkpoint_dir:  # finished: MLflow holds the result, the checkpoint is no longer needed
+            shutil.rmtree(spec.config.checkpoint_dir, ignore_errors=True)
+        return row
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else ""
         error = f"{type(e).__name__}: {msg}"
@@ -293,7 +299,7 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     MLflowTracker(uri, study.experiment)  # creates the store and experiment once, before any worker
     out.mkdir(parents=True, exist_ok=True)
     with _Lock(out):
-        rows = _run_grid(study, specs, uri, jobs, retry_failed, log)
+        rows = _run_grid(study, specs, uri, jobs, retry_failed, log, checkpoints=out / "checkpoints")
         results = _results_frame(study, specs, rows, uri)
         board = leaderboard_table(results)
         _write_atomic(out, results, board, study)
@@ -318,8 +324,16 @@ def _check_on_data(study: Study, specs: list[RunSpec]) -> None:
                               f"{s.config.dataset} (N={n}): {e}") from None
 
 
+def with_checkpoint(spec: RunSpec, root: Path) -> RunSpec:
+    """Give a grid cell its checkpoint folder ``<root>/<run_key>``; resume when a checkpoint is there
+    (a run killed with its leaderboard continues from its last epoch, in the same MLflow run)."""
+    d = root / spec.run_key
+    cfg = spec.config.replace(checkpoint_dir=str(d), resume=(d / CHECKPOINT_NAME).is_file())
+    return dataclasses.replace(spec, config=cfg)
+
+
 def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_failed: bool,
-              log: Log) -> dict[str, dict[str, Any]]:
+              log: Log, checkpoints: Path | None = None) -> dict[str, dict[str, Any]]:
     client = _client(uri)
     existing = study_runs(study, uri)
     rows: dict[str, dict[str, Any]] = {}
@@ -335,10 +349,12 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
         if row is not None:
             rows[s.run_key] = row
         else:
-            todo.append(s)
+            todo.append(with_checkpoint(s, checkpoints) if checkpoints is not None else s)
+    resumed = sum(s.config.resume for s in todo)
     total = len(specs)
     done0 = total - len(todo)
     log(f"{study.name}: {total} runs, {done0} already in MLflow, {len(todo)} to run"
+        + (f" ({resumed} from their checkpoints)" if resumed else "")
         + (f" ({jobs} at a time)" if jobs > 1 and todo else ""))
     t_start = time.perf_counter()
 
