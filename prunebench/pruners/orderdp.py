@@ -129,7 +129,8 @@ class OrderDP(LossScores, Pruner):
 
     def plan_epoch(self, epoch: int) -> Selection:
         cand = uniform_subset(self.num_samples, self.candidate_count, self.generator)
-        kept = topk_random_ties(self.scores_cpu(), self.keep_count, self.generator, candidates=cand)
+        # the candidates are a prefix of a fresh randperm: already in uniformly random order
+        kept = topk_random_ties(self.scores_cpu(), self.keep_count, self.generator, candidates=cand, shuffled=True)
         return Selection(shuffle(kept, self.generator))
 
     def gamma(self) -> np.ndarray:

@@ -24,19 +24,20 @@ def shuffle(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def topk_random_ties(
     scores: torch.Tensor, k: int, generator: torch.Generator, candidates: torch.Tensor | None = None,
-    largest: bool = True,
+    largest: bool = True, shuffled: bool = False,
 ) -> torch.Tensor:
     """Indices of the ``k`` largest (or smallest) ``scores`` among ``candidates``, ties at random.
 
-    ``candidates`` (dataset indices) defaults to all of ``range(len(scores))``. If the candidates are
-    already in uniformly random order (e.g. a fresh uniform draw), no extra permutation is needed, but
-    one is applied anyway so the guarantee never depends on the caller.
+    ``candidates`` (dataset indices) defaults to all of ``range(len(scores))``. ``shuffled=True``
+    declares that ``candidates`` are already in uniformly random order (e.g. a prefix of a fresh
+    ``randperm``), which makes the extra permutation unnecessary (it is the costly part at N = 1.28M).
     """
     if candidates is None:
         candidates = torch.arange(scores.numel())
+        shuffled = False
     if k >= candidates.numel():
-        return candidates[torch.randperm(candidates.numel(), generator=generator)]
-    cand = candidates[torch.randperm(candidates.numel(), generator=generator)]
+        return candidates if shuffled else candidates[torch.randperm(candidates.numel(), generator=generator)]
+    cand = candidates if shuffled else candidates[torch.randperm(candidates.numel(), generator=generator)]
     pos = torch.topk(scores[cand], k, largest=largest, sorted=False).indices
     return cand[pos]
 
