@@ -202,13 +202,16 @@ def bench_selection(args) -> dict[str, Any]:
 
 
 def bench_static(args) -> dict[str, Any]:
-    from prunebench.pruners import rules
+    """Greedy covers on one class-free block of 50,000 x 512 (the pruners run them per class, which is
+    cheaper): k-center O(N k d) with one batched distance update per pick, herding O(N k d), lazy greedy
+    facility location O(N^2 d) for the similarity blocks plus lazy re-evaluations."""
+    from prunebench.pruners import coverage
 
     n, d = 50_000, 512
     emb = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
     out: dict[str, Any] = {}
     for name in ("kcenter_greedy", "herding", "facility_location"):
-        fn = getattr(rules, name, None)
+        fn = getattr(coverage, name, None)
         if fn is None:
             out[name] = "not available"
             continue
