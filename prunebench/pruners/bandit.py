@@ -15,7 +15,7 @@ import torch
 
 from prunebench.errors import ConfigError
 from prunebench.pruners.base import Pruner, Selection, register_pruner
-from prunebench.pruners.rules import shuffle, topk_random_ties
+from prunebench.pruners.rules import ordered_subset, topk_mask
 
 
 def _check_ema(ema: float) -> None:
@@ -80,7 +80,7 @@ class UCB(EMALossStats, Pruner):
     """UCB dynamic pruning (Raju, Daruwalla, Lipasti 2021, arXiv:2111.12621).
 
     Each epoch keeps the ``q = round((1-p)N)`` samples with the largest upper confidence bound
-    ``mu_i + c * sigma_i`` (ties uniformly at random via :func:`topk_random_ties`), where ``mu_i`` and
+    ``mu_i + c * sigma_i`` (ties uniformly at random via :func:`topk_mask`), where ``mu_i`` and
     ``sigma_i^2`` are EMAs of sample ``i``'s training loss and its variance (see :class:`EMALossStats`),
     and shuffles them. ``prune_ratio`` maps directly: exactly ``q`` sample-visits per epoch, no extra
     forward pass.
@@ -107,8 +107,8 @@ class UCB(EMALossStats, Pruner):
         return torch.where(seen, ucb, torch.full_like(ucb, float("inf")))
 
     def plan_epoch(self, epoch: int) -> Selection:
-        kept = topk_random_ties(self.scores(), self.keep_count, self.generator)
-        return Selection(shuffle(kept, self.generator))
+        order = torch.randperm(self.num_samples, generator=self.generator)
+        return Selection(ordered_subset(order, topk_mask(self.scores(), self.keep_count, self.generator)))
 
 
 @dataclass(frozen=True)
@@ -158,9 +158,8 @@ class EpsilonGreedy(EMALossStats, Pruner):
 
     def plan_epoch(self, epoch: int) -> Selection:
         n_top, n_explore = self.split()
-        greedy = topk_random_ties(self.scores(), n_top, self.generator) if n_top else torch.empty(0, dtype=torch.int64)
-        rest_mask = torch.ones(self.num_samples, dtype=torch.bool)
-        rest_mask[greedy] = False
-        rest = torch.nonzero(rest_mask).flatten()
-        explore = rest[torch.randperm(rest.numel(), generator=self.generator)[:n_explore]]
-        return Selection(shuffle(torch.cat([greedy, explore]), self.generator))
+        keep = topk_mask(self.scores(), n_top, self.generator)
+        rest = torch.nonzero(~keep).flatten()
+        keep[rest[torch.randperm(rest.numel(), generator=self.generator)[:n_explore]]] = True
+        order = torch.randperm(self.num_samples, generator=self.generator)  # drawn apart from the choice
+        return Selection(ordered_subset(order, keep))

@@ -10,7 +10,7 @@ import torch
 
 from prunebench.errors import ConfigError
 from prunebench.pruners.base import LossScores, Pruner, Selection, register_pruner
-from prunebench.pruners.rules import shuffle
+from prunebench.pruners.rules import ordered_subset
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,16 @@ class InfoBatch(LossScores, Pruner):
     def plan_epoch(self, epoch: int) -> Selection:
         n = self.num_samples
         if epoch >= self.anneal_epoch or self.prune_ratio == 0.0:
-            return Selection(shuffle(torch.arange(n), self.generator), torch.ones(n))
+            return Selection(torch.randperm(n, generator=self.generator), torch.ones(n))
         scores = self.scores_cpu()
         well = scores < scores.mean()
         well_idx = torch.nonzero(well).flatten()
-        rest_idx = torch.nonzero(~well).flatten()
         keep_ratio = 1.0 - self.prune_ratio
         n_keep = int(keep_ratio * well_idx.numel())
-        kept_well = well_idx[torch.randperm(well_idx.numel(), generator=self.generator)[:n_keep]]
-        indices = torch.cat([rest_idx, kept_well])
-        weights = torch.cat([torch.ones(rest_idx.numel()), torch.full((n_keep,), 1.0 / keep_ratio)])
-        order = torch.randperm(indices.numel(), generator=self.generator)
-        return Selection(indices[order], weights[order])
+        keep = ~well
+        keep[well_idx[torch.randperm(well_idx.numel(), generator=self.generator)[:n_keep]]] = True
+        # the epoch order is a second, independent permutation: ordering by the draw above would put the
+        # kept well-learned samples first
+        indices = ordered_subset(torch.randperm(n, generator=self.generator), keep)
+        weights = torch.where(well[indices], 1.0 / keep_ratio, 1.0)
+        return Selection(indices, weights)

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from prunebench.pruners.base import LossScores, Pruner, Selection, register_pruner
-from prunebench.pruners.rules import shuffle, topk_random_ties
+import torch
+
+from prunebench.pruners.rules import ordered_subset, topk_mask
 
 
 @dataclass(frozen=True)
@@ -35,5 +37,5 @@ class LossTopK(LossScores, Pruner):
         self._init_scores(self.num_samples, self.options.initial_score)
 
     def plan_epoch(self, epoch: int) -> Selection:
-        kept = topk_random_ties(self.scores_cpu(), self.keep_count, self.generator)
-        return Selection(shuffle(kept, self.generator))
+        order = torch.randperm(self.num_samples, generator=self.generator)
+        return Selection(ordered_subset(order, topk_mask(self.scores_cpu(), self.keep_count, self.generator)))

@@ -30,7 +30,7 @@ from prunebench.pruners.base import (
     Selection,
     register_pruner,
 )
-from prunebench.pruners.rules import shuffle, topk_random_ties, uniform_subset
+from prunebench.pruners.rules import topk_mask, uniform_subset
 
 
 def gamma(n: int, s: int, q: int) -> np.ndarray:
@@ -128,10 +128,10 @@ class OrderDP(LossScores, Pruner):
         self._init_scores(self.num_samples, self.options.initial_score)
 
     def plan_epoch(self, epoch: int) -> Selection:
+        # the candidates are a prefix of a fresh permutation, so already in uniformly random order; the
+        # top-q mask breaks ties with its own draw, so the kept ones stay in uniform order (no reshuffle)
         cand = uniform_subset(self.num_samples, self.candidate_count, self.generator)
-        # the candidates are a prefix of a fresh randperm: already in uniformly random order
-        kept = topk_random_ties(self.scores_cpu(), self.keep_count, self.generator, candidates=cand, shuffled=True)
-        return Selection(shuffle(kept, self.generator))
+        return Selection(cand[topk_mask(self.scores_cpu()[cand], self.keep_count, self.generator)])
 
     def gamma(self) -> np.ndarray:
         """Surrogate weights for this run's ``(N, s, q)``."""

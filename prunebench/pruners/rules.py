@@ -42,6 +42,42 @@ def topk_random_ties(
     return cand[pos]
 
 
+def topk_mask(scores: torch.Tensor, k: int, generator: torch.Generator, largest: bool = True) -> torch.Tensor:
+    """Boolean mask of the ``k`` largest (or smallest) entries of ``scores``, ties broken uniformly at random.
+
+    O(n) and order-free: one selection (``kthvalue``) finds the threshold, every entry strictly beyond it
+    is kept, and the remaining ``k - #beyond`` places go to a uniform draw among the entries equal to the
+    threshold. The draw uses only ``generator``, never the positions' order, so when ``scores`` are
+    gathered in a random order the kept entries stay in a uniformly random order (what the epoch-level
+    pruners rely on to avoid a second permutation). ``scores`` must not contain NaN.
+    """
+    n = scores.numel()
+    if k >= n:
+        return torch.ones(n, dtype=torch.bool)
+    if k <= 0:
+        return torch.zeros(n, dtype=torch.bool)
+    if largest:
+        thr = torch.kthvalue(scores, n - k + 1).values
+        mask = scores > thr
+    else:
+        thr = torch.kthvalue(scores, k).values
+        mask = scores < thr
+    need = k - int(mask.sum())
+    if need > 0:
+        tied = torch.nonzero(scores == thr).flatten()
+        mask[tied[torch.randperm(tied.numel(), generator=generator)[:need]]] = True
+    return mask
+
+
+def ordered_subset(order: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The dataset indices with ``mask`` set, in the order they appear in the permutation ``order``.
+
+    With ``order`` a uniform permutation drawn independently of ``mask``, the result is the masked set
+    in uniformly random order: one permutation serves as the epoch's shuffle for any kept set.
+    """
+    return order[mask[order]]
+
+
 def class_budgets(labels: torch.Tensor, k: int, num_classes: int | None = None) -> torch.Tensor:
     """Per-class budgets proportional to class sizes, summing exactly to ``k`` (largest remainder).
 
