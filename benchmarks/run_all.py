@@ -77,9 +77,10 @@ def _median_time(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str,
 
 
 def _harness_epoch(data: TensorData, model: str, bs: int, pruner: str = "full", p: float | None = None,
-                   epochs: int = 1, seed: int = 0) -> tuple[float, dict]:
+                   epochs: int = 1, seed: int = 0, fast: bool = False) -> tuple[float, dict]:
     cfg = TrainConfig(dataset="cifar10", model=model, pruner=pruner, prune_ratio=p, epochs=epochs, batch_size=bs,
-                      tracking=False, eval_every=10**6, device="cpu", record_kept=False, seed=seed)
+                      tracking=False, eval_every=10**6, device="cpu", record_kept=False, seed=seed,
+                      precision="bf16" if fast else "fp32", channels_last=fast)
     tr = Trainer(cfg, data=data)
     # evaluation is excluded from train_time_s by the harness; measure only the epochs
     tr.config = cfg
@@ -91,11 +92,14 @@ def _harness_epoch(data: TensorData, model: str, bs: int, pruner: str = "full", 
     return dt, {"samples_backprop": tr.samples_backprop}
 
 
-def _handwritten_epoch(data: TensorData, model_name: str, bs: int, seed: int = 0) -> float:
-    """The minimal loop a practitioner would write: same model, tensors, augmentation, optimizer, LR."""
+def _handwritten_epoch(data: TensorData, model_name: str, bs: int, seed: int = 0, fast: bool = False) -> float:
+    """The minimal loop a practitioner would write: same model, tensors, augmentation, optimizer, LR
+    (``fast``: bf16 autocast and channels_last, as the cifar10-cpu study trains)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "model"))
         model = create_model(model_name, data.num_classes, data.input_shape)
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1 * bs / 128, momentum=0.9, nesterov=True, weight_decay=5e-4)
     mean = torch.tensor(data.mean).view(1, -1, 1, 1)
     std = torch.tensor(data.std).view(1, -1, 1, 1)
@@ -110,9 +114,13 @@ def _handwritten_epoch(data: TensorData, model_name: str, bs: int, seed: int = 0
         idx = perm[i * bs : (i + 1) * bs]
         x = augment_batch(x_all[idx], data.augment, data.crop_padding, g)
         x = (x.float() / 255.0 - mean) / std
+        if fast:
+            x = x.contiguous(memory_format=torch.channels_last)
         for grp in opt.param_groups:
             grp["lr"] = 0.1 * bs / 128 * lr_multiplier("onecycle", i / steps)
-        loss = F.cross_entropy(model(x), y_all[idx], label_smoothing=0.1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y_all[idx], label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -120,12 +128,17 @@ def _handwritten_epoch(data: TensorData, model_name: str, bs: int, seed: int = 0
 
 
 def bench_overhead(args, data) -> dict[str, Any]:
-    res = _median_time({
-        "handwritten": lambda: _handwritten_epoch(data, args.model, args.batch_size),
-        "harness": lambda: _harness_epoch(data, args.model, args.batch_size)[0],
-    }, args.repeats)
-    return {"handwritten_s": res["handwritten"], "harness_s": res["harness"],
-            "ratio": res["harness"] / res["handwritten"], "target": "<= 1.03"}
+    """fp32 (the CPU default) and bf16 + channels_last (the cifar10-cpu recipe; the model is 2.2x
+    cheaper there, so the same harness work is a larger fraction of the step)."""
+    out = {}
+    for mode, fast in (("fp32", False), ("bf16+channels_last", True)):
+        res = _median_time({
+            "handwritten": lambda: _handwritten_epoch(data, args.model, args.batch_size, fast=fast),
+            "harness": lambda: _harness_epoch(data, args.model, args.batch_size, fast=fast)[0],
+        }, args.repeats)
+        out[mode] = {"handwritten_s": res["handwritten"], "harness_s": res["harness"],
+                     "ratio": res["harness"] / res["handwritten"], "target": "<= 1.03"}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -283,9 +296,10 @@ def main(argv=None) -> int:
                                           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
     data = _data(args) if only & {"overhead", "savings", "gpu"} else None
     if "overhead" in only:
-        r = report["overhead"] = bench_overhead(args, data)
-        print(f"1. overhead: harness {r['harness_s']:.2f}s vs hand-written {r['handwritten_s']:.2f}s per epoch -> "
-              f"ratio {r['ratio']:.3f} (target <= 1.03)", flush=True)
+        report["overhead"] = bench_overhead(args, data)
+        for mode, r in report["overhead"].items():
+            print(f"1. overhead ({mode}): harness {r['harness_s']:.2f}s vs hand-written {r['handwritten_s']:.2f}s "
+                  f"per epoch -> ratio {r['ratio']:.3f} (target <= 1.03)", flush=True)
     if "savings" in only:
         rows = report["savings"] = bench_savings(args, data)
         print("2. savings (train time / full time vs realized keep fraction):")

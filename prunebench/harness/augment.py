@@ -43,19 +43,22 @@ def draw_params(b: int, mode: str, padding: int, generator: torch.Generator, dev
 
 
 def apply_params(x: torch.Tensor, p: AugParams, padding: int) -> torch.Tensor:
-    """Zero-padded crop back to the input size (torchvision's ``RandomCrop(size, padding)``) as a single
-    gather, then horizontal flips."""
+    """Zero-padded crop back to the input size (torchvision's ``RandomCrop(size, padding)``), then
+    horizontal flips, as two ``gather`` calls (rows, then columns with the flip folded into the column
+    index): no per-sample loop, and 2.5x faster on the CPU than one 4-D advanced index."""
+    b, c, h, w = x.shape
     if p.dy is not None:
-        b, c, h, w = x.shape
-        xp = F.pad(x, (padding, padding, padding, padding))
-        rows = (p.dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-        cols = (p.dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-        bi = torch.arange(b, device=x.device)[:, None, None, None]
-        ci = torch.arange(c, device=x.device)[None, :, None, None]
-        x = xp[bi, ci, rows, cols]
+        x = F.pad(x, (padding, padding, padding, padding))
+        rows = p.dy[:, None] + torch.arange(h, device=x.device)
+        x = torch.gather(x, 2, rows[:, None, :, None].expand(b, c, h, x.shape[3]))
+        cols = p.dx[:, None] + torch.arange(w, device=x.device)
+    elif p.flip is not None:
+        cols = torch.arange(w, device=x.device).expand(b, w)
+    else:
+        return x
     if p.flip is not None:
-        x = torch.where(p.flip[:, None, None, None], x.flip(-1), x)
-    return x
+        cols = torch.where(p.flip[:, None], cols.flip(-1), cols)
+    return torch.gather(x, 3, cols[:, None, None, :].expand(b, c, h, w))
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:

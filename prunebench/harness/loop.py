@@ -172,6 +172,8 @@ class Trainer:
         self.aug_gen = make_generator(config.seed, "augment", self.device)
         self.mean = torch.tensor(d.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(d.std, device=self.device).view(1, -1, 1, 1)
+        self._scale, self._shift = 1.0 / self.std, -self.mean / self.std
+        self._scale_u8 = self._scale / 255.0
         if self.is_tensor:
             self.x_train = d.x_train.to(self.device)
             self.y_train = d.y_train.to(self.device)
@@ -234,8 +236,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.float() / 255.0 - self.mean) / self.std if x.dtype == torch.uint8 else (x.float() - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        # (x / 255 - mean) / std as one fused multiply-add; the layout change happens on the 1-byte input
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        scale, shift = (self._scale_u8, self._shift) if x.dtype == torch.uint8 else (self._scale, self._shift)
+        return torch.addcmul(shift, x.float(), scale)
 
     def _batches(self, indices: torch.Tensor, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield ``(indices, normalised augmented inputs, labels)`` for ``indices`` in chunks."""
