@@ -52,10 +52,18 @@ def test_topk_mask_ties_are_uniform():
         assert abs(c - reps / 6) < 150
 
 
-def test_ordered_subset_keeps_permutation_order():
-    order = torch.tensor([4, 0, 3, 1, 2])
+def test_ordered_subset_is_the_masked_set_in_uniform_order():
     mask = torch.tensor([True, False, True, False, True])
-    assert ordered_subset(order, mask).tolist() == [4, 0, 2]
+    orders = Counter()
+    g = gen(2)
+    reps = 6000
+    for _ in range(reps):
+        out = ordered_subset(mask, g)
+        assert out.dtype == torch.int64 and sorted(out.tolist()) == [0, 2, 4]
+        orders[tuple(out.tolist())] += 1
+    assert len(orders) == 6
+    for c in orders.values():  # binomial sd ~ 29 around 1000
+        assert abs(c - reps / 6) < 150
 
 
 def test_kept_tied_samples_are_not_front_loaded():

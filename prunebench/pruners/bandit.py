@@ -15,7 +15,7 @@ import torch
 
 from prunebench.errors import ConfigError
 from prunebench.pruners.base import Pruner, Selection, register_pruner
-from prunebench.pruners.rules import ordered_subset, topk_mask
+from prunebench.pruners.rules import ordered_subset, topk_mask, uniform_subset
 
 
 def _check_ema(ema: float) -> None:
@@ -103,12 +103,11 @@ class UCB(EMALossStats, Pruner):
     def scores(self) -> torch.Tensor:
         """The UCB score of every sample (``+inf`` for never-trained ones), on the CPU."""
         mu, var, seen = self._stats_cpu()
-        ucb = mu + self.options.c * var.clamp_min(0).sqrt()
-        return torch.where(seen, ucb, torch.full_like(ucb, float("inf")))
+        ucb = torch.add(mu, var.clamp_min(0).sqrt_(), alpha=self.options.c)
+        return ucb.masked_fill_(~seen, float("inf"))
 
     def plan_epoch(self, epoch: int) -> Selection:
-        order = torch.randperm(self.num_samples, generator=self.generator)
-        return Selection(ordered_subset(order, topk_mask(self.scores(), self.keep_count, self.generator)))
+        return Selection(ordered_subset(topk_mask(self.scores(), self.keep_count, self.generator), self.generator))
 
 
 @dataclass(frozen=True)
@@ -154,12 +153,11 @@ class EpsilonGreedy(EMALossStats, Pruner):
     def scores(self) -> torch.Tensor:
         """The EMA loss of every sample (``+inf`` for never-trained ones), on the CPU."""
         mu, _, seen = self._stats_cpu()
-        return torch.where(seen, mu, torch.full_like(mu, float("inf")))
+        return mu.masked_fill(~seen, float("inf"))
 
     def plan_epoch(self, epoch: int) -> Selection:
         n_top, n_explore = self.split()
         keep = topk_mask(self.scores(), n_top, self.generator)
         rest = torch.nonzero(~keep).flatten()
-        keep[rest[torch.randperm(rest.numel(), generator=self.generator)[:n_explore]]] = True
-        order = torch.randperm(self.num_samples, generator=self.generator)  # drawn apart from the choice
-        return Selection(ordered_subset(order, keep))
+        keep[rest[uniform_subset(rest.numel(), n_explore, self.generator)]] = True
+        return Selection(ordered_subset(keep, self.generator))  # a new permutation: apart from the choice

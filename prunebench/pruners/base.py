@@ -233,7 +233,7 @@ class LossScores:
     """Mixin: a per-sample score tensor set to the most recent observed loss (stale when not trained).
 
     The scores live on the device of the losses (moved lazily on the first :meth:`observe`), so the hot
-    path never synchronises; :meth:`scores_cpu` copies them once per epoch for planning.
+    path never synchronises; :meth:`scores_cpu` brings them to the CPU once per epoch for planning.
     """
 
     initial_score: ClassVar[float] = 3.0
@@ -248,7 +248,9 @@ class LossScores:
         self.scores[indices.to(losses.device)] = losses.detach().float()
 
     def scores_cpu(self) -> torch.Tensor:
-        return self.scores.detach().to("cpu", copy=True)
+        """The scores on the CPU: a copy from an accelerator, the tensor itself on the CPU (read it, do not
+        modify it; planning reads it once per epoch)."""
+        return self.scores.detach().cpu()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 
 from prunebench.errors import ConfigError
 from prunebench.pruners.base import LossScores, Pruner, Selection, register_pruner
-from prunebench.pruners.rules import ordered_subset
+from prunebench.pruners.rules import ordered_subset, randperm, uniform_subset
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,16 @@ class InfoBatch(LossScores, Pruner):
     def plan_epoch(self, epoch: int) -> Selection:
         n = self.num_samples
         if epoch >= self.anneal_epoch or self.prune_ratio == 0.0:
-            return Selection(torch.randperm(n, generator=self.generator), torch.ones(n))
+            return Selection(randperm(n, self.generator), torch.ones(n))
         scores = self.scores_cpu()
         well = scores < scores.mean()
         well_idx = torch.nonzero(well).flatten()
         keep_ratio = 1.0 - self.prune_ratio
         n_keep = int(keep_ratio * well_idx.numel())
         keep = ~well
-        keep[well_idx[torch.randperm(well_idx.numel(), generator=self.generator)[:n_keep]]] = True
+        keep[well_idx[uniform_subset(well_idx.numel(), n_keep, self.generator)]] = True
         # the epoch order is a second, independent permutation: ordering by the draw above would put the
         # kept well-learned samples first
-        indices = ordered_subset(torch.randperm(n, generator=self.generator), keep)
+        indices = ordered_subset(keep, self.generator)
         weights = torch.where(well[indices], 1.0 / keep_ratio, 1.0)
         return Selection(indices, weights)

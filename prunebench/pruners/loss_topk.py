@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from prunebench.pruners.base import LossScores, Pruner, Selection, register_pruner
-import torch
-
 from prunebench.pruners.rules import ordered_subset, topk_mask
 
 
@@ -37,5 +35,4 @@ class LossTopK(LossScores, Pruner):
         self._init_scores(self.num_samples, self.options.initial_score)
 
     def plan_epoch(self, epoch: int) -> Selection:
-        order = torch.randperm(self.num_samples, generator=self.generator)
-        return Selection(ordered_subset(order, topk_mask(self.scores_cpu(), self.keep_count, self.generator)))
+        return Selection(ordered_subset(topk_mask(self.scores_cpu(), self.keep_count, self.generator), self.generator))

@@ -130,8 +130,8 @@ class OrderDP(LossScores, Pruner):
     def plan_epoch(self, epoch: int) -> Selection:
         # the candidates are a prefix of a fresh permutation, so already in uniformly random order; the
         # top-q mask breaks ties with its own draw, so the kept ones stay in uniform order (no reshuffle)
-        cand = uniform_subset(self.num_samples, self.candidate_count, self.generator)
-        return Selection(cand[topk_mask(self.scores_cpu()[cand], self.keep_count, self.generator)])
+        cand = uniform_subset(self.num_samples, self.candidate_count, self.generator, compact=True)
+        return Selection(cand[topk_mask(self.scores_cpu()[cand], self.keep_count, self.generator)].long())
 
     def gamma(self) -> np.ndarray:
         """Surrogate weights for this run's ``(N, s, q)``."""

@@ -7,19 +7,32 @@ top-k; whatever positions top-k picks among tied values, the samples sitting the
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from prunebench.errors import ConfigError
 
 
-def uniform_subset(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
-    """``k`` indices drawn uniformly without replacement from ``range(n)``, in random order."""
+def randperm(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A uniform permutation of ``range(n)`` as int64, drawn as int32 where it fits (3x faster on the CPU:
+    13 ms instead of 36 ms for ImageNet's 1.28M samples)."""
+    if n < 2**31 - 1:
+        return torch.randperm(n, generator=generator, dtype=torch.int32).long()
+    return torch.randperm(n, generator=generator)
+
+
+def uniform_subset(n: int, k: int, generator: torch.Generator, compact: bool = False) -> torch.Tensor:
+    """``k`` indices drawn uniformly without replacement from ``range(n)``, in random order (int64; with
+    ``compact``, int32 where ``n`` allows, to save a conversion on the hot path)."""
+    if n < 2**31 - 1:
+        out = torch.randperm(n, generator=generator, dtype=torch.int32)[:k]
+        return out if compact else out.long()
     return torch.randperm(n, generator=generator)[:k]
 
 
 def shuffle(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """``indices`` in a uniformly random order."""
-    return indices[torch.randperm(indices.numel(), generator=generator)]
+    return indices[randperm(indices.numel(), generator)]
 
 
 def topk_random_ties(
@@ -56,26 +69,23 @@ def topk_mask(scores: torch.Tensor, k: int, generator: torch.Generator, largest:
         return torch.ones(n, dtype=torch.bool)
     if k <= 0:
         return torch.zeros(n, dtype=torch.bool)
-    if largest:
-        thr = torch.kthvalue(scores, n - k + 1).values
-        mask = scores > thr
+    pos = n - k if largest else k - 1  # the threshold's position in ascending order
+    if scores.device.type == "cpu":  # numpy's introselect: 2x faster than kthvalue at N = 1.28M
+        thr = torch.as_tensor(np.partition(scores.numpy(), pos)[pos])
     else:
-        thr = torch.kthvalue(scores, k).values
-        mask = scores < thr
+        thr = torch.kthvalue(scores, pos + 1).values
+    mask = scores > thr if largest else scores < thr
     need = k - int(mask.sum())
     if need > 0:
         tied = torch.nonzero(scores == thr).flatten()
-        mask[tied[torch.randperm(tied.numel(), generator=generator)[:need]]] = True
+        mask[tied[uniform_subset(tied.numel(), need, generator)]] = True
     return mask
 
 
-def ordered_subset(order: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The dataset indices with ``mask`` set, in the order they appear in the permutation ``order``.
-
-    With ``order`` a uniform permutation drawn independently of ``mask``, the result is the masked set
-    in uniformly random order: one permutation serves as the epoch's shuffle for any kept set.
-    """
-    return order[mask[order]]
+def ordered_subset(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The indices where ``mask`` is set, in uniformly random order (a permutation of the kept set only,
+    drawn independently of ``mask``)."""
+    return shuffle(torch.nonzero(mask).flatten(), generator)
 
 
 def class_budgets(labels: torch.Tensor, k: int, num_classes: int | None = None) -> torch.Tensor:
