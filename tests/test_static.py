@@ -161,6 +161,25 @@ def test_kcenter_greedy_matches_brute_force():
     assert len(starts) > 1  # the first center is random
 
 
+def test_kcenter_greedy_lazy_bounds_match_brute_force_on_clusters():
+    """Clustered points (where the lazy bounds skip most work) and block sizes that force the doubling
+    path: the picks are exactly the naive greedy's."""
+    g = torch.Generator().manual_seed(5)
+    means = torch.randn(12, 16, generator=g, dtype=torch.float64) * 6
+    x = means[torch.randint(0, 12, (1500,), generator=g)] + torch.randn(1500, 16, generator=g, dtype=torch.float64)
+    for block in (1, 8, 64):
+        got = kcenter_greedy(x, 300, torch.Generator().manual_seed(7), block=block).tolist()
+        assert len(set(got)) == 300
+        # each pick is the farthest point from the centers before it (float32 rounding: 1e-5 relative)
+        d = ((x - x[got[0]]) ** 2).sum(1)
+        for j in got[1:]:
+            assert d[j] >= d.max() * (1 - 1e-5)
+            d = torch.minimum(d, ((x - x[j]) ** 2).sum(1))
+    dup = torch.zeros(50, 3)  # all points identical: any order, never a point twice
+    sel = kcenter_greedy(dup, 50, torch.Generator().manual_seed(0))
+    assert sorted(sel.tolist()) == list(range(50))
+
+
 def test_herding_matches_brute_force():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(60, 5, generator=g, dtype=torch.float64)
