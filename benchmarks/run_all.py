@@ -1,7 +1,8 @@
 """prunebench performance benchmarks: prints a table and writes JSON.
 
     python benchmarks/run_all.py                       # all sections, CIFAR-10 from ../shared/data if present
-    python benchmarks/run_all.py --only overhead,savings --repeats 5 --n 10000 --out bench.json
+    python benchmarks/run_all.py --only overhead,savings --n 10000 --out bench.json
+    python benchmarks/profile_cpu.py --precision bf16 --channels-last   # where a CPU training step goes
 
 Sections (each a ratio measured side by side in this one process, median of ``--repeats``, with the
 compared variants interleaved so drifting machine load hits them alike):
@@ -12,8 +13,9 @@ compared variants interleaved so drifting machine load hits them alike):
               full data, next to the realized (1 - prune ratio) (target: within 0.03).
 3. selection  per-epoch planning time of every epoch-level pruner at N = 1,281,167 (target < 50 ms), and
               ``gamma`` at that N (target < 1 s).
-4. static     k-center greedy, herding and facility location on 50,000 x 512 embeddings (when those
-              pruners are registered): seconds, with the complexity stated.
+4. static     k-center greedy, herding and facility location keeping half of 50,000 embeddings: Gaussian
+              50,000 x 512 (the worst case for k-center's bounds) and, when the score cache holds a
+              CIFAR-10 proxy run, its real embeddings; per class and (k-center) globally; seconds.
 5. gpu        on CUDA only: images/s of cnn-small and resnet18 on CIFAR-10 through the harness, and the
               fraction of step time spent outside the model.
 """
@@ -163,7 +165,7 @@ def bench_savings(args, data) -> list[dict[str, Any]]:
     for pruner in ("random-dynamic", "orderdp", "infobatch"):
         for p in (0.3, 0.5, 0.7):
             variants[f"{pruner}@{p}"] = make(pruner, p)
-    times = _median_time(variants, args.repeats)
+    times = _median_time(variants, args.savings_repeats)
     full = times.pop("full@0")
     for key, t in times.items():
         pruner, p = key.split("@")
@@ -196,7 +198,7 @@ def bench_selection(args) -> dict[str, Any]:
         pr.observe(torch.arange(n), losses)
         pr.plan_epoch(1)
         ts = []
-        for e in range(max(3, args.repeats)):
+        for e in range(args.selection_repeats):
             t0 = time.perf_counter()
             pr.plan_epoch(1 + e % 5)  # epochs 1-5 of 10: InfoBatch prunes there (it anneals from epoch 9)
             ts.append(time.perf_counter() - t0)
@@ -226,10 +228,9 @@ def _cached_cifar_embeddings(args) -> tuple[str, torch.Tensor, torch.Tensor] | N
     for f in files:
         with np.load(f, allow_pickle=False) as z:
             if "embeddings" in z.files and z["embeddings"].shape[0] == 50_000:
-                meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
                 emb = torch.from_numpy(z["embeddings"]).float()
                 labels = load_dataset("cifar10", root, download=False).y_train
-                return f"CIFAR-10 proxy embeddings ({meta.get('model', '?')}) {emb.shape[0]:,} x {emb.shape[1]}", emb, labels
+                return f"CIFAR-10 embeddings of a cached proxy run, {emb.shape[0]:,} x {emb.shape[1]}", emb, labels
     return None
 
 
@@ -327,8 +328,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=10000, help="training samples used by overhead/savings (0 = all)")
     ap.add_argument("--model", default="cnn-small")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--savings-epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats of the overhead timings (median)")
+    ap.add_argument("--savings-repeats", type=int, default=9,
+                    help="interleaved repeats of the savings timings (median; epoch times vary ~10%% on a shared VM)")
+    ap.add_argument("--savings-epochs", type=int, default=2)
+    ap.add_argument("--selection-repeats", type=int, default=21, help="plan_epoch calls per pruner (median)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile on CUDA")
     ap.add_argument("--static-global", action="store_true", help="also time herding over all 50,000 points at once")
     ap.add_argument("--out", default="benchmarks/results.json")
