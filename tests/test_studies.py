@@ -487,3 +487,76 @@ def test_leaderboard_resumes_a_killed_run_from_its_checkpoint(tmp_path):
     assert row["final_acc"] == ref.row["final_acc"] and row["samples_backprop"] == ref.row["samples_backprop"]
     assert not (Path(cell.config.checkpoint_dir) / CHECKPOINT_NAME).exists()  # cleaned up once finished
     assert len(results) == len(study.runs()) and results.run_key.is_unique
+
+
+# ---------------------------------------------------------------------------------------------------
+# sharding a grid by seed, and carrying finished cells to another machine (--seeds, --import)
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_seed_shards_merge_through_imported_tables(tmp_path):
+    """Seed 0 runs against one MLflow store, seed 1 against another (another machine); importing the first
+    table into the second leaderboard runs only seed 1 and yields the whole grid, rows carried verbatim."""
+    from prunebench.reports import build_report
+
+    path = write_study(tmp_path)
+    uri_a, uri_b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    study = load_study(path)
+    res_a = run_leaderboard(study, tmp_path / "a", tracking_uri=uri_a, seeds=[0])
+    assert sorted(res_a["seed"]) == [0, 0, 0] and (res_a["status"] == "FINISHED").all()
+    assert len(mlflow_runs(uri_a, "tiny")) == 3
+    # the shard's keys are the whole study's keys for that seed
+    assert set(res_a["run_key"]) == {s.run_key for s in study.runs() if s.seed == 0}
+
+    # a report of the shard is importable too (tables/runs.csv): the dry run says so and writes nothing
+    build_report(tmp_path / "a", tmp_path / "report-a")
+    plan = run_leaderboard(study, tmp_path / "b", tracking_uri=uri_b, dry_run=True, imports=[tmp_path / "report-a"])
+    assert plan.groupby("seed")["state"].agg(set).to_dict() == {0: {"imported"}, 1: {"todo"}}
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.db").exists()
+
+    lines: list[str] = []
+    res = run_leaderboard(study, tmp_path / "b", tracking_uri=uri_b, log=lines.append,
+                          imports=[tmp_path / "a" / "results.csv"])
+    assert "3 of its 3 rows are finished cells of this grid" in lines[0]
+    assert "0 already in MLflow, 3 imported, 3 to run" in lines[1]
+    assert len(res) == 6 and (res["status"] == "FINISHED").all() and res["run_key"].is_unique
+    assert len(mlflow_runs(uri_b, "tiny")) == 3  # seed 0 was not trained again
+    a = res_a.set_index("run_key")
+    for _, row in res[res["seed"] == 0].iterrows():  # carried over as they were, MLflow ids included
+        assert row["run_id"] == a.loc[row["run_key"], "run_id"]
+        assert row["final_acc"] == pytest.approx(a.loc[row["run_key"], "final_acc"])
+        assert row["samples_backprop"] == a.loc[row["run_key"], "samples_backprop"]
+    b_ids = {r.info.run_id for r in mlflow_runs(uri_b, "tiny")}
+    assert set(res.loc[res["seed"] == 1, "run_id"]) == b_ids
+    assert pd.read_parquet(tmp_path / "b" / "results.parquet")["run_key"].tolist() == res["run_key"].tolist()
+
+    # reported where seed 0's store is gone (same URI, other machine): its curves are omitted, and said so
+    moved = res.copy()
+    moved["tracking_uri"] = uri_b
+    build_report(moved, tmp_path / "report-b")
+    hist = pd.read_csv(tmp_path / "report-b" / "tables" / "histories.csv")
+    assert set(hist["seed"]) == {1}
+    assert f"3 run(s) are not in MLflow store {uri_b}" in (tmp_path / "report-b" / "README.md").read_text()
+
+    # a table of another recipe matches no cell: nothing is imported
+    other = load_study(write_study(tmp_path / "b", lr=0.05))
+    plan = run_leaderboard(other, tmp_path / "c", tracking_uri=uri_b, dry_run=True, imports=[tmp_path / "a"])
+    assert set(plan["state"]) == {"todo"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seeds", "5"], "has seeds 0, 1"),
+    (["--seeds", "a"], "expected comma-separated integers"),
+    (["--import", "nope.csv"], "no such file or folder"),
+    (["--import", "bad.csv"], "lacks column(s) run_key"),
+    (["--import", "."], "no results table there"),
+])
+def test_cli_bad_seeds_and_imports_are_one_line_exit_2(tmp_path, args, message):
+    path = write_study(tmp_path)
+    (tmp_path / "bad.csv").write_text("pruner,seed,status,final_acc\nfull,0,FINISHED,0.5\n")
+    before = sorted(x.name for x in tmp_path.iterdir())
+    p = subprocess.run([sys.executable, "-m", "prunebench", "leaderboard", str(path), *args], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count("\n") == 1 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == before  # no results/, no mlflow.db

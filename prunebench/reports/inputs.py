@@ -254,8 +254,29 @@ class RunStore:
     def __init__(self) -> None:
         self._clients: dict[str, Any] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="prunebench-report-")
-        self.notes: list[str] = []
+        self._notes: list[str] = []
         self._missing_stores: set[str] = set()
+        self._runs: dict[tuple[str, str], bool] = {}  # (store, run id) -> the store has the run
+
+    @property
+    def notes(self) -> list[str]:
+        """What the report could not read, one line each (runs absent from their store counted per store)."""
+        absent: dict[str, int] = {}
+        for (uri, _), there in self._runs.items():
+            if not there:
+                absent[uri] = absent.get(uri, 0) + 1
+        return self._notes + [f"{n} run(s) are not in MLflow store {uri} (rows imported from another store?): "
+                              f"per-epoch figures omit them" for uri, n in absent.items()]
+
+    def _has_run(self, client, uri: str, run_id: str) -> bool:
+        key = (uri, run_id)
+        if key not in self._runs:
+            try:
+                client.get_run(run_id)
+                self._runs[key] = True
+            except Exception:
+                self._runs[key] = False
+        return self._runs[key]
 
     def close(self) -> None:
         self._tmp.cleanup()
@@ -270,10 +291,10 @@ class RunStore:
             try:
                 client = _client(uri)
             except Exception as e:
-                self.notes.append(f"MLflow store {uri} unusable ({str(e).splitlines()[0][:120]})")
+                self._notes.append(f"MLflow store {uri} unusable ({str(e).splitlines()[0][:120]})")
         elif uri not in self._missing_stores:
             self._missing_stores.add(uri)
-            self.notes.append(f"MLflow store {uri} not found: per-epoch figures omit its runs")
+            self._notes.append(f"MLflow store {uri} not found: per-epoch figures omit its runs")
         self._clients[uri] = client
         return client
 
@@ -281,6 +302,8 @@ class RunStore:
         """The per-epoch series ``key`` of a run (index: epoch), or None when not logged."""
         client = self._client_for(row.get("tracking_uri"))
         if client is None or not isinstance(row.get("run_id"), str):
+            return None
+        if not self._has_run(client, row["tracking_uri"], row["run_id"]):
             return None
         try:
             hist = client.get_metric_history(row["run_id"], key)
@@ -296,6 +319,8 @@ class RunStore:
         """A ``.npy`` artifact of a run, or None when absent."""
         client = self._client_for(row.get("tracking_uri"))
         if client is None or not isinstance(row.get("run_id"), str):
+            return None
+        if not self._has_run(client, row["tracking_uri"], row["run_id"]):
             return None
         dst = Path(self._tmp.name) / row["run_id"]
         dst.mkdir(exist_ok=True)

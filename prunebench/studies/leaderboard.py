@@ -14,6 +14,16 @@ and recipe). Before running, the study's runs are looked up in MLflow:
 
 So the table holds exactly one row per (method, prune ratio, seed), however often the leaderboard was
 killed and re-run. The table files are written at the end of each invocation, atomically.
+
+Moving and sharding grids
+-------------------------
+An MLflow store is local to a machine; a results table is portable. ``imports`` (CLI ``--import``) names
+results tables of earlier invocations (``results.parquet``/``results.csv``, a folder holding one, or a
+report's ``tables/runs.csv``): a FINISHED row whose ``run_key`` is a cell of this grid counts as done when
+MLflow has no finished run for it, and its row is carried into the new table as it was (``run_id`` and
+``tracking_uri`` still name the store it ran in). Run keys hash the recipe, so a changed recipe matches
+nothing. ``seeds`` (CLI ``--seeds``) restricts the grid to some of the study's seeds: run seed 0 on one
+machine and seed 1 on another, then import one table into the other's leaderboard.
 """
 
 from __future__ import annotations
@@ -95,11 +105,13 @@ def _load_row(client, run) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text()).get("row")
 
 
-def _classify(spec: RunSpec, runs: list[Any], client, retry_failed: bool) -> tuple[str, dict | None, list[Any]]:
+def _classify(spec: RunSpec, runs: list[Any], client, retry_failed: bool,
+              imported: dict[str, dict[str, Any]] | None = None) -> tuple[str, dict | None, list[Any]]:
     """(state, row of the run that counts, leftover RUNNING runs) for one grid cell.
 
-    state: ``done`` (a FINISHED run with a row), ``failed`` (the latest attempt failed and
-    ``retry_failed`` is off), ``retry`` (failed before, will run again) or ``todo``.
+    state: ``done`` (a FINISHED run with a row), ``imported`` (no FINISHED run in MLflow, but a FINISHED
+    row in an imported results table), ``failed`` (the latest attempt failed and ``retry_failed`` is off),
+    ``retry`` (failed before, will run again) or ``todo``.
     """
     finished = [r for r in runs if r.info.status == "FINISHED"]
     for r in finished:
@@ -107,6 +119,8 @@ def _classify(spec: RunSpec, runs: list[Any], client, retry_failed: bool) -> tup
         if row is not None:
             return "done", row, []
     running = [r for r in runs if r.info.status == "RUNNING"]
+    if imported and spec.run_key in imported:
+        return "imported", imported[spec.run_key], running
     failed = [r for r in runs if r.info.status in ("FAILED", "KILLED")]
     if failed:
         if not retry_failed:
@@ -243,13 +257,84 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def read_results_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A results table written by an earlier leaderboard or report: ``results.parquet``/``results.csv``,
+    a folder holding one (or a report folder's ``tables/runs.csv``), or any ``.csv``/``.parquet`` with
+    ``run_key`` and ``status`` columns."""
+    p = Path(path)
+    if p.is_dir():
+        cands = [p / "results.parquet", p / "results.csv", p / "tables" / "runs.csv"]
+        found = [c for c in cands if c.is_file()]
+        if not found:
+            raise ConfigError(f"--import {p}: no results table there (expected one of "
+                              f"{', '.join(c.name if c.parent == p else 'tables/runs.csv' for c in cands)})")
+        p = found[0]
+    elif not p.is_file():
+        raise ConfigError(f"--import {p}: no such file or folder (a results folder, results.csv/.parquet, "
+                          f"or a report folder)")
+    try:
+        if p.suffix == ".parquet":
+            df = pd.read_parquet(p)
+        elif p.suffix == ".csv":
+            df = pd.read_csv(p)
+        else:
+            raise ConfigError(f"--import {p}: expected a .csv or .parquet results table")
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"--import {p}: unreadable results table ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+    missing = [c for c in ("run_key", "status", "final_acc") if c not in df.columns]
+    if missing:
+        raise ConfigError(f"--import {p}: the table lacks column(s) {', '.join(missing)}; import a table "
+                          f"written by prunebench leaderboard or report")
+    return df
+
+
+def imported_rows(paths, specs: list[RunSpec]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """FINISHED rows of the tables at ``paths`` whose run key is a cell of ``specs`` (the first table
+    naming a key wins), and one summary line per table."""
+    keys = {s.run_key for s in specs}
+    rows: dict[str, dict[str, Any]] = {}
+    lines = []
+    for path in paths or ():
+        df = read_results_table(path)
+        ok = df[(df["status"].astype(str) == "FINISHED") & df["run_key"].astype(str).isin(keys)]
+        new = 0
+        for rec in ok.to_dict("records"):
+            row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+            if row["run_key"] not in rows:
+                rows[str(row["run_key"])] = row
+                new += 1
+        lines.append(f"{path}: {len(ok)} of its {len(df)} rows are finished cells of this grid"
+                     + (f" ({len(ok) - new} already imported from an earlier table)" if len(ok) > new else ""))
+    return rows, lines
+
+
+def select_seeds(study: Study, seeds) -> Study:
+    """``study`` restricted to ``seeds`` (a subset of its own, in the study's order); run keys unchanged."""
+    if seeds is None:
+        return study
+    want = []
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise ConfigError(f"seeds must be integers, got {s!r}")
+        want.append(int(s))
+    bad = [s for s in want if s not in study.seeds]
+    if bad or not want:
+        raise ConfigError(f"--seeds {','.join(map(str, want)) or '(none)'}: {study.path} has seeds "
+                          f"{', '.join(map(str, study.seeds))}; pick one or more of them")
+    return dataclasses.replace(study, seeds=tuple(s for s in study.seeds if s in want))
+
+
 def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = None,
-         retry_failed: bool = True) -> pd.DataFrame:
+         retry_failed: bool = True, imports=None) -> pd.DataFrame:
     """What :func:`run_leaderboard` would do: one row per grid cell with its state and MLflow run."""
     from prunebench.harness.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri or study.tracking_uri)
     specs = study.runs(**({"data_dir": data_dir} if data_dir else {}))
+    imported, _ = imported_rows(imports, specs)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         existing = {}  # no store yet: nothing is done, and a dry run creates none
     else:
@@ -257,7 +342,7 @@ def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = N
     client = _client(uri) if existing else None
     rows = []
     for s in specs:
-        state, row, _ = _classify(s, existing.get(s.run_key, []), client, retry_failed)
+        state, row, _ = _classify(s, existing.get(s.run_key, []), client, retry_failed, imported)
         rows.append({"method": s.method, "pruner": s.pruner, "prune_ratio": s.prune_ratio, "seed": s.seed,
                      "run_key": s.run_key, "state": state, "run_id": (row or {}).get("run_id")})
     return pd.DataFrame(rows)
@@ -265,7 +350,7 @@ def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = N
 
 def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int = 1, dry_run: bool = False, *,
                     tracking_uri: str | None = None, data_dir: str | None = None, retry_failed: bool = True,
-                    log: Log | None = None) -> pd.DataFrame:
+                    log: Log | None = None, seeds=None, imports=None) -> pd.DataFrame:
     """Run the grid of ``study`` (skipping cells already FINISHED in MLflow) and write the results.
 
     Writes ``<out>/results.parquet`` and ``<out>/results.csv`` (one row per run: the run's flat row plus
@@ -274,16 +359,18 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     ``dry_run=True`` returns :func:`plan` instead and writes nothing.
 
     ``jobs > 1`` trains that many runs at once in spawned processes (each with
-    ``cpu_count // jobs`` torch threads).
+    ``cpu_count // jobs`` torch threads). ``seeds`` keeps only those of the study's seeds; ``imports``
+    are results tables whose finished cells are not run again (see the module docstring).
     """
     from prunebench.harness.tracking import resolve_tracking_uri
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
     log = log or (lambda s: None)
+    study = select_seeds(study, seeds)
     uri = resolve_tracking_uri(tracking_uri or study.tracking_uri)
     if dry_run:
-        return plan(study, uri, data_dir, retry_failed)
+        return plan(study, uri, data_dir, retry_failed, imports)
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
@@ -291,6 +378,7 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     if data_dir:
         changes["data_dir"] = data_dir
     specs = study.runs(**changes)
+    imported, import_lines = imported_rows(imports, specs)  # bad tables fail here, before any training
     # fail fast on missing data (one line, exit 2) rather than recording every cell as failed
     _data_for(specs[0].config)
     _check_on_data(study, specs)
@@ -299,7 +387,10 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     MLflowTracker(uri, study.experiment)  # creates the store and experiment once, before any worker
     out.mkdir(parents=True, exist_ok=True)
     with _Lock(out):
-        rows = _run_grid(study, specs, uri, jobs, retry_failed, log, checkpoints=out / "checkpoints")
+        for line in import_lines:
+            log(line)
+        rows = _run_grid(study, specs, uri, jobs, retry_failed, log, checkpoints=out / "checkpoints",
+                         imported=imported)
         results = _results_frame(study, specs, rows, uri)
         board = leaderboard_table(results)
         _write_atomic(out, results, board, study)
@@ -333,13 +424,16 @@ def with_checkpoint(spec: RunSpec, root: Path) -> RunSpec:
 
 
 def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_failed: bool,
-              log: Log, checkpoints: Path | None = None) -> dict[str, dict[str, Any]]:
+              log: Log, checkpoints: Path | None = None,
+              imported: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     client = _client(uri)
     existing = study_runs(study, uri)
     rows: dict[str, dict[str, Any]] = {}
     todo: list[RunSpec] = []
+    n_imported = 0
     for s in specs:
-        state, row, running = _classify(s, existing.get(s.run_key, []), client, retry_failed)
+        state, row, running = _classify(s, existing.get(s.run_key, []), client, retry_failed, imported)
+        n_imported += state == "imported"
         for r in running:  # leftovers of a killed leaderboard
             try:
                 client.set_tag(r.info.run_id, "prunebench.error", "abandoned: its leaderboard was killed")
@@ -353,7 +447,8 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
     resumed = sum(s.config.resume for s in todo)
     total = len(specs)
     done0 = total - len(todo)
-    log(f"{study.name}: {total} runs, {done0} already in MLflow, {len(todo)} to run"
+    log(f"{study.name}: {total} runs, {done0 - n_imported} already in MLflow, "
+        + (f"{n_imported} imported, " if n_imported else "") + f"{len(todo)} to run"
         + (f" ({resumed} from their checkpoints)" if resumed else "")
         + (f" ({jobs} at a time)" if jobs > 1 and todo else ""))
     t_start = time.perf_counter()
