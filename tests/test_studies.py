@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunebench.errors import ConfigError
+from prunebench.errors import ConfigError, PrunebenchError
 from prunebench.studies import leaderboard_table, load_study, run_leaderboard, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -507,6 +507,23 @@ def test_seed_shards_merge_through_imported_tables(tmp_path):
     assert len(mlflow_runs(uri_a, "tiny")) == 3
     # the shard's keys are the whole study's keys for that seed
     assert set(res_a["run_key"]) == {s.run_key for s in study.runs() if s.seed == 0}
+
+    # tabulating the whole study trains nothing and leaves a run in flight alone (it may be another
+    # leaderboard's): the table holds the done cells only
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri_a)
+    s1 = next(s for s in study.runs() if s.seed == 1)
+    inflight = client.create_run(client.get_experiment_by_name("tiny").experiment_id, tags={
+        "prunebench.study": "tiny", "prunebench.kind": "leaderboard", "prunebench.run_key": s1.run_key}).info.run_id
+    lines: list[str] = []
+    tab = run_leaderboard(study, tmp_path / "a", tracking_uri=uri_a, train=False, log=lines.append)
+    assert "3 already in MLflow, 3 to run; tabulating the done ones, training nothing" in lines[0]
+    assert sorted(tab["run_key"]) == sorted(res_a["run_key"]) and len(mlflow_runs(uri_a, "tiny")) == 4
+    assert client.get_run(inflight).info.status == "RUNNING"
+    client.delete_run(inflight)
+    with pytest.raises(PrunebenchError, match="nothing to tabulate"):
+        run_leaderboard(study, tmp_path / "empty", tracking_uri=f"sqlite:///{tmp_path / 'e.db'}", train=False)
 
     # a report of the shard is importable too (tables/runs.csv): the dry run says so and writes nothing
     build_report(tmp_path / "a", tmp_path / "report-a")

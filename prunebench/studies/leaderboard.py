@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 
 import concurrent.futures as cf
+import contextlib
 import json
 import math
 import multiprocessing
@@ -350,7 +351,7 @@ def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = N
 
 def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int = 1, dry_run: bool = False, *,
                     tracking_uri: str | None = None, data_dir: str | None = None, retry_failed: bool = True,
-                    log: Log | None = None, seeds=None, imports=None) -> pd.DataFrame:
+                    log: Log | None = None, seeds=None, imports=None, train: bool = True) -> pd.DataFrame:
     """Run the grid of ``study`` (skipping cells already FINISHED in MLflow) and write the results.
 
     Writes ``<out>/results.parquet`` and ``<out>/results.csv`` (one row per run: the run's flat row plus
@@ -360,7 +361,9 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
 
     ``jobs > 1`` trains that many runs at once in spawned processes (each with
     ``cpu_count // jobs`` torch threads). ``seeds`` keeps only those of the study's seeds; ``imports``
-    are results tables whose finished cells are not run again (see the module docstring).
+    are results tables whose finished cells are not run again (see the module docstring). With
+    ``train=False`` nothing is trained: the tables hold the cells done so far (finished in MLflow or
+    imported), e.g. to report on a grid that is still running.
     """
     from prunebench.harness.tracking import resolve_tracking_uri
 
@@ -386,11 +389,17 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
 
     MLflowTracker(uri, study.experiment)  # creates the store and experiment once, before any worker
     out.mkdir(parents=True, exist_ok=True)
-    with _Lock(out):
+    # tabulating trains nothing and touches no run, so it may run beside a leaderboard of the same out dir
+    with (_Lock(out) if train else contextlib.nullcontext()):
         for line in import_lines:
             log(line)
         rows = _run_grid(study, specs, uri, jobs, retry_failed, log, checkpoints=out / "checkpoints",
-                         imported=imported)
+                         imported=imported, train=train)
+        if not train:
+            specs = [s for s in specs if s.run_key in rows]
+            if not specs:
+                raise PrunebenchError(f"{study.name}: no cell of the grid is done yet (in {uri} or the imported "
+                                      f"tables): nothing to tabulate")
         results = _results_frame(study, specs, rows, uri)
         board = leaderboard_table(results)
         _write_atomic(out, results, board, study)
@@ -425,7 +434,7 @@ def with_checkpoint(spec: RunSpec, root: Path) -> RunSpec:
 
 def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_failed: bool,
               log: Log, checkpoints: Path | None = None,
-              imported: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+              imported: dict[str, dict[str, Any]] | None = None, train: bool = True) -> dict[str, dict[str, Any]]:
     client = _client(uri)
     existing = study_runs(study, uri)
     rows: dict[str, dict[str, Any]] = {}
@@ -434,7 +443,7 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
     for s in specs:
         state, row, running = _classify(s, existing.get(s.run_key, []), client, retry_failed, imported)
         n_imported += state == "imported"
-        for r in running:  # leftovers of a killed leaderboard
+        for r in running if train else ():  # leftovers of a killed leaderboard (when tabulating, maybe not)
             try:
                 client.set_tag(r.info.run_id, "prunebench.error", "abandoned: its leaderboard was killed")
                 client.set_terminated(r.info.run_id, status="KILLED")
@@ -450,7 +459,10 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
     log(f"{study.name}: {total} runs, {done0 - n_imported} already in MLflow, "
         + (f"{n_imported} imported, " if n_imported else "") + f"{len(todo)} to run"
         + (f" ({resumed} from their checkpoints)" if resumed else "")
-        + (f" ({jobs} at a time)" if jobs > 1 and todo else ""))
+        + (f" ({jobs} at a time)" if jobs > 1 and todo else "")
+        + ("; tabulating the done ones, training nothing" if not train else ""))
+    if not train:
+        return rows
     t_start = time.perf_counter()
 
     def report(i: int, s: RunSpec, row: dict[str, Any]) -> None:
@@ -499,7 +511,7 @@ def _results_frame(study: Study, specs: list[RunSpec], rows: dict[str, dict[str,
 
 def _write_atomic(out: Path, results: pd.DataFrame, board: pd.DataFrame, study: Study) -> None:
     """Write to temporary names, then rename: a kill never leaves a half-written table behind."""
-    tmp = out / ".tmp"
+    tmp = out / f".tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
