@@ -277,7 +277,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             raise PrunebenchError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. --seeds 0,1") from None
     res = run_leaderboard(study, args.out, jobs=jobs, dry_run=args.dry_run, tracking_uri=args.tracking_uri,
                           data_dir=args.data_dir, retry_failed=not args.no_retry_failed, log=_stderr_log(args.quiet),
-                          seeds=seeds, imports=args.imports, train=not args.tabulate)
+                          seeds=seeds, imports=args.imports, train=not args.tabulate,
+                          methods=[m for m in args.methods.split(",") if m.strip()] if args.methods is not None else None)
     if args.dry_run:
         print(res.to_string(index=False))
         counts = res["state"].value_counts().to_dict()
@@ -363,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--no-retry-failed", action="store_true", help="keep failed runs as failed instead of running them again")
     pb.add_argument("--tabulate", action="store_true",
                     help="train nothing: write the tables of the cells done so far (e.g. while the grid still runs)")
+    pb.add_argument("--methods", help="run only these of the study's methods (comma-separated names as in the "
+                    "file; full too only when named)")
     pb.add_argument("--seeds", help="run only these of the study's seeds (comma-separated, e.g. 1 or 0,2)")
     pb.add_argument("--import", dest="imports", action="append", metavar="RESULTS",
                     help="a results table of an earlier leaderboard (results folder, results.csv/.parquet, or a "

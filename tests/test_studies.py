@@ -555,6 +555,12 @@ def test_seed_shards_merge_through_imported_tables(tmp_path):
     assert set(hist["seed"]) == {1}
     assert f"3 run(s) are not in MLflow store {uri_b}" in (tmp_path / "report-b" / "README.md").read_text()
 
+    # a method shard: only the named methods' cells (full only when named), same keys as the whole grid
+    shard = run_leaderboard(study, tmp_path / "b", tracking_uri=uri_b, dry_run=True, methods=["orderdp"],
+                            imports=[tmp_path / "a"])
+    assert set(shard["method"]) == {"orderdp"} and set(shard["state"]) == {"done", "imported"}
+    assert set(shard["run_key"]) == {s.run_key for s in study.runs() if s.method == "orderdp"}
+
     # a table of another recipe matches no cell: nothing is imported
     other = load_study(write_study(tmp_path / "b", lr=0.05))
     plan = run_leaderboard(other, tmp_path / "c", tracking_uri=uri_b, dry_run=True, imports=[tmp_path / "a"])
@@ -564,6 +570,8 @@ def test_seed_shards_merge_through_imported_tables(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--seeds", "5"], "has seeds 0, 1"),
     (["--seeds", "a"], "expected comma-separated integers"),
+    (["--methods", "orderdp,nope"], "has no method nope; valid: full, random-dynamic, orderdp"),
+    (["--methods", ","], "(none given)"),
     (["--import", "nope.csv"], "no such file or folder"),
     (["--import", "bad.csv"], "lacks column(s) run_key"),
     (["--import", "."], "no results table there"),

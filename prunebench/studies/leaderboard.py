@@ -328,6 +328,19 @@ def select_seeds(study: Study, seeds) -> Study:
     return dataclasses.replace(study, seeds=tuple(s for s in study.seeds if s in want))
 
 
+def select_methods(study: Study, methods) -> Study:
+    """``study`` restricted to the named methods (``full`` included only when named); run keys unchanged."""
+    if methods is None:
+        return study
+    names = [str(m) for m in methods]
+    valid = [m.name for m in study.methods]
+    bad = [m for m in names if m not in valid]
+    if bad or not names:
+        raise ConfigError(f"--methods {','.join(names) or '(none)'}: {study.path} has no method "
+                          f"{', '.join(bad) or '(none given)'}; valid: {', '.join(valid)}")
+    return dataclasses.replace(study, methods=tuple(m for m in study.methods if m.name in names))
+
+
 def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = None,
          retry_failed: bool = True, imports=None) -> pd.DataFrame:
     """What :func:`run_leaderboard` would do: one row per grid cell with its state and MLflow run."""
@@ -351,7 +364,8 @@ def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = N
 
 def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int = 1, dry_run: bool = False, *,
                     tracking_uri: str | None = None, data_dir: str | None = None, retry_failed: bool = True,
-                    log: Log | None = None, seeds=None, imports=None, train: bool = True) -> pd.DataFrame:
+                    log: Log | None = None, seeds=None, methods=None, imports=None,
+                    train: bool = True) -> pd.DataFrame:
     """Run the grid of ``study`` (skipping cells already FINISHED in MLflow) and write the results.
 
     Writes ``<out>/results.parquet`` and ``<out>/results.csv`` (one row per run: the run's flat row plus
@@ -360,7 +374,8 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     ``dry_run=True`` returns :func:`plan` instead and writes nothing.
 
     ``jobs > 1`` trains that many runs at once in spawned processes (each with
-    ``cpu_count // jobs`` torch threads). ``seeds`` keeps only those of the study's seeds; ``imports``
+    ``cpu_count // jobs`` torch threads). ``seeds`` keeps only those of the study's seeds, ``methods``
+    only the named methods (``full`` too only when named: the table's ``drop_vs_full`` needs it); ``imports``
     are results tables whose finished cells are not run again (see the module docstring). With
     ``train=False`` nothing is trained: the tables hold the cells done so far (finished in MLflow or
     imported), e.g. to report on a grid that is still running.
@@ -370,7 +385,7 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
     log = log or (lambda s: None)
-    study = select_seeds(study, seeds)
+    study = select_methods(select_seeds(study, seeds), methods)
     uri = resolve_tracking_uri(tracking_uri or study.tracking_uri)
     if dry_run:
         return plan(study, uri, data_dir, retry_failed, imports)
