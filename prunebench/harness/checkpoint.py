@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import shutil
+import tempfile
 import signal
 import socket
 import threading
@@ -89,9 +90,9 @@ def check_writable_dir(directory: str | Path, need_bytes: int, what: str) -> Non
     d = Path(directory)
     try:
         d.mkdir(parents=True, exist_ok=True)
-        probe = d / ".prunebench-write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        # a probe of its own: parallel runs (leaderboard --jobs) check the same folder at once
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".prunebench-write-test-") as probe:
+            probe.write(b"ok")
     except OSError as e:
         raise ConfigError(f"{what} {str(d)!r} is not writable ({e.strerror or type(e).__name__})") from None
     free = shutil.disk_usage(d).free
