@@ -277,7 +277,7 @@ def read_results_table(path: str | os.PathLike) -> pd.DataFrame:
         if p.suffix == ".parquet":
             df = pd.read_parquet(p)
         elif p.suffix == ".csv":
-            df = pd.read_csv(p)
+            df = pd.read_csv(p, dtype={"run_key": str})  # a key of digits only stays a string
         else:
             raise ConfigError(f"--import {p}: expected a .csv or .parquet results table")
     except ConfigError:
@@ -304,8 +304,9 @@ def imported_rows(paths, specs: list[RunSpec]) -> tuple[dict[str, dict[str, Any]
         new = 0
         for rec in ok.to_dict("records"):
             row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+            row["run_key"] = str(row["run_key"])
             if row["run_key"] not in rows:
-                rows[str(row["run_key"])] = row
+                rows[row["run_key"]] = row
                 new += 1
         lines.append(f"{path}: {len(ok)} of its {len(df)} rows are finished cells of this grid"
                      + (f" ({len(ok) - new} already imported from an earlier table)" if len(ok) > new else ""))
