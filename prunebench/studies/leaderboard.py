@@ -557,10 +557,12 @@ def leaderboard_table(results: pd.DataFrame) -> pd.DataFrame:
     Columns: ``prune_ratio``, ``rank`` (1 = best within the ratio; ``full`` alone at ratio 0),
     ``method``, ``pruner``, ``n_seeds``, ``n_failed``, ``acc_mean``, ``acc_std`` (sample std),
     ``acc_ci95`` (half-width of the t-based 95% interval of the mean: ``t(0.975, n-1) * std / sqrt(n)``,
-    NaN for one seed), ``best_acc_mean``, ``drop_vs_full`` (``full``'s mean accuracy minus this one's;
-    positive = worse than full), ``realized_prune_ratio``, ``relative_compute``, ``compute_saved``
-    (``1 - relative_compute``), ``train_time_s`` and ``time_saved`` (``1 - train_time / full's``), all
-    means over seeds.
+    NaN for one seed), ``best_acc_mean``, ``drop_vs_full`` (``full``'s mean accuracy over the seeds this
+    method finished, minus this one's; positive = worse than full; paired, as in the report, so rows with
+    different seed counts stay comparable), ``realized_prune_ratio``, ``relative_compute``,
+    ``compute_saved`` (``1 - relative_compute``), ``train_time_s`` and ``time_saved`` (``1 - train_time /
+    full's`` on the same seeds), all means over seeds. Where ``full`` shares none of a row's seeds, its
+    mean over all its seeds is used.
     """
     from scipy import stats
 
@@ -581,7 +583,9 @@ def leaderboard_table(results: pd.DataFrame) -> pd.DataFrame:
         n = len(acc)
         std = float(np.std(acc, ddof=1)) if n > 1 else float("nan")
         ci = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
+        seeds = set(fin["seed"].tolist()) if "seed" in fin.columns else set()
         groups.append({
+            "seeds": seeds,
             "prune_ratio": float(p), "method": method, "pruner": g["pruner"].iloc[0], "n_seeds": n,
             "n_failed": int(len(g) - n), "acc_mean": float(acc.mean()) if n else float("nan"), "acc_std": std,
             "acc_ci95": ci, "best_acc_mean": float(fin["best_acc"].astype(float).mean()) if n else float("nan"),
@@ -589,15 +593,19 @@ def leaderboard_table(results: pd.DataFrame) -> pd.DataFrame:
             "relative_compute": float(fin["relative_compute"].astype(float).mean()) if n else float("nan"),
             "train_time_s": float(fin["train_time_s"].astype(float).mean()) if n else float("nan"),
         })
+    ref = ok[ok["method"] == REFERENCE]
+    full_acc, full_time = [], []
+    for row in groups:
+        same = ref[ref["seed"].isin(row["seeds"])] if "seed" in ref.columns else ref.iloc[:0]
+        same = same if len(same) else ref
+        full_acc.append(float(same["final_acc"].astype(float).mean()) if len(same) else float("nan"))
+        full_time.append(float(same["train_time_s"].astype(float).mean()) if len(same) else float("nan"))
     board = pd.DataFrame(groups, columns=["prune_ratio", "method", "pruner", "n_seeds", "n_failed", "acc_mean",
                                           "acc_std", "acc_ci95", "best_acc_mean", "realized_prune_ratio",
                                           "relative_compute", "train_time_s"])
-    ref = board[board["method"] == REFERENCE]
-    full_acc = float(ref["acc_mean"].iloc[0]) if len(ref) else float("nan")
-    full_time = float(ref["train_time_s"].iloc[0]) if len(ref) else float("nan")
-    board["drop_vs_full"] = full_acc - board["acc_mean"]
+    board["drop_vs_full"] = np.asarray(full_acc) - board["acc_mean"]
     board["compute_saved"] = 1.0 - board["relative_compute"]
-    board["time_saved"] = 1.0 - board["train_time_s"] / full_time
+    board["time_saved"] = 1.0 - board["train_time_s"] / np.asarray(full_time)
     board["rank"] = board.groupby("prune_ratio")["acc_mean"].rank(ascending=False, method="min")
     board = board.sort_values(["prune_ratio", "rank", "method"], na_position="last").reset_index(drop=True)
     cols = ["prune_ratio", "rank", "method", "pruner", "n_seeds", "n_failed", "acc_mean", "acc_std", "acc_ci95",
