@@ -12,9 +12,9 @@ import contextlib
 import io
 import os
 import shutil
-import tempfile
 import signal
 import socket
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any

@@ -576,6 +576,7 @@ def leaderboard_table(results: pd.DataFrame) -> pd.DataFrame:
         if c not in df.columns:
             df[c] = np.nan
     ok = df[df["status"] == "FINISHED"]
+    ref = ok[ok["method"] == REFERENCE]
     groups = []
     for (method, p), g in df.groupby(["method", "prune_ratio"], sort=False):
         fin = ok[(ok["method"] == method) & (ok["prune_ratio"] == p)]
@@ -583,9 +584,11 @@ def leaderboard_table(results: pd.DataFrame) -> pd.DataFrame:
         n = len(acc)
         std = float(np.std(acc, ddof=1)) if n > 1 else float("nan")
         ci = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
-        seeds = set(fin["seed"].tolist()) if "seed" in fin.columns else set()
+        same = ref[ref["seed"].isin(fin["seed"])] if "seed" in ref.columns else ref  # paired on seeds
+        same = same if len(same) else ref
         groups.append({
-            "seeds": seeds,
+            "full_acc": float(same["final_acc"].astype(float).mean()) if len(same) else float("nan"),
+            "full_time": float(same["train_time_s"].astype(float).mean()) if len(same) else float("nan"),
             "prune_ratio": float(p), "method": method, "pruner": g["pruner"].iloc[0], "n_seeds": n,
             "n_failed": int(len(g) - n), "acc_mean": float(acc.mean()) if n else float("nan"), "acc_std": std,
             "acc_ci95": ci, "best_acc_mean": float(fin["best_acc"].astype(float).mean()) if n else float("nan"),
@@ -593,19 +596,12 @@ def leaderboard_table(results: pd.DataFrame) -> pd.DataFrame:
             "relative_compute": float(fin["relative_compute"].astype(float).mean()) if n else float("nan"),
             "train_time_s": float(fin["train_time_s"].astype(float).mean()) if n else float("nan"),
         })
-    ref = ok[ok["method"] == REFERENCE]
-    full_acc, full_time = [], []
-    for row in groups:
-        same = ref[ref["seed"].isin(row["seeds"])] if "seed" in ref.columns else ref.iloc[:0]
-        same = same if len(same) else ref
-        full_acc.append(float(same["final_acc"].astype(float).mean()) if len(same) else float("nan"))
-        full_time.append(float(same["train_time_s"].astype(float).mean()) if len(same) else float("nan"))
     board = pd.DataFrame(groups, columns=["prune_ratio", "method", "pruner", "n_seeds", "n_failed", "acc_mean",
                                           "acc_std", "acc_ci95", "best_acc_mean", "realized_prune_ratio",
-                                          "relative_compute", "train_time_s"])
-    board["drop_vs_full"] = np.asarray(full_acc) - board["acc_mean"]
+                                          "relative_compute", "train_time_s", "full_acc", "full_time"])
+    board["drop_vs_full"] = board.pop("full_acc") - board["acc_mean"]
     board["compute_saved"] = 1.0 - board["relative_compute"]
-    board["time_saved"] = 1.0 - board["train_time_s"] / np.asarray(full_time)
+    board["time_saved"] = 1.0 - board["train_time_s"] / board.pop("full_time")
     board["rank"] = board.groupby("prune_ratio")["acc_mean"].rank(ascending=False, method="min")
     board = board.sort_values(["prune_ratio", "rank", "method"], na_position="last").reset_index(drop=True)
     cols = ["prune_ratio", "rank", "method", "pruner", "n_seeds", "n_failed", "acc_mean", "acc_std", "acc_ci95",
