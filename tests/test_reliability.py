@@ -17,7 +17,7 @@ import torch
 from conftest import fast_config
 from prunebench.errors import ConfigError
 from prunebench.harness import TrainConfig, Trainer, train
-from prunebench.harness.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from prunebench.harness.checkpoint import CHECKPOINT_NAME, atomic_write, load_checkpoint
 
 
 def _same_result(a, b):
@@ -65,6 +65,42 @@ def test_checkpoint_write_is_atomic(synthetic, tmp_path):
     train(fast_config(pruner="random-dynamic", prune_ratio=0.3, epochs=2, checkpoint_dir=str(tmp_path)), data=synthetic)
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]  # no stray .tmp left
     assert load_checkpoint(tmp_path)["epoch"] == 2
+
+
+def test_atomic_write_survives_a_second_writer_on_the_same_path(tmp_path):
+    """Two sweep workers summarise into one folder: a second writer starts and finishes while the first is
+    mid-write. With one shared temporary name the second rename took the first writer's file away
+    (FileNotFoundError in CI); each writer must rename a complete file of its own, the last one winning."""
+    target = tmp_path / "sweep-split.csv"
+    target.write_text("old\n")
+    seen = []
+
+    def second(t):
+        t.write_text("second\n")
+
+    def first(t):
+        t.write_text("first\n")
+        atomic_write(target, second)
+        seen.append(target.read_text())  # readers see a whole file from the second writer meanwhile
+
+    atomic_write(target, first)
+    assert seen == ["second\n"]
+    assert target.read_text() == "first\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep-split.csv"]  # no temporary file left behind
+
+
+def test_atomic_write_failure_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "leaderboard.csv"
+    target.write_text("old\n")
+
+    def torn(t):
+        t.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, torn)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["leaderboard.csv"]
 
 
 def test_same_config_bitwise_identical_model(synthetic):

@@ -1,7 +1,9 @@
 """Atomic checkpoints and pre-flight checks (disk space, writable folders, reachable tracking server).
 
-A checkpoint is written to ``<dir>/checkpoint.pt.tmp``, flushed to disk, then renamed over
-``<dir>/checkpoint.pt`` (``os.replace`` is atomic on POSIX), so a run killed at any moment leaves either
+Every file prunebench writes in place (checkpoints, sweep and leaderboard tables, proxy scores) goes
+through :func:`atomic_write`: it is written to a hidden temporary name of its own in the same folder
+(unique per call, so concurrent writers never share one), flushed to disk, then renamed over the target
+(``os.replace`` is atomic on POSIX). A checkpoint is written that way over ``<dir>/checkpoint.pt`` (``os.replace`` is atomic on POSIX), so a run killed at any moment leaves either
 the previous checkpoint or the new one, never a torn file. SIGINT during the write is deferred until the
 rename is done ("Ctrl-C finishes the checkpoint").
 """
@@ -17,7 +19,7 @@ import socket
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 import torch
@@ -49,27 +51,43 @@ def deferred_sigint():
             raise KeyboardInterrupt
 
 
+def atomic_write(path: str | Path, write: Callable[[Path], Any], *, durable: bool = False) -> Path:
+    """Write ``path`` by calling ``write(tmp)`` on a unique hidden temporary path beside it, then renaming.
+
+    Readers see the old file or the new one, never a torn one; writers racing on the same ``path`` each
+    rename their own complete file (the last rename wins). ``durable`` also fsyncs the file and its folder.
+    On any error (or Ctrl-C) the temporary file is removed and ``path`` is left as it was.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        with contextlib.suppress(OSError):  # make the rename durable too
+            dfd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+    return final
+
+
 def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     """Atomically write ``state`` to ``directory/checkpoint.pt``."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    final = d / CHECKPOINT_NAME
-    tmp = d / (CHECKPOINT_NAME + ".tmp")
     buf = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, **state}, buf)
     with deferred_sigint():
-        with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        with contextlib.suppress(OSError):  # make the rename durable too
-            fd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    return final
+        return atomic_write(Path(directory) / CHECKPOINT_NAME, lambda t: t.write_bytes(buf.getbuffer()), durable=True)
 
 
 def load_checkpoint(directory: str | Path) -> dict[str, Any]:

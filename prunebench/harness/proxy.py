@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import torch
 
 import prunebench
 from prunebench.errors import ConfigError
+from prunebench.harness.checkpoint import atomic_write
 from prunebench.harness.config import TrainConfig
 from prunebench.harness.models import classifier_head
 from prunebench.pruners.base import PruneContext, ProxyRequest
@@ -154,16 +153,11 @@ class ProxyRunner:
         self.proxy_acc.append(float(meta.get("proxy_acc", float("nan"))))
 
     def _save(self, path: Path, rec: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # write then rename: parallel runs never read a half-written file
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
                 np.savez(f, meta=np.array(json.dumps(meta)), **rec)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(path, write)  # parallel runs never read a half-written file
 
     # -- the proxy run itself -----------------------------------------------------------------------------
     def _train(self, model: str, epochs: int, seed: int, with_tp: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -527,23 +527,22 @@ def _results_frame(study: Study, specs: list[RunSpec], rows: dict[str, dict[str,
 
 def _write_atomic(out: Path, results: pd.DataFrame, board: pd.DataFrame, study: Study) -> None:
     """Write to temporary names, then rename: a kill never leaves a half-written table behind."""
-    tmp = out / f".tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    parquet = results.copy()
-    for c in parquet.columns:  # mixed-type object columns (e.g. None and str) as strings for parquet
-        if parquet[c].dtype == object:
-            vals = parquet[c].dropna()
-            if not vals.map(lambda v: isinstance(v, str)).all():
-                parquet[c] = parquet[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
-    parquet.to_parquet(tmp / "results.parquet", index=False)
-    results.to_csv(tmp / "results.csv", index=False)
-    board.to_csv(tmp / "leaderboard.csv", index=False)
-    (tmp / "study.toml").write_text(study.source)
-    for name in ("study.toml", "results.parquet", "results.csv", "leaderboard.csv"):
-        os.replace(tmp / name, out / name)
-    tmp.rmdir()
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-"))  # a folder of its own: writers never share one
+    try:
+        parquet = results.copy()
+        for c in parquet.columns:  # mixed-type object columns (e.g. None and str) as strings for parquet
+            if parquet[c].dtype == object:
+                vals = parquet[c].dropna()
+                if not vals.map(lambda v: isinstance(v, str)).all():
+                    parquet[c] = parquet[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+        parquet.to_parquet(tmp / "results.parquet", index=False)
+        results.to_csv(tmp / "results.csv", index=False)
+        board.to_csv(tmp / "leaderboard.csv", index=False)
+        (tmp / "study.toml").write_text(study.source)
+        for name in ("study.toml", "results.parquet", "results.csv", "leaderboard.csv"):
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from prunebench.errors import ConfigError, PrunebenchError
+from prunebench.harness.checkpoint import atomic_write
 from prunebench.seeding import derive_seed
 from prunebench.studies.spec import Study, SweepSpec
 
@@ -311,9 +312,8 @@ def _summarise(ostudy, spec: SweepSpec, tracker, parent: str, out: Path) -> None
 
     out.mkdir(parents=True, exist_ok=True)
     df = ostudy.trials_dataframe()
-    tmp = out / f".sweep-{spec.name}.csv.tmp"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out / f"sweep-{spec.name}.csv")
+    # several workers (one shared storage) summarise into the same folder: each writes a file of its own
+    atomic_write(out / f"sweep-{spec.name}.csv", lambda t: df.to_csv(t, index=False))
     tracker.run_id = parent
     done = [t for t in ostudy.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     metrics: dict[str, float] = {"trials_complete": len(done),
@@ -324,9 +324,7 @@ def _summarise(ostudy, spec: SweepSpec, tracker, parent: str, out: Path) -> None
                        best_trial=best.number)
     elif done:
         front = pareto_front(ostudy)
-        tmp = out / f".sweep-{spec.name}-pareto.csv.tmp"
-        front.to_csv(tmp, index=False)
-        os.replace(tmp, out / f"sweep-{spec.name}-pareto.csv")
+        atomic_write(out / f"sweep-{spec.name}-pareto.csv", lambda t: front.to_csv(t, index=False))
         metrics["pareto_size"] = len(front)
     try:
         tracker.log_metrics(metrics)
