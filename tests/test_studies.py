@@ -330,6 +330,67 @@ def test_kill_9_then_rerun_completes_without_duplicates(tmp_path):
     assert not (tmp_path / "out" / ".leaderboard.lock").exists()
 
 
+def test_leaderboard_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    from prunebench.studies.leaderboard import _Lock
+
+    lock = tmp_path / ".leaderboard.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{holder.pid}\n")
+        with pytest.raises(PrunebenchError, match=f"another leaderboard \\(pid {holder.pid}\\) is writing"):
+            with _Lock(tmp_path):
+                pass
+        assert lock.read_text() == f"{holder.pid}\n"  # the live holder's lock is left alone
+    finally:
+        holder.kill()
+        holder.wait()
+    for stale in (f"{holder.pid}\n", "garbage"):  # killed holder (reaped), or a torn lock file
+        lock.write_text(stale)
+        with _Lock(tmp_path):
+            assert lock.read_text() == f"{os.getpid()}\n"
+        assert not lock.exists()
+
+
+def test_leaderboard_lock_has_one_winner_when_taken_at_once(tmp_path):
+    """Leaderboards started together on one out dir: exactly one takes the lock (check-then-write let several)."""
+    release = tmp_path / "release"
+    script = textwrap.dedent(f"""
+        import pathlib, sys, time
+        from prunebench.errors import PrunebenchError
+        from prunebench.studies.leaderboard import _Lock
+        print("ready", flush=True)
+        start = float(sys.stdin.readline())
+        time.sleep(max(0.0, start - time.time() - 0.02))
+        while time.time() < start:  # the last 20 ms spun, so all try within microseconds
+            pass
+        try:
+            with _Lock(pathlib.Path({str(tmp_path)!r})):
+                print("won", flush=True)
+                t = time.time()
+                while not pathlib.Path({str(release)!r}).exists() and time.time() - t < 60:
+                    time.sleep(0.02)
+        except PrunebenchError:
+            print("refused", flush=True)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(5)]
+    try:
+        assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 5
+        start = f"{time.time() + 0.5:.4f}\n"
+        for p in procs:
+            p.stdin.write(start)
+            p.stdin.flush()
+        outs = sorted(p.stdout.readline().strip() for p in procs)  # the winner holds the lock meanwhile
+        release.touch()
+        for p in procs:
+            p.communicate(timeout=60)
+    finally:
+        for p in procs:
+            p.kill()
+    assert outs == ["refused"] * 4 + ["won"]
+    assert not (tmp_path / ".leaderboard.lock").exists()
+
+
 # ---------------------------------------------------------------------------------------------------
 # sweeps
 # ---------------------------------------------------------------------------------------------------

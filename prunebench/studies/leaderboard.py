@@ -226,16 +226,25 @@ class _Lock:
         self.path = out_dir / ".leaderboard.lock"
 
     def __enter__(self):
-        if self.path.exists():
-            try:
-                pid = int(self.path.read_text().split()[0])
-            except (ValueError, IndexError):
-                pid = -1
-            if pid > 0 and pid != os.getpid() and _alive(pid):
-                raise PrunebenchError(f"another leaderboard (pid {pid}) is writing {self.path.parent}; "
-                                      f"wait for it, or remove {self.path} if it is gone")
-        self.path.write_text(f"{os.getpid()}\n")
-        return self
+        for _ in range(2):
+            try:  # O_EXCL: creating the file is the test, so two leaderboards started together cannot both win
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    pid = -1
+                if pid == os.getpid():
+                    return self
+                if pid > 0 and _alive(pid):
+                    raise PrunebenchError(f"another leaderboard (pid {pid}) is writing {self.path.parent}; "
+                                          f"wait for it, or remove {self.path} if it is gone") from None
+                self.path.unlink(missing_ok=True)  # left by a leaderboard that was killed: take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            return self
+        raise PrunebenchError(f"could not take the lock {self.path}: another leaderboard keeps taking it; retry")
 
     def __exit__(self, *exc):
         try:
