@@ -287,7 +287,7 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None) -> Path:
     # --- header ---------------------------------------------------------------------------------------
     prov = [("source", src.origin), ("study file", src.study_path or "none (not a study)"),
             ("runs", f"{len(df)} ({len(ok)} finished, {len(df) - len(ok)} not)"),
-            ("code version (git SHA of prunebench)", git_sha()),
+            ("report made by prunebench at git SHA", git_sha()),
             ("results made with prunebench", _distinct(df, "prunebench_version")),
             ("results' devices", _distinct(df, "device")), ("results' torch", _distinct(df, "torch_version"))]
     for col in ("git_sha", "code_version", "hostname", "cpu", "gpu"):
