@@ -330,25 +330,27 @@ def test_kill_9_then_rerun_completes_without_duplicates(tmp_path):
     assert not (tmp_path / "out" / ".leaderboard.lock").exists()
 
 
-def test_leaderboard_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+def test_leaderboard_lock_refuses_a_live_holder_and_ignores_a_dead_ones_file(tmp_path):
     from prunebench.studies.leaderboard import _Lock
 
     lock = tmp_path / ".leaderboard.lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import pathlib, sys, time; from prunebench.studies.leaderboard import _Lock\n"
+         f"with _Lock(pathlib.Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
     try:
-        lock.write_text(f"{holder.pid}\n")
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(PrunebenchError, match=f"another leaderboard \\(pid {holder.pid}\\) is writing"):
             with _Lock(tmp_path):
                 pass
         assert lock.read_text() == f"{holder.pid}\n"  # the live holder's lock is left alone
     finally:
-        holder.kill()
+        holder.kill()  # SIGKILL: no __exit__, the file stays, the kernel drops the lock
         holder.wait()
-    for stale in (f"{holder.pid}\n", "garbage"):  # killed holder (reaped), or a torn lock file
-        lock.write_text(stale)
-        with _Lock(tmp_path):
-            assert lock.read_text() == f"{os.getpid()}\n"
-        assert not lock.exists()
+    assert lock.read_text() == f"{holder.pid}\n"
+    with _Lock(tmp_path):
+        assert lock.read_text() == f"{os.getpid()}\n"
+    assert not lock.exists()
 
 
 def test_leaderboard_lock_has_one_winner_when_taken_at_once(tmp_path):
@@ -389,6 +391,39 @@ def test_leaderboard_lock_has_one_winner_when_taken_at_once(tmp_path):
             p.kill()
     assert outs == ["refused"] * 4 + ["won"]
     assert not (tmp_path / ".leaderboard.lock").exists()
+
+
+def test_leaderboard_lock_excludes_under_contention(tmp_path):
+    """4 processes take and release the lock in a tight loop for 3 s; a marker file created exclusively
+    inside the lock would collide if two ever held it at once (the earlier O_EXCL + pid-file lock collided
+    thousands of times here: a second taker read the new file before its pid was written, took it for stale)."""
+    script = textwrap.dedent(f"""
+        import os, pathlib, time
+        from prunebench.errors import PrunebenchError
+        from prunebench.studies.leaderboard import _Lock
+        d = pathlib.Path({str(tmp_path)!r})
+        wins = overlaps = 0
+        t = time.time()
+        while time.time() - t < 3:
+            try:
+                with _Lock(d):
+                    try:
+                        fd = os.open(d / "inside", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                    except FileExistsError:
+                        overlaps += 1
+                        continue
+                    wins += 1
+                    time.sleep(0.0005)
+                    os.close(fd)
+                    os.unlink(d / "inside")
+            except PrunebenchError:
+                pass
+        print(wins, overlaps)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    counts = [tuple(map(int, p.communicate(timeout=120)[0].split())) for p in procs]
+    assert sum(w for w, _ in counts) > 0
+    assert [o for _, o in counts] == [0, 0, 0, 0]
 
 
 # ---------------------------------------------------------------------------------------------------

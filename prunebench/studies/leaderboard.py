@@ -32,6 +32,7 @@ import dataclasses
 
 import concurrent.futures as cf
 import contextlib
+import fcntl
 import json
 import math
 import multiprocessing
@@ -220,51 +221,45 @@ def _worker_init(threads: int) -> None:
 
 
 class _Lock:
-    """A pid lock file in the out dir: two leaderboards must not run the same cells at once."""
+    """An exclusive ``flock`` on ``<out>/.leaderboard.lock``: two leaderboards must not run the same cells at once.
+
+    The kernel holds the lock, so of two leaderboards started together exactly one gets it, and a killed
+    leaderboard's lock is released with its process (a leftover file is no obstacle). The file holds the
+    holder's pid for the error message, and is removed on exit.
+    """
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / ".leaderboard.lock"
+        self._fd: int | None = None
 
     def __enter__(self):
-        for _ in range(2):
-            try:  # O_EXCL: creating the file is the test, so two leaderboards started together cannot both win
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().split()[0])
-                except (OSError, ValueError, IndexError):
-                    pid = -1
-                if pid == os.getpid():
-                    return self
-                if pid > 0 and _alive(pid):
-                    raise PrunebenchError(f"another leaderboard (pid {pid}) is writing {self.path.parent}; "
-                                          f"wait for it, or remove {self.path} if it is gone") from None
-                self.path.unlink(missing_ok=True)  # left by a leaderboard that was killed: take it over
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            return self
-        raise PrunebenchError(f"could not take the lock {self.path}: another leaderboard keeps taking it; retry")
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip()
+                os.close(fd)
+                who = f"another leaderboard (pid {holder})" if holder.isdigit() else "another leaderboard"
+                raise PrunebenchError(f"{who} is writing {self.path.parent}; wait for it to finish") from None
+            try:  # the previous holder removes the file on exit: a lock on a file no longer there guards nothing
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
 
     def __exit__(self, *exc):
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)  # still holding the lock: a newcomer then sees the file gone and retries
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped) is not alive
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def read_results_table(path: str | os.PathLike) -> pd.DataFrame:
