@@ -2,10 +2,11 @@
 
 Every file prunebench writes in place (checkpoints, sweep and leaderboard tables, proxy scores) goes
 through :func:`atomic_write`: it is written to a hidden temporary name of its own in the same folder
-(unique per call, so concurrent writers never share one), flushed to disk, then renamed over the target
-(``os.replace`` is atomic on POSIX). A checkpoint is written that way over ``<dir>/checkpoint.pt``, so a
-run killed at any moment leaves either the previous checkpoint or the new one, never a torn file. SIGINT during the write is deferred until the
-rename is done ("Ctrl-C finishes the checkpoint").
+(unique per call, so concurrent writers never share one), then renamed over the target (``os.replace``
+is atomic on POSIX). A checkpoint is written that way over ``<dir>/checkpoint.pt`` and also fsync'd (file
+and folder), so a run killed at any moment, even by a power cut, leaves either the previous checkpoint or
+the new one, never a torn file. SIGINT during the write is deferred until the rename is done ("Ctrl-C
+finishes the checkpoint").
 """
 
 from __future__ import annotations
