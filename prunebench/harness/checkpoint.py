@@ -1,7 +1,8 @@
 """Atomic checkpoints and pre-flight checks (disk space, writable folders, reachable tracking server).
 
-Every file prunebench writes in place (checkpoints, sweep and leaderboard tables, proxy scores) goes
-through :func:`atomic_write`: it is written to a hidden temporary name of its own in the same folder
+Files prunebench rewrites in place (checkpoints, sweep tables, proxy scores) go through
+:func:`atomic_write` (the leaderboard writes its four tables into a temporary folder of its own first, then
+renames them, so a failed write leaves all the old ones): it is written to a hidden temporary name of its own in the same folder
 (unique per call, so concurrent writers never share one), then renamed over the target (``os.replace``
 is atomic on POSIX). A checkpoint is written that way over ``<dir>/checkpoint.pt`` and also fsync'd (file
 and folder), so a run killed at any moment, even by a power cut, leaves either the previous checkpoint or
