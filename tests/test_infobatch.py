@@ -62,13 +62,25 @@ def test_weights_make_the_mean_loss_unbiased():
     assert tot / trials == pytest.approx(float(losses.sum()), rel=0.01)
 
 
-def test_annealing_from_ceil_delta_epochs():
-    p = _ib(n=20, epochs=10, delta=0.85)  # ceil(8.5) = 9
-    p.observe(torch.arange(20), torch.linspace(0, 1, 20))
-    assert p.anneal_epoch == 9
-    assert p.plan_epoch(8).indices.numel() < 20
-    sel = p.plan_epoch(9)
-    assert sorted(sel.indices.tolist()) == list(range(20)) and torch.all(sel.weights == 1)
+@pytest.mark.parametrize("epochs", [12, 18, 90, 200])
+@pytest.mark.parametrize("delta", [0.875, 1.0])
+def test_annealing_follows_the_release_rule(epochs, delta):
+    # the release (InfoBatch.__iter__ / prune) prunes an epoch while `epoch + 1 <= delta * epochs`
+    # (0-based epochs); written out here as its loop, independent of the pruner's arithmetic
+    release_pruned = [e for e in range(epochs) if e + 1 <= delta * epochs]
+    expected_first_full = {(12, 0.875): 10, (18, 0.875): 15, (90, 0.875): 78, (200, 0.875): 175}
+    if delta == 1.0:
+        assert release_pruned == list(range(epochs))
+    else:
+        assert release_pruned[-1] + 1 == expected_first_full[(epochs, delta)]
+    p = _ib(n=20, epochs=epochs, delta=delta)
+    p.observe(torch.arange(20), torch.linspace(0, 1, 20))  # 10 well-learned samples: r = .5 drops 5
+    pruned = [e for e in range(1, epochs) if p.plan_epoch(e).indices.numel() < 20]
+    assert pruned == [e for e in release_pruned if e >= 1]
+    for e in range(epochs):
+        if e not in release_pruned:
+            sel = p.plan_epoch(e)
+            assert sorted(sel.indices.tolist()) == list(range(20)) and torch.all(sel.weights == 1)
 
 
 def test_scores_update_only_for_trained_samples():

@@ -15,7 +15,7 @@ from prunebench.pruners.rules import ordered_subset, randperm, uniform_subset
 
 @dataclass(frozen=True)
 class InfoBatchOptions:
-    delta: float = 0.875  # annealing: from epoch ceil(delta * epochs) on, train on full data, weight 1
+    delta: float = 0.875  # annealing: prune while epoch + 1 <= delta * epochs (0-based), then full data, weight 1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.delta <= 1.0:
@@ -31,8 +31,9 @@ class InfoBatch(LossScores, Pruner):
     the well-learned samples (score < mean) are pruned at random, keeping ``floor((1-r) * n_well)`` of
     them uniformly without replacement (as the reference code does; each has marginal keep probability
     ~= 1-r), and the kept ones get loss weight ``1/(1-r)``; samples with score >= mean are all kept with
-    weight 1. Epoch 0 prunes nothing (all scores equal). From epoch ``ceil(delta * epochs)`` on, the
-    whole dataset is used with weight 1 (annealing). The realized prune ratio is therefore below ``r``
+    weight 1. Epoch 0 prunes nothing (all scores equal). Pruning runs while ``epoch + 1 <= delta * epochs``
+    (0-based epochs, the release's rule), so from epoch ``floor(delta * epochs)`` on the whole dataset is
+    used with weight 1 (annealing). The realized prune ratio is therefore below ``r``
     and is reported by the loop.
     """
 
@@ -53,8 +54,8 @@ class InfoBatch(LossScores, Pruner):
 
     @property
     def anneal_epoch(self) -> int:
-        """First epoch trained on full data."""
-        return math.ceil(self.options.delta * self.num_epochs)
+        """First epoch trained on full data: the release prunes while ``epoch + 1 <= delta * epochs``."""
+        return math.floor(self.options.delta * self.num_epochs)
 
     def plan_epoch(self, epoch: int) -> Selection:
         n = self.num_samples
