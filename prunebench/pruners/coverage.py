@@ -67,9 +67,11 @@ def kcenter_greedy(x: torch.Tensor, k: int, generator: torch.Generator, block: i
 
 
 def herding(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Kernel herding on embeddings (Welling, ICML 2009; Chen et al., UAI 2010; as DeepCore's Herding):
+    """Kernel herding on embeddings (Welling, ICML 2009; Chen et al., UAI 2010):
     step ``t`` adds the point that brings the mean of the selected embeddings closest to the mean of
-    all, i.e. ``argmin_i ||(t+1) mu - S_t - x_i||`` over unselected ``i``. Returns indices in order."""
+    all, i.e. ``argmin_i ||(t+1) mu - S_t - x_i||`` over unselected ``i``. Returns indices in order.
+    DeepCore's ``Herding.herding`` takes the argmax of that distance (the point that moves the mean
+    farthest from the target): a bug, not copied."""
     n = x.shape[0]
     perm = torch.randperm(n, generator=generator)
     x = x[perm].float().contiguous()
@@ -101,8 +103,16 @@ def facility_location(x: torch.Tensor, k: int, generator: torch.Generator, block
     best *fresh* gain is accepted once that gain is at least every other stale bound. Fresh gains are
     evaluated ``block`` candidates at a time as one matrix operation. Returns ``(indices in order
     picked, weights)`` where ``weights[t]`` is the size of the cluster of points whose most similar
-    selected point is ``indices[t]`` (CRAIG's per-element weights; they sum to ``n``).
+    selected point is ``indices[t]`` (CRAIG's per-element weights ``gamma_j``; they sum to ``n``).
+    DeepCore's ``calc_weights`` starts every count at 1, i.e. cluster size + 1: not copied.
     """
+    picked, weights, _ = _facility_greedy(x, k, generator, block)
+    return picked, weights
+
+
+def _facility_greedy(x: torch.Tensor, k: int, generator: torch.Generator, block: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`facility_location` plus the gain of each pick (non-increasing: submodularity)."""
     n = x.shape[0]
     perm = torch.randperm(n, generator=generator)
     x = x[perm].float()
@@ -112,23 +122,62 @@ def facility_location(x: torch.Tensor, k: int, generator: torch.Generator, block
     del dist
     cur = torch.zeros(n)  # max similarity of each point to the selected set (0 for the empty set)
     bounds = sim.sum(dim=0)  # gains w.r.t. the empty set are exact
+    taken = torch.zeros(n, dtype=torch.bool)
     picked = torch.empty(k, dtype=torch.int64)
+    gains = torch.empty(k)
     b = min(block, n)
     for t in range(k):
         while True:
             top = torch.topk(bounds, min(b + 1, n))
             cand = top.indices[:b]
             fresh = (sim[cand] - cur).clamp_min_(0.0).sum(dim=1)
+            # a selected point has gain 0, like an unselected duplicate of one: it must never win a tie
+            fresh.masked_fill_(taken[cand], float("-inf"))
             bounds[cand] = fresh
             best = int(torch.argmax(fresh))
             if top.values.numel() <= b or fresh[best] >= top.values[b] or not torch.isfinite(top.values[b]):
                 break
         j = int(cand[best])
         picked[t] = j
+        gains[t] = fresh[best]
+        taken[j] = True
         torch.maximum(cur, sim[j], out=cur)
         bounds[j] = float("-inf")
     # clusters: each point goes to its most similar selected point; a selected point to itself
     assign = torch.argmax(sim[:, picked], dim=1)
     assign[picked] = torch.arange(k)
     weights = torch.bincount(assign, minlength=k).to(torch.float32)
-    return perm[picked], weights
+    return perm[picked], weights, gains
+
+
+def facility_location_by_class(x: torch.Tensor, labels: torch.Tensor, k: int, generator: torch.Generator,
+                               block: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """One greedy over all points of ``F(S) = sum_i max_{j in S} sim(i, j)`` where ``sim`` is CRAIG's
+    ``max(D_c) - D`` between two points of the same class ``c`` and 0 across classes (DeepCore's Craig
+    with ``balance=False``: a block-diagonal similarity, one budget ``k`` for all classes).
+
+    The classes do not interact, so the global greedy's pick is always the next pick of one class's own
+    greedy, the one with the largest gain; as each class's gains are non-increasing, the global greedy's
+    ``k`` picks are the ``k`` largest gains of the per-class greedy sequences, a prefix of each (ties
+    across classes at random). Each class is run once to ``min(k, n_c)`` picks. Returns ``(indices,
+    weights)``: the picks class by class in greedy order, weights the cluster sizes within each class
+    (a class without a pick belongs to no cluster, so the weights then sum to less than ``n``).
+    """
+    classes = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels).tolist()]
+    runs = [_facility_greedy(x[m], min(k, m.numel()), generator, block) for m in classes]
+    gains = torch.cat([g for _, _, g in runs])
+    owner = torch.cat([torch.full((g.numel(),), i) for i, (_, _, g) in enumerate(runs)])
+    order = torch.randperm(gains.numel(), generator=generator)  # ties across classes at random
+    top = order[torch.topk(gains[order], k, sorted=False).indices]
+    counts = torch.bincount(owner[top], minlength=len(runs)).tolist()
+    kept, weights = [], []
+    for m, (local, _, _), c in zip(classes, runs, counts):
+        if c == 0:
+            continue
+        sel = local[:c]
+        xm = x[m].float()
+        assign = torch.cdist(xm, xm[sel]).argmin(dim=1)  # most similar = nearest (sim = max(D) - D)
+        assign[sel] = torch.arange(c)
+        kept.append(m[sel])
+        weights.append(torch.bincount(assign, minlength=c).to(torch.float32))
+    return torch.cat(kept), torch.cat(weights)

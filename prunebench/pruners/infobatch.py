@@ -34,7 +34,18 @@ class InfoBatch(LossScores, Pruner):
     weight 1. Epoch 0 prunes nothing (all scores equal). Pruning runs while ``epoch + 1 <= delta * epochs``
     (0-based epochs, the release's rule), so from epoch ``floor(delta * epochs)`` on the whole dataset is
     used with weight 1 (annealing). The realized prune ratio is therefore below ``r``
-    and is reported by the loop.
+    and is reported by the loop. ``delta = 0.875`` is InfoBatch's own recipe; ``delta = 1.0`` (no
+    annealing) is the baseline of the OrderDP paper, whose release runs InfoBatch with ``--is_anealing 0``
+    (the studies' ``infobatch-noanneal``).
+
+    Departures from the pip release (``infobatch/infobatch.py``, checked at commit 8bbb012): its sampler
+    resets the weights to 1 only when ``iterations == delta * epochs + 1``, never true when
+    ``delta * epochs`` is fractional (E = 18 or 12 with delta = 0.875), so there the well-learned samples
+    kept in the last pruned epoch keep their ``1/(1-r)`` weight through every annealing epoch. That is a
+    release bug (the paper and the release's ``research/`` version anneal with weight 1); prunebench
+    uses weight 1. The release clamps ``r`` to at most 0.9 (``keep_ratio >= 0.1``); prunebench takes
+    ``r`` as given. It initialises scores to 3, prunebench to 1: no effect, as epoch 0 prunes nothing
+    and sees every sample.
     """
 
     granularity: ClassVar[str] = "epoch"

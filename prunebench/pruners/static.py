@@ -7,8 +7,16 @@ central band, strata) or :mod:`prunebench.pruners.coverage` (greedy covers). The
 epoch trains on it in a fresh order. Ties are broken at random by the pruner's generator.
 
 Common options: ``proxy_epochs`` (length of the proxy run on full data, same recipe as the run),
-``proxy_model`` (default: the run's model), ``class_balanced`` (select within each class with budgets
-proportional to class sizes) and, for EL2N and GraNd, ``proxy_seeds`` (independent proxy runs averaged).
+``proxy_model`` (default: the run's model), ``class_balanced`` (every method: select within each class
+with budgets proportional to class sizes) and, for EL2N, GraNd and forgetting, ``proxy_seeds``
+(independent proxy runs, each trained from scratch, scores averaged; each run's cost is counted).
+
+Against DeepCore (Guo et al., DEXA 2022; github PatrickZH/DeepCore, checked at commit 74ec709), the
+reference most published coreset numbers come from: its ``main.py`` selects within each class for every
+method (``--balance True``) with per-class budgets ``round(fraction * n_c)`` (whose sum can miss the
+total); prunebench selects globally by default except for herding and facility location, and its class
+budgets are largest-remainder shares summing exactly to ``q``. Set ``class_balanced=true`` to compare.
+Bugs of the reference code that prunebench does not copy are listed in each method's docstring.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import torch
 from prunebench.errors import ConfigError
 from prunebench.pruners import scores as S
 from prunebench.pruners.base import Pruner, PruneContext, ProxyRequest, Selection, register_pruner
-from prunebench.pruners.coverage import facility_location, herding, kcenter_greedy
+from prunebench.pruners.coverage import facility_location, facility_location_by_class, herding, kcenter_greedy
 from prunebench.pruners.rules import (
     central_band,
     class_balanced,
@@ -99,6 +107,7 @@ class HerdingOptions(ProxyOptions):
 
 @dataclass(frozen=True)
 class FacilityOptions(ProxyOptions):
+    class_balanced: bool = True  # per class (CRAIG, DeepCore's balance=True); false: one greedy, class-block similarity
     features: Literal["embeddings", "gradients"] = "embeddings"  # similarity space: embeddings or last-layer gradients
     weighted: bool = True  # train with CRAIG's cluster-size weights (normalised to mean 1); false: plain mean
 
@@ -217,6 +226,12 @@ class GraNd(RankPruner):
     over ``proxy_seeds`` proxy runs. As DeepCore, the gradient is the last layer's, ``[dl/dz, dl/dz (x) e]``
     (``z`` logits, ``e`` penultimate embedding, the training loss with its label smoothing), computed
     after the proxy's last epoch; the paper uses the full network's gradient (at initialisation).
+
+    DeepCore averages ``repeat = 10`` proxy runs (``proxy_seeds=10`` here; the default is 1, and every
+    proxy run is counted in the scoring cost). DeepCore differentiates the batch's *mean* loss, so each
+    norm is divided by its batch's size, and the last, partial batch's samples get inflated norms (CIFAR's
+    N = 50,000 at DeepCore's default batch 256: the last 80 samples' norms x3.2, so they rank first): a
+    bug, not copied; here the norm is per sample.
     """
 
     description = "keep the largest expected last-layer gradient norm (Paul et al., NeurIPS 2021; DeepCore)"
@@ -232,15 +247,20 @@ class GraNd(RankPruner):
 class Forgetting(RankPruner):
     """Forgetting events (Toneva et al., ICLR 2019): count correct -> incorrect transitions of each
     sample's training-time prediction over its presentations in the proxy run; never-learned samples
-    count as the most forgotten. Keep the most forgotten. Needs ``proxy_epochs >= 2`` to see events.
+    count as the most forgotten (``proxy_epochs`` events, as Toneva et al.'s code). Keep the most
+    forgotten, averaged over ``proxy_seeds`` runs (Toneva et al. sum over runs: the same ranking). Needs
+    ``proxy_epochs >= 2`` to see events.
+
+    DeepCore's ``Forgetting`` and the CCS code count never-learned samples as 0 events, i.e. among the
+    first pruned: a departure from Toneva et al. that prunebench does not copy.
     """
 
     description = "keep the most forgotten samples during a proxy run (Toneva et al., ICLR 2019)"
-    Options = RankOptions
+    Options = SeededRankOptions
     keep = "largest"
 
     def score(self, rec, labels, num_classes):
-        return S.forgetting(rec["correct"][0])
+        return torch.stack([S.forgetting(c) for c in rec["correct"]]).mean(dim=0)
 
 
 @register_pruner("aum")
@@ -261,7 +281,12 @@ class AUM(RankPruner):
 @register_pruner("least-confidence")
 class LeastConfidence(RankPruner):
     """Uncertainty sampling by least confidence ``1 - max_c p_c`` of the proxy model (Coleman et al.,
-    ICLR 2020, "Selection via proxy"; DeepCore); keep the most uncertain."""
+    ICLR 2020, "Selection via proxy"; DeepCore); keep the most uncertain.
+
+    Not copied from DeepCore's ``Uncertainty``: it ranks by the largest *logit* instead of the largest
+    probability (the two orders differ), and its global path (``balance=False``) sorts in the wrong
+    direction and keeps the most confident samples (for entropy and margin too); its per-class path
+    keeps the least confident, as here."""
 
     description = "keep the least confident proxy predictions (Coleman et al., ICLR 2020; DeepCore)"
     Options = RankOptions
@@ -274,7 +299,8 @@ class LeastConfidence(RankPruner):
 @register_pruner("entropy")
 class Entropy(RankPruner):
     """Uncertainty sampling by predictive entropy of the proxy model (Coleman et al., ICLR 2020;
-    DeepCore); keep the most uncertain (highest entropy)."""
+    DeepCore); keep the most uncertain (highest entropy). DeepCore's global path (``balance=False``)
+    keeps the lowest entropy instead: a bug, not copied (its per-class path is right)."""
 
     description = "keep the highest predictive entropy of the proxy (Coleman et al., ICLR 2020; DeepCore)"
     Options = RankOptions
@@ -287,7 +313,9 @@ class Entropy(RankPruner):
 @register_pruner("margin")
 class Margin(RankPruner):
     """Uncertainty sampling by the margin ``p_top1 - p_top2`` of the proxy model (Coleman et al.,
-    ICLR 2020; DeepCore); keep the most uncertain (smallest margin)."""
+    ICLR 2020; DeepCore); keep the most uncertain (smallest margin). DeepCore's global path
+    (``balance=False``) keeps the largest margins instead: a bug, not copied (its per-class path is
+    right)."""
 
     description = "keep the smallest top-1/top-2 probability margin (Coleman et al., ICLR 2020; DeepCore)"
     Options = RankOptions
@@ -341,7 +369,11 @@ class CCS(StaticPruner):
     Deviations: the paper tunes ``beta`` per dataset and prune ratio (default 0.1 here); when fewer than
     ``q`` samples would remain, only ``N - q`` are dropped; units that the paper's integer division
     leaves unallocated go to the strata with most room left, so exactly ``q`` are kept. The ``scores``
-    artifact is the difficulty (higher is harder: ``-AUM``, forgetting count or EL2N).
+    artifact is the difficulty (higher is harder: ``-AUM``, forgetting count or EL2N). Against the CCS
+    code (github haizhongzheng/Coverage-centric-coreset-selection, ``generate_importance_score.py``):
+    never-learned samples count ``proxy_epochs`` forgetting events (Toneva et al.), not 0, so they are
+    the hardest; EL2N is taken after the proxy's last epoch, not summed over the first 10 epochs'
+    training-time outputs.
     """
 
     description = "stratified coverage sampling over difficulty after a hard cutoff (Zheng et al., ICLR 2023)"
@@ -392,9 +424,13 @@ class KCenterGreedy(StaticPruner):
 
 @register_pruner("herding")
 class Herding(StaticPruner):
-    """Herding (Welling, ICML 2009; Chen, Welling & Smola, UAI 2010; as DeepCore): greedily add the sample
-    that brings the mean of the selected proxy embeddings closest to the mean of all, within each class
-    (``class_balanced``, the default) or globally. ``kept_indices`` are in the order picked."""
+    """Herding (Welling, ICML 2009; Chen, Welling & Smola, UAI 2010): greedily add the sample that brings
+    the mean of the selected proxy embeddings closest to the mean of all, within each class
+    (``class_balanced``, the default) or globally. ``kept_indices`` are in the order picked.
+
+    DeepCore's ``Herding`` takes the argmax of that distance, adding the sample that moves the mean
+    *farthest* from the target: a bug, not copied, so its published herding numbers are not this method.
+    """
 
     description = "greedy moment matching of proxy embeddings per class (Welling 2009; Chen et al. 2010)"
     Options = HerdingOptions
@@ -406,10 +442,18 @@ class Herding(StaticPruner):
 
 @register_pruner("facility-location")
 class FacilityLocation(StaticPruner):
-    """Facility location (submodular; CRAIG, Mirzasoleiman et al., ICML 2020; DeepCore): per class, lazy
-    greedy maximisation of ``sum_i max_{j in S} sim(i, j)`` with ``sim = max(D) - D`` over proxy
-    embeddings or DeepCore's last-layer gradients; each kept sample is weighted by its cluster size (the
-    class members most similar to it), normalised so the mean weight over the kept set is 1."""
+    """Facility location (submodular; CRAIG, Mirzasoleiman et al., ICML 2020; DeepCore): lazy greedy
+    maximisation of ``sum_i max_{j in S} sim(i, j)`` with ``sim = max(D) - D`` over proxy embeddings
+    (``features="embeddings"``, the default) or, as CRAIG and DeepCore, last-layer gradients
+    ``[dl/dz, dl/dz (x) e]`` (``features="gradients"``); per class (``class_balanced``, the default), or
+    one greedy over all samples with similarity 0 across classes (DeepCore's ``balance=False``). Each
+    kept sample is weighted by its cluster size (the class members most similar to it), normalised so
+    the mean weight over the kept set is 1.
+
+    Not copied from DeepCore's ``Craig``: its weights are cluster size + 1 (``calc_weights`` counts from
+    1), and its gradients are those of the batch's mean loss, divided by the batch size (the last,
+    partial batch inflated); here the weights are CRAIG's cluster sizes and the gradients per sample.
+    """
 
     description = "per-class lazy-greedy facility location with cluster-size weights (CRAIG, ICML 2020; DeepCore)"
     Options = FacilityOptions
@@ -419,16 +463,19 @@ class FacilityLocation(StaticPruner):
             feats = rec["embeddings"][0]
         else:
             feats = S.last_layer_grad_features(rec["probs"][0], labels, rec["embeddings"][0], rec["label_smoothing"])
-        weights = torch.zeros(self.num_samples)
+        if self.options.class_balanced:
+            weights = torch.zeros(self.num_samples)
 
-        def rule(cand: torch.Tensor, b: int) -> torch.Tensor:
-            idx, w = facility_location(feats[cand], b, self.generator)
-            weights[cand[idx]] = w
-            return cand[idx]
+            def rule(cand: torch.Tensor, b: int) -> torch.Tensor:
+                idx, w = facility_location(feats[cand], b, self.generator)
+                weights[cand[idx]] = w
+                return cand[idx]
 
-        kept = class_balanced(labels, self.keep_count, rule, num_classes)  # facility location is per class
-        w = weights[kept] * (self.keep_count / self.num_samples) if self.options.weighted else None
-        return kept, w
+            kept = class_balanced(labels, self.keep_count, rule, num_classes)
+            w = weights[kept]
+        else:
+            kept, w = facility_location_by_class(feats, labels, self.keep_count, self.generator)
+        return kept, (w * (kept.numel() / w.sum()) if self.options.weighted else None)
 
 
 __all__ = [name for name, obj in list(globals().items())
