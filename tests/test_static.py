@@ -233,10 +233,20 @@ def test_budget_exact(name, ratio, proxy_context):
         assert float(sel.weights.mean()) == pytest.approx(1.0, rel=1e-5)
 
 
+def test_every_static_method_offers_class_balanced():
+    """DeepCore selects per class for every method: each static method has the option (from-indices
+    selects nothing)."""
+    import dataclasses
+
+    static = [n for n in list_pruners() if get_pruner_class(n).granularity == "static" and n != "from-indices"]
+    assert set(STATIC) <= set(static)
+    for name in static:
+        assert "class_balanced" in {f.name for f in dataclasses.fields(get_pruner_class(name).Options)}, name
+
+
 @pytest.mark.parametrize("name", RANKED + ["kcenter-greedy", "herding", "facility-location"])
 def test_class_balance_holds(name, proxy_context):
-    opts = {} if name == "facility-location" else {"class_balanced": True}
-    p = _prepared(name, proxy_context, 0.55, **opts)
+    p = _prepared(name, proxy_context, 0.55, class_balanced=True)
     labels = proxy_context(N).labels
     got = torch.bincount(labels[p.subset], minlength=4)
     assert got.tolist() == class_budgets(labels, 90, 4).tolist()
@@ -374,3 +384,267 @@ def test_export_scores_cli(tmp_path, capsys):
     capsys.readouterr()
     assert main(["export-scores", "--pruner", "orderdp", "--dataset", "synthetic", "--out", str(tmp_path / "x")]) == 2
     assert "no static scores" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# per-class selection, proxy runs and the reference departures, against independent computations
+# ---------------------------------------------------------------------------------------------------
+
+
+def _by_class(labels, kept, c):
+    members = torch.nonzero(labels == c).flatten()
+    mask = torch.zeros(labels.numel(), dtype=torch.bool)
+    mask[kept] = True
+    return members, mask[members]
+
+
+@pytest.mark.parametrize("name,end", [("el2n", "largest"), ("grand", "largest"), ("forgetting", "largest"),
+                                      ("aum", "smallest"), ("least-confidence", "largest"), ("entropy", "largest"),
+                                      ("margin", "smallest"), ("tdds", "largest"), ("moderate-ds", "central"),
+                                      ("ccs", "ccs")])
+def test_class_balanced_applies_the_rule_within_each_class(name, end, proxy_context):
+    """Each class keeps its largest-remainder share, chosen by the method's rule among that class alone
+    (as DeepCore's balance=True): sorted scores per class, not the code's own selection."""
+    p = _prepared(name, proxy_context, 0.55, class_balanced=True)
+    labels = proxy_context(N).labels
+    budgets = class_budgets(labels, 90, 4).tolist()
+    for c in range(4):
+        members, kept = _by_class(labels, p.subset, c)
+        s = p.scores[members].double()
+        assert int(kept.sum()) == budgets[c]
+        if end == "largest":
+            assert s[kept].min() >= s[~kept].max()
+        elif end == "smallest":
+            assert s[kept].max() <= s[~kept].min()
+        elif end == "central":  # ranks within the class: [(n_c - b)//2, (n_c - b)//2 + b)
+            ranks = torch.argsort(torch.argsort(s))
+            lo = (members.numel() - budgets[c]) // 2
+            assert sorted(ranks[kept].tolist()) == list(range(lo, lo + budgets[c]))
+        else:  # CCS: the class's hardest round(0.1 n_c) are dropped, the rest is sampled
+            hardest = torch.argsort(s, descending=True)[: round(0.1 * members.numel())]
+            assert not bool(kept[hardest].any())
+    # the global rule would cross classes: the per-class subset is a different one
+    g = _prepared(name, proxy_context, 0.55, class_balanced=False)
+    if end in ("largest", "smallest"):
+        assert set(g.subset.tolist()) != set(p.subset.tolist())
+
+
+def _brute_facility(x, k):
+    """Plain greedy facility location with CRAIG's similarity, every gain recomputed (float64)."""
+    d = torch.cdist(x.double(), x.double())
+    sim = d.max() - d
+    sel, cur = [], torch.zeros(x.shape[0], dtype=torch.float64)
+    for _ in range(k):
+        gains = [(torch.clamp(sim[:, j] - cur, min=0).sum().item(), j) for j in range(x.shape[0]) if j not in sel]
+        j = max(gains)[1]
+        sel.append(j)
+        cur = torch.maximum(cur, sim[:, j])
+    nearest = torch.tensor(sel)[sim[:, sel].argmax(dim=1)]
+    return sel, [float((nearest == j).sum()) for j in sel]
+
+
+def _brute_herding(x, k):
+    """Each step: the unselected sample whose addition puts the selected mean closest to the mean of all."""
+    x = x.double()
+    mu, sel = x.mean(0), []
+    for t in range(k):
+        means = (x[sel].sum(0) + x) / (t + 1)  # the selected mean with each candidate added
+        dist = (means - mu).norm(dim=1)
+        dist[sel] = float("inf")
+        sel.append(int(dist.argmin()))
+    return sel
+
+
+@pytest.mark.parametrize("name", ["kcenter-greedy", "herding", "facility-location"])
+def test_greedy_covers_per_class_match_brute_force(name, proxy_context):
+    """class_balanced greedy covers run the greedy on each class's embeddings alone; picks (in order)
+    and facility-location weights equal a brute-force greedy on that class."""
+    p = _prepared(name, proxy_context, 0.55, class_balanced=True)
+    labels = proxy_context(N).labels
+    emb = proxy_context(N).proxy(_req(10))["embeddings"][0]
+    budgets = class_budgets(labels, 90, 4).tolist()
+    weights = {}
+    if p.subset_weights is not None:
+        weights = dict(zip(p.subset.tolist(), p.subset_weights.tolist()))
+    start = 0
+    for c in range(4):
+        members = torch.nonzero(labels == c).flatten()
+        picks = p.subset[start : start + budgets[c]].tolist()  # class by class, each in the order picked
+        start += budgets[c]
+        local = [int(torch.nonzero(members == i)) for i in picks]
+        x = emb[members]
+        if name == "kcenter-greedy":
+            assert local == _kcenter_reference(x.double(), budgets[c], local[0])
+        elif name == "herding":
+            assert local == _brute_herding(x, budgets[c])
+        else:  # ReLU embeddings tie exactly here: each pick has the best float64 gain (1e-6 relative)
+            d = torch.cdist(x.double(), x.double())
+            sim = d.max() - d
+            cur = torch.zeros(members.numel(), dtype=torch.float64)
+            for t, j in enumerate(local):
+                gains = torch.clamp(sim - cur[:, None], min=0).sum(dim=0)
+                gains[local[:t]] = -1.0
+                assert gains[j] >= gains.max() * (1 - 1e-6)
+                cur = torch.maximum(cur, sim[:, j])
+            nearest = torch.tensor(local)[sim[:, local].argmax(dim=1)]
+            sizes = [float((nearest == j).sum()) for j in local]
+            scale = 90 / N  # cluster sizes sum to N; normalised to mean 1 over the kept set
+            assert [weights[i] for i in picks] == pytest.approx([v * scale for v in sizes], rel=1e-5)
+
+
+class _FakeProxy:
+    """Hand-made proxy records with a tiny linear head per proxy seed; remembers the requests."""
+
+    def __init__(self, n=24, d=3, c=3, seeds=2, ls=0.1, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(n) % c
+        self.emb = torch.randn(seeds, n, d, generator=g, dtype=torch.float64)
+        self.heads = []
+        for _ in range(seeds):
+            head = torch.nn.Linear(d, c).double()
+            with torch.no_grad():
+                head.weight.copy_(torch.randn(c, d, generator=g, dtype=torch.float64))
+                head.bias.copy_(torch.randn(c, generator=g, dtype=torch.float64))
+            self.heads.append(head)
+        self.ls, self.requests = ls, []
+        self.correct = torch.zeros(seeds, 4, n, dtype=torch.bool)
+
+    def __call__(self, req):
+        self.requests.append(req)
+        with torch.no_grad():
+            probs = torch.stack([torch.softmax(h(e), dim=1) for h, e in zip(self.heads, self.emb)])
+        k = len(req.seeds)
+        return {"probs": probs[:k].float(), "embeddings": self.emb[:k].float(), "correct": self.correct[:k],
+                "label_smoothing": self.ls, "head_bias": True}
+
+    def grads(self, s):
+        """Per-sample last-layer gradients by autograd (weight and bias of head ``s``)."""
+        out = []
+        for i in range(self.labels.numel()):
+            h = self.heads[s]
+            h.zero_grad()
+            F.cross_entropy(h(self.emb[s, i : i + 1]), self.labels[i : i + 1], label_smoothing=self.ls).backward()
+            out.append(torch.cat([h.weight.grad.flatten(), h.bias.grad]))
+        return torch.stack(out)
+
+    def context(self):
+        from prunebench.pruners import PruneContext
+
+        return PruneContext(labels=self.labels, num_classes=int(self.labels.max()) + 1, proxy=self)
+
+
+def test_grand_averages_the_proxy_runs():
+    fake = _FakeProxy(seeds=3)
+    p = create_pruner("grand", num_samples=24, num_epochs=2, prune_ratio=0.5, seed=0, proxy_seeds=3)
+    p.prepare(fake.context())
+    assert fake.requests[-1].seeds == (0, 1, 2)
+    expected = torch.stack([fake.grads(s).norm(dim=1) for s in range(3)]).mean(dim=0)
+    assert p.scores.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+    one = create_pruner("grand", num_samples=24, num_epochs=2, prune_ratio=0.5, seed=0)  # default: 1 run
+    one.prepare(fake.context())
+    assert fake.requests[-1].seeds == (0,)
+    assert one.scores.tolist() == pytest.approx(fake.grads(0).norm(dim=1).tolist(), rel=1e-5)
+
+
+def test_every_proxy_run_is_counted_in_the_scoring_cost(synthetic, tmp_path):
+    cfg = fast_config(pruner="grand", prune_ratio=0.5, epochs=1, score_cache=str(tmp_path),
+                      pruner_options={"proxy_epochs": 2, "proxy_seeds": 2})
+    row = train(cfg, data=synthetic).row
+    assert row["scoring_proxy_runs"] == 2 and row["scoring_samples_backprop"] == 2 * 2 * 512
+    assert row["scoring_samples_forward"] == 2 * 512  # one no-grad pass per proxy run
+    cached = train(cfg, data=synthetic).row  # from the cache: the same cost
+    assert cached["scoring_cache_hit"] is True and cached["scoring_proxy_runs"] == 0
+    assert cached["scoring_samples_backprop"] == 2 * 2 * 512 and cached["scoring_samples_forward"] == 2 * 512
+
+
+def _toneva(history):
+    """Toneva et al.'s count (order_examples_by_forgetting.py): 1 -> 0 transitions, or the number of
+    presentations when never learned, summed over runs."""
+    total = 0
+    for acc in history:
+        acc = [int(a) for a in acc]
+        if not any(acc):
+            total += len(acc)
+        else:
+            total += sum(1 for a, b in zip(acc, acc[1:]) if a == 1 and b == 0)
+    return total
+
+
+def test_forgetting_counts_never_learned_as_toneva_and_averages_runs():
+    fake = _FakeProxy(n=6, seeds=2)
+    runs = [[[1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 1, 0], [0, 0, 0, 0], [1, 0, 0, 0]],
+            [[1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 1], [1, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]]]
+    fake.correct = torch.tensor(runs, dtype=torch.bool).transpose(1, 2)  # [S, E, N]
+    p = create_pruner("forgetting", num_samples=6, num_epochs=2, prune_ratio=0.5, seed=0, proxy_seeds=2)
+    p.prepare(fake.context())
+    expected = [_toneva([runs[0][i], runs[1][i]]) / 2 for i in range(6)]
+    assert expected == [1.0, 4.0, 0.0, 1.5, 2.5, 2.5]  # sample 1: never learned in either run, 4 + 4
+    assert p.scores.tolist() == expected
+    assert sorted(p.subset.tolist()) == [1, 4, 5]  # the never learned are the most forgotten, not the least
+
+
+def test_facility_location_on_gradients_matches_brute_force():
+    """features="gradients": CRAIG/DeepCore's last-layer gradients (autograd here), greedy per class."""
+    fake = _FakeProxy(n=30, seeds=1)
+    p = create_pruner("facility-location", num_samples=30, num_epochs=2, prune_ratio=0.6, seed=0,
+                      features="gradients")
+    p.prepare(fake.context())
+    grads = fake.grads(0)
+    start, budgets = 0, class_budgets(fake.labels, 12, 3).tolist()
+    for c in range(3):
+        members = torch.nonzero(fake.labels == c).flatten()
+        picks = p.subset[start : start + budgets[c]]
+        start += budgets[c]
+        sel, w = _brute_facility(grads[members], budgets[c])
+        assert picks.tolist() == members[sel].tolist()
+        assert p.subset_weights[start - budgets[c] : start].tolist() == pytest.approx([v * 12 / 30 for v in w], rel=1e-5)
+    emb = create_pruner("facility-location", num_samples=30, num_epochs=2, prune_ratio=0.6, seed=0)
+    emb.prepare(fake.context())
+    assert emb.subset.tolist() != p.subset.tolist()  # gradients are another space than embeddings
+
+
+def test_facility_location_global_greedy_over_class_blocks_matches_brute_force():
+    """class_balanced=false: one greedy over all samples, similarity max(D_c) - D within a class and 0
+    across (DeepCore's Craig with balance=False). Brute force over the block matrix: at every step some
+    kept sample has the best gain (exact ties occur), and taking it leaves the rest of the kept set."""
+    from prunebench.pruners.coverage import facility_location_by_class
+
+    g = torch.Generator().manual_seed(4)
+    labels = torch.tensor([0] * 12 + [1] * 8 + [2] * 10)
+    x = torch.randn(30, 2, generator=g, dtype=torch.float64) * torch.tensor([3.0, 1.0, 0.5])[labels, None]
+    sim = torch.zeros(30, 30, dtype=torch.float64)
+    for c in range(3):
+        m = torch.nonzero(labels == c).flatten()
+        d = torch.cdist(x[m], x[m])
+        sim[m[:, None], m[None, :]] = d.max() - d
+    for seed in range(3):
+        kept, w = facility_location_by_class(x.float(), labels, 11, torch.Generator().manual_seed(seed))
+        assert kept.numel() == 11 and torch.unique(kept).numel() == 11
+        left, cur, taken = set(kept.tolist()), torch.zeros(30, dtype=torch.float64), []
+        for _ in range(11):
+            gains = torch.clamp(sim - cur[:, None], min=0).sum(dim=0)
+            gains[taken] = -1.0
+            best = [j for j in left if gains[j] >= gains.max() * (1 - 1e-6)]
+            assert best, "no kept sample has the greedy's best gain"
+            taken.append(best[0])
+            left.discard(best[0])
+            cur = torch.maximum(cur, sim[:, best[0]])
+        # the budget follows the gains, not the class sizes
+        assert torch.bincount(labels[kept], minlength=3).tolist() == [8, 2, 1] != class_budgets(labels, 11, 3).tolist()
+        # weights: sizes of the within-class clusters (each sample to its most similar kept one of its class)
+        owner = torch.tensor(kept.tolist())[torch.where(labels[kept][None, :] == labels[:, None], sim[:, kept], -1.0)
+                                            .argmax(dim=1)]
+        assert w.tolist() == [float((owner == j).sum()) for j in kept.tolist()]
+
+
+@pytest.mark.parametrize("features", ["embeddings", "gradients"])
+def test_facility_location_across_classes_keeps_the_budget_and_mean_weight(features, proxy_context):
+    p = _prepared("facility-location", proxy_context, 0.55, class_balanced=False, features=features)
+    assert p.subset.numel() == 90 and torch.unique(p.subset).numel() == 90
+    assert float(p.subset_weights.mean()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_facility_location_never_picks_a_point_twice_on_duplicates():
+    for x in (torch.zeros(10, 2), torch.randn(4, 3, generator=torch.Generator().manual_seed(0)).repeat(3, 1)):
+        idx, w = facility_location(x, x.shape[0], torch.Generator().manual_seed(0))
+        assert sorted(idx.tolist()) == list(range(x.shape[0])) and float(w.sum()) == x.shape[0]
