@@ -71,7 +71,7 @@ def test_digits_quick_grid_and_keys():
     assert names[0] == "full" and "orderdp-c0.8" in names and "orderdp-c0.9" in names
     # full once per seed, every other method x its ratios x seeds
     expected = len(study.seeds) * (1 + sum(len(m.prune_ratios) for m in study.methods[1:]))
-    assert len(runs) == expected == 39
+    assert len(runs) == expected == 45  # 15 cells (infobatch and infobatch-noanneal among them) x 3 seeds
     assert len({r.run_key for r in runs}) == len(runs)
     cells = {(r.method, r.prune_ratio, r.seed) for r in runs}
     assert len(cells) == len(runs)
