@@ -8,8 +8,8 @@ epoch trains on it in a fresh order. Ties are broken at random by the pruner's g
 
 Common options: ``proxy_epochs`` (length of the proxy run on full data, same recipe as the run),
 ``proxy_model`` (default: the run's model), ``class_balanced`` (every method: select within each class
-with budgets proportional to class sizes) and, for EL2N, GraNd and forgetting, ``proxy_seeds``
-(independent proxy runs, each trained from scratch, scores averaged; each run's cost is counted).
+with budgets proportional to class sizes) and, for EL2N and GraNd, ``proxy_seeds`` (independent proxy
+runs, each trained from scratch, scores averaged; each run's cost is counted).
 
 Against DeepCore (Guo et al., DEXA 2022; github PatrickZH/DeepCore, checked at commit 74ec709), the
 reference most published coreset numbers come from: its ``main.py`` selects within each class for every
@@ -230,7 +230,7 @@ class GraNd(RankPruner):
     DeepCore averages ``repeat = 10`` proxy runs (``proxy_seeds=10`` here; the default is 1, and every
     proxy run is counted in the scoring cost). DeepCore differentiates the batch's *mean* loss, so each
     norm is divided by its batch's size, and the last, partial batch's samples get inflated norms (CIFAR's
-    N = 50,000 at DeepCore's default batch 256: the last 80 samples' norms x3.2, so they rank first): a
+    N = 50,000 at DeepCore's default batch 256: the last 80 samples' norms x3.2, pushing them to the top): a
     bug, not copied; here the norm is per sample.
     """
 
@@ -248,19 +248,19 @@ class Forgetting(RankPruner):
     """Forgetting events (Toneva et al., ICLR 2019): count correct -> incorrect transitions of each
     sample's training-time prediction over its presentations in the proxy run; never-learned samples
     count as the most forgotten (``proxy_epochs`` events, as Toneva et al.'s code). Keep the most
-    forgotten, averaged over ``proxy_seeds`` runs (Toneva et al. sum over runs: the same ranking). Needs
-    ``proxy_epochs >= 2`` to see events.
+    forgotten. Needs ``proxy_epochs >= 2`` to see events. Toneva et al.'s code can sum the counts of
+    several training runs; here they come from one proxy run.
 
     DeepCore's ``Forgetting`` and the CCS code count never-learned samples as 0 events, i.e. among the
     first pruned: a departure from Toneva et al. that prunebench does not copy.
     """
 
     description = "keep the most forgotten samples during a proxy run (Toneva et al., ICLR 2019)"
-    Options = SeededRankOptions
+    Options = RankOptions
     keep = "largest"
 
     def score(self, rec, labels, num_classes):
-        return torch.stack([S.forgetting(c) for c in rec["correct"]]).mean(dim=0)
+        return S.forgetting(rec["correct"][0])
 
 
 @register_pruner("aum")
