@@ -455,7 +455,7 @@ def _check_names(cfg: TrainConfig, f: _File) -> None:
 
 def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_seeds: tuple[int, ...],
                 epochs: int) -> SweepSpec:
-    from prunebench.pruners import get_pruner_class, list_pruners
+    from prunebench.pruners import create_pruner, get_pruner_class, list_pruners
 
     key = f"sweeps.{sname}"
     _str(sname, f, key, _NAME)
@@ -545,9 +545,9 @@ def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_
             raise f.error(f"{key}.space.prune_ratio", f"prune ratio {pr:g} is not in [0, 1)")
         where = ", ".join(f"{k}={_fmt(v)}" for k, v in pt.items())
         try:
-            _check_pruner(pruner, opts, (pr,), epochs, f, key)
+            create_pruner(pruner, num_samples=10_000, num_epochs=epochs, prune_ratio=pr, seed=0, **opts)
         except ConfigError as e:
-            raise f.error(f"{key}.space", f"at {where}: {str(e).split(': ', 2)[-1]}") from None
+            raise f.error(f"{key}.space", f"at {where}: {e}") from None
     return spec
 
 

@@ -14,7 +14,9 @@ resumes where it stopped, finished cells are never retrained, and ``full`` is sh
 leaderboard when both use one MLflow store. ``tpe``, ``random`` and ``nsga2`` are Optuna samplers over
 the space's ranges: the Optuna study lives in RDB storage (``--storage``, else the file's ``storage``,
 else ``sqlite:///<sweep folder>/optuna.db``), so a killed sweep resumes and several workers can join one
-study; workers stop once the study holds ``n_trials`` finished (complete or early-stopped) trials.
+study; workers stop once the study holds ``n_trials`` finished (complete or early-stopped) trials. Optuna
+sweeps train no ``full`` reference themselves (workers may share one study from several machines): its
+runs are included when the MLflow store (the study's leaderboard) or an imported table has them.
 
 A relative axis (``{ low = 0, high = 1, relative = true }``) searches an option by its position in the
 range the pruner declares for it at the run's prune ratio (``Pruner.option_range``): OrderDP's split
@@ -197,10 +199,17 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
         trials = None
         warns: list[str] = []
     else:
-        ref = run_leaderboard(sweep_study(study, spec), out, tracking_uri=tracking_uri, data_dir=data_dir, log=log,
-                              imports=imports)
+        # full data as the reference when the store (or an imported table) already holds it: Optuna workers
+        # may run on several machines at once, so they do not train it themselves
+        try:
+            ref = run_leaderboard(sweep_study(study, spec), out, tracking_uri=tracking_uri, data_dir=data_dir,
+                                  log=log, imports=imports, train=False)
+        except PrunebenchError:
+            ref = pd.DataFrame()
         trials, rows, warns = _run_optuna(study, spec, out, storage, n_trials, tracking_uri, data_dir, early, log)
         res = pd.concat([ref, pd.DataFrame(rows)], ignore_index=True) if rows else ref
+        if res.empty:
+            res = pd.DataFrame(columns=["method", "seed", "status", "final_acc", "relative_compute"])
     results = annotate(res, spec)
     pts_table = sweep_stats.point_table(results, spec.kind)
     atomic_write(out / "results.csv", lambda t: results.to_csv(t, index=False))
