@@ -189,14 +189,15 @@ def format_points(points: pd.DataFrame, kind: str, trials: pd.DataFrame | None =
         lines.append("no finished runs")
     else:
         axes = [c for c in points.columns if c.startswith("axis.")]
-        head = "".join(f"{c[5:]:>18}" for c in axes) + f"{'seeds':>6}{'acc %':>8}{'95% CI':>18}{'total cost':>11}"
+        w = {c: max(10, len(c) - 3) for c in axes}
+        head = "".join(f"{c[5:]:>{w[c]}}" for c in axes) + f"{'seeds':>6}{'acc %':>8}{'95% CI':>18}{'total cost':>11}"
         if kind == "accuracy":
             head += f"{'best - this pp':>16}{'CI':>18}  tie"
         else:
             head += "  front"
         lines.append(head)
         for _, r in points.iterrows():
-            ax = "".join(f"{(_val(r[c]) if not r['is_reference'] else 'full'):>18}" for c in axes)
+            ax = "".join(f"{(_val(r[c]) if not r['is_reference'] else 'full'):>{w[c]}}" for c in axes)
             line = (f"{ax}{int(r['n_seeds']):>6}{_pct(r['acc_mean']):>8}{_ci(r['acc_ci_low'], r['acc_ci_high']):>18}"
                     f"{r['total_compute']:>11.3f}")
             if kind == "accuracy" and "best" in points.columns:
@@ -283,8 +284,10 @@ def accuracy_figure(points: pd.DataFrame, results: pd.DataFrame, path: Path, tit
     for v, lab in ends.items():
         hit = pts[np.isclose(pts[x].astype(float), v)]
         if len(hit):
-            ax.annotate(f"{lab}\n({x[5:]} = {v:g})", (v, hit["acc_mean"].iloc[0]), xytext=(0, -34),
-                        textcoords="offset points", ha="center", fontsize=8, color="dimgray",
+            low_end = v == min(ends)
+            ax.annotate(f"{lab}\n({x[5:].removesuffix('@rel')} = {v:g})", (v, hit["acc_mean"].iloc[0]),
+                        xytext=(6 if low_end else -6, -34), textcoords="offset points",
+                        ha="left" if low_end else "right", fontsize=8, color="dimgray",
                         arrowprops={"arrowstyle": "-", "color": "lightgray"})
     ax.set_xlabel(x[5:].replace("@rel", " (position in its valid range)")
                   + (f"   (prune ratio {p:g})" if p is not None and "axis.prune_ratio" not in axes else ""))
@@ -315,11 +318,16 @@ def pareto_figure(points: pd.DataFrame, path: Path, title: str, leaderboard: pd.
             ax.annotate(f"{r['method']} p={r['prune_ratio']:g}", (r["total_compute"], r["acc_mean"]), fontsize=5.5,
                         color="gray", xytext=(3, 2), textcoords="offset points")
     vals = pts[colour].astype(float) if len(pts) else pd.Series(dtype=float)
+    # points of equal cost (e.g. OrderDP's splits at one p) are spread sideways by up to 1% of the axis so
+    # that their error bars stay readable; the front and the table use the exact means
+    span = float(np.ptp(pts["total_compute"])) if len(pts) > 1 else 0.0
+    lo_v, hi_v = (float(vals.min()), float(vals.max())) if len(vals) else (0.0, 0.0)
+    dx = ((vals - lo_v) / (hi_v - lo_v) - 0.5) * 0.02 * (span or 1.0) if hi_v > lo_v else 0.0 * vals
+    xs = pts["total_compute"] + dx
     yerr = np.vstack([(pts["acc_mean"] - pts["acc_ci_low"]).fillna(0), (pts["acc_ci_high"] - pts["acc_mean"]).fillna(0)])
-    ax.errorbar(pts["total_compute"], pts["acc_mean"], yerr=yerr, xerr=pts["total_compute_std"].fillna(0),
-                fmt="none", ecolor="lightgray", elinewidth=1, capsize=2, zorder=1)
-    sc = ax.scatter(pts["total_compute"], pts["acc_mean"], c=vals, cmap=_cmap(), s=45, zorder=3, edgecolors="k",
-                    linewidths=0.4)
+    ax.errorbar(xs, pts["acc_mean"], yerr=yerr, xerr=pts["total_compute_std"].fillna(0),
+                fmt="none", ecolor="0.55", elinewidth=1, capsize=2, zorder=1)
+    sc = ax.scatter(xs, pts["acc_mean"], c=vals, cmap=_cmap(), s=45, zorder=3, edgecolors="k", linewidths=0.4)
     fig.colorbar(sc, ax=ax, label=colour[5:].replace("@rel", " (position in its valid range)"))
     if "on_front" in pts.columns:
         front = pts[pts["on_front"].astype(bool)].sort_values("total_compute")
@@ -436,9 +444,11 @@ def sweep_sections(sweeps: dict[str, pd.DataFrame], leaderboard_ok: pd.DataFrame
         else:
             pareto_figure(pts, fig, f"{name}: accuracy vs total compute", lb)
             cap = ("Each point: mean over seeds (error bars: 95% CI of accuracy, ± std of compute), coloured by "
-                   "the swept option; red staircase: the Pareto front over the means; grey crosses: the "
+                   "the swept option (points of equal cost spread sideways by at most 1% of the axis); red staircase: the "
+                   "Pareto front over the means; grey crosses: the "
                    "study's leaderboard methods on the same axes; dashed: full data.")
-        sec.add(Figure(f"figures/sweep-{name}.png", f"Sweep {name}", cap))
+        sec.add(Figure(f"figures/sweep-{name}.png", "Accuracy vs " + ("the swept option" if kind == "accuracy"
+                                                                      else "total compute"), cap))
         if kind == "accuracy":
             sec.add(best_sentence(pts))
         n_seed = pts.loc[~pts["is_reference"], "n_seeds"]
