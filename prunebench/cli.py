@@ -304,7 +304,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         spec = pick_sweep(study, name)
         result = run_sweep(study, storage=args.storage, n_trials=n_trials, sweep=spec.name, out_dir=args.out,
                            tracking_uri=args.tracking_uri, data_dir=args.data_dir, early_stopping=args.early_stopping,
-                           log=_stderr_log(args.quiet), jobs=_positive_int(args.jobs, "--jobs"), imports=args.imports)
+                           log=_stderr_log(args.quiet), jobs=_positive_int(args.jobs, "--jobs"), imports=args.imports,
+                           train=not args.tabulate)
         print(f"{study.name}/{spec.name} ({spec.kind}, {spec.pruner}): {result.folder}")
         print(format_sweep(result))
     return 0
@@ -381,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--n-trials", dest="n_trials", help="finished trials the study should reach, over all workers (default: the file's)")
     ps.add_argument("--out", help="results folder; the sweep writes <out>/sweeps/<name>/ (default results/<study name>/)")
     ps.add_argument("--jobs", default="1", help="grid sweeps: trainings run in parallel processes (default 1)")
+    ps.add_argument("--tabulate", action="store_true",
+                    help="train nothing: write the sweep's tables from the runs done so far (e.g. while it still runs)")
     ps.add_argument("--import", dest="imports", action="append", metavar="RESULTS",
                     help="a results table whose finished cells are not run again, e.g. the leaderboard's for full (repeatable)")
     ps.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI")

@@ -165,13 +165,14 @@ def sweep_study(study: Study, spec: SweepSpec, points: list[dict[str, Any]] | No
 def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = None, *, sweep: str | None = None,
               out_dir: str | Path | None = None, tracking_uri: str | None = None, data_dir: str | None = None,
               early_stopping: bool | None = None, log: Log | None = None, jobs: int = 1,
-              imports=None) -> SweepResult:
+              imports=None, train: bool = True) -> SweepResult:
     """Run (or resume, or join) one sweep of ``study``; returns a :class:`SweepResult`.
 
     Writes ``<out>/sweeps/<name>/`` (``out``: ``out_dir``, else ``results/<study>/``). ``storage``,
     ``n_trials`` and ``early_stopping`` apply to Optuna samplers; ``jobs`` and ``imports`` (results tables
     whose finished cells count as done, e.g. the study's leaderboard for ``full``) to grids and to the
-    ``full`` reference of every sweep.
+    ``full`` reference of every sweep. ``train=False`` trains nothing: the tables hold what is done so far
+    (e.g. to report on a sweep that is still running).
     """
     from prunebench.studies.leaderboard import default_out_dir, run_leaderboard
 
@@ -195,7 +196,7 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
         log(f"{study.name}/{spec.name}: grid sweep of {spec.pruner}, {len(pts)} points x {len(spec.seeds)} seeds "
             f"(+ full)")
         res = run_leaderboard(sweep_study(study, spec, pts), out, jobs=jobs, tracking_uri=tracking_uri,
-                              data_dir=data_dir, log=log, imports=imports)
+                              data_dir=data_dir, log=log, imports=imports, train=train)
         trials = None
         warns: list[str] = []
     else:
@@ -206,7 +207,8 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
                                   log=log, imports=imports, train=False)
         except PrunebenchError:
             ref = pd.DataFrame()
-        trials, rows, warns = _run_optuna(study, spec, out, storage, n_trials, tracking_uri, data_dir, early, log)
+        trials, rows, warns = _run_optuna(study, spec, out, storage, n_trials, tracking_uri, data_dir, early, log,
+                                          train)
         res = pd.concat([ref, pd.DataFrame(rows)], ignore_index=True) if rows else ref
         if res.empty:
             res = pd.DataFrame(columns=["method", "seed", "status", "final_acc", "relative_compute"])
@@ -249,7 +251,7 @@ def annotate(results: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
 
 
 def _run_optuna(study: Study, spec: SweepSpec, out: Path, storage: str | None, n_trials: int | None,
-                tracking_uri: str | None, data_dir: str | None, early: bool, log: Log):
+                tracking_uri: str | None, data_dir: str | None, early: bool, log: Log, train: bool = True):
     import optuna
 
     from prunebench.harness.tracking import MLflowTracker, resolve_tracking_uri
@@ -302,7 +304,7 @@ def _run_optuna(study: Study, spec: SweepSpec, out: Path, storage: str | None, n
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(ostudy)
-        if _finished_count(ostudy) >= target:
+        if not train or _finished_count(ostudy) >= target:
             break
         before = len(ostudy.trials)
         ostudy.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
