@@ -302,10 +302,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     n_trials = _positive_int(args.n_trials, "--n-trials") if args.n_trials is not None else None
     for name in names:
         spec = pick_sweep(study, name)
-        ostudy = run_sweep(study, storage=args.storage, n_trials=n_trials, sweep=spec.name, out_dir=args.out,
+        result = run_sweep(study, storage=args.storage, n_trials=n_trials, sweep=spec.name, out_dir=args.out,
                            tracking_uri=args.tracking_uri, data_dir=args.data_dir, early_stopping=args.early_stopping,
-                           log=_stderr_log(args.quiet))
-        print(format_sweep(ostudy, spec))
+                           log=_stderr_log(args.quiet), jobs=_positive_int(args.jobs, "--jobs"), imports=args.imports,
+                           train=not args.tabulate)
+        print(f"{study.name}/{spec.name} ({spec.kind}, {spec.pruner}): {result.folder}")
+        print(format_sweep(result))
     return 0
 
 
@@ -378,7 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--sweep", help="which sweep (default: each declared sweep in turn)")
     ps.add_argument("--storage", help="Optuna RDB storage URL, e.g. postgresql://user@host/db (default: the file's, else sqlite:///<out>/optuna.db)")
     ps.add_argument("--n-trials", dest="n_trials", help="finished trials the study should reach, over all workers (default: the file's)")
-    ps.add_argument("--out", help="folder for the trials table (default results/<study name>/)")
+    ps.add_argument("--out", help="results folder; the sweep writes <out>/sweeps/<name>/ (default results/<study name>/)")
+    ps.add_argument("--jobs", default="1", help="grid sweeps: trainings run in parallel processes (default 1)")
+    ps.add_argument("--tabulate", action="store_true",
+                    help="train nothing: write the sweep's tables from the runs done so far (e.g. while it still runs)")
+    ps.add_argument("--import", dest="imports", action="append", metavar="RESULTS",
+                    help="a results table whose finished cells are not run again, e.g. the leaderboard's for full (repeatable)")
     ps.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI")
     ps.add_argument("--data-dir", dest="data_dir", help="data folder")
     es = ps.add_mutually_exclusive_group()

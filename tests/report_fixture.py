@@ -1,6 +1,6 @@
 """A small real study for the report tests: tiny ``train()`` runs on synthetic data, logged to MLflow,
 written as the studies' results folder (``results.parquet``, ``results.csv``, ``study.toml``,
-``sweep_trials.csv``) exactly as ``prunebench study`` leaves it."""
+``sweeps/fx/results.csv``) exactly as ``prunebench leaderboard`` and ``sweep`` leave it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from prunebench.harness import train
-from prunebench.reports import pareto_mask
 
 DATASET = "synthetic:n=600,classes=10,noise=200"
 STUDY = "fixture"
@@ -70,10 +69,12 @@ def make_study(root: Path) -> tuple[Path, str]:
     df.to_parquet(folder / "results.parquet", index=False)
     df.to_csv(folder / "results.csv", index=False)
     (folder / "study.toml").write_text(STUDY_TOML)
-    # a sweep's trial table: here the finished runs stand in for trials
-    ok = df[df["status"] == "FINISHED"]
-    trials = pd.DataFrame({"trial": range(len(ok)), "method": ok["method"].to_numpy(),
-                           "accuracy": ok["final_acc"].to_numpy(), "relative_compute": ok["relative_compute"].to_numpy()})
-    trials["pareto"] = pareto_mask(trials["relative_compute"].to_numpy(), trials["accuracy"].to_numpy())
-    trials.to_csv(folder / "sweep_trials.csv", index=False)
+    # a sweep's results table as `prunebench sweep` writes it: here orderdp's runs at two prune ratios stand
+    # in for a pareto sweep over the prune ratio, with full as its reference
+    ok = df[(df["status"] == "FINISHED") & df["method"].isin(["full", "orderdp-c0.8"])].copy()
+    ok["sweep"], ok["kind"] = "fx", "pareto"
+    ok["point"] = [m if m == "full" else f"fx[prune_ratio={p:g}]" for m, p in zip(ok["method"], ok["prune_ratio"])]
+    ok["axis.prune_ratio"] = [float("nan") if m == "full" else p for m, p in zip(ok["method"], ok["prune_ratio"])]
+    (folder / "sweeps" / "fx").mkdir(parents=True)
+    ok.to_csv(folder / "sweeps" / "fx" / "results.csv", index=False)
     return folder, uri

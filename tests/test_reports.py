@@ -24,7 +24,7 @@ from prunebench.reports.analysis import bin_ranks, cross_seed_jaccard, keep_by_r
 from prunebench.reports.inputs import method_from_label
 from report_fixture import EXPERIMENT, STUDY, STUDY_TOML, make_study
 
-EXPECTED_FIGURES = {"accuracy_vs_compute.png", "pareto_sweep.png", "overhead.png", "accuracy_curves.png",
+EXPECTED_FIGURES = {"accuracy_vs_compute.png", "sweep-fx.png", "overhead.png", "accuracy_curves.png",
                     "stability.png", "jaccard_consecutive.png", "jaccard_cross_seed.png", "usage_histograms.png",
                     "orderdp_gamma.png"}
 

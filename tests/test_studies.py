@@ -77,9 +77,9 @@ def test_digits_quick_grid_and_keys():
     assert len(cells) == len(runs)
     assert all(r.prune_ratio == 0 for r in runs if r.method == "full")
     assert [r.run_key for r in load_study(study.path).runs()] == [r.run_key for r in runs]  # stable
-    assert set(study.sweeps) == {"split-p0.5", "pareto"}
+    assert set(study.sweeps) == {"split-p0.5", "infobatch-delta", "pareto"}
     sw = study.sweeps["split-p0.5"]
-    assert sw.kind == "split" and sw.space["candidate_ratio"] == (0.5, 1.0)
+    assert sw.kind == "accuracy" and sw.sampler == "grid" and sw.space["candidate_ratio"].values == (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def test_run_key_follows_recipe_and_options_not_spelling(tmp_path):
@@ -125,15 +125,23 @@ BAD_FILES = [
      "methods.a.ratios: unknown key; valid keys in methods.a: pruner, options, prune_ratios"),
     ("[study]\nname='x'\nseeds=[0]\n[methods.full]\nprune_ratios=[0.3]\n", "methods.full.prune_ratios: full trains on all data"),
     ("[study]\nname='x'\nseeds=[0]\n", "methods: no methods"),
-    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='grid'\n", "sweeps.s.kind: 'grid' is not valid; valid: split, pareto"),
-    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='split'\nprune_ratio=0.5\nspace={candidate_ratio=[0.3, 1.0]}\n",
-     "sweeps.s.space.candidate_ratio: [0.3, 1] leaves the valid range [1-p, 1] = [0.5, 1]"),
-    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='pareto'\nearly_stopping=true\n",
+    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='grid'\n", "sweeps.s.kind: 'grid' is not valid; valid: accuracy, pareto"),
+    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\npruner='orderdp'\nprune_ratio=0.5\nspace={candidate_ratio=[0.3, 1.0]}\n",
+     "sweeps.s.space: at candidate_ratio=0.3: orderdp: candidate_ratio=0.3 is below the keep fraction 1-p=0.5"),
+    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='pareto'\npruner='orderdp'\nprune_ratio=0.5\nspace={candidate_ratio=[0.5, 1.0]}\nearly_stopping=true\n",
      "sweeps.s.early_stopping: early stopping of trials needs one objective"),
-    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='split'\nprune_ratio=0.5\npruner='infobatch'\n",
-     "sweeps.s.pruner: pruner 'infobatch' has no candidate_ratio option"),
-    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='split'\nprune_ratio=0.5\nspace={split=[0, 1]}\n",
-     "sweeps.s.space.split: unknown key; valid keys in sweeps.s.space: candidate_ratio"),
+    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\nprune_ratio=0.5\npruner='infobatch'\nspace={candidate_ratio=[0.5, 1]}\n",
+     "sweeps.s.space.candidate_ratio: not an option of pruner 'infobatch'; valid axes: prune_ratio, delta"),
+    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\nprune_ratio=0.5\npruner='orderdp'\n",
+     "sweeps.s.space: empty; give at least one axis"),
+    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\npruner='orderdp'\nspace={candidate_ratio=[0.5, 1]}\n",
+     "sweeps.s.prune_ratio: missing; fix it"),
+    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='accuracy'\npruner='infobatch'\nprune_ratio=0.5\nspace={delta=[0.5, 1]}\n",
+     "sweeps.s.seeds: the study has 1 seed; a sweep point needs >= 2"),
+    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\npruner='infobatch'\nprune_ratio=0.5\nspace={delta=[0.5, 1]}\nearly_stopping=true\n",
+     "sweeps.s.early_stopping: a grid sweep runs every point to the end"),
+    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\npruner='infobatch'\nprune_ratio=0.5\nspace={delta={low=0.5,high=1,relative=true}}\n",
+     "sweeps.s.space.delta.relative: pruner 'infobatch' declares no p-dependent range for 'delta'"),
     ("[study\nname='x'\n", "not valid TOML"),
 ]
 
@@ -429,89 +437,6 @@ def test_leaderboard_lock_excludes_under_contention(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # sweeps
 # ---------------------------------------------------------------------------------------------------
-
-SWEEPS = """
-[sweeps.split]
-kind = "split"
-prune_ratio = 0.5
-n_trials = 3
-seeds = [0, 1]
-
-[sweeps.front]
-kind = "pareto"
-space = { prune_ratio = [0.2, 0.8] }
-n_trials = 3
-seeds = [0]
-"""
-
-
-def test_split_sweep_resumes_and_nests_mlflow_runs(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    study = load_study(write_study(tmp_path, epochs=1, extra=SWEEPS))
-    ost = run_sweep(study, n_trials=3, sweep="split", out_dir=tmp_path / "out", tracking_uri=uri)
-    assert (tmp_path / "out" / "optuna.db").is_file()  # default storage: SQLite in the out dir
-    trials = ost.trials
-    assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
-    runs = mlflow_runs(uri, "tiny")
-    by_id = {r.info.run_id: r for r in runs}
-    sweep_runs = [r for r in runs if r.data.tags.get("prunebench.kind") == "sweep"]
-    assert len(sweep_runs) == 1
-    for t in trials:
-        c = t.params["candidate_ratio"]
-        assert 0.5 <= c <= 1.0
-        trial_run = by_id[t.user_attrs["mlflow_run_id"]]
-        assert trial_run.data.tags["mlflow.parentRunId"] == sweep_runs[0].info.run_id
-        seed_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == trial_run.info.run_id]
-        assert sorted(int(r.data.params["seed"]) for r in seed_runs) == [0, 1]
-        assert all(float(r.data.params["pruner.candidate_ratio"]) == pytest.approx(c) for r in seed_runs)
-        # the objective is the mean final accuracy of the trial's own runs
-        assert t.value == pytest.approx(np.mean([r.data.metrics["final_acc"] for r in seed_runs]))
-    # resume: one more trial only
-    ost2 = run_sweep(study, n_trials=4, sweep="split", out_dir=tmp_path / "out", tracking_uri=uri)
-    assert len(ost2.trials) == 4 and [t.number for t in ost2.trials] == [0, 1, 2, 3]
-    assert len(pd.read_csv(tmp_path / "out" / "sweep-split.csv")) == 4
-
-
-def test_pareto_sweep_reports_front(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    study = load_study(write_study(tmp_path, epochs=1, extra=SWEEPS))
-    ost = run_sweep(study, sweep="front", out_dir=tmp_path / "out", tracking_uri=uri)
-    assert len(ost.trials) == 3 and all(t.state.name == "COMPLETE" for t in ost.trials)
-    for t in ost.trials:
-        p, u = t.params["prune_ratio"], t.params["split"]
-        assert 0.2 <= p <= 0.8 and t.user_attrs["candidate_ratio"] == pytest.approx(1 - p + u * p)
-        # orderdp skips exactly round(pN) sample-visits per epoch: compute = q / N
-        n = 512  # synthetic train size (its default)
-        assert t.values[1] == pytest.approx(round((1 - p) * n) / n, abs=1e-9)
-    front = pd.read_csv(tmp_path / "out" / "sweep-front-pareto.csv")
-    best = {t.number for t in ost.best_trials}
-    assert set(front["trial"]) == best and best
-    # no trial on the front is dominated by any trial
-    for t in ost.best_trials:
-        assert not any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values
-                       for o in ost.trials)
-
-
-def test_early_stopped_trials_end_cleanly(tmp_path, monkeypatch):
-    import optuna
-
-    import prunebench.studies.sweep as sw
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    study = load_study(write_study(tmp_path, epochs=2, extra=SWEEPS))
-    # a pruner that stops every trial at its first report, to check the wiring deterministically
-    monkeypatch.setattr(sw, "_pruner", lambda spec, early: optuna.pruners.ThresholdPruner(lower=1.5) if early
-                        else optuna.pruners.NopPruner())
-    ost = run_sweep(study, n_trials=2, sweep="split", out_dir=tmp_path / "out", tracking_uri=uri, early_stopping=True)
-    assert [t.state.name for t in ost.trials] == ["PRUNED", "PRUNED"]
-    runs = mlflow_runs(uri, "tiny")
-    trial_runs = [r for r in runs if r.data.tags.get("prunebench.kind") == "trial"]
-    seed_runs = [r for r in runs if r.data.tags.get("prunebench.kind") == "sweep-run"]
-    assert len(trial_runs) == 2 and len(seed_runs) == 2  # stopped during the first seed, after epoch 0
-    for r in trial_runs + seed_runs:
-        assert r.info.status == "KILLED" and "prunebench.early_stopped" in r.data.tags
-        assert "prunebench.error" not in r.data.tags
-
 
 def test_train_progress_raising_trial_pruned_ends_run_killed(tmp_path):
     import optuna

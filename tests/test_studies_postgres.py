@@ -98,8 +98,12 @@ batch_size = 64
 device = "cpu"
 
 [sweeps.split]
-kind = "split"
+kind = "accuracy"
+pruner = "orderdp"
 prune_ratio = 0.5
+space = { candidate_ratio = [0.5, 1.0] }
+sampler = "random"
+seeds = [0]
 n_trials = 8
 """
 

@@ -153,6 +153,15 @@ class Pruner:
         self.generator = make_generator(self.seed, f"pruner/{self.name}")
         self.context: PruneContext | None = None
 
+    @classmethod
+    def option_range(cls, option: str, prune_ratio: float) -> tuple[float, float] | None:
+        """The valid ``(low, high)`` of a numeric option when it depends on the prune ratio, else ``None``.
+
+        Sweeps use it to search such an option by its position in the range (``relative = true``), e.g.
+        OrderDP's ``candidate_ratio`` in ``[1 - p, 1]`` while ``p`` varies too.
+        """
+        return None
+
     # -- contract -----------------------------------------------------------------------------------
     @property
     def keep_count(self) -> int:

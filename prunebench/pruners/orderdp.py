@@ -120,7 +120,14 @@ class OrderDP(LossScores, Pruner):
     description: ClassVar[str] = "uniform candidate set, keep top-q by stored loss (Jin et al. ICLR 2026)"
     Options = OrderDPOptions
     short_names: ClassVar[dict[str, str]] = {"candidate_ratio": "c", "initial_score": "init"}
+    #: the named ends of candidate_ratio's range [1-p, 1] (figures label them)
+    range_labels: ClassVar[dict[str, tuple[str, str]]] = {"candidate_ratio": ("uniform = random-dynamic", "greedy = loss-topk")}
     state_attrs = ("scores",)
+
+    @classmethod
+    def option_range(cls, option: str, prune_ratio: float) -> tuple[float, float] | None:
+        """``candidate_ratio`` lies in ``[1 - p, 1]``: uniform random at the low end, greedy top-q at the high end."""
+        return (1.0 - prune_ratio, 1.0) if option == "candidate_ratio" else None
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -162,6 +169,11 @@ class OrderDPFresh(BatchPruner):
     description: ClassVar[str] = "per-step top-k of a fresh uniform candidate batch (OrderDP fresh / Ordered SGD, Kawaguchi & Lu 2020)"
     Options = OrderDPFreshOptions
     short_names: ClassVar[dict[str, str]] = {"candidate_ratio": "c"}
+
+    @classmethod
+    def option_range(cls, option: str, prune_ratio: float) -> tuple[float, float] | None:
+        """``candidate_ratio`` lies in ``[1 - p, 1]``: uniform random at the low end, greedy top-q at the high end."""
+        return (1.0 - prune_ratio, 1.0) if option == "candidate_ratio" else None
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from prunebench.reports import analysis, figures
 from prunebench.reports.inputs import HISTORY_KEYS, ReportError, RunStore, Source, finished, resolve_source
+from prunebench.reports.sweeps import sweep_sections
 from prunebench.reports.render import Document, Figure, Section, Table, to_html, to_markdown
 from prunebench.reports.tables import (GROUP, best_marks, curve_volatility, leaderboard_table, stability_table)
 
@@ -235,7 +236,7 @@ def build_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.Pa
     Parameters
     ----------
     results : a results DataFrame (one row per run, see ``RunResult.row``), a results folder
-        (``results.parquet``/``results.csv``, ``study.toml``, optional ``sweep_trials.csv``), a study TOML
+        (``results.parquet``/``results.csv``, ``study.toml``, optional ``sweeps/<name>/results.csv``), a study TOML
         file (its folder is ``results/<name>/`` unless ``results_dir``), or an MLflow experiment name.
     out_dir : the report folder (created; its ``figures/``, ``tables/``, ``index.html`` and ``README.md``
         are replaced); default ``reports/<study or experiment name>``.
@@ -334,18 +335,13 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None) -> Path:
                     "ratios (points: means over seeds; band: ± one std over seeds); full data is the dashed "
                     "black reference line (with its ± std band). The dotted grey staircase is the Pareto front "
                     "of all (method, ratio) means: no other point has both less compute and more accuracy."))
-    if src.sweep_trials is not None:
-        src.sweep_trials.to_csv(tabdir / "sweep_trials.csv", index=False)
-        figures.pareto_sweep(src.sweep_trials, figdir / "pareto_sweep.png", colors)
-        comp.add(Figure("figures/pareto_sweep.png", "Sweep Pareto front",
-                        f"Every trial of the sweep ({len(src.sweep_trials)} from sweep_trials.csv) by relative compute "
-                        f"and accuracy; circled and joined: the trials on the Pareto front (flag set by the sweep)."))
     figures.overhead(lb, figdir / "overhead.png")
     comp.add(Figure("figures/overhead.png", "Where the time went",
                     "Mean wall-clock per method and prune ratio, split into training without selection, "
                     "selection/planning inside training, and static scoring before training (not part of "
                     "train_time_s). Evaluation is excluded everywhere."))
     sections.append(comp)
+    sections += sweep_sections(src.sweeps, ok, figdir, tabdir)  # every sweep of the study with results
 
     # --- curves and stability ------------------------------------------------------------------------------
     curves = Section("Training curves and stability", "curves")

@@ -97,27 +97,6 @@ def accuracy_vs_compute(ok: pd.DataFrame, colors: dict[str, str], path: Path) ->
     _save(fig, path)
 
 
-def pareto_sweep(trials: pd.DataFrame, path: Path, colors: dict[str, str] | None = None) -> None:
-    """A sweep's trials in the (compute, accuracy) plane with its Pareto front."""
-    fig = Figure(figsize=(7.5, 5.2), layout="constrained")
-    ax = fig.subplots()
-    hue = "method" if "method" in trials.columns else None
-    pal = colors if hue and colors and set(trials["method"]) <= set(colors) else None
-    sns.scatterplot(data=trials, x="relative_compute", y="accuracy", hue=hue, palette=pal, ax=ax, s=35,
-                    alpha=0.6, edgecolor="none")
-    front = trials[trials["pareto"]].sort_values("relative_compute")
-    ax.step(front["relative_compute"], front["accuracy"], where="post", color="crimson", lw=1.6)
-    ax.scatter(front["relative_compute"], front["accuracy"], s=70, facecolors="none", edgecolors="crimson",
-               lw=1.5, label=f"Pareto front ({len(front)} trials)")
-    ax.set_xlabel("relative compute")
-    ax.set_ylabel("accuracy")
-    _pct(ax, "y")
-    _pct(ax, "x")
-    ax.set_title(f"Sweep: {len(trials)} trials")
-    ax.legend(fontsize=8, loc="lower right")
-    _save(fig, path)
-
-
 def accuracy_curves(hist: pd.DataFrame, colors: dict[str, str], path: Path) -> None:
     """Test top-1 over epochs per method, mean over seeds with a +/- std band; one panel per prune ratio
     (full data drawn dashed in every panel)."""

@@ -5,7 +5,7 @@ Nothing here trains or re-scores: every number comes from the table or from what
 Sources (``resolve_source``)
 ----------------------------
 * a results folder ``results/<study>/`` with ``results.parquet`` (or ``results.csv``), ``study.toml`` and,
-  for sweeps, ``sweep_trials.csv``;
+  for the study's sweeps, ``sweeps/<name>/results.csv`` (written by ``prunebench sweep``);
 * a study TOML file: its results folder is ``results/<name>/`` beside the working directory (``name`` is
   the TOML's top-level key), unless ``results_dir`` is given;
 * an MLflow experiment name: the table is built from the experiment's runs (params, metrics, tags).
@@ -39,9 +39,6 @@ REQUIRED_COLUMNS = ("pruner", "seed", "prune_ratio", "final_acc")
 HISTORY_KEYS = ("test_acc", "train_loss", "jaccard", "kept_fraction", "epoch_time_s",
                 "grad_cosine", "grad_norm_kept", "grad_norm_full")
 
-#: the sweep-trials table (optional): one row per trial of an Optuna sweep
-SWEEP_TRIALS_FILE = "sweep_trials.csv"
-SWEEP_REQUIRED = ("trial", "accuracy", "relative_compute", "pareto")
 
 
 @dataclass
@@ -53,7 +50,7 @@ class Source:
     origin: str  # what the user passed, resolved (folder, file or "mlflow experiment X at URI")
     study_text: str | None = None  # the study file, verbatim, when there is one
     study_path: str | None = None
-    sweep_trials: pd.DataFrame | None = None
+    sweeps: dict[str, pd.DataFrame] = field(default_factory=dict)  # sweep name -> its results.csv
     notes: list[str] = field(default_factory=list)
 
 
@@ -119,18 +116,6 @@ def _read_table(folder: Path) -> pd.DataFrame:
                       f"(run the study first, e.g. prunebench leaderboard STUDY.toml)")
 
 
-def _read_sweep_trials(folder: Path) -> pd.DataFrame | None:
-    path = folder / SWEEP_TRIALS_FILE
-    if not path.is_file():
-        return None
-    t = pd.read_csv(path)
-    missing = [c for c in SWEEP_REQUIRED if c not in t.columns]
-    if missing:
-        raise ReportError(f"{path}: lacks column(s) {', '.join(missing)}; needs {', '.join(SWEEP_REQUIRED)}")
-    t["pareto"] = t["pareto"].astype(str).str.lower().isin(("true", "1", "yes"))
-    return t
-
-
 def study_name(toml_path: Path) -> str:
     try:
         data = tomllib.loads(toml_path.read_text())
@@ -167,7 +152,9 @@ def resolve_source(target: str | os.PathLike | pd.DataFrame, *, results_dir: str
             study_text, study_path = (folder / "study.toml").read_text(), str(folder / "study.toml")
         name = (str(df["study"].dropna().iloc[0]) if "study" in df.columns and df["study"].notna().any()
                 else folder.name)
-        return Source(df, name, str(folder), study_text, study_path, _read_sweep_trials(folder))
+        from prunebench.reports.sweeps import read_sweeps
+
+        return Source(df, name, str(folder), study_text, study_path, read_sweeps(folder))
     if os.sep in str(target) or path.suffix:
         raise ReportError(f"{target} does not exist: pass a results folder, a study .toml file or an MLflow "
                           f"experiment name")

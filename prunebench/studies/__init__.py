@@ -19,7 +19,7 @@ from prunebench.studies.leaderboard import (
     study_runs,
 )
 from prunebench.studies.spec import MethodSpec, RunSpec, Study, SweepSpec, load_study
-from prunebench.studies.sweep import format_sweep, pareto_front, pick_sweep, run_sweep
+from prunebench.studies.sweep import SweepResult, format_sweep, pick_sweep, run_sweep
 
 __all__ = [
     "MethodSpec",
@@ -32,7 +32,7 @@ __all__ = [
     "format_sweep",
     "leaderboard_table",
     "load_study",
-    "pareto_front",
+    "SweepResult",
     "pick_sweep",
     "plan",
     "run_leaderboard",

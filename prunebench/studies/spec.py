@@ -33,12 +33,12 @@ EXECUTION_KEYS = ("data_dir", "download", "num_workers", "eval_batch_size", "rec
 TOP_KEYS = ("study", "recipe", "methods", "sweeps")
 STUDY_KEYS = ("name", "description", "experiment", "tracking_uri", "seeds", "prune_ratios")
 METHOD_KEYS = ("pruner", "options", "prune_ratios")
-SWEEP_KINDS = ("split", "pareto")
-SWEEP_KEYS = ("kind", "pruner", "options", "prune_ratio", "space", "n_trials", "seeds", "storage",
+SWEEP_KINDS = ("accuracy", "pareto")
+SWEEP_KEYS = ("kind", "pruner", "options", "prune_ratio", "space", "grid_points", "n_trials", "seeds", "storage",
               "study_name", "sampler", "seed", "early_stopping", "early_stopping_startup_trials",
-              "early_stopping_warmup_epochs")
-SPACE_KEYS = {"split": ("candidate_ratio",), "pareto": ("prune_ratio", "split")}
-SAMPLERS = ("tpe", "random", "nsga2")
+              "early_stopping_warmup")
+AXIS_KEYS = ("low", "high", "points", "values", "relative")
+SAMPLERS = ("grid", "tpe", "random", "nsga2")
 REFERENCE = "full"  # the method every leaderboard compares with: once per seed, prune ratio 0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -54,24 +54,90 @@ class MethodSpec:
 
 
 @dataclass(frozen=True)
-class SweepSpec:
-    """One Optuna sweep of a study (``kind`` ``split`` or ``pareto``)."""
+class Axis:
+    """One searched dimension of a sweep: the prune ratio or one declared option of the sweep's pruner.
+
+    ``values`` (a grid: explicit, or ``points`` evenly spaced in ``[low, high]``) or a range for Optuna's
+    samplers. ``relative``: the values are positions in ``[0, 1]`` of the range the pruner declares for
+    the option at the run's prune ratio (``Pruner.option_range``), e.g. OrderDP's ``candidate_ratio`` in
+    ``[1-p, 1]``: 0 is its lower end, 1 its upper end.
+    """
 
     name: str
-    kind: Literal["split", "pareto"]
+    kind: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    values: tuple[Any, ...] | None = None  # the grid (None: a range only, for Optuna's samplers)
+    relative: bool = False
+
+    @property
+    def column(self) -> str:
+        """The axis' column in sweep tables: ``prune_ratio``, ``candidate_ratio`` or ``candidate_ratio@rel``."""
+        return f"{self.name}@rel" if self.relative else self.name
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """One sweep of a study: a pruner, fixed options, and a space over its options and the prune ratio.
+
+    ``kind``: ``accuracy`` (maximise the mean final accuracy over the seeds) or ``pareto`` (maximise
+    accuracy, minimise total relative compute). ``sampler`` ``grid`` runs every point of the grid (each
+    point x seed a run with a stable run key, like a leaderboard cell); the others are Optuna samplers.
+    """
+
+    name: str
+    kind: Literal["accuracy", "pareto"]
     pruner: str
-    options: dict[str, Any]
-    prune_ratio: float | None  # split: the fixed prune ratio
-    space: dict[str, tuple[float, float]]  # parameter -> (low, high)
-    n_trials: int  # finished trials (complete or early-stopped) the study should reach, over all workers
-    seeds: tuple[int, ...]  # each trial trains once per seed; the objective is the mean over them
+    options: dict[str, Any]  # fixed options
+    prune_ratio: float | None  # the fixed prune ratio (None: prune_ratio is an axis)
+    axes: tuple[Axis, ...]
+    n_trials: int  # Optuna: finished trials (complete or early-stopped) to reach; grid: the grid's size
+    seeds: tuple[int, ...]  # each point trains once per seed
     storage: str | None  # Optuna RDB storage URL (else --storage, else a SQLite file in the out dir)
     study_name: str  # the Optuna study name inside the storage
-    sampler: Literal["tpe", "random", "nsga2"]
+    sampler: Literal["grid", "tpe", "random", "nsga2"]
     seed: int  # sampler seed (mixed with the worker's identity, so workers do not propose alike)
     early_stopping: bool  # Optuna's median pruner on per-epoch accuracy ("early-stopped trials")
     early_stopping_startup_trials: int
-    early_stopping_warmup_epochs: int
+    early_stopping_warmup: float  # fraction of each run before which no trial is stopped
+
+    @property
+    def space(self) -> dict[str, Axis]:
+        return {a.name: a for a in self.axes}
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every point of a grid sweep (axis name -> value, in axis order; the product of the axes' values)."""
+        import itertools
+
+        if any(a.values is None for a in self.axes):
+            raise ConfigError(f"sweep {self.name}: axis {next(a.name for a in self.axes if a.values is None)} "
+                              "is a range, not a grid")
+        return [dict(zip([a.name for a in self.axes], combo)) for combo in itertools.product(*(a.values for a in self.axes))]
+
+    def resolve(self, point: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        """(prune ratio, full option dict) of one point; relative axes become option values."""
+        from prunebench.pruners import get_pruner_class
+
+        p = float(point.get("prune_ratio", self.prune_ratio))
+        opts = dict(self.options)
+        for a in self.axes:
+            if a.name == "prune_ratio":
+                continue
+            v = point[a.name]
+            if a.relative:
+                lo, hi = get_pruner_class(self.pruner).option_range(a.name, p)
+                v = round(min(hi, max(lo, lo + float(v) * (hi - lo))), 12)
+            opts[a.name] = v
+        return p, opts
+
+    def label(self, point: dict[str, Any]) -> str:
+        """A point's method name: ``<sweep>[candidate_ratio=0.6,prune_ratio=0.5]`` (values as given)."""
+        inner = ",".join(f"{self.space[k].column}={_fmt(v)}" for k, v in point.items())
+        return f"{self.name}[{inner}]"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 @dataclass(frozen=True)
@@ -389,7 +455,7 @@ def _check_names(cfg: TrainConfig, f: _File) -> None:
 
 def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_seeds: tuple[int, ...],
                 epochs: int) -> SweepSpec:
-    from prunebench.pruners import get_pruner_class, list_pruners
+    from prunebench.pruners import create_pruner, get_pruner_class, list_pruners
 
     key = f"sweeps.{sname}"
     _str(sname, f, key, _NAME)
@@ -399,63 +465,158 @@ def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_
     kind = s["kind"]
     if kind not in SWEEP_KINDS:
         raise f.error(f"{key}.kind", f"{kind!r} is not valid; valid: {', '.join(SWEEP_KINDS)}")
-    pruner = _str(s.get("pruner", "orderdp"), f, f"{key}.pruner")
+    if "pruner" not in s:
+        raise f.error(f"{key}.pruner", f"missing; name the pruner to sweep, one of: {', '.join(list_pruners())}")
+    pruner = _str(s["pruner"], f, f"{key}.pruner")
     try:
         cls = get_pruner_class(pruner)
     except ConfigError:
         raise f.error(f"{key}.pruner", f"unknown pruner {pruner!r}; valid: {', '.join(list_pruners())}") from None
-    if "candidate_ratio" not in {x.name for x in dataclasses.fields(cls.Options)}:
-        raise f.error(f"{key}.pruner", f"pruner {pruner!r} has no candidate_ratio option to sweep; valid: orderdp, orderdp-fresh")
     options = _pruner_options(pruner, s.get("options", {}), f, f"{key}.options")
-    if "candidate_ratio" in options:
-        raise f.error(f"{key}.options.candidate_ratio", "is the swept parameter; set its range in space instead")
+    hints = typing.get_type_hints(cls.Options)
+    declared = tuple(x.name for x in dataclasses.fields(cls.Options))
+
     space_raw = f.table(s.get("space", {}), f"{key}.space")
-    f.unknown(space_raw, SPACE_KEYS[kind], f"{key}.space")
-    space: dict[str, tuple[float, float]] = {}
-    for k, v in space_raw.items():
-        if (not isinstance(v, list) or len(v) != 2
-                or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in v) or not v[0] <= v[1]):
-            raise f.error(f"{key}.space.{k}", f"expected [low, high] with low <= high, got {v!r}")
-        space[k] = (float(v[0]), float(v[1]))
-    prune_ratio = None
-    if kind == "split":
-        if "prune_ratio" not in s:
-            raise f.error(f"{key}.prune_ratio", "missing; a split sweep tunes candidate_ratio at one prune ratio")
-        prune_ratio = _ratio(s["prune_ratio"], f, f"{key}.prune_ratio")
-        lo, hi = space.get("candidate_ratio", (1.0 - prune_ratio, 1.0))
-        if lo < 1.0 - prune_ratio - 1e-12 or hi > 1.0:
-            raise f.error(f"{key}.space.candidate_ratio",
-                          f"[{lo:g}, {hi:g}] leaves the valid range [1-p, 1] = [{1 - prune_ratio:g}, 1]")
-        space["candidate_ratio"] = (lo, hi)
-    else:
-        if "prune_ratio" in s:
-            raise f.error(f"{key}.prune_ratio", "a pareto sweep searches the prune ratio; set space.prune_ratio instead")
-        lo, hi = space.get("prune_ratio", (0.1, 0.9))
-        if not 0.0 <= lo <= hi < 1.0:
-            raise f.error(f"{key}.space.prune_ratio", f"[{lo:g}, {hi:g}] must lie in [0, 1)")
-        slo, shi = space.get("split", (0.0, 1.0))
-        if not 0.0 <= slo <= shi <= 1.0:
-            raise f.error(f"{key}.space.split", f"[{slo:g}, {shi:g}] must lie in [0, 1]")
-        space["prune_ratio"], space["split"] = (lo, hi), (slo, shi)
-    _check_pruner(pruner, {**options, "candidate_ratio": 1.0}, (prune_ratio if prune_ratio is not None else space["prune_ratio"][0],),
-                  epochs, f, key)
-    sampler = s.get("sampler", "tpe")
-    if sampler not in SAMPLERS:
+    if not space_raw:
+        raise f.error(f"{key}.space", f"empty; give at least one axis: prune_ratio or an option of {pruner!r} "
+                                      f"({', '.join(declared) or 'none'})")
+    grid_points = _int(s.get("grid_points", 5), f, f"{key}.grid_points", 2)
+    if "prune_ratio" in s and "prune_ratio" in space_raw:
+        raise f.error(f"{key}.prune_ratio", "is also an axis of the space; give one of the two")
+    prune_ratio = _ratio(s["prune_ratio"], f, f"{key}.prune_ratio") if "prune_ratio" in s else None
+    if prune_ratio is None and "prune_ratio" not in space_raw:
+        raise f.error(f"{key}.prune_ratio", "missing; fix it (prune_ratio = 0.5) or search it (space.prune_ratio)")
+    for k in space_raw:
+        if k != "prune_ratio" and k not in declared:
+            raise f.error(f"{key}.space.{k}", f"not an option of pruner {pruner!r}; valid axes: prune_ratio"
+                                              + "".join(f", {d}" for d in declared))
+        if k in options:
+            raise f.error(f"{key}.options.{k}", "is an axis of the space; set it there, not in options")
+    sampler = s.get("sampler")
+    if sampler is not None and sampler not in SAMPLERS:
         raise f.error(f"{key}.sampler", f"{sampler!r} is not valid; valid: {', '.join(SAMPLERS)}")
+    gridded = all(isinstance(v, dict) and ("values" in v or "points" in v) for v in space_raw.values())
+    if sampler is None:
+        sampler = "grid" if len(space_raw) == 1 or gridded else "tpe"
+    axes = tuple(_axis(k, v, hints.get(k, float), cls, sampler == "grid", grid_points, f, f"{key}.space.{k}")
+                 for k, v in space_raw.items())
+
+    if "seeds" in s:
+        seeds = _seeds(s["seeds"], f, f"{key}.seeds")
+    elif len(study_seeds) >= 2:
+        seeds = study_seeds
+    else:
+        raise f.error(f"{key}.seeds", f"the study has {len(study_seeds)} seed; a sweep point needs >= 2 for an "
+                                      "interval: give seeds = [0, 1] (or seeds = [0] to accept no interval)")
     early = s.get("early_stopping", False)
     if not isinstance(early, bool):
         raise f.error(f"{key}.early_stopping", f"expected true or false, got {_tname(early)} {early!r}")
     if early and kind == "pareto":
         raise f.error(f"{key}.early_stopping", "early stopping of trials needs one objective; a pareto sweep has two")
-    return SweepSpec(
-        name=sname, kind=kind, pruner=pruner, options=options, prune_ratio=prune_ratio, space=space,
-        n_trials=_int(s.get("n_trials", 20), f, f"{key}.n_trials", 1),
-        seeds=_seeds(s["seeds"], f, f"{key}.seeds") if "seeds" in s else study_seeds,
+    if early and sampler == "grid":
+        raise f.error(f"{key}.early_stopping", "a grid sweep runs every point to the end; early stopping needs "
+                                               "an Optuna sampler (sampler = \"tpe\" or \"random\")")
+    warm = s.get("early_stopping_warmup", 0.5)
+    if isinstance(warm, bool) or not isinstance(warm, (int, float)) or not 0.0 <= warm < 1.0:
+        raise f.error(f"{key}.early_stopping_warmup", f"expected a fraction of the run in [0, 1), got {warm!r}")
+    if sampler == "grid" and "n_trials" in s:
+        raise f.error(f"{key}.n_trials", "a grid sweep runs every point of its grid; n_trials is for Optuna samplers")
+    spec = SweepSpec(
+        name=sname, kind=kind, pruner=pruner, options=options, prune_ratio=prune_ratio, axes=axes,
+        n_trials=_int(s.get("n_trials", 20), f, f"{key}.n_trials", 1), seeds=seeds,
         storage=_str(s["storage"], f, f"{key}.storage") if "storage" in s else None,
         study_name=_str(s.get("study_name", f"{study_name}/{sname}"), f, f"{key}.study_name"),
         sampler=sampler, seed=_int(s.get("seed", 0), f, f"{key}.seed", 0), early_stopping=early,
         early_stopping_startup_trials=_int(s.get("early_stopping_startup_trials", 4), f,
                                            f"{key}.early_stopping_startup_trials", 0),
-        early_stopping_warmup_epochs=_int(s.get("early_stopping_warmup_epochs", 1), f,
-                                          f"{key}.early_stopping_warmup_epochs", 0),
+        early_stopping_warmup=float(warm),
     )
+    if sampler == "grid":
+        spec = dataclasses.replace(spec, n_trials=len(spec.grid()))
+        corners = spec.grid()
+    else:  # every combination of the axes' ends (or values)
+        import itertools
+
+        ends = [a.values if a.values is not None else (a.low, a.high) for a in axes]
+        corners = [dict(zip([a.name for a in axes], c)) for c in itertools.product(*ends)]
+    for pt in corners:
+        pr, opts = spec.resolve(pt)
+        if not 0.0 <= pr < 1.0:
+            raise f.error(f"{key}.space.prune_ratio", f"prune ratio {pr:g} is not in [0, 1)")
+        where = ", ".join(f"{k}={_fmt(v)}" for k, v in pt.items())
+        try:
+            create_pruner(pruner, num_samples=10_000, num_epochs=epochs, prune_ratio=pr, seed=0, **opts)
+        except ConfigError as e:
+            raise f.error(f"{key}.space", f"at {where}: {e}") from None
+    return spec
+
+
+def _axis(name: str, raw: Any, hint: Any, cls: type, grid: bool, grid_points: int, f: _File, key: str) -> Axis:
+    """One axis from ``[low, high]`` or ``{ values = [...] }`` or ``{ low, high, points, relative }``."""
+    if name == "prune_ratio":
+        hint = float
+    kind = "int" if hint is int else "float" if hint in (float, int) or name == "prune_ratio" else "categorical"
+    if isinstance(raw, list):
+        raw = {"low": raw[0], "high": raw[1]} if len(raw) == 2 else {"bad": raw}
+        if "bad" in raw:
+            raise f.error(key, f"expected [low, high] or a table with values = [...] or low, high, points; got {raw['bad']!r}")
+    raw = f.table(raw, key)
+    f.unknown(raw, AXIS_KEYS, key)
+    relative = raw.get("relative", False)
+    if not isinstance(relative, bool):
+        raise f.error(f"{key}.relative", f"expected true or false, got {_tname(relative)} {relative!r}")
+    if relative:
+        if name == "prune_ratio" or cls.option_range(name, 0.5) is None:
+            raise f.error(f"{key}.relative", f"pruner {cls.name!r} declares no p-dependent range for {name!r}; "
+                                             "give the option's values themselves")
+        kind = "float"
+    if "values" in raw:
+        if "low" in raw or "high" in raw or "points" in raw:
+            raise f.error(key, "give either values = [...] or low, high (and points), not both")
+        vals = raw["values"]
+        if not isinstance(vals, list) or not vals:
+            raise f.error(f"{key}.values", f"expected a non-empty list, got {vals!r}")
+        for v in vals:
+            if relative or name == "prune_ratio":
+                _check_type(v, float, f, f"{key}.values")
+            else:
+                _check_type(v, hint, f, f"{key}.values")
+        if len({repr(v) for v in vals}) != len(vals):
+            raise f.error(f"{key}.values", f"values repeat: {vals}")
+        nums = kind != "categorical"
+        return Axis(name, kind if nums else "categorical", min(vals) if nums else None, max(vals) if nums else None,
+                    tuple(float(v) if kind == "float" else v for v in vals), relative)
+    if kind == "categorical":
+        raise f.error(key, f"option {name!r} is not numeric: list its values, {{ values = [...] }}")
+    if "low" not in raw or "high" not in raw:
+        raise f.error(key, "expected [low, high] or a table with values = [...] or low, high, points")
+    lo, hi = raw["low"], raw["high"]
+    for v, k in ((lo, "low"), (hi, "high")):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise f.error(f"{key}.{k}", f"expected a number, got {_tname(v)} {v!r}")
+    if not lo <= hi:
+        raise f.error(key, f"expected low <= high, got [{lo!r}, {hi!r}]")
+    if relative and not 0.0 <= lo <= hi <= 1.0:
+        raise f.error(key, f"a relative axis lies in [0, 1] (0: the range's low end, 1: its high end), got [{lo:g}, {hi:g}]")
+    points = raw.get("points")
+    if points is not None:
+        points = _int(points, f, f"{key}.points", 1)
+        if points == 1 and lo != hi:
+            raise f.error(f"{key}.points", "one point needs low == high; use 2 or more to span a range")
+    values = None
+    if points is not None or grid:
+        values = grid_values(float(lo), float(hi), points or grid_points, integer=kind == "int")
+    return Axis(name, kind, float(lo), float(hi), values, relative)
+
+
+def grid_values(low: float, high: float, points: int, integer: bool = False) -> tuple[Any, ...]:
+    """``points`` evenly spaced values from ``low`` to ``high`` (both included; 12 decimals, so 0.1 + 0.2
+    prints as 0.3); integers rounded and de-duplicated."""
+    if points == 1 or low == high:
+        return (int(round(low)),) if integer else (float(low),)
+    step = (high - low) / (points - 1)
+    vals = [round(low + i * step, 12) for i in range(points)]
+    vals[-1] = float(high)
+    if integer:
+        return tuple(dict.fromkeys(int(round(v)) for v in vals))
+    return tuple(vals)

@@ -1,30 +1,42 @@
-"""Optuna sweeps declared in a study file: resumable, shareable between worker processes and machines.
+"""Sweeps declared in a study file: a pruner, a space over its declared options and the prune ratio.
 
-Two kinds (``[sweeps.NAME] kind = ...``):
+``[sweeps.NAME]`` names a pruner, fixed ``options``, a fixed ``prune_ratio`` or a ``space.prune_ratio``
+axis, and a ``space`` over any of the pruner's options (its Options dataclass fields). Two kinds:
 
-* ``split`` — OrderDP's split at a fixed budget: at prune ratio ``p``, search ``candidate_ratio`` in
-  ``[1-p, 1]``; one objective, the final accuracy averaged over the sweep's seeds (maximised).
-* ``pareto`` — accuracy vs compute: search the prune ratio and the ``split`` ``u`` in ``[0, 1]`` with
-  ``candidate_ratio = 1 - p + u p`` (0: uniform random, 1: greedy top-q); two objectives (maximise
-  accuracy, minimise realized relative compute); the Pareto front is ``study.best_trials``.
+* ``accuracy`` — the mean final accuracy over the sweep's seeds (e.g. OrderDP's candidate/top-q split at
+  a fixed budget, the OrderDP paper's Figure 4; InfoBatch's ``delta``; UCB's ``c``);
+* ``pareto`` — accuracy against total relative compute (training + scoring, the leaderboard's cost axis).
 
-The Optuna study lives in RDB storage (``--storage``, else the file's ``storage``, else
-``sqlite:///<out>/optuna.db``), so a killed sweep resumes and several workers can join one study: run
-``prunebench sweep FILE --storage postgresql://...`` on each. Workers stop once the study holds
-``n_trials`` finished (complete or early-stopped) trials; two workers that start their last trials at the
-same moment can overshoot by one each. Trials of killed workers are found by Optuna's heartbeat and
-marked failed.
+Samplers. ``grid`` (the default for a one-dimensional space, or when every axis lists values or points)
+runs every point x seed as a leaderboard cell of a derived study (``<study>`` with one method per point,
+named ``<sweep>[axis=value,...]``, plus ``full``): each cell has a stable run key, so a killed sweep
+resumes where it stopped, finished cells are never retrained, and ``full`` is shared with the study's
+leaderboard when both use one MLflow store. ``tpe``, ``random`` and ``nsga2`` are Optuna samplers over
+the space's ranges: the Optuna study lives in RDB storage (``--storage``, else the file's ``storage``,
+else ``sqlite:///<sweep folder>/optuna.db``), so a killed sweep resumes and several workers can join one
+study; workers stop once the study holds ``n_trials`` finished (complete or early-stopped) trials. Optuna
+sweeps train no ``full`` reference themselves (workers may share one study from several machines): its
+runs are included when the MLflow store (the study's leaderboard) or an imported table has them.
+
+A relative axis (``{ low = 0, high = 1, relative = true }``) searches an option by its position in the
+range the pruner declares for it at the run's prune ratio (``Pruner.option_range``): OrderDP's split
+``candidate_ratio = 1 - p + u p`` for ``u`` in ``[0, 1]``, without OrderDP-specific code here.
 
 Optuna's trial pruning is called *early stopping of trials* here (data pruning is what prunebench
-measures); it is off unless the sweep sets ``early_stopping = true`` (median pruner on the per-epoch
-test accuracy; the step is ``seed index x epochs + epoch``, so trials are compared seed by seed).
+measures); it is off unless the sweep sets ``early_stopping = true`` (median pruner on the test accuracy
+at the same epoch of the same seed, i.e. at equal progress of the schedule; no trial is stopped before
+``early_stopping_warmup`` of its run). Early-stopped trials never count as "best": they are listed, and a
+warning says when fewer trials completed than were asked.
 
-MLflow: one run per sweep (shared by its workers), one run per trial nested under it, and one run per
-trial and seed nested under the trial's run.
+Every sweep writes ``<out>/sweeps/<name>/``: ``results.csv`` (one row per run, ``full`` included, with
+the columns ``sweep``, ``point``, ``axis.<axis>``; the report reads this), ``points.csv`` (per point: mean,
+95% CI, paired comparison with the best), ``sweep.json`` (the spec) and, for Optuna, ``trials.csv``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import socket
@@ -34,11 +46,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 
 from prunebench.errors import ConfigError, PrunebenchError
 from prunebench.harness.checkpoint import atomic_write
 from prunebench.seeding import derive_seed
-from prunebench.studies.spec import Study, SweepSpec
+from prunebench.studies.spec import REFERENCE, MethodSpec, Study, SweepSpec
 
 Log = Callable[[str], None]
 PARENT_TAG = "mlflow.parentRunId"
@@ -99,8 +112,8 @@ def _pruner(sweep: SweepSpec, early_stopping: bool):
 
     if not early_stopping:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=sweep.early_stopping_startup_trials,
-                                       n_warmup_steps=sweep.early_stopping_warmup_epochs)
+    # warm-up is applied per run by the objective (a fraction of each seed's schedule), not here
+    return optuna.pruners.MedianPruner(n_startup_trials=sweep.early_stopping_startup_trials, n_warmup_steps=0)
 
 
 def pick_sweep(study: Study, name: str | None) -> SweepSpec:
@@ -121,42 +134,138 @@ def _finished_count(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
 
 
+@dataclasses.dataclass
+class SweepResult:
+    """What a sweep leaves: its runs (one row per point x seed, ``full`` included), the per-point summary,
+    the Optuna trials (``None`` for a grid) and warnings (e.g. fewer trials completed than asked)."""
+
+    spec: SweepSpec
+    folder: Path
+    results: pd.DataFrame
+    points: pd.DataFrame
+    trials: pd.DataFrame | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def sweep_folder(out: Path, spec: SweepSpec) -> Path:
+    return out / "sweeps" / spec.name
+
+
+def sweep_study(study: Study, spec: SweepSpec, points: list[dict[str, Any]] | None = None) -> Study:
+    """The leaderboard study of a grid sweep: ``full`` plus one method per point, on the sweep's seeds.
+
+    The study name and recipe are the study's own, so ``full``'s run keys are the leaderboard's."""
+    methods = [m for m in study.methods if m.name == REFERENCE]
+    for pt in points or []:
+        p, opts = spec.resolve(pt)
+        methods.append(MethodSpec(spec.label(pt), spec.pruner, opts, (p,)))
+    return dataclasses.replace(study, methods=tuple(methods), seeds=spec.seeds, sweeps={})
+
+
 def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = None, *, sweep: str | None = None,
               out_dir: str | Path | None = None, tracking_uri: str | None = None, data_dir: str | None = None,
-              early_stopping: bool | None = None, log: Log | None = None):
-    """Run (or join, or resume) one sweep of ``study``; returns the ``optuna.Study``.
+              early_stopping: bool | None = None, log: Log | None = None, jobs: int = 1,
+              imports=None, train: bool = True) -> SweepResult:
+    """Run (or resume, or join) one sweep of ``study``; returns a :class:`SweepResult`.
 
-    ``storage``: Optuna RDB URL (else the sweep's ``storage``, else ``sqlite:///<out>/optuna.db``).
-    ``n_trials``: finished trials the study should reach over all workers (else the file's).
-    ``early_stopping``: override the file's setting. Writes ``<out>/sweep-<name>.csv`` (all trials) and,
-    for a pareto sweep, ``<out>/sweep-<name>-pareto.csv``.
+    Writes ``<out>/sweeps/<name>/`` (``out``: ``out_dir``, else ``results/<study>/``). ``storage``,
+    ``n_trials`` and ``early_stopping`` apply to Optuna samplers; ``jobs`` and ``imports`` (results tables
+    whose finished cells count as done, e.g. the study's leaderboard for ``full``) to grids and to the
+    ``full`` reference of every sweep. ``train=False`` trains nothing: the tables hold what is done so far
+    (e.g. to report on a sweep that is still running).
     """
-    import optuna
-    from optuna.trial import TrialState
-
-    from prunebench.harness.tracking import MLflowTracker, resolve_tracking_uri
-    from prunebench.studies.leaderboard import _data_for, default_out_dir
+    from prunebench.studies.leaderboard import default_out_dir, run_leaderboard
 
     spec = pick_sweep(study, sweep)
     log = log or (lambda s: None)
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
         raise ConfigError(f"n_trials must be an integer >= 1, got {n_trials!r}")
-    target = n_trials or spec.n_trials
     early = spec.early_stopping if early_stopping is None else bool(early_stopping)
     if early and spec.kind == "pareto":
         raise ConfigError(f"{study.path}: sweeps.{spec.name}: early stopping of trials needs one objective; "
                           "a pareto sweep has two")
-    out = Path(out_dir) if out_dir is not None else default_out_dir(study)
-    url = storage or spec.storage
-    if url is None:
-        out.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{(out / 'optuna.db').resolve()}"
+    if early and spec.sampler == "grid":
+        raise ConfigError(f"{study.path}: sweeps.{spec.name}: a grid sweep runs every point to the end; early "
+                          "stopping of trials needs an Optuna sampler")
+    from prunebench.reports import sweeps as sweep_stats
+
+    out = sweep_folder(Path(out_dir) if out_dir is not None else default_out_dir(study), spec)
+    out.mkdir(parents=True, exist_ok=True)
+    if spec.sampler == "grid":
+        pts = spec.grid()
+        log(f"{study.name}/{spec.name}: grid sweep of {spec.pruner}, {len(pts)} points x {len(spec.seeds)} seeds "
+            f"(+ full)")
+        res = run_leaderboard(sweep_study(study, spec, pts), out, jobs=jobs, tracking_uri=tracking_uri,
+                              data_dir=data_dir, log=log, imports=imports, train=train)
+        trials = None
+        warns: list[str] = []
+    else:
+        # full data as the reference when the store (or an imported table) already holds it: Optuna workers
+        # may run on several machines at once, so they do not train it themselves
+        try:
+            ref = run_leaderboard(sweep_study(study, spec), out, tracking_uri=tracking_uri, data_dir=data_dir,
+                                  log=log, imports=imports, train=False)
+        except PrunebenchError:
+            ref = pd.DataFrame()
+        trials, rows, warns = _run_optuna(study, spec, out, storage, n_trials, tracking_uri, data_dir, early, log,
+                                          train)
+        res = pd.concat([ref, pd.DataFrame(rows)], ignore_index=True) if rows else ref
+        if res.empty:
+            res = pd.DataFrame(columns=["method", "seed", "status", "final_acc", "relative_compute"])
+    results = annotate(res, spec)
+    pts_table = sweep_stats.point_table(results, spec.kind)
+    atomic_write(out / "results.csv", lambda t: results.to_csv(t, index=False))
+    atomic_write(out / "points.csv", lambda t: pts_table.to_csv(t, index=False))
+    if trials is not None:
+        atomic_write(out / "trials.csv", lambda t: trials.to_csv(t, index=False))
+    atomic_write(out / "sweep.json", lambda t: Path(t).write_text(json.dumps(spec_dict(spec), indent=1)))
+    return SweepResult(spec, out, results, pts_table, trials, warns)
+
+
+def spec_dict(spec: SweepSpec) -> dict[str, Any]:
+    d = dataclasses.asdict(spec)
+    d["storage"] = _redact(spec.storage) if spec.storage else None
+    return d
+
+
+def annotate(results: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+    """The sweep's columns on a results table: ``sweep``, ``point`` (the method name; ``full`` for the
+    reference) and ``axis.<axis column>`` (the point's value on each axis, as searched)."""
+    df = results.copy()
+    df["sweep"] = spec.name
+    df["kind"] = spec.kind
+    df["point"] = df["method"]
+    cols = [f"axis.{a.column}" for a in spec.axes]
+    for c in cols:
+        if c not in df.columns:
+            df[c] = np.nan
+    labels = {}
+    if spec.sampler == "grid":
+        labels = {spec.label(pt): pt for pt in spec.grid()}
+    for i, m in df["method"].items():
+        pt = labels.get(m)
+        if pt is not None:
+            for a in spec.axes:
+                df.at[i, f"axis.{a.column}"] = pt[a.name]
+    return df
+
+
+def _run_optuna(study: Study, spec: SweepSpec, out: Path, storage: str | None, n_trials: int | None,
+                tracking_uri: str | None, data_dir: str | None, early: bool, log: Log, train: bool = True):
+    import optuna
+
+    from prunebench.harness.tracking import MLflowTracker, resolve_tracking_uri
+    from prunebench.reports import sweeps as sweep_stats
+    from prunebench.studies.leaderboard import _data_for
+
+    target = n_trials or spec.n_trials
+    url = storage or spec.storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
     uri = resolve_tracking_uri(tracking_uri or study.tracking_uri)
     base = study.base_config(tracking_uri=uri, **({"data_dir": data_dir} if data_dir else {}))
-    data = _data_for(base)  # fail fast on missing data
+    data = _data_for(base)
     epochs = base.epochs or data.default_epochs
 
-    directions = ["maximize"] if spec.kind == "split" else ["maximize", "minimize"]
+    directions = ["maximize"] if spec.kind == "accuracy" else ["maximize", "minimize"]
     rdb = _storage(url)
     ostudy, creator = None, False
     for attempt in range(5):
@@ -178,15 +287,14 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
         raise ConfigError(f"Optuna study {spec.study_name!r} in {_redact(url)} has directions "
                           f"{[d.name.lower() for d in ostudy.directions]}, this {spec.kind} sweep needs {directions}")
 
-    # the sweep's MLflow run, shared by all workers (its id lives in the Optuna study)
     tracker = MLflowTracker(uri, study.experiment)
     parent = _sweep_run(ostudy, creator, tracker, study, spec, url, early, target)
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    log(f"{study.name}/{spec.name}: {spec.kind} sweep, study {spec.study_name!r} in {_redact(url)}; "
+    log(f"{study.name}/{spec.name}: {spec.kind} sweep ({spec.sampler}), study {spec.study_name!r} in {_redact(url)}; "
         f"{len(ostudy.trials)} trials so far, target {target} finished; early stopping of trials "
         f"{'on' if early else 'off'}")
 
-    def objective(trial) -> float | tuple[float, float]:
+    def objective(trial):
         return _objective(trial, study, spec, base, data, epochs, tracker.uri, parent, early, worker, log)
 
     t0 = time.perf_counter()
@@ -196,13 +304,13 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(ostudy)
-        if _finished_count(ostudy) >= target:
+        if not train or _finished_count(ostudy) >= target:
             break
         before = len(ostudy.trials)
         ostudy.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
         ran += 1
         last = [t for t in ostudy.get_trials(deepcopy=False)[before:] if t.user_attrs.get("worker") == worker]
-        if last and last[-1].state == TrialState.FAIL:
+        if last and last[-1].state.name == "FAIL":
             consecutive_failures += 1
             if consecutive_failures >= 3:
                 raise PrunebenchError(f"sweep {spec.name}: 3 trials in a row failed (last: "
@@ -211,8 +319,40 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
             consecutive_failures = 0
     log(f"{study.name}/{spec.name}: this worker ran {ran} trials in {time.perf_counter() - t0:.1f}s; "
         f"the study holds {len(ostudy.trials)} trials")
-    _summarise(ostudy, spec, tracker, parent, out)
-    return ostudy
+    trials = trials_table(ostudy, spec)
+    book = sweep_stats.trial_bookkeeping(trials, target)
+    rows = []
+    for t in ostudy.get_trials(deepcopy=False):
+        if t.state.name != "COMPLETE":
+            continue  # early-stopped and failed trials are listed in trials.csv, never in the results
+        pt = _trial_point(t, spec)
+        for r in t.user_attrs.get("runs", []):
+            rows.append({**r, "study": study.name, "method": spec.label(pt), "pruner": spec.pruner, "status": "FINISHED",
+                         "trial": t.number, **{f"axis.{a.column}": pt[a.name] for a in spec.axes}})
+    tracker.run_id = parent
+    try:
+        tracker.log_metrics({"trials_complete": len(book["complete"]), "trials_early_stopped": len(book["stopped"]),
+                             "trials_failed": len(book["failed"])})
+        tracker.client.set_terminated(parent, status="FINISHED")
+    except Exception:
+        pass
+    return trials, rows, book["warnings"]
+
+
+def _trial_point(t, spec: SweepSpec) -> dict[str, Any]:
+    return {a.name: t.params[a.column] for a in spec.axes}
+
+
+def trials_table(ostudy, spec: SweepSpec) -> pd.DataFrame:
+    """One row per Optuna trial: number, state, axis values, mean accuracy and compute, where it stopped."""
+    recs = []
+    for t in ostudy.get_trials(deepcopy=False):
+        rec = {"trial": t.number, "state": t.state.name}
+        rec.update({f"axis.{a.column}": t.params.get(a.column) for a in spec.axes})
+        for k in ("acc_mean", "acc_std", "total_compute", "n_seeds", "stopped_at", "error"):
+            rec[k] = t.user_attrs.get(k)
+        recs.append(rec)
+    return pd.DataFrame(recs, columns=None if recs else ["trial", "state", "acc_mean", "stopped_at"])
 
 
 def _sweep_run(ostudy, creator: bool, tracker, study: Study, spec: SweepSpec, url: str, early: bool,
@@ -232,12 +372,22 @@ def _sweep_run(ostudy, creator: bool, tracker, study: Study, spec: SweepSpec, ur
         except Exception:
             pass  # deleted, or another tracking store: make a new one
     tracker.start(f"sweep {spec.name}", {"kind": spec.kind, "pruner": spec.pruner, "prune_ratio": spec.prune_ratio,
-                                         "space": spec.space, "seeds": list(spec.seeds), "n_trials": target,
+                                         "space": {a.column: [a.low, a.high] if a.values is None else list(a.values)
+                                                   for a in spec.axes},
+                                         "seeds": list(spec.seeds), "n_trials": target,
                                          "optuna_study": spec.study_name, "storage": _redact(url),
                                          "early_stopping": early, "sampler": spec.sampler, **study.recipe},
                   {"prunebench.study": study.name, "prunebench.sweep": spec.name, "prunebench.kind": "sweep"})
     ostudy.set_user_attr(key, tracker.run_id)
     return tracker.run_id
+
+
+def _suggest(trial, a) -> Any:
+    if a.values is not None:
+        return trial.suggest_categorical(a.column, list(a.values))
+    if a.kind == "int":
+        return trial.suggest_int(a.column, int(a.low), int(a.high))
+    return trial.suggest_float(a.column, a.low, a.high)
 
 
 def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, uri: str, parent: str, early: bool,
@@ -246,122 +396,70 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
 
     from prunebench.harness import train
     from prunebench.harness.tracking import MLflowTracker
+    from prunebench.reports import sweeps as sweep_stats
 
     trial.set_user_attr("worker", worker)
-    if spec.kind == "split":
-        p = float(spec.prune_ratio)
-        c = trial.suggest_float("candidate_ratio", *spec.space["candidate_ratio"])
-    else:
-        p = trial.suggest_float("prune_ratio", *spec.space["prune_ratio"])
-        u = trial.suggest_float("split", *spec.space["split"])
-        c = min(1.0, 1.0 - p + u * p)
-        trial.set_user_attr("candidate_ratio", c)
+    point = {a.name: _suggest(trial, a) for a in spec.axes}
+    p, opts = spec.resolve(point)
+    where = spec.label(point)
     tags = {"prunebench.study": study.name, "prunebench.sweep": spec.name, "prunebench.kind": "trial",
             "prunebench.trial": str(trial.number), PARENT_TAG: parent}
     tr = MLflowTracker(uri, study.experiment)
-    tr.start(f"{spec.name} trial {trial.number}", {"prune_ratio": p, "candidate_ratio": c, **trial.params,
+    tr.start(f"{spec.name} trial {trial.number}", {"prune_ratio": p, **{f"pruner.{k}": v for k, v in opts.items()},
                                                    "pruner": spec.pruner, "optuna_trial": trial.number}, tags)
     trial.set_user_attr("mlflow_run_id", tr.run_id)
-    accs, computes, realized, times, run_ids = [], [], [], [], []
+    warm = max(1, math.ceil(spec.early_stopping_warmup * epochs))  # epochs each run trains before it may stop
+    runs: list[dict[str, Any]] = []
     try:
         for i, seed in enumerate(spec.seeds):
-            def progress(m: dict[str, Any], i: int = i) -> None:
+            def progress(m: dict[str, Any], i: int = i, seed: int = seed) -> None:
+                # the step is (seed index, epoch): trials are compared at equal progress of the same seed's
+                # schedule, and only once the warm-up fraction of the run is behind them
                 if early and "test_acc" in m:
                     trial.report(m["test_acc"], step=i * epochs + m["epoch"])
-                    if trial.should_prune():
-                        raise optuna.TrialPruned(f"early-stopped at seed {spec.seeds[i]}, epoch {m['epoch']}")
+                    if m["epoch"] + 1 >= warm and trial.should_prune():
+                        trial.set_user_attr("stopped_at", f"seed {seed}, epoch {m['epoch'] + 1} of {epochs}")
+                        raise optuna.TrialPruned(f"early-stopped at seed {seed}, epoch {m['epoch'] + 1}/{epochs}")
 
-            cfg = base.replace(pruner=spec.pruner, prune_ratio=p, seed=seed,
-                               pruner_options={**spec.options, "candidate_ratio": c},
+            cfg = base.replace(pruner=spec.pruner, prune_ratio=p, seed=seed, pruner_options=opts,
                                run_name=f"{spec.name} trial {trial.number} seed {seed}",
                                tags={**tags, "prunebench.kind": "sweep-run", PARENT_TAG: tr.run_id})
             r = train(cfg, data=data, progress=progress).row
-            accs.append(r["final_acc"])
-            computes.append(r["relative_compute"])
-            realized.append(r["realized_prune_ratio"])
-            times.append(r["train_time_s"])
-            run_ids.append(r["run_id"])
+            runs.append({k: r.get(k) for k in RUN_COLUMNS} | {"seed": seed, "prune_ratio": p})
     except optuna.TrialPruned as e:
         tr.set_tags({"prunebench.early_stopped": str(e)})
         tr.end("KILLED")
-        log(f"  trial {trial.number}: c={c:.4f} p={p:g}: early-stopped ({e})")
+        log(f"  trial {trial.number}: {where}: early-stopped ({e})")
         raise
     except BaseException as e:
         msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         trial.set_user_attr("error", msg[:1000])
         tr.set_tags({"prunebench.error": msg[:5000]})
         tr.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        log(f"  trial {trial.number}: c={c:.4f} p={p:g}: FAILED: {msg}")
+        log(f"  trial {trial.number}: {where}: FAILED: {msg}")
         raise
-    acc, comp = float(np.mean(accs)), float(np.mean(computes))
+    accs = [r["final_acc"] for r in runs]
+    cost = [sweep_stats.total_cost(r) for r in runs]
+    acc, comp = float(np.mean(accs)), float(np.mean(cost))
     summary = {"acc_mean": acc, "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
-               "relative_compute": comp, "realized_prune_ratio": float(np.mean(realized)),
-               "train_time_s": float(np.mean(times))}
+               "total_compute": comp, "n_seeds": len(runs)}
     for k, v in summary.items():
         trial.set_user_attr(k, v)
-    trial.set_user_attr("run_ids", run_ids)
-    tr.log_metrics(summary)
+    trial.set_user_attr("runs", runs)
+    tr.log_metrics({k: v for k, v in summary.items() if k != "n_seeds"})
     tr.end("FINISHED")
-    log(f"  trial {trial.number}: c={c:.4f} p={p:g}: acc {acc:.4f}  compute {comp:.3f}")
-    return acc if spec.kind == "split" else (acc, comp)
+    log(f"  trial {trial.number}: {where}: acc {acc:.4f}  total compute {comp:.3f}")
+    return acc if spec.kind == "accuracy" else (acc, comp)
 
 
-def _summarise(ostudy, spec: SweepSpec, tracker, parent: str, out: Path) -> None:
-    """Trials table (and Pareto front) to the out dir; best values to the sweep's MLflow run."""
-    from optuna.trial import TrialState
-
-    out.mkdir(parents=True, exist_ok=True)
-    df = ostudy.trials_dataframe()
-    # several workers (one shared storage) summarise into the same folder: each writes a file of its own
-    atomic_write(out / f"sweep-{spec.name}.csv", lambda t: df.to_csv(t, index=False))
-    tracker.run_id = parent
-    done = [t for t in ostudy.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    metrics: dict[str, float] = {"trials_complete": len(done),
-                                 "trials_early_stopped": sum(t.state == TrialState.PRUNED for t in ostudy.trials)}
-    if done and spec.kind == "split":
-        best = ostudy.best_trial
-        metrics.update(best_acc_mean=best.value, best_candidate_ratio=best.params["candidate_ratio"],
-                       best_trial=best.number)
-    elif done:
-        front = pareto_front(ostudy)
-        atomic_write(out / f"sweep-{spec.name}-pareto.csv", lambda t: front.to_csv(t, index=False))
-        metrics["pareto_size"] = len(front)
-    try:
-        tracker.log_metrics(metrics)
-        tracker.client.set_terminated(parent, status="FINISHED")
-    except Exception:
-        pass
+#: the columns of a run's row kept per Optuna trial (the trial's user attribute ``runs``)
+RUN_COLUMNS = ("final_acc", "best_acc", "relative_compute", "scoring_relative_compute", "realized_prune_ratio",
+               "train_time_s", "scoring_time_s", "run_id", "dataset", "model", "epochs")
 
 
-def pareto_front(ostudy):
-    """``study.best_trials`` as a table sorted by compute: trial, prune_ratio, split, candidate_ratio,
-    acc_mean, relative_compute."""
-    import pandas as pd
+def format_sweep(result: SweepResult) -> str:
+    """The per-point table (mean, 95% CI), the best point and those not distinguishable from it (accuracy),
+    or the front (pareto); then the trial bookkeeping and warnings."""
+    from prunebench.reports import sweeps as sweep_stats
 
-    rows = [{"trial": t.number, "prune_ratio": t.params.get("prune_ratio"), "split": t.params.get("split"),
-             "candidate_ratio": t.user_attrs.get("candidate_ratio", t.params.get("candidate_ratio")),
-             "acc_mean": t.values[0], "relative_compute": t.values[1] if len(t.values) > 1 else math.nan}
-            for t in ostudy.best_trials]
-    return pd.DataFrame(rows).sort_values("relative_compute").reset_index(drop=True) if rows else pd.DataFrame(rows)
-
-
-def format_sweep(ostudy, spec: SweepSpec) -> str:
-    """Best trial (split) or the Pareto front (pareto) as text."""
-    from optuna.trial import TrialState
-
-    states = [t.state for t in ostudy.trials]
-    head = (f"{spec.study_name}: {states.count(TrialState.COMPLETE)} complete, "
-            f"{states.count(TrialState.PRUNED)} early-stopped, {states.count(TrialState.FAIL)} failed trials")
-    if not states.count(TrialState.COMPLETE):
-        return head
-    if spec.kind == "split":
-        b = ostudy.best_trial
-        return (f"{head}\nbest: trial {b.number}  candidate_ratio {b.params['candidate_ratio']:.4f}  "
-                f"acc {100 * b.value:.2f}%  (p = {spec.prune_ratio:g}, mean over seeds {list(spec.seeds)})")
-    front = pareto_front(ostudy)
-    lines = [head, "Pareto front (accuracy vs relative compute):",
-             f"{'trial':>5}  {'p':>6}  {'split':>6}  {'c':>6}  {'acc %':>7}  {'compute':>7}"]
-    for _, r in front.iterrows():
-        lines.append(f"{int(r['trial']):>5}  {r['prune_ratio']:>6.3f}  {r['split']:>6.3f}  {r['candidate_ratio']:>6.3f}  "
-                     f"{100 * r['acc_mean']:>7.2f}  {r['relative_compute']:>7.3f}")
-    return "\n".join(lines)
+    return sweep_stats.format_points(result.points, result.spec.kind, result.trials, result.warnings)
