@@ -79,8 +79,9 @@ class TrainConfig:
             raise ConfigError(f"config: num_workers must be >= 0, got {self.num_workers}")
         if self.seed < 0:
             raise ConfigError(f"config: seed must be >= 0, got {self.seed}")
-        from prunebench.harness.augment import AUGMENTS
+        from prunebench.catalog import augments  # the static index (no torch import; kept in sync by a test)
 
+        AUGMENTS = augments()
         if self.augment is not None and self.augment not in AUGMENTS:
             raise ConfigError(f"config: augment {self.augment!r} is not valid; valid: {', '.join(AUGMENTS)}")
         if self.resume and not self.checkpoint_dir:
