@@ -13,7 +13,7 @@ from prunebench.options import build_options
 @dataclass(frozen=True)
 class TrainConfig:
     # --- what to train -------------------------------------------------------------------------------
-    dataset: str = "digits"  # registry name: digits, synthetic[:k=v,..], cifar10, cifar100, imagenet, imagefolder:<path>
+    dataset: str = "digits"  # registry name: digits, synthetic[:k=v,..], cifar10, cifar100, imagenet, imagefolder:<path>; NAME:n=K[,seed=S]: a stratified subset
     model: str = "cnn-small"  # registry name or tv:<torchvision model>
     pruner: str = "orderdp"  # registry name (prunebench list)
     prune_ratio: float | None = None  # target fraction of sample-visits skipped (None: the pruner's default)
