@@ -182,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from prunebench.harness import train
 
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 prints
-    result = train(config, progress=_progress_printer(args.quiet or rank != 0))
+    result = train(config, progress=_progress_printer(args.quiet or args.json or rank != 0))
     _end_distributed()
     if rank != 0:
         return 0
@@ -291,8 +291,43 @@ def cmd_export_coreset(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _stderr_log(quiet: bool):
-    return None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+class _Live:
+    """Progress on stderr: the study's log lines, and the running cells' progress (epoch, accuracy, ETA).
+
+    On a terminal the running cells share one live line, rewritten in place under the log lines; into a
+    file or pipe each cell's progress is one line per epoch.
+    """
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.cells: dict[str, str] = {}
+
+    def log(self, line: str) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K")
+        print(line, file=self.stream, flush=True)
+        self._redraw()
+
+    def show(self, cell: str, text: str | None) -> None:
+        if text is None:
+            self.cells.pop(cell, None)
+        else:
+            self.cells[cell] = text
+        if self.tty:
+            self._redraw()
+        elif text is not None:
+            print(f"  {cell}: {text}", file=self.stream, flush=True)
+
+    def _redraw(self) -> None:
+        if not self.tty:
+            return
+        import shutil
+
+        line = " | ".join(f"{c}: {t}" for c, t in self.cells.items())
+        width = shutil.get_terminal_size().columns
+        self.stream.write("\r\x1b[2K" + (line if len(line) < width else line[: width - 2] + "~"))
+        self.stream.flush()
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -307,8 +342,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from prunebench.studies import format_leaderboard, leaderboard_table, load_study, run_leaderboard
 
     study = load_study(args.study)
+    live = None if args.quiet else _Live()
     res = run_leaderboard(study, args.out, jobs=jobs, dry_run=args.dry_run, tracking_uri=args.tracking_uri,
-                          data_dir=args.data_dir, retry_failed=not args.no_retry_failed, log=_stderr_log(args.quiet),
+                          data_dir=args.data_dir, retry_failed=not args.no_retry_failed,
+                          log=live.log if live else None, show=live.show if live else None,
                           seeds=seeds, imports=args.imports, train=not args.tabulate,
                           methods=[m for m in args.methods.split(",") if m.strip()] if args.methods is not None else None)
     if args.dry_run:
@@ -333,11 +370,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress lines say the same, shorter
     study = load_study(args.study)
     names = [args.sweep] if args.sweep else list(study.sweeps) or [None]
+    live = None if args.quiet else _Live()
     for name in names:
         spec = pick_sweep(study, name)
         ostudy = run_sweep(study, storage=args.storage, n_trials=n_trials, sweep=spec.name, out_dir=args.out,
                            tracking_uri=args.tracking_uri, data_dir=args.data_dir, early_stopping=args.early_stopping,
-                           log=_stderr_log(args.quiet))
+                           log=live.log if live else None, show=live.show if live else None)
         print(format_sweep(ostudy, spec))
     return 0
 
@@ -389,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="write an atomic checkpoint into DIR every epoch")
     pr.add_argument("--checkpoint-every", dest="checkpoint_every", help="epochs between checkpoints (default 1)")
     pr.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir (same config, same MLflow run)")
-    pr.add_argument("--json", action="store_true", help="print exactly one JSON object (the result row) on stdout")
+    pr.add_argument("--json", action="store_true", help="print exactly one JSON object (the result row) on stdout, "
+                    "and no progress")
     pr.add_argument("--quiet", action="store_true", help="no progress on stderr")
     pr.set_defaults(func=cmd_run)
 
@@ -409,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--import", dest="imports", action="append", metavar="RESULTS",
                     help="a results table of an earlier leaderboard (results folder, results.csv/.parquet, or a "
                          "report folder): its finished cells of this grid are not run again (repeatable)")
-    pb.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    pb.add_argument("--quiet", action="store_true", help="no progress on stderr (else a live line per running "
+                    "cell: epoch, accuracy so far, ETA)")
     pb.set_defaults(func=cmd_leaderboard)
 
     ps = sub.add_parser("sweep", help="run or join a study file's Optuna sweep(s) (resumable, multi-worker)")

@@ -123,7 +123,7 @@ def _finished_count(study) -> int:
 
 def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = None, *, sweep: str | None = None,
               out_dir: str | Path | None = None, tracking_uri: str | None = None, data_dir: str | None = None,
-              early_stopping: bool | None = None, log: Log | None = None):
+              early_stopping: bool | None = None, log: Log | None = None, show=None):
     """Run (or join, or resume) one sweep of ``study``; returns the ``optuna.Study``.
 
     ``storage``: Optuna RDB URL (else the sweep's ``storage``, else ``sqlite:///<out>/optuna.db``).
@@ -187,7 +187,7 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
         f"{'on' if early else 'off'}")
 
     def objective(trial) -> float | tuple[float, float]:
-        return _objective(trial, study, spec, base, data, epochs, tracker.uri, parent, early, worker, log)
+        return _objective(trial, study, spec, base, data, epochs, tracker.uri, parent, early, worker, log, show)
 
     t0 = time.perf_counter()
     ran = 0
@@ -241,8 +241,10 @@ def _sweep_run(ostudy, creator: bool, tracker, study: Study, spec: SweepSpec, ur
 
 
 def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, uri: str, parent: str, early: bool,
-               worker: str, log: Log):
+               worker: str, log: Log, show=None):
     import optuna
+
+    from prunebench.studies.progress import CellProgress
 
     from prunebench.harness import train
     from prunebench.harness.tracking import MLflowTracker
@@ -265,7 +267,11 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
     accs, computes, realized, times, run_ids = [], [], [], [], []
     try:
         for i, seed in enumerate(spec.seeds):
-            def progress(m: dict[str, Any], i: int = i) -> None:
+            live = CellProgress(f"trial {trial.number} seed {seed}", show) if show is not None else None
+
+            def progress(m: dict[str, Any], i: int = i, live=live) -> None:
+                if live is not None:  # the live line: epoch, accuracy so far, ETA
+                    live(m)
                 if early and "test_acc" in m:
                     trial.report(m["test_acc"], step=i * epochs + m["epoch"])
                     if trial.should_prune():
@@ -275,7 +281,11 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
                                pruner_options={**spec.options, "candidate_ratio": c},
                                run_name=f"{spec.name} trial {trial.number} seed {seed}",
                                tags={**tags, "prunebench.kind": "sweep-run", PARENT_TAG: tr.run_id})
-            r = train(cfg, data=data, progress=progress).row
+            try:
+                r = train(cfg, data=data, progress=progress).row
+            finally:
+                if live is not None:
+                    live.end()
             accs.append(r["final_acc"])
             computes.append(r["relative_compute"])
             realized.append(r["realized_prune_ratio"])
