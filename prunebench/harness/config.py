@@ -50,6 +50,8 @@ class TrainConfig:
     run_name: str | None = None  # MLflow run name (default: the pruner's label)
     tags: dict = field(default_factory=dict)  # extra MLflow tags (e.g. study name, run key)
     record_kept: bool = True  # keep per-epoch kept-set masks (Jaccard across seeds, reports)
+    log_model: bool = False  # log the final weights as an MLflow artifact (model/state_dict.pt: a torch.save'd
+    #                          state_dict of tensors only, loadable with torch.load(..., weights_only=True))
     # --- checkpointing (execution only: not part of a run's identity) ---------------------------------
     checkpoint_dir: str | None = None  # write an atomic checkpoint here every checkpoint_every epochs
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always checkpointed)
@@ -107,7 +109,11 @@ class TrainConfig:
 #: fields that change how a run executes, not what it computes (ignored when matching a checkpoint)
 EXECUTION_FIELDS = ("device", "data_dir", "download", "num_workers", "tracking", "tracking_uri", "experiment",
                     "run_name", "tags", "checkpoint_dir", "checkpoint_every", "resume", "eval_batch_size",
-                    "score_cache")
+                    "score_cache", "log_model")
+
+
+#: fields whose values belong to one machine: logged to MLflow as tags ``prunebench.<field>``, not params
+MACHINE_FIELDS = ("data_dir", "checkpoint_dir", "tracking_uri", "score_cache", "num_workers")
 
 
 def split_overrides(pairs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from prunebench.harness.checkpoint import CHECKPOINT_NAME
+from prunebench.harness.tracking import download_artifact
 from prunebench.errors import ConfigError, PrunebenchError
 from prunebench.studies.progress import CellProgress, QueueShow, Show
 from prunebench.studies.spec import REFERENCE, RunSpec, Study
@@ -102,7 +103,7 @@ def _load_row(client, run) -> dict[str, Any] | None:
     """The flat row a run logged as ``run.json`` (``None`` if it has none)."""
     with tempfile.TemporaryDirectory() as d:
         try:
-            path = client.download_artifacts(run.info.run_id, "run.json", d)
+            path = download_artifact(client, run.info.run_id, "run.json", d)
         except Exception:
             return None
         return json.loads(Path(path).read_text()).get("row")
