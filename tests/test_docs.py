@@ -32,3 +32,16 @@ def test_test_script_runs_every_setup_script_then_pytest():
     assert ".ci/setup.d/*.sh" in script and "set -euo pipefail" in script
     assert script.rstrip().splitlines()[-1] == 'exec python -m pytest -q "$@"'
     assert sorted(p.name for p in (ROOT / ".ci" / "setup.d").glob("*.sh")) == ["10-postgres.sh", "20-chromium.sh"]
+
+
+def test_everything_the_docs_cite_is_in_the_repository():
+    """Study files, the README and the package cite repository paths only (a clone has no shared/docs)."""
+    texts = {p: p.read_text() for p in [ROOT / "README.md", *ROOT.glob("studies/*.toml"), *ROOT.glob("prunebench/**/*.py")]}
+    cited = set()
+    for path, text in texts.items():
+        assert "shared/docs" not in text, f"{path} cites shared/docs (not in a clone): cite docs/ instead"
+        for m in re.finditer(r"(?<![\w./-])((?:docs|studies|benchmarks|scripts|tests|\.ci)/[\w./-]*\w)", text):
+            cited.add((path.relative_to(ROOT), m.group(1)))
+    assert any(c == "docs/orderdp.md" for _, c in cited)
+    missing = [(str(p), c) for p, c in cited if not (ROOT / c).exists() and not list(ROOT.glob(c))]
+    assert not missing, missing
