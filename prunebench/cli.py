@@ -182,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from prunebench.harness import train
 
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 prints
-    result = train(config, progress=_progress_printer(args.quiet or args.json or rank != 0))
+    result = train(config, progress=_progress_printer(args.quiet or rank != 0))
     _end_distributed()
     if rank != 0:
         return 0
@@ -427,8 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="write an atomic checkpoint into DIR every epoch")
     pr.add_argument("--checkpoint-every", dest="checkpoint_every", help="epochs between checkpoints (default 1)")
     pr.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir (same config, same MLflow run)")
-    pr.add_argument("--json", action="store_true", help="print exactly one JSON object (the result row) on stdout, "
-                    "and no progress")
+    pr.add_argument("--json", action="store_true", help="print exactly one JSON object (the result row) on stdout")
     pr.add_argument("--quiet", action="store_true", help="no progress on stderr")
     pr.set_defaults(func=cmd_run)
 
