@@ -55,13 +55,11 @@ def parse_set(pairs: Sequence[str] | None) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from prunebench.datasets import dataset_description, list_datasets
-    from prunebench.harness.models import list_models, model_description
-    from prunebench.pruners import get_pruner_class, list_pruners
+    from prunebench import catalog  # a static index of the registries: no torch import
 
-    pruners = [(n, get_pruner_class(n).granularity, get_pruner_class(n).description) for n in list_pruners()]
-    datasets = [(n, dataset_description(n)) for n in list_datasets()]
-    models = [(n, model_description(n)) for n in list_models()] + [("tv:<name>", "any torchvision classification model (ImageNet stem), randomly initialised")]
+    pruners = [(p["name"], p["granularity"], p["description"]) for p in catalog.pruners()]
+    datasets = [(d["name"], d["description"]) for d in catalog.datasets()]
+    models = [(m["name"], m["description"]) for m in catalog.models()] + [("tv:<name>", "any torchvision classification model (ImageNet stem), randomly initialised")]
     if args.json:
         print(json.dumps({
             "pruners": [{"name": n, "granularity": g, "description": d} for n, g, d in pruners],
@@ -76,6 +74,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("\nDatasets")
     for n, d in datasets:
         print(f"  {n:<{w}}  {d}")
+    print(f"  {'':<{w}}  any of them as NAME:n=K[,seed=S]: a class-stratified subset of K training images (README)")
     print("\nModels")
     for n, d in models:
         print(f"  {n:<{w}}  {d}")
@@ -126,17 +125,42 @@ def build_run_config(args: argparse.Namespace):
     raw["pruner_options"] = opts
     config = TrainConfig.from_dict(raw)
     _check_option_names(config.pruner, opts)
+    _check_names(config)
     return config
 
 
+def _check_names(config) -> None:
+    """Dataset and model names against the static registry index (same messages as the registries)."""
+    from prunebench import catalog
+
+    datasets = {d["name"]: d for d in catalog.datasets()}
+    base = config.dataset.partition(":")[0]
+    if base not in datasets:
+        valid = ", ".join(f"{n}:<{d['arg']}>" if d["arg"] else n for n, d in sorted(datasets.items()))
+        raise PrunebenchError(f"unknown dataset {config.dataset!r}; valid: {valid}")
+    p = config.prune_ratio
+    if p is not None and not (math.isfinite(p) and 0.0 <= p < 1.0):  # the pruners' own check, before torch loads
+        raise PrunebenchError(f"prune_ratio must be in [0, 1), got {p!r}")
+    models = sorted(m["name"] for m in catalog.models())
+    if not config.model.startswith("tv:") and config.model not in models:
+        raise PrunebenchError(f"unknown model {config.model!r}; valid: {', '.join(models)}, tv:<torchvision model name>")
+    if config.data_dir is not None and not os.path.isdir(os.path.expanduser(config.data_dir)):
+        raise PrunebenchError(f"data dir {config.data_dir!r} does not exist (give an existing folder with --data-dir "
+                              f"or PRUNEBENCH_DATA)")
+
+
 def _check_option_names(pruner: str, opts: dict[str, Any]) -> None:
-    """A --set key that is neither a config field nor an option of the pruner: say both lists."""
-    import dataclasses
+    """A --set key that is neither a config field nor an option of the pruner: say both lists.
 
+    Reads the static registry index (:mod:`prunebench.catalog`), so bad names fail before torch is imported.
+    """
+    from prunebench import catalog
     from prunebench.harness.config import TrainConfig
-    from prunebench.pruners import get_pruner_class
 
-    valid = [f.name for f in dataclasses.fields(get_pruner_class(pruner).Options)]
+    index = {p["name"]: p for p in catalog.pruners()}
+    if pruner not in index:
+        raise PrunebenchError(f"unknown pruner {pruner!r}; valid: {', '.join(sorted(index))}")
+    valid = list(index[pruner]["options"])
     for k in opts:
         if k not in valid:
             fields = ", ".join(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("pruner_options", "tags"))
@@ -154,9 +178,9 @@ def _end_distributed() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    config = build_run_config(args)  # validated against the static index first: bad input fails before torch loads
     from prunebench.harness import train
 
-    config = build_run_config(args)
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 prints
     result = train(config, progress=_progress_printer(args.quiet or rank != 0))
     _end_distributed()
@@ -197,10 +221,10 @@ def _print_scoring(row: dict[str, Any]) -> None:
 
 
 def cmd_export_scores(args: argparse.Namespace) -> int:
-    from prunebench.harness.proxy import export_arrays, static_scores
-
     args.no_tracking = True
     config = build_run_config(args)
+    from prunebench.harness.proxy import export_arrays, static_scores
+
     written = export_arrays(static_scores(config), args.out, args.format)
     for p in written:
         print(p)
@@ -213,6 +237,13 @@ def cmd_export_scores(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    target = args.target
+    if target.endswith(".toml") and not os.path.isfile(target):  # before pandas/seaborn/mlflow are imported
+        raise PrunebenchError(f"study file {target} does not exist")
+    if (os.sep in target or os.path.splitext(target)[1]) and not os.path.exists(target) and not target.endswith(".toml") \
+            and args.results is None:
+        raise PrunebenchError(f"{target} does not exist: pass a results folder, a study .toml file or an MLflow "
+                              f"experiment name")
     from prunebench.reports import build_report
 
     index = build_report(args.target, args.output, results_dir=args.results, tracking_uri=args.tracking_uri,
@@ -260,14 +291,46 @@ def cmd_export_coreset(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _stderr_log(quiet: bool):
-    return None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+class _Live:
+    """Progress on stderr: the study's log lines, and the running cells' progress (epoch, accuracy, ETA).
+
+    On a terminal the running cells share one live line, rewritten in place under the log lines; into a
+    file or pipe each cell's progress is one line per epoch.
+    """
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.cells: dict[str, str] = {}
+
+    def log(self, line: str) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K")
+        print(line, file=self.stream, flush=True)
+        self._redraw()
+
+    def show(self, cell: str, text: str | None) -> None:
+        if text is None:
+            self.cells.pop(cell, None)
+        else:
+            self.cells[cell] = text
+        if self.tty:
+            self._redraw()
+        elif text is not None:
+            print(f"  {cell}: {text}", file=self.stream, flush=True)
+
+    def _redraw(self) -> None:
+        if not self.tty:
+            return
+        import shutil
+
+        line = " | ".join(f"{c}: {t}" for c, t in self.cells.items())
+        width = shutil.get_terminal_size().columns
+        self.stream.write("\r\x1b[2K" + (line if len(line) < width else line[: width - 2] + "~"))
+        self.stream.flush()
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from prunebench.studies import format_leaderboard, leaderboard_table, load_study, run_leaderboard
-
-    study = load_study(args.study)
     jobs = _positive_int(args.jobs, "--jobs")
     seeds = None
     if args.seeds is not None:
@@ -275,8 +338,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
         except ValueError:
             raise PrunebenchError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. --seeds 0,1") from None
+    _check_study_file(args.study)
+    from prunebench.studies import format_leaderboard, leaderboard_table, load_study, run_leaderboard
+
+    study = load_study(args.study)
+    live = None if args.quiet else _Live()
     res = run_leaderboard(study, args.out, jobs=jobs, dry_run=args.dry_run, tracking_uri=args.tracking_uri,
-                          data_dir=args.data_dir, retry_failed=not args.no_retry_failed, log=_stderr_log(args.quiet),
+                          data_dir=args.data_dir, retry_failed=not args.no_retry_failed,
+                          log=live.log if live else None, show=live.show if live else None,
                           seeds=seeds, imports=args.imports, train=not args.tabulate,
                           methods=[m for m in args.methods.split(",") if m.strip()] if args.methods is not None else None)
     if args.dry_run:
@@ -292,6 +361,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    n_trials = _positive_int(args.n_trials, "--n-trials") if args.n_trials is not None else None
+    _check_study_file(args.study)
     from prunebench.studies import format_sweep, load_study, pick_sweep, run_sweep
 
     import optuna
@@ -299,16 +370,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress lines say the same, shorter
     study = load_study(args.study)
     names = [args.sweep] if args.sweep else list(study.sweeps) or [None]
-    n_trials = _positive_int(args.n_trials, "--n-trials") if args.n_trials is not None else None
+    live = None if args.quiet else _Live()
     for name in names:
         spec = pick_sweep(study, name)
         result = run_sweep(study, storage=args.storage, n_trials=n_trials, sweep=spec.name, out_dir=args.out,
                            tracking_uri=args.tracking_uri, data_dir=args.data_dir, early_stopping=args.early_stopping,
-                           log=_stderr_log(args.quiet), jobs=_positive_int(args.jobs, "--jobs"), imports=args.imports,
-                           train=not args.tabulate)
+                           log=live.log if live else None, show=live.show if live else None,
+                           jobs=_positive_int(args.jobs, "--jobs"), imports=args.imports, train=not args.tabulate)
         print(f"{study.name}/{spec.name} ({spec.kind}, {spec.pruner}): {result.folder}")
         print(format_sweep(result))
     return 0
+
+
+def _check_study_file(path: str) -> None:
+    """A missing study file is reported before the registries are imported (same message as load_study)."""
+    if not os.path.exists(path):
+        raise PrunebenchError(f"{path}: study file not found")
 
 
 def _positive_int(v: str, flag: str) -> int:
@@ -372,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--import", dest="imports", action="append", metavar="RESULTS",
                     help="a results table of an earlier leaderboard (results folder, results.csv/.parquet, or a "
                          "report folder): its finished cells of this grid are not run again (repeatable)")
-    pb.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    pb.add_argument("--quiet", action="store_true", help="no progress on stderr (else a live line per running "
+                    "cell: epoch, accuracy so far, ETA)")
     pb.set_defaults(func=cmd_leaderboard)
 
     ps = sub.add_parser("sweep", help="run or join a study file's Optuna sweep(s) (resumable, multi-worker)")

@@ -77,3 +77,13 @@ def test_real_cifar10_file():
     assert torch.bincount(d.y_train).tolist() == [5000] * 10
     assert d.mean == pytest.approx((0.4913, 0.4821, 0.4465), abs=2e-4)
     assert d.classes[0] == "airplane" and d.augment == "crop+flip" and d.crop_padding == 4
+
+
+def test_digits_file_reader_equals_sklearn():
+    from sklearn.datasets import load_digits as sk_load
+
+    from prunebench.datasets.digits import _read_sklearn_digits
+
+    images, target = _read_sklearn_digits()
+    d = sk_load()
+    assert np.array_equal(images, d.images) and np.array_equal(target, d.target)

@@ -9,6 +9,7 @@ Datasets know nothing of pruners.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 from dataclasses import dataclass, field
@@ -135,15 +136,123 @@ def default_data_dir() -> Path:
     return cache / "prunebench" / "data"
 
 
-def parse_dataset_name(name: str) -> tuple[DatasetSpec, str | None]:
+@dataclass(frozen=True)
+class SubsetSpec:
+    """``NAME:n=K[,seed=S]``: a class-stratified random subset of ``K`` training images (test set unchanged)."""
+
+    n: int
+    seed: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"subset-n{self.n}-seed{self.seed}"
+
+
+SUBSET_KEYS = ("n", "seed")
+
+
+def _split_subset(name: str, spec: DatasetSpec, arg: str) -> tuple[str | None, SubsetSpec | None]:
+    """Separate the subset keys (``n=``, ``seed=``) from a dataset's own ``:`` argument.
+
+    Datasets without an argument take ``NAME:n=K[,seed=S]``; ``imagefolder:<path>,n=K[,seed=S]`` takes
+    them after its path; ``synthetic`` has its own ``n`` (the generated size) and no subset.
+    """
+    if not arg or spec.name == "synthetic":
+        return (arg or None), None
+    parts = arg.split(",")
+    own: list[str] = []
+    sub: dict[str, str] = {}
+    for i, part in enumerate(parts):
+        k, sep, v = part.partition("=")
+        if spec.arg is not None and i == 0:
+            own.append(part)  # imagefolder's path
+            continue
+        if not sep or k.strip() not in SUBSET_KEYS:
+            if spec.arg is None:
+                raise ConfigError(f"dataset {spec.name!r}: bad argument {part!r} in {name!r}; valid: "
+                                  f"{spec.name}:n=K[,seed=S] (a class-stratified subset of K training images)")
+            own.append(part)
+            continue
+        k = k.strip()
+        if k in sub:
+            raise ConfigError(f"dataset {name!r}: {k} given twice")
+        sub[k] = v.strip()
+    if not sub:
+        return ",".join(own) or None, None
+    if "n" not in sub:
+        raise ConfigError(f"dataset {name!r}: a subset needs n=K (K training images), e.g. {spec.name}:n=5000")
+    try:
+        n, seed = int(sub["n"]), int(sub.get("seed", "0"))
+    except ValueError:
+        raise ConfigError(f"dataset {name!r}: n and seed must be integers, got n={sub['n']!r}"
+                          f"{', seed=' + repr(sub['seed']) if 'seed' in sub else ''}") from None
+    if n < 1 or seed < 0:
+        raise ConfigError(f"dataset {name!r}: need n >= 1 and seed >= 0")
+    return ",".join(own) or None, SubsetSpec(n, seed)
+
+
+def parse_dataset_spec(name: str) -> tuple[DatasetSpec, str | None, SubsetSpec | None]:
+    """``name`` to its registry entry, its own ``:`` argument and its subset (or None)."""
     base, _, arg = name.partition(":")
     spec = _REGISTRY.get(base)
     if spec is None:
         valid = ", ".join(f"{n}:<{s.arg}>" if s.arg else n for n, s in sorted(_REGISTRY.items()))
-        raise ConfigError(f"unknown dataset {name!r}; valid: {valid}")
-    if spec.arg is None and arg:
-        raise ConfigError(f"dataset {base!r} takes no ':' argument (got {name!r})")
-    return spec, (arg or None)
+        raise ConfigError(f"unknown dataset {name!r}; valid: {valid} (any but synthetic also as NAME:n=K[,seed=S])")
+    own, subset = _split_subset(name, spec, arg)
+    return spec, own, subset
+
+
+def parse_dataset_name(name: str) -> tuple[DatasetSpec, str | None]:
+    spec, arg, _ = parse_dataset_spec(name)
+    return spec, arg
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int, num_classes: int) -> np.ndarray:
+    """Sorted indices of a class-stratified random subset of ``n`` of ``labels``.
+
+    Class ``c`` with ``N_c`` of the ``N`` samples gets ``floor(n N_c / N)`` places plus one of the
+    ``n - sum floor(...)`` remaining places if its fractional part is among the largest (ties: lower
+    class first), so class proportions are kept to within one sample; within each class the samples are
+    drawn uniformly without replacement by ``numpy.random.default_rng(seed)``, classes in label order.
+    """
+    labels = np.asarray(labels)
+    total = labels.shape[0]
+    if not 1 <= n <= total:
+        raise ConfigError(f"subset n={n} is not valid: the training split has {total} images; valid: 1..{total}")
+    counts = np.bincount(labels, minlength=num_classes)
+    exact = n * counts / total
+    alloc = np.floor(exact).astype(np.int64)
+    rest = n - int(alloc.sum())
+    order = sorted(range(num_classes), key=lambda c: (-(exact[c] - alloc[c]), c))
+    for c in order[:rest]:
+        alloc[c] += 1
+    empty = [c for c in range(num_classes) if counts[c] > 0 and alloc[c] == 0]
+    if empty:
+        raise ConfigError(f"subset n={n} leaves class {empty[0]} without a training image ({len(empty)} classes "
+                          f"empty); valid: n >= {int(np.ceil(total / counts[counts > 0].min()))} here")
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(np.flatnonzero(labels == c), int(alloc[c]), replace=False)
+              for c in range(num_classes) if alloc[c] > 0]
+    return np.sort(np.concatenate(picked))
+
+
+def take_subset(data: TensorData | FolderData, subset: SubsetSpec) -> TensorData | FolderData:
+    """``data`` with its training split cut to ``subset`` (test split, classes and augmentation kept).
+
+    An in-memory dataset's normalisation statistics are recomputed on the subset (they always come from
+    the training split); the data key gains ``-subset-n<K>-seed<S>`` (score caches, run parameters).
+    """
+    idx = stratified_subset(data.labels.numpy(), subset.n, subset.seed, data.num_classes)
+    key = f"{data.key}-{subset.key}"
+    if isinstance(data, TensorData):
+        x = data.x_train[torch.from_numpy(idx)].contiguous()
+        mean, std = channel_stats(x)
+        return dataclasses.replace(data, x_train=x, y_train=data.y_train[torch.from_numpy(idx)].contiguous(),
+                                   mean=mean, std=std, key=key)
+    base = data.train.base if hasattr(data.train, "base") else data.train
+    train = type(data.train)(torch.utils.data.Subset(base, idx.tolist())) if hasattr(data.train, "base") \
+        else torch.utils.data.Subset(base, idx.tolist())
+    return dataclasses.replace(data, train=train, labels=data.labels[torch.from_numpy(idx)].contiguous(), key=key)
 
 
 def load_dataset(
@@ -153,18 +262,24 @@ def load_dataset(
     download: bool = True,
     image_size: int | None = None,
 ) -> TensorData | FolderData:
-    """Load dataset ``name`` (``digits``, ``cifar10``, ``imagefolder:/path``, ...).
+    """Load dataset ``name`` (``digits``, ``cifar10``, ``imagefolder:/path``, ``cifar10:n=5000``, ...).
+
+    ``NAME:n=K[,seed=S]`` (``imagefolder:<path>,n=K[,seed=S]``) keeps a class-stratified random subset of
+    ``K`` training images drawn with seed ``S`` (default 0; see :func:`stratified_subset`); the test split
+    is unchanged. The subset is part of the dataset string, hence of a run's config, run key and
+    checkpoint identity.
 
     ``data_dir`` defaults to :func:`default_data_dir`. Missing or corrupt data raises
     :class:`~prunebench.errors.DataError` saying where it was looked for and how to provide it.
     """
-    spec, arg = parse_dataset_name(name)
+    spec, arg, subset = parse_dataset_spec(name)
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if data_dir is not None and not root.is_dir():
         raise DataError(f"data dir {str(root)!r} does not exist (give an existing folder with --data-dir or PRUNEBENCH_DATA)")
     if os.environ.get("PRUNEBENCH_OFFLINE", "").lower() in ("1", "true", "yes"):
         download = False
-    return spec.loader(root, download=download, arg=arg, image_size=image_size)
+    data = spec.loader(root, download=download, arg=arg, image_size=image_size)
+    return take_subset(data, subset) if subset is not None else data
 
 
 # ---------------------------------------------------------------------------------------------------

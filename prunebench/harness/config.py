@@ -13,7 +13,7 @@ from prunebench.options import build_options
 @dataclass(frozen=True)
 class TrainConfig:
     # --- what to train -------------------------------------------------------------------------------
-    dataset: str = "digits"  # registry name: digits, synthetic[:k=v,..], cifar10, cifar100, imagenet, imagefolder:<path>
+    dataset: str = "digits"  # registry name: digits, synthetic[:k=v,..], cifar10, cifar100, imagenet, imagefolder:<path>; NAME:n=K[,seed=S]: a stratified subset
     model: str = "cnn-small"  # registry name or tv:<torchvision model>
     pruner: str = "orderdp"  # registry name (prunebench list)
     prune_ratio: float | None = None  # target fraction of sample-visits skipped (None: the pruner's default)
@@ -50,6 +50,8 @@ class TrainConfig:
     run_name: str | None = None  # MLflow run name (default: the pruner's label)
     tags: dict = field(default_factory=dict)  # extra MLflow tags (e.g. study name, run key)
     record_kept: bool = True  # keep per-epoch kept-set masks (Jaccard across seeds, reports)
+    log_model: bool = False  # log the final weights as an MLflow artifact (model/state_dict.pt: a torch.save'd
+    #                          state_dict of tensors only, loadable with torch.load(..., weights_only=True))
     # --- checkpointing (execution only: not part of a run's identity) ---------------------------------
     checkpoint_dir: str | None = None  # write an atomic checkpoint here every checkpoint_every epochs
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always checkpointed)
@@ -79,8 +81,9 @@ class TrainConfig:
             raise ConfigError(f"config: num_workers must be >= 0, got {self.num_workers}")
         if self.seed < 0:
             raise ConfigError(f"config: seed must be >= 0, got {self.seed}")
-        from prunebench.harness.augment import AUGMENTS
+        from prunebench.catalog import augments  # the static index (no torch import; kept in sync by a test)
 
+        AUGMENTS = augments()
         if self.augment is not None and self.augment not in AUGMENTS:
             raise ConfigError(f"config: augment {self.augment!r} is not valid; valid: {', '.join(AUGMENTS)}")
         if self.resume and not self.checkpoint_dir:
@@ -106,7 +109,11 @@ class TrainConfig:
 #: fields that change how a run executes, not what it computes (ignored when matching a checkpoint)
 EXECUTION_FIELDS = ("device", "data_dir", "download", "num_workers", "tracking", "tracking_uri", "experiment",
                     "run_name", "tags", "checkpoint_dir", "checkpoint_every", "resume", "eval_batch_size",
-                    "score_cache")
+                    "score_cache", "log_model")
+
+
+#: fields whose values belong to one machine: logged to MLflow as tags ``prunebench.<field>``, not params
+MACHINE_FIELDS = ("data_dir", "checkpoint_dir", "tracking_uri", "score_cache", "num_workers")
 
 
 def split_overrides(pairs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

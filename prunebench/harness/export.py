@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from prunebench.errors import ConfigError, PrunebenchError
+from prunebench.harness.tracking import download_artifact
 from prunebench.pruners.base import keep_count
 from prunebench.pruners.from_indices import write_indices
 from prunebench.pruners.rules import topk_random_ties
@@ -53,13 +54,13 @@ def load_run_usage(run_id: str, tracking_uri: str | None = None) -> tuple[np.nda
     with tempfile.TemporaryDirectory() as d:
         try:
             client.get_run(run_id)
-            path = client.download_artifacts(run_id, "usage_counts.npy", d)
+            path = download_artifact(client, run_id, "usage_counts.npy", d)
             usage = np.load(path, allow_pickle=False)
         except Exception as e:
             msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
             raise PrunebenchError(f"run {run_id!r} in {uri}: no readable usage_counts.npy ({msg})") from None
         try:
-            row = json.loads(Path(client.download_artifacts(run_id, "run.json", d)).read_text())["row"]
+            row = json.loads(Path(download_artifact(client, run_id, "run.json", d)).read_text())["row"]
         except Exception:
             row = {}
     return usage, row

@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +36,7 @@ from prunebench.errors import ConfigError, TrainingError
 from prunebench.harness import distributed as ddp
 from prunebench.harness.augment import AugParams, apply_params, augment_batch, draw_params
 from prunebench.harness.checkpoint import check_tracking_reachable, check_writable_dir, load_checkpoint, save_checkpoint
-from prunebench.harness.config import EXECUTION_FIELDS, TrainConfig
+from prunebench.harness.config import EXECUTION_FIELDS, MACHINE_FIELDS, TrainConfig
 from prunebench.harness.models import create_model
 from prunebench.harness.optim import create_optimizer, default_lr, lr_multiplier
 from prunebench.harness.probe import gradient_probe
@@ -42,6 +44,13 @@ from prunebench.harness.tracking import create_tracker
 from prunebench.pruners import BatchPruner, CandidateBatch, PruneContext, Pruner, create_pruner
 from prunebench.pruners.base import get_pruner_class
 from prunebench.seeding import derive_seed, make_generator
+
+#: numbers of the result row that the run measured: its final MLflow metrics (with every ``scoring_*``
+#: number); the row's other numbers (num_classes, world_size, ...) are settings, logged as params
+RESULT_METRICS = ("final_acc", "best_acc", "final_top5", "final_train_loss", "train_time_s", "selection_time_s",
+                  "scoring_time_s", "eval_time_s", "probe_time_s", "total_time_s", "samples_forward",
+                  "samples_backprop", "optimizer_steps", "realized_prune_ratio", "relative_compute", "jaccard_mean",
+                  "epochs_run")
 
 ProgressFn = Callable[[dict[str, Any]], None]
 PLAN_SCORE_SNAPSHOTS = 10  # epochs (1..E-1, evenly spaced) whose plan-time pruner scores are logged
@@ -650,10 +659,13 @@ class Trainer:
         # under DDP only rank 0 logs to MLflow and writes checkpoints
         tracker = create_tracker(cfg.tracking and self.dist.is_main, cfg.tracking_uri, cfg.experiment)
         label = self.pruner.label
-        params = {**{k: v for k, v in cfg.to_dict().items() if k not in ("pruner_options", "tags", "resume")},
+        params = {**{k: v for k, v in cfg.to_dict().items()
+                     if k not in ("pruner_options", "tags", "resume") and k not in MACHINE_FIELDS},
                   **self.pruner.params(), "label": label, "epochs": self.epochs, "lr": self.lr,
                   "num_samples": self.n, "augment": self.augment, "device": str(self.device)}
         tags = {"prunebench.label": label, "prunebench.pruner": cfg.pruner, "prunebench.granularity": self.pruner.granularity,
+                **{f"prunebench.{k}": str(v) for k in MACHINE_FIELDS  # this machine's values
+                   if (v := getattr(tracker, "uri", None) if k == "tracking_uri" else getattr(cfg, k)) is not None},
                 **{k: str(v) for k, v in cfg.tags.items()}}
         if resume_state is not None:
             self.load_state_dict(resume_state)
@@ -682,8 +694,11 @@ class Trainer:
             raise
         result = self._result(tracker.run_id, label, status, error)
         usage = result.usage
-        tracker.log_metrics({k: v for k, v in result.row.items()
-                             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in params})
+        numbers = {k: v for k, v in result.row.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in params}
+        # what the run measured is a metric; the other numbers (num_classes, world_size, ...) are settings
+        tracker.log_metrics({k: v for k, v in numbers.items() if k in RESULT_METRICS or k.startswith("scoring_")})
+        tracker.log_params({k: v for k, v in numbers.items() if not (k in RESULT_METRICS or k.startswith("scoring_"))})
         arrays = {"usage_counts": usage.astype(np.int32)}
         if self.kept_masks:
             arrays["kept_masks_packed"] = result.kept_masks
@@ -695,8 +710,21 @@ class Trainer:
             arrays.update({f"static_{k}": v for k, v in self.pruner.artifacts().items()})
         tracker.log_arrays(arrays)
         tracker.log_dict({"config": cfg.to_dict(), "resolved": params, "row": result.row}, "run.json")
+        if cfg.log_model:
+            self._log_model(tracker)
         tracker.end(status)
         return result
+
+    def _log_model(self, tracker) -> None:
+        """The final weights as ``model/state_dict.pt``: a ``torch.save``'d dict of CPU tensors (no pickled
+        classes), so ``torch.load(path, weights_only=True)`` reads it and ``create_model(...)``'s
+        ``load_state_dict`` takes it (DDP's ``module.`` prefix is removed)."""
+        model = getattr(self.model, "module", self.model)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "state_dict.pt")
+            torch.save(state, path)
+            tracker.log_file(path, "model")
 
     def _prepare_pruner(self) -> None:
         """``prepare()`` (static methods: the proxy run) timed as scoring; under DDP on rank 0 only, and

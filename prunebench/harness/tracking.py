@@ -19,6 +19,12 @@ import numpy as np
 from prunebench.errors import ConfigError, PrunebenchError
 
 
+#: MLflow 3's experiment type: "custom_model_development" opens the experiment on its training runs (the
+#: UI's "Machine learning" kind), not on the GenAI traces view that an untagged experiment may get
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def resolve_tracking_uri(uri: str | None) -> str:
     if uri:
         return uri
@@ -34,6 +40,22 @@ def _artifact_root(uri: str) -> str | None:
         db = Path(uri[len("sqlite:///"):])
         return (db.parent / "mlartifacts").resolve().as_uri()
     return None
+
+
+def download_artifact(client, run_id: str, path: str, dst: str) -> str:
+    """``client.download_artifacts`` without MLflow's progress bar (one per file, on stderr, by default).
+
+    The bar is switched off by ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false`` for the call only, unless the
+    caller has set that variable themselves.
+    """
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if key in os.environ:
+        return client.download_artifacts(run_id, path, dst)
+    os.environ[key] = "false"
+    try:
+        return client.download_artifacts(run_id, path, dst)
+    finally:
+        os.environ.pop(key, None)
 
 
 class NullTracker:
@@ -54,6 +76,12 @@ class NullTracker:
         pass
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_file(self, path: str, artifact_path: str | None = None) -> None:
         pass
 
     def end(self, status: str = "FINISHED") -> None:
@@ -89,8 +117,11 @@ class MLflowTracker:
         try:
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
+                if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older prunebench or by hand: say what it holds
+                    self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
                 return exp.experiment_id
-            return self.client.create_experiment(name, artifact_location=_artifact_root(self.uri))
+            return self.client.create_experiment(name, artifact_location=_artifact_root(self.uri),
+                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except PrunebenchError:
             raise
         except Exception as e:
@@ -138,6 +169,16 @@ class MLflowTracker:
         from mlflow.entities import RunTag
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_file(self, path: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, path, artifact_path)
 
     def log_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         with tempfile.TemporaryDirectory() as d:

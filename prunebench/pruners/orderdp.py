@@ -1,6 +1,6 @@
 """OrderDP (Jin, Xu, Wang, Jia, Chen, Zeng; ICLR 2026): a uniform candidate set, then the top-q by loss.
 
-Two variants (see ``shared/docs/orderdp.md``):
+Two variants (see ``docs/orderdp.md``):
 
 * ``orderdp`` — per epoch, stored (stale) scores, as the released code: draw ``s`` candidates uniformly
   without replacement, keep the ``q`` with the largest scores (ties uniformly at random), shuffle them.

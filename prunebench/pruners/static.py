@@ -102,7 +102,7 @@ class KCenterOptions(ProxyOptions):
 
 @dataclass(frozen=True)
 class HerdingOptions(ProxyOptions):
-    class_balanced: bool = True  # herd within each class (methods.md, DeepCore's balance=True); false: globally
+    class_balanced: bool = True  # herd within each class (docs/methods.md, DeepCore's balance=True); false: globally
 
 
 @dataclass(frozen=True)
@@ -267,7 +267,7 @@ class Forgetting(RankPruner):
 class AUM(RankPruner):
     """Area under the margin (Pleiss et al., NeurIPS 2020): the sum over the proxy's epochs of
     ``p_y - max_{c != y} p_c`` at each training presentation; keep the lowest (hardest). The margin is
-    on softmax outputs, as methods.md and the CCS code, not on logits as in the paper.
+    on softmax outputs, as docs/methods.md and the CCS code, not on logits as in the paper.
     """
 
     description = "keep the lowest area under the margin (hardest; Pleiss et al., NeurIPS 2020)"

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from prunebench.harness.tracking import download_artifact
 from prunebench.errors import PrunebenchError
 
 
@@ -312,7 +313,7 @@ class RunStore:
         dst = Path(self._tmp.name) / row["run_id"]
         dst.mkdir(exist_ok=True)
         try:
-            local = client.download_artifacts(row["run_id"], f"{name}.npy", str(dst))
+            local = download_artifact(client, row["run_id"], f"{name}.npy", str(dst))
             return np.load(local)
         except Exception:
             return None

@@ -47,7 +47,9 @@ import numpy as np
 import pandas as pd
 
 from prunebench.harness.checkpoint import CHECKPOINT_NAME
+from prunebench.harness.tracking import download_artifact
 from prunebench.errors import ConfigError, PrunebenchError
+from prunebench.studies.progress import CellProgress, QueueShow, Show
 from prunebench.studies.spec import REFERENCE, RunSpec, Study
 
 Log = Callable[[str], None]
@@ -101,7 +103,7 @@ def _load_row(client, run) -> dict[str, Any] | None:
     """The flat row a run logged as ``run.json`` (``None`` if it has none)."""
     with tempfile.TemporaryDirectory() as d:
         try:
-            path = client.download_artifacts(run.info.run_id, "run.json", d)
+            path = download_artifact(client, run.info.run_id, "run.json", d)
         except Exception:
             return None
         return json.loads(Path(path).read_text()).get("row")
@@ -163,18 +165,37 @@ def _minimal_row(spec: RunSpec) -> dict[str, Any]:
             "final_acc": float("nan"), "best_acc": float("nan")}
 
 
-def execute_run(spec: RunSpec) -> dict[str, Any]:
+def cell_name(spec: RunSpec) -> str:
+    """How progress lines name a grid cell."""
+    return f"{spec.method} p={spec.prune_ratio:g} seed={spec.seed}"
+
+
+def execute_run(spec: RunSpec, show: Show | None = None) -> dict[str, Any]:
     """Train one grid cell; never raises for a failed run (exception, NaN loss): returns a FAILED row.
 
     The failed row is logged to the failed MLflow run as ``run.json`` so that it can be read back like
-    a finished one. ``KeyboardInterrupt`` propagates (the loop marks the run KILLED).
+    a finished one. ``KeyboardInterrupt`` propagates (the loop marks the run KILLED). ``show`` receives
+    the cell's progress after each epoch (:class:`~prunebench.studies.progress.CellProgress`).
     """
     from prunebench.harness.loop import Trainer
     from prunebench.harness.tracking import MLflowTracker
 
+    progress = CellProgress(cell_name(spec), show) if show is not None else None
+    try:
+        return _execute_run(spec, progress, Trainer, MLflowTracker)
+    finally:
+        if progress is not None:
+            progress.end()
+
+
+def _execute_in_worker(spec: RunSpec, queue: Any) -> dict[str, Any]:
+    return execute_run(spec, QueueShow(queue) if queue is not None else None)
+
+
+def _execute_run(spec: RunSpec, progress, Trainer, MLflowTracker) -> dict[str, Any]:
     trainer = None
     try:
-        trainer = Trainer(spec.config, data=_data_for(spec.config))
+        trainer = Trainer(spec.config, data=_data_for(spec.config), progress=progress)
         row = trainer.run().row
         if spec.config.checkpoint_dir:  # finished: MLflow holds the result, the checkpoint is no longer needed
             shutil.rmtree(spec.config.checkpoint_dir, ignore_errors=True)
@@ -370,7 +391,7 @@ def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = N
 def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int = 1, dry_run: bool = False, *,
                     tracking_uri: str | None = None, data_dir: str | None = None, retry_failed: bool = True,
                     log: Log | None = None, seeds=None, methods=None, imports=None,
-                    train: bool = True) -> pd.DataFrame:
+                    train: bool = True, show: Show | None = None) -> pd.DataFrame:
     """Run the grid of ``study`` (skipping cells already FINISHED in MLflow) and write the results.
 
     Writes ``<out>/results.parquet`` and ``<out>/results.csv`` (one row per run: the run's flat row plus
@@ -383,7 +404,8 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     only the named methods (``full`` too only when named: the table's ``drop_vs_full`` needs it); ``imports``
     are results tables whose finished cells are not run again (see the module docstring). With
     ``train=False`` nothing is trained: the tables hold the cells done so far (finished in MLflow or
-    imported), e.g. to report on a grid that is still running.
+    imported), e.g. to report on a grid that is still running. ``show(cell, text)`` receives each running
+    cell's progress after every epoch (epoch, accuracy so far, ETA; ``text=None`` when the cell ends).
     """
     from prunebench.harness.tracking import resolve_tracking_uri
 
@@ -414,7 +436,7 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
         for line in import_lines:
             log(line)
         rows = _run_grid(study, specs, uri, jobs, retry_failed, log, checkpoints=out / "checkpoints",
-                         imported=imported, train=train)
+                         imported=imported, train=train, show=show)
         if not train:
             specs = [s for s in specs if s.run_key in rows]
             if not specs:
@@ -454,7 +476,8 @@ def with_checkpoint(spec: RunSpec, root: Path) -> RunSpec:
 
 def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_failed: bool,
               log: Log, checkpoints: Path | None = None,
-              imported: dict[str, dict[str, Any]] | None = None, train: bool = True) -> dict[str, dict[str, Any]]:
+              imported: dict[str, dict[str, Any]] | None = None, train: bool = True,
+              show: Show | None = None) -> dict[str, dict[str, Any]]:
     client = _client(uri)
     existing = study_runs(study, uri)
     rows: dict[str, dict[str, Any]] = {}
@@ -489,25 +512,47 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
         what = (f"acc {row['final_acc']:.4f}  compute {row.get('relative_compute', float('nan')):.3f}  "
                 f"{row.get('train_time_s', float('nan')):.1f}s" if row.get("status") == "FINISHED"
                 else f"FAILED: {row.get('error', '')}")
-        log(f"[{done0 + i}/{total}] {s.method} p={s.prune_ratio:g} seed={s.seed}: {what}")
+        log(f"[{done0 + i}/{total}] {cell_name(s)}: {what}")
 
     if jobs == 1 or len(todo) <= 1:
         for i, s in enumerate(todo, 1):
-            rows[s.run_key] = execute_run(s)
+            rows[s.run_key] = execute_run(s, show)
             report(i, s, rows[s.run_key])
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                                    initargs=(threads,)) as pool:
-            futures = {pool.submit(execute_run, s): s for s in todo}
-            for i, fut in enumerate(cf.as_completed(futures), 1):
-                s = futures[fut]
+        manager = ctx.Manager() if show is not None else None  # workers' progress comes back on a queue
+        queue = manager.Queue() if manager is not None else None
+
+        def drain() -> None:
+            while queue is not None:
                 try:
-                    rows[s.run_key] = fut.result()
-                except Exception as e:  # the worker process itself died
-                    rows[s.run_key] = {**_minimal_row(s), "error": f"{type(e).__name__}: {e}"}
-                report(i, s, rows[s.run_key])
+                    cell, text = queue.get_nowait()
+                except Exception:
+                    return
+                show(cell, text)
+
+        try:
+            with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                                        initargs=(threads,)) as pool:
+                futures = {pool.submit(_execute_in_worker, s, queue): s for s in todo}
+                pending, i = set(futures), 0
+                while pending:
+                    done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                    drain()
+                    for fut in done:
+                        i += 1
+                        s = futures[fut]
+                        try:
+                            rows[s.run_key] = fut.result()
+                        except Exception as e:  # the worker process itself died
+                            rows[s.run_key] = {**_minimal_row(s), "error": f"{type(e).__name__}: {e}"}
+                            if show is not None:
+                                show(cell_name(s), None)
+                        report(i, s, rows[s.run_key])
+        finally:
+            if manager is not None:
+                manager.shutdown()
     if todo:
         log(f"{study.name}: ran {len(todo)} runs in {time.perf_counter() - t_start:.1f}s")
     return rows

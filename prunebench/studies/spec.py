@@ -28,7 +28,7 @@ _NOT_IN_RECIPE = ("pruner", "prune_ratio", "pruner_options", "seed", "tags", "ex
                   "tracking_uri", "run_name")
 RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_IN_RECIPE)
 #: recipe fields that change where or how a run executes but not what it computes: left out of run keys
-EXECUTION_KEYS = ("data_dir", "download", "num_workers", "eval_batch_size", "record_kept")
+EXECUTION_KEYS = ("data_dir", "download", "num_workers", "eval_batch_size", "record_kept", "log_model")
 
 TOP_KEYS = ("study", "recipe", "methods", "sweeps")
 STUDY_KEYS = ("name", "description", "experiment", "tracking_uri", "seeds", "prune_ratios")

@@ -165,7 +165,7 @@ def sweep_study(study: Study, spec: SweepSpec, points: list[dict[str, Any]] | No
 def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = None, *, sweep: str | None = None,
               out_dir: str | Path | None = None, tracking_uri: str | None = None, data_dir: str | None = None,
               early_stopping: bool | None = None, log: Log | None = None, jobs: int = 1,
-              imports=None, train: bool = True) -> SweepResult:
+              imports=None, train: bool = True, show=None) -> SweepResult:
     """Run (or resume, or join) one sweep of ``study``; returns a :class:`SweepResult`.
 
     Writes ``<out>/sweeps/<name>/`` (``out``: ``out_dir``, else ``results/<study>/``). ``storage``,
@@ -196,7 +196,7 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
         log(f"{study.name}/{spec.name}: grid sweep of {spec.pruner}, {len(pts)} points x {len(spec.seeds)} seeds "
             f"(+ full)")
         res = run_leaderboard(sweep_study(study, spec, pts), out, jobs=jobs, tracking_uri=tracking_uri,
-                              data_dir=data_dir, log=log, imports=imports, train=train)
+                              data_dir=data_dir, log=log, imports=imports, train=train, show=show)
         trials = None
         warns: list[str] = []
     else:
@@ -208,7 +208,7 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
         except PrunebenchError:
             ref = pd.DataFrame()
         trials, rows, warns = _run_optuna(study, spec, out, storage, n_trials, tracking_uri, data_dir, early, log,
-                                          train)
+                                          train, show)
         res = pd.concat([ref, pd.DataFrame(rows)], ignore_index=True) if rows else ref
         if res.empty:
             res = pd.DataFrame(columns=["method", "seed", "status", "final_acc", "relative_compute"])
@@ -251,7 +251,8 @@ def annotate(results: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
 
 
 def _run_optuna(study: Study, spec: SweepSpec, out: Path, storage: str | None, n_trials: int | None,
-                tracking_uri: str | None, data_dir: str | None, early: bool, log: Log, train: bool = True):
+                tracking_uri: str | None, data_dir: str | None, early: bool, log: Log, train: bool = True,
+                show=None):
     import optuna
 
     from prunebench.harness.tracking import MLflowTracker, resolve_tracking_uri
@@ -295,7 +296,7 @@ def _run_optuna(study: Study, spec: SweepSpec, out: Path, storage: str | None, n
         f"{'on' if early else 'off'}")
 
     def objective(trial):
-        return _objective(trial, study, spec, base, data, epochs, tracker.uri, parent, early, worker, log)
+        return _objective(trial, study, spec, base, data, epochs, tracker.uri, parent, early, worker, log, show)
 
     t0 = time.perf_counter()
     ran = 0
@@ -391,8 +392,10 @@ def _suggest(trial, a) -> Any:
 
 
 def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, uri: str, parent: str, early: bool,
-               worker: str, log: Log):
+               worker: str, log: Log, show=None):
     import optuna
+
+    from prunebench.studies.progress import CellProgress
 
     from prunebench.harness import train
     from prunebench.harness.tracking import MLflowTracker
@@ -412,9 +415,13 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
     runs: list[dict[str, Any]] = []
     try:
         for i, seed in enumerate(spec.seeds):
-            def progress(m: dict[str, Any], i: int = i, seed: int = seed) -> None:
+            live = CellProgress(f"trial {trial.number} seed {seed}", show) if show is not None else None
+
+            def progress(m: dict[str, Any], i: int = i, seed: int = seed, live=live) -> None:
                 # the step is (seed index, epoch): trials are compared at equal progress of the same seed's
                 # schedule, and only once the warm-up fraction of the run is behind them
+                if live is not None:  # the live line: epoch, accuracy so far, ETA
+                    live(m)
                 if early and "test_acc" in m:
                     trial.report(m["test_acc"], step=i * epochs + m["epoch"])
                     if m["epoch"] + 1 >= warm and trial.should_prune():
@@ -424,7 +431,11 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
             cfg = base.replace(pruner=spec.pruner, prune_ratio=p, seed=seed, pruner_options=opts,
                                run_name=f"{spec.name} trial {trial.number} seed {seed}",
                                tags={**tags, "prunebench.kind": "sweep-run", PARENT_TAG: tr.run_id})
-            r = train(cfg, data=data, progress=progress).row
+            try:
+                r = train(cfg, data=data, progress=progress).row
+            finally:
+                if live is not None:
+                    live.end()
             runs.append({k: r.get(k) for k in RUN_COLUMNS} | {"seed": seed, "prune_ratio": p})
     except optuna.TrialPruned as e:
         tr.set_tags({"prunebench.early_stopped": str(e)})
