@@ -143,8 +143,7 @@ def leaderboard_display(t: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     disp = pd.DataFrame({name: [f(r) for _, r in t.iterrows()] for name, f in cols.items()})
     lead = (t["method"] != "full") & t["tied_with_leader"].fillna(False).astype(bool)
     bold = pd.DataFrame(False, index=disp.index, columns=disp.columns)
-    if lead.sum() < (t["method"] != "full").sum():  # mark nothing when every contender ties
-        bold["top-1 % (mean ± std)"] = lead.to_numpy()
+    bold["top-1 % (mean ± std)"] = lead.to_numpy()
     return disp, bold
 
 

@@ -28,8 +28,9 @@ Methods are compared on the seeds both ran (a seed fixes the data order, augment
 weights of every method alike). For a method and a reference at one prune ratio, ``d_s = acc_method(s) -
 acc_reference(s)`` over the shared seeds ``s`` (method - reference: positive = the method is better);
 mean, sample sd, the t-based 95% interval ``mean +/- t(0.975, n-1) sd / sqrt(n)`` and a verdict:
-``better`` (interval above 0), ``worse`` (below 0) or ``not distinguishable`` (it contains 0, or fewer
-than 2 pairs). References: ``full`` (its ratio-0 runs) and a baseline per family (default
+``better`` (interval above 0), ``worse`` (below 0) or ``not distinguishable`` (it contains 0, or one
+pair only); ``no shared seeds`` when the reference did not run on any of the method's seeds (e.g. a
+baseline not run at that ratio). References: ``full`` (its ratio-0 runs) and a baseline per family (default
 ``random-static`` for static methods, ``random-dynamic`` for epoch- and batch-level ones).
 """
 
@@ -96,7 +97,7 @@ def with_costs(df: pd.DataFrame, proxy_charge: str = "full") -> pd.DataFrame:
     if proxy_charge == "amortised" and (proxy_c > 0).any():
         ok = out.get("status", pd.Series("FINISHED", index=out.index)).astype(str).eq("FINISHED") & (proxy_c > 0)
         keys = [c for c in SETTING + ["seed", *PROXY_KEYS, "num_samples", "epochs"] if c in out.columns]
-        key = out[keys].astype(str).agg("|".join, axis=1)
+        key = pd.Series(["|".join(map(str, t)) for t in zip(*(out[k] for k in keys))], index=out.index)
         counts = key[ok].value_counts()
         share = key.map(counts).where(ok, 1.0).fillna(1.0).astype(float)
     out["train_compute"] = train_c
@@ -148,7 +149,8 @@ def paired(a: pd.Series, b: pd.Series, level: float = 0.95) -> dict[str, Any]:
     d = (a.loc[seeds] - b.loc[seeds]).to_numpy(dtype=float) if seeds else np.array([])
     m, sd, lo, hi = t_interval(d, level)
     return {"n_pairs": len(seeds), "paired_seeds": " ".join(str(int(s)) for s in seeds), "diff_mean": m,
-            "diff_sd": sd, "diff_ci_low": lo, "diff_ci_high": hi, "verdict": verdict(lo, hi),
+            "diff_sd": sd, "diff_ci_low": lo, "diff_ci_high": hi,
+            "verdict": verdict(lo, hi) if seeds else "no shared seeds",
             "few_seeds": len(seeds) < FEW_SEEDS}
 
 
