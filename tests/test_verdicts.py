@@ -210,3 +210,15 @@ def test_study_options_are_validated(tmp_path, extra, words):
     path.write_text(STUDY.format(extra='proxy_charge = "amortised"\nbaselines = { dynamic = "orderdp" }'))
     st = load_study(path)
     assert st.proxy_charge == "amortised" and st.baselines == {"static": "random-static", "dynamic": "orderdp"}
+
+
+def test_committed_cifar10_cpu_runs_give_orderdp_its_paired_verdict():
+    from pathlib import Path
+
+    runs = pd.read_csv(Path(__file__).resolve().parents[1] / "reports" / "cifar10-cpu" / "tables" / "runs.csv")
+    pt = paired_table(runs)
+    r = pt[(pt["method"] == "orderdp-c0.8") & (pt["prune_ratio"] == 0.5) & (pt["reference"] == "random-dynamic")].iloc[0]
+    a = runs[(runs["method"] == "orderdp-c0.8") & (runs["prune_ratio"] == 0.5)].set_index("seed")["final_acc"]
+    b = runs[(runs["method"] == "random-dynamic") & (runs["prune_ratio"] == 0.5)].set_index("seed")["final_acc"]
+    assert r["n_pairs"] == 3 and r["diff_mean"] == pytest.approx((a - b).mean()) == pytest.approx(0.0059, abs=5e-5)
+    assert r["verdict"] == "better" and r["diff_ci_low"] > 0
