@@ -400,13 +400,16 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
 
     # --- paired comparisons ----------------------------------------------------------------------------------
     pair = Section("Paired comparisons", "paired")
-    figures.paired_forest(pt, figdir / "paired_forest.png")
-    pair.add(Figure("figures/paired_forest.png", "Paired differences with 95% intervals",
+    if pt.empty:
+        pair.add(("note", "No pruning method finished: nothing to compare with full data."))
+    else:
+        figures.paired_forest(pt, figdir / "paired_forest.png")
+    pair.add(*([] if pt.empty else [Figure("figures/paired_forest.png", "Paired differences with 95% intervals",
                     f"Per prune ratio, each method's per-seed difference in final top-1 against full data (left) "
                     f"and against its family baseline (right): mean over the paired seeds and the t-based 95% "
                     f"interval. {SIGN_CONVENTION} Green: better, red: worse, grey: not distinguishable (the "
                     f"interval contains 0). Methods in rank order; n=2 marks fewer than {FEW_SEEDS} paired seeds. "
-                    f"The numbers: tables/paired.csv (one row per method, ratio and reference, the leader included)."))
+                    f"The numbers: tables/paired.csv (one row per method, ratio and reference, the leader included).")]))
     few = pt[pt["few_seeds"] & pt["reference_kind"].isin(["full", "baseline"])]
     if len(few):
         pair.add(("note", f"{few.drop_duplicates(['method', 'prune_ratio']).shape[0]} (method, ratio) cell(s) have "
