@@ -69,7 +69,9 @@ def test_static_proxy_cost_ranking_and_pareto_by_hand_with_and_without_cache_hit
 
 def test_proxy_charge_amortised_divides_a_shared_proxy():
     df = _study(False)
-    other = df[df["method"] == "el2n"].assign(method="forgetting", pruner="forgetting")
+    # forgetting has no proxy_seeds option and leaves proxy_model at its default (the run's model): same proxy
+    other = df[df["method"] == "el2n"].assign(method="forgetting", pruner="forgetting", **{
+        "pruner.proxy_seeds": np.nan, "pruner.proxy_model": np.nan})
     df = pd.concat([df, other], ignore_index=True)
     full = with_costs(df, "full")
     am = with_costs(df, "amortised")

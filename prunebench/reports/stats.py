@@ -20,7 +20,9 @@ A method's cost is everything it spent, in two units, both over full data's trai
 ``proxy_charge`` (a study's ``[study] proxy_charge``): ``"full"`` (default) charges a proxy shared by
 several runs to each of them in full, as if each method ran alone; ``"amortised"`` divides its compute
 and time by the number of finished runs in the table that used it (same dataset, model, run seed and
-proxy recipe: ``pruner.proxy_model``, ``pruner.proxy_epochs``, ``pruner.proxy_seeds``).
+proxy recipe: ``pruner.proxy_model`` (default: the run's model), ``pruner.proxy_epochs``,
+``pruner.proxy_seeds`` (default 1); runs averaging several proxy seeds are grouped apart, so they may be
+overcharged, never undercharged).
 
 Paired statistics
 -----------------
@@ -96,8 +98,11 @@ def with_costs(df: pd.DataFrame, proxy_charge: str = "full") -> pd.DataFrame:
     share = pd.Series(1.0, index=out.index)
     if proxy_charge == "amortised" and (proxy_c > 0).any():
         ok = out.get("status", pd.Series("FINISHED", index=out.index)).astype(str).eq("FINISHED") & (proxy_c > 0)
-        keys = [c for c in SETTING + ["seed", *PROXY_KEYS, "num_samples", "epochs"] if c in out.columns]
-        key = pd.Series(["|".join(map(str, t)) for t in zip(*(out[k] for k in keys))], index=out.index)
+        ident = out.reindex(columns=SETTING + ["seed", *PROXY_KEYS, "num_samples", "epochs"])
+        # defaults of the static pruners' options: the proxy is the run's model, one proxy seed
+        ident["pruner.proxy_model"] = ident["pruner.proxy_model"].fillna(ident["model"])
+        ident["pruner.proxy_seeds"] = pd.to_numeric(ident["pruner.proxy_seeds"], errors="coerce").fillna(1)
+        key = pd.Series(["|".join(map(str, t)) for t in ident.itertuples(index=False)], index=out.index)
         counts = key[ok].value_counts()
         share = key.map(counts).where(ok, 1.0).fillna(1.0).astype(float)
     out["train_compute"] = train_c
