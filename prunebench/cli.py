@@ -247,7 +247,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from prunebench.reports import build_report
 
     index = build_report(args.target, args.output, results_dir=args.results, tracking_uri=args.tracking_uri,
-                         title=args.title)
+                         title=args.title, prior_report=args.prior_report, proxy_charge=args.proxy_charge)
     print(index)
     return 0
 
@@ -353,7 +353,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         counts = res["state"].value_counts().to_dict()
         print(f"{len(res)} runs: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
         return 0
-    print(format_leaderboard(leaderboard_table(res)))
+    print(format_leaderboard(leaderboard_table(res, study.proxy_charge, study.baselines)))
     failed = int((res["status"] != "FINISHED").sum())
     if failed:
         print(f"{failed} of {len(res)} runs failed (see the error column of the results table)", file=sys.stderr)
@@ -481,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tracking-uri", dest="tracking_uri",
                     help="MLflow store of an experiment name (else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     rp.add_argument("--title", help="report title (default: prunebench report: <name>)")
+    rp.add_argument("--prior-report", dest="prior_report", metavar="DIR",
+                    help="an earlier report folder: its per-run tables (tables/histories.csv, ...) stand in for runs "
+                         "the MLflow store lacks (it may be the output folder itself)")
+    rp.add_argument("--proxy-charge", dest="proxy_charge", choices=("full", "amortised"),
+                    help="charge a proxy shared by several runs in full to each (default, or the study's "
+                         "[study] proxy_charge) or amortise it over them")
     rp.set_defaults(func=cmd_report)
 
     pe = sub.add_parser("export-scores", help="score and select with a static pruner (no final training); "

@@ -26,7 +26,7 @@ from report_fixture import EXPERIMENT, STUDY, STUDY_TOML, make_study
 
 EXPECTED_FIGURES = {"accuracy_vs_compute.png", "sweep-fx.png", "overhead.png", "accuracy_curves.png",
                     "stability.png", "jaccard_consecutive.png", "jaccard_cross_seed.png", "usage_histograms.png",
-                    "orderdp_gamma.png"}
+                    "orderdp_gamma.png", "paired_forest.png"}
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,11 @@ def test_leaderboard_csv_equals_results_recomputed(study, results):
         assert row["acc_ci_low"] == pytest.approx(acc.mean() - half, abs=1e-12)
         assert row["acc_ci_high"] == pytest.approx(acc.mean() + half, abs=1e-12)
         ref = full[full["seed"].isin(g["seed"])]["final_acc"].mean()
-        assert row["drop_vs_full"] == pytest.approx(ref - acc.mean(), abs=1e-12)
-        assert row["compute_saved"] == pytest.approx(1 - g["relative_compute"].mean(), abs=1e-12)
+        if method != "full":  # method - full, paired by seed (positive = better)
+            assert row["vs_full_mean"] == pytest.approx(acc.mean() - ref, abs=1e-12)
+        scoring = g["scoring_relative_compute"].fillna(0) if "scoring_relative_compute" in g else 0.0
+        assert row["compute_saved"] == pytest.approx(1 - (g["relative_compute"] + scoring).mean(), abs=1e-12)
+        assert row["train_compute_saved"] == pytest.approx(1 - g["relative_compute"].mean(), abs=1e-12)
         assert row["realized_prune_ratio"] == pytest.approx(g["realized_prune_ratio"].mean(), abs=1e-12)
         for col in ("train_time_s", "selection_time_s", "scoring_time_s"):
             assert row[col] == pytest.approx(g[col].mean(), abs=1e-12)
@@ -84,7 +87,7 @@ def test_html_and_readme_show_the_table_numbers(study, results):
         cell = f"{100 * acc.mean():.2f} ± {100 * acc.std(ddof=1):.2f}"
         assert cell in page and cell in readme, (method, p, cell)
     assert "<h3>prune ratio 0.3</h3>" in page and "### prune ratio 0.5" in readme
-    # the best top-1 at p=0.5 is marked, in both renderings
+    # the best top-1 at p=0.5 is marked (the leader; with those not distinguishable from it), in both renderings
     at = ok[np.isclose(ok["prune_ratio"], 0.5)].groupby("method")["final_acc"].agg(["mean", "std"])
     best = at["mean"].idxmax()
     cell = f"{100 * at.loc[best, 'mean']:.2f} ± {100 * at.loc[best, 'std']:.2f}"
@@ -135,6 +138,46 @@ def test_orderdp_gamma_table(study, results):
         tail = g["rank_bin_centre"] > n - s + q + 10
         assert (g.loc[tail, "empirical"] == 0).all()
         assert g.loc[g["rank_bin_centre"] < q - 10, "empirical"].mean() == pytest.approx(s / n, abs=0.08)
+
+
+def test_every_plotted_point_has_an_interval(study, results):
+    ok = results[results["status"] == "FINISHED"]
+    pts = pd.read_csv(study[2] / "tables" / "accuracy_vs_compute.csv")
+    assert len(pts) == ok.groupby(["method", "prune_ratio"]).ngroups == 5
+    assert pts[["y_low", "y_high", "x_low", "x_high"]].notna().all().all()
+    assert ((pts["y_low"] <= pts["y"]) & (pts["y"] <= pts["y_high"])).all()
+    for _, r in pts.iterrows():  # the vertical interval is the t interval of the seeds' final top-1
+        acc = ok[(ok["method"] == r["series"]) & np.isclose(ok["prune_ratio"], r["prune_ratio"])]["final_acc"]
+        half = stats.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / math.sqrt(len(acc))
+        assert (r["y_low"], r["y_high"]) == pytest.approx((acc.mean() - half, acc.mean() + half), abs=1e-12)
+    # the forest plot: every difference it draws has its interval (2 seeds paired everywhere)
+    pt = pd.read_csv(study[2] / "tables" / "paired.csv")
+    drawn = pt[pt["reference_kind"].isin(["full", "baseline"])]
+    assert len(drawn) == 4 + 2  # 4 methods x full; orderdp-c0.8 x random-dynamic at 0.3 and 0.5
+    none = drawn["n_pairs"] == 0  # random-dynamic did not run at 0.3: nothing to draw there
+    assert none.sum() == 1 and drawn.loc[none, "verdict"].iloc[0] == "no shared seeds"
+    drawn = drawn[~none]
+    assert drawn[["diff_ci_low", "diff_ci_high"]].notna().all().all() and (drawn["n_pairs"] == 2).all()
+    assert drawn["few_seeds"].all() and "(n=2)" in (study[2] / "README.md").read_text()
+
+
+def test_prior_report_stands_in_for_a_lost_mlflow_store(study, results, tmp_path):
+    # orderdp-c0.8's runs are in a store that is gone; the others are still in theirs
+    lost = results.copy()
+    lost.loc[lost["method"] == "orderdp-c0.8", "tracking_uri"] = f"sqlite:///{tmp_path / 'gone.db'}"
+    out = build_report(lost, tmp_path / "again", prior_report=study[2]).parent
+    for name in ("histories.csv", "jaccard_cross_seed.csv", "jaccard_consecutive.csv", "usage_histograms.csv",
+                 "orderdp_keep_by_rank.csv", "stability.csv"):
+        a, b = pd.read_csv(study[2] / "tables" / name), pd.read_csv(out / "tables" / name)
+        pd.testing.assert_frame_equal(a, b, check_dtype=False, obj=name)
+    readme = (out / "README.md").read_text()
+    assert "come from an earlier report's tables" in readme and "per-epoch histories (runs): 4 from" in readme
+    assert "OrderDP keep-by-rank (method, ratio cells): 2 from" in readme
+    assert {p.name for p in (out / "figures").iterdir()} == EXPECTED_FIGURES - {"sweep-fx.png"}  # a DataFrame has no sweeps
+    # without it, the lost runs' per-epoch parts are simply absent
+    bare = build_report(lost, tmp_path / "bare").parent
+    hist = pd.read_csv(bare / "tables" / "histories.csv")
+    assert len(hist) and "orderdp-c0.8" not in set(hist["method"])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -746,11 +746,21 @@ class Trainer:
     def _scoring_report(self) -> None:
         """Put the proxy run's cost beside the training cost (``scoring_*`` columns of the row)."""
         r = self.proxy_runner.report() if self.proxy_runner is not None else {
-            "samples_backprop": 0, "samples_forward": 0, "proxy_time_s": 0.0}
+            "samples_backprop": 0, "samples_forward": 0, "proxy_time_s": 0.0, "proxy_wall_s": 0.0}
         r["relative_compute"] = (r["samples_forward"] + 3 * r["samples_backprop"]) / (3 * self.epochs * self.n)
         self.scoring_cost.update(r)
         if r.get("cache_hit"):
             log.info("%s: proxy scores reused from the cache in %s", self.pruner.label, self.proxy_runner.cache_dir)
+
+    def _total_cost(self, budget_visits: int) -> dict[str, float]:
+        """Training + scoring cost (prunebench.reports.stats' cost model, the proxy charged in full):
+        ``total_compute`` relative to full training, ``total_cost_s`` in seconds with the proxy's original
+        time in place of this run's time in the proxy runner (a cache hit costs what the miss cost)."""
+        sc = self.scoring_cost
+        own = max(0.0, self.scoring_time - float(sc.get("proxy_wall_s", 0.0)))
+        return {"total_compute": (self.samples_forward + 3 * self.samples_backprop) / (3 * budget_visits)
+                + float(sc.get("relative_compute", 0.0)),
+                "total_cost_s": self.train_time + own + float(sc.get("proxy_time_s", 0.0))}
 
     def _train_loop(self, tracker) -> None:
         cfg = self.config
@@ -860,6 +870,7 @@ class Trainer:
             "relative_compute": (self.samples_forward + 3 * self.samples_backprop) / (3 * budget_visits),
             "jaccard_mean": float(np.mean(jacs)) if jacs else 1.0,
             **{f"scoring_{k}": v for k, v in self.scoring_cost.items()},
+            **self._total_cost(budget_visits),
             **self.pruner.params(),
             "device": str(self.device),
             "world_size": self.dist.world,

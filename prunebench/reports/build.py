@@ -20,9 +20,12 @@ import numpy as np
 import pandas as pd
 
 from prunebench.reports import analysis, figures
-from prunebench.reports.inputs import HISTORY_KEYS, ReportError, RunStore, Source, finished, resolve_source
+from prunebench.reports.inputs import (HISTORY_KEYS, PriorReport, ReportError, RunStore, Source, finished,
+                                       resolve_source)
 from prunebench.reports.sweeps import sweep_sections
 from prunebench.reports.render import Document, Figure, Section, Table, to_html, to_markdown
+from prunebench.reports.stats import (COST_DEFINITION, FEW_SEEDS, PROXY_CHARGES, SIGN_CONVENTION, format_diff,
+                                      paired_table, study_options, with_costs)
 from prunebench.reports.tables import (GROUP, best_marks, curve_volatility, leaderboard_table, stability_table)
 
 MAIN_FIGURE = "figures/accuracy_vs_compute.png"
@@ -104,25 +107,43 @@ def _sec(x: float) -> str:
     return "–" if pd.isna(x) else (f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}")
 
 
+def _diff_cell(r: pd.Series, pre: str) -> str:
+    if pd.isna(r.get(f"{pre}_mean")):
+        return "–"
+    return format_diff(r[f"{pre}_mean"], r[f"{pre}_ci_low"], r[f"{pre}_ci_high"], r[f"{pre}_n_pairs"], r[f"{pre}_verdict"])
+
+
+def _rank(r: pd.Series) -> str:
+    if pd.isna(r["rank"]):
+        return "ref."
+    tied = not pd.isna(r["tied_with_leader"]) and bool(r["tied_with_leader"])
+    return f"{int(r['rank'])}" + ("=" if tied and r["rank"] > 1 else "")
+
+
 def leaderboard_display(t: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The displayed leaderboard of one prune ratio (strings) and its best-cell marks."""
-    marks = best_marks(t)
+    """The displayed leaderboard of one prune ratio (strings, rank order) and its marks: the top-1 cells
+    of the leader and of every method not distinguishable from it (only accuracy is highlighted)."""
     cols = {
-        "method": ("method", lambda r: r["series"]),
-        "seeds": (None, lambda r: f"{r['n_seeds']}"),
-        "top-1 % (mean ± std)": ("acc_mean", lambda r: f"{_pct(r['acc_mean'])} ± {_pct(r['acc_std'])}"),
-        "95% CI": (None, lambda r: "–" if pd.isna(r["acc_ci_low"]) else f"[{_pct(r['acc_ci_low'])}, {_pct(r['acc_ci_high'])}]"),
-        "drop vs full (pp)": ("drop_vs_full", lambda r: _pp(r["drop_vs_full"])),
-        "realized prune %": ("realized_prune_ratio", lambda r: _pct(r["realized_prune_ratio"], 1)),
-        "compute saved %": ("compute_saved", lambda r: _pct(r["compute_saved"], 1)),
-        "train s": ("train_time_s", lambda r: _sec(r["train_time_s"])),
-        "selection s": ("selection_time_s", lambda r: _sec(r["selection_time_s"])),
-        "scoring s": ("scoring_time_s", lambda r: _sec(r["scoring_time_s"])),
-        "wall-clock saved %": ("wallclock_saved", lambda r: _pct(r["wallclock_saved"], 1)),
+        "#": lambda r: _rank(r),
+        "method": lambda r: r["series"],
+        "seeds": lambda r: f"{r['n_seeds']}",
+        "top-1 % (mean ± std)": lambda r: f"{_pct(r['acc_mean'])} ± {_pct(r['acc_std'])}",
+        "95% CI": lambda r: "–" if pd.isna(r["acc_ci_low"]) else f"[{_pct(r['acc_ci_low'])}, {_pct(r['acc_ci_high'])}]",
+        "vs full (pp) [95% CI]": lambda r: _diff_cell(r, "vs_full"),
+        "vs baseline (pp) [95% CI]": lambda r: ("–" if pd.isna(r.get("vs_baseline_mean")) else
+                                                f"{_diff_cell(r, 'vs_baseline')} vs {r['baseline']}"),
+        "realized prune %": lambda r: _pct(r["realized_prune_ratio"], 1),
+        "compute saved % (total)": lambda r: _pct(r["compute_saved"], 1),
+        "compute saved % (training only)": lambda r: _pct(r["train_compute_saved"], 1),
+        "cost s (mean ± std)": lambda r: (_sec(r["total_cost_s"]) + ("" if pd.isna(r["total_cost_s_std"])
+                                                                       else f" ± {_sec(r['total_cost_s_std'])}")),
+        "scoring s": lambda r: _sec(r["scoring_cost_s"]),
+        "wall-clock saved %": lambda r: _pct(r["wallclock_saved"], 1),
     }
-    disp = pd.DataFrame({name: [f(r) for _, r in t.iterrows()] for name, (_, f) in cols.items()})
-    bold = pd.DataFrame({name: (marks[src].to_numpy() if src in marks and src != "method" else np.zeros(len(t), bool))
-                         for name, (src, _) in cols.items()})
+    disp = pd.DataFrame({name: [f(r) for _, r in t.iterrows()] for name, f in cols.items()})
+    lead = (t["method"] != "full") & t["tied_with_leader"].fillna(False).astype(bool)
+    bold = pd.DataFrame(False, index=disp.index, columns=disp.columns)
+    bold["top-1 % (mean ± std)"] = lead.to_numpy()
     return disp, bold
 
 
@@ -157,6 +178,16 @@ def _groups(ok: pd.DataFrame, exclude_full: bool = True):
         yield dict(zip(GROUP + ["series"], key)), g.sort_values("seed")
 
 
+def _prior_group(store: RunStore, g: pd.DataFrame, table: str, k: dict) -> pd.DataFrame | None:
+    """The earlier report's aggregate of this (method, ratio), when it aggregated exactly these runs and
+    the store has none of them."""
+    if store.prior is None or any(store.in_store(r) for _, r in g.iterrows()):
+        return None
+    if not store.prior.same_runs(k["method"], k["prune_ratio"], g["run_id"]):
+        return None
+    return store.prior.group_table(table, k["method"], k["prune_ratio"])
+
+
 def _cross_seed(ok: pd.DataFrame, store: RunStore) -> pd.DataFrame:
     recs = []
     for k, g in _groups(ok):
@@ -164,6 +195,10 @@ def _cross_seed(ok: pd.DataFrame, store: RunStore) -> pd.DataFrame:
             continue
         masks = [m for m in (store.kept_masks(r) for _, r in g.iterrows()) if m is not None]
         if len(masks) < 2:
+            prior = _prior_group(store, g, "jaccard_cross_seed.csv", k)
+            if prior is not None:
+                recs += [{**k, "row": _row_label(k["series"], k["prune_ratio"]), "epoch": int(r["epoch"]),
+                          "value": float(r["value"]), "n_seeds": int(r["n_seeds"])} for _, r in prior.iterrows()]
             continue
         for e, v in enumerate(analysis.cross_seed_jaccard(masks)):
             recs.append({**k, "row": _row_label(k["series"], k["prune_ratio"]), "epoch": e, "value": v,
@@ -178,9 +213,15 @@ def _usage(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
             continue
         arrays = [a for a in (store.array(r, "usage_counts") for _, r in g.iterrows()) if a is not None]
         if not arrays:
+            prior = _prior_group(store, g, "usage_histograms.csv", k)
+            if prior is not None:
+                p = prior.sort_values("usage")
+                freq = np.zeros(int(p["usage"].max()) + 1)
+                freq[p["usage"].astype(int).to_numpy()] = p["fraction"].to_numpy(float)
+                items.append({**k, "freq": freq, "epochs": int(g["epochs"].iloc[0]), "n_runs": len(g)})
             continue
-        items.append({**k, "usage": np.concatenate(arrays).astype(np.int64), "epochs": int(g["epochs"].iloc[0]),
-                      "n_runs": len(arrays)})
+        u = np.concatenate(arrays).astype(np.int64)
+        items.append({**k, "freq": np.bincount(u) / u.size, "epochs": int(g["epochs"].iloc[0]), "n_runs": len(arrays)})
     return items
 
 
@@ -214,6 +255,12 @@ def _gamma_items(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
                 kept_sum += kr
                 exp_sum += er
                 count += 1
+        prior = _prior_group(store, g, "orderdp_keep_by_rank.csv", k) if not count else None
+        if prior is not None:
+            p = prior.sort_values("rank_bin_centre")
+            item.update(centres=p["rank_bin_centre"].to_numpy(float), empirical_binned=p["empirical"].to_numpy(float),
+                        expected_binned=p["expected_with_ties"].to_numpy(float), gamma_binned=p["gamma"].to_numpy(float),
+                        n_epochs="an earlier report's")
         if count:
             centres, emp = analysis.bin_ranks(kept_sum / count, GAMMA_BINS)
             _, exp = analysis.bin_ranks(exp_sum / count, GAMMA_BINS)
@@ -230,7 +277,8 @@ def _gamma_items(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
 
 def build_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                  results_dir: str | os.PathLike | None = None, tracking_uri: str | None = None,
-                 title: str | None = None) -> Path:
+                 title: str | None = None, prior_report: str | os.PathLike | None = None,
+                 proxy_charge: str | None = None, baselines: dict[str, str] | None = None) -> Path:
     """Write a comparison report of ``results`` into ``out_dir`` and return the path of its ``index.html``.
 
     Parameters
@@ -242,18 +290,32 @@ def build_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.Pa
         are replaced); default ``reports/<study or experiment name>``.
     tracking_uri : the MLflow store of an experiment name (else ``$MLFLOW_TRACKING_URI``, else
         ``sqlite:///mlflow.db``). Runs read from a table use the table's ``tracking_uri`` column.
+    prior_report : an earlier report folder whose per-run tables (``tables/histories.csv``, ...) stand in
+        for runs the MLflow store lacks (:class:`~prunebench.reports.inputs.PriorReport`); it may be
+        ``out_dir`` itself (read before anything is written). The report says what came from it.
+    proxy_charge, baselines : the cost model's proxy charge (``full``/``amortised``) and the family
+        baselines of the paired statistics; default: the study file's ``[study]`` options, else ``full``
+        and random-static / random-dynamic (:mod:`prunebench.reports.stats`).
     """
     src = resolve_source(results, results_dir=results_dir, tracking_uri=tracking_uri)
-    store = RunStore()
+    opts = study_options(src.study_text)
+    if proxy_charge is not None:
+        if proxy_charge not in PROXY_CHARGES:
+            raise ReportError(f"proxy charge {proxy_charge!r} is not valid; valid: {', '.join(PROXY_CHARGES)}")
+        opts["proxy_charge"] = proxy_charge
+    opts["baselines"].update(baselines or {})
+    prior = PriorReport(prior_report) if prior_report is not None else None
+    store = RunStore(prior)
     try:
-        return _build(src, Path(out_dir) if out_dir is not None else Path("reports") / src.name, store, title)
+        return _build(src, Path(out_dir) if out_dir is not None else Path("reports") / src.name, store, title, opts)
     finally:
         store.close()
 
 
-def _build(src: Source, out: Path, store: RunStore, title: str | None) -> Path:
+def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dict[str, Any]) -> Path:
     df = src.table.copy()
-    ok = finished(df).copy()
+    charge, baselines = opts["proxy_charge"], opts["baselines"]
+    ok = with_costs(finished(df), charge)
     if ok.empty:
         raise ReportError(f"{src.origin}: no finished runs to report ({len(df)} rows, none with status FINISHED)")
     multi = ok.groupby(["dataset", "model"]).ngroups > 1
@@ -267,7 +329,10 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None) -> Path:
         (out / sub).mkdir()
     figdir, tabdir = out / "figures", out / "tables"
 
-    lb = leaderboard_table(ok)
+    lb = leaderboard_table(ok, charge, baselines)
+    pt = paired_table(ok, baselines)
+    pt.insert(4, "series", [f"{m} ({ds}/{mo})" if multi else m for m, ds, mo in zip(pt["method"], pt["dataset"], pt["model"])])
+    pt.to_csv(tabdir / "paired.csv", index=False)
     lb.insert(4, "series", [f"{m} ({ds}/{mo})" if multi else m for m, ds, mo in zip(lb["method"], lb["dataset"], lb["model"])])
     lb.to_csv(tabdir / "leaderboard.csv", index=False)
     df.drop(columns=["series"]).to_csv(tabdir / "runs.csv", index=False)
@@ -303,12 +368,19 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None) -> Path:
 
     # --- leaderboard -------------------------------------------------------------------------------------
     lead = Section("Leaderboard", "leaderboard")
+    charge_text = ("a proxy shared by several runs is charged in full to each of them (as if each method ran "
+                   "alone)" if charge == "full" else "a proxy shared by several runs is amortised: its cost is "
+                   "divided among the finished runs that used it")
     lead.add("Final test top-1 over seeds: mean ± sample std and the t-based 95% confidence interval of the "
-             "mean; drop vs full = full data's mean top-1 on the same seeds minus the method's (percentage "
-             "points, positive = worse); compute saved = 1 − relative compute (sample-visit cost, a training "
-             "pass counting 3 forwards); wall-clock saved = 1 − (train + scoring time) / full's. Times are means "
-             "over seeds in seconds. The best cell of each column among the pruning methods is highlighted "
-             "(full data is the reference, not a contender).")
+             f"mean. vs full / vs baseline: the paired difference on the seeds both ran (per-seed method − "
+             f"reference, mean and t-based 95% interval, in percentage points) with its verdict — better / worse "
+             f"when the interval excludes 0, n.d. (not distinguishable) otherwise; (n=2) marks fewer than "
+             f"{FEW_SEEDS} paired seeds. {SIGN_CONVENTION} Baselines: {baselines['static']} for static methods, "
+             f"{baselines['dynamic']} for epoch- and batch-level ones. # ranks by mean top-1 within the ratio; "
+             "'=' marks methods not distinguishable from rank 1 (paired by seed), and their top-1 cells (with "
+             f"the leader's) are highlighted — only accuracy is ever highlighted. {COST_DEFINITION} Here {charge_text}. "
+             "Compute saved (training only) leaves the scoring out; cost s = total seconds, mean ± std over seeds; "
+             "wall-clock saved = 1 − cost s / full's on the same seeds.")
     settings = lb.groupby(["dataset", "model"], sort=True)
     for (ds, mo), t in settings:
         full_rows = t[t["method"] == "full"]
@@ -326,20 +398,45 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None) -> Path:
                  Table(failed[cols].astype(str).reset_index(drop=True), csv="tables/failed_runs.csv", kind="kv"))
     sections += [header, lead]
 
+    # --- paired comparisons ----------------------------------------------------------------------------------
+    pair = Section("Paired comparisons", "paired")
+    if pt.empty:
+        pair.add(("note", "No pruning method finished: nothing to compare with full data."))
+    else:
+        figures.paired_forest(pt, figdir / "paired_forest.png")
+    pair.add(*([] if pt.empty else [Figure("figures/paired_forest.png", "Paired differences with 95% intervals",
+                    f"Per prune ratio, each method's per-seed difference in final top-1 against full data (left) "
+                    f"and against its family baseline (right): mean over the paired seeds and the t-based 95% "
+                    f"interval. {SIGN_CONVENTION} Green: better, red: worse, grey: not distinguishable (the "
+                    f"interval contains 0). Methods in rank order; n=2 marks fewer than {FEW_SEEDS} paired seeds. "
+                    f"The numbers: tables/paired.csv (one row per method, ratio and reference, the leader included).")]))
+    few = pt[pt["few_seeds"] & pt["reference_kind"].isin(["full", "baseline"])]
+    if len(few):
+        pair.add(("note", f"{few.drop_duplicates(['method', 'prune_ratio']).shape[0]} (method, ratio) cell(s) have "
+                          f"fewer than {FEW_SEEDS} seeds paired with their reference: their intervals are wide or "
+                          f"absent and their verdicts weak."))
+    sections.append(pair)
+
     # --- compute ------------------------------------------------------------------------------------------
     comp = Section("Accuracy vs compute", "compute")
-    figures.accuracy_vs_compute(ok, colors, figdir / "accuracy_vs_compute.png")
-    comp.add(Figure(MAIN_FIGURE, "Accuracy vs realized compute",
-                    "Final test top-1 against the realized relative compute (forward-only passes + 3 × "
-                    "backpropagated sample-visits, over full data's). One line per method through its prune "
-                    "ratios (points: means over seeds; band: ± one std over seeds); full data is the dashed "
-                    "black reference line (with its ± std band). The dotted grey staircase is the Pareto front "
-                    "of all (method, ratio) means: no other point has both less compute and more accuracy."))
-    figures.overhead(lb, figdir / "overhead.png")
+    points = figures.accuracy_vs_compute(ok, colors, figdir / "accuracy_vs_compute.png")
+    points.to_csv(tabdir / "accuracy_vs_compute.csv", index=False)
+    comp.add(Figure(MAIN_FIGURE, "Accuracy vs total compute",
+                    f"Final test top-1 against total compute, one panel per family of methods (static: one subset "
+                    f"before training; epoch-level: a new subset each epoch; batch-level: selection inside each "
+                    f"batch). {COST_DEFINITION} Here {charge_text}. One line per method through its prune ratios; "
+                    f"points are means over seeds with t-based 95% intervals (vertical: top-1; horizontal: total "
+                    f"compute, where it varies over seeds). Full data is in every panel: the black square at 1, "
+                    f"the dashed line and its 95% band. The dotted grey staircase is the Pareto front of all "
+                    f"(method, ratio) means of all families: no other point has both less total compute and more "
+                    f"accuracy. Points: tables/accuracy_vs_compute.csv."))
+    figures.overhead(lb, figdir / "overhead.png", ok)
     comp.add(Figure("figures/overhead.png", "Where the time went",
-                    "Mean wall-clock per method and prune ratio, split into training without selection, "
-                    "selection/planning inside training, and static scoring before training (not part of "
-                    "train_time_s). Evaluation is excluded everywhere."))
+                    "Mean wall-clock per method and prune ratio (leaderboard order), split into training without "
+                    "selection, selection/planning inside training, and scoring before training with the proxy "
+                    f"at its original training time (a cache hit costs what the miss cost; {charge_text}). Error "
+                    "bar: ± one std of the total over seeds; dots: each seed's total. Evaluation is excluded "
+                    "everywhere."))
     sections.append(comp)
     sections += sweep_sections(src.sweeps, ok, figdir, tabdir)  # every sweep of the study with results
 
@@ -400,9 +497,8 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None) -> Path:
     usage = _usage(ok, store)
     if usage:
         figures.usage_histograms(usage, colors, figdir / "usage_histograms.png")
-        pd.DataFrame([{"method": it["series"], "prune_ratio": it["prune_ratio"], "usage": k,
-                       "fraction": float(np.mean(it["usage"] == k))}
-                      for it in usage for k in range(int(it["usage"].max()) + 1)]).to_csv(
+        pd.DataFrame([{"method": it["series"], "prune_ratio": it["prune_ratio"], "usage": k, "fraction": float(f)}
+                      for it in usage for k, f in enumerate(it["freq"])]).to_csv(
             tabdir / "usage_histograms.csv", index=False)
         us.add(Figure("figures/usage_histograms.png", "Per-sample usage (dynamic methods)",
                       "For each dynamic method and prune ratio: the fraction of training samples that were "
@@ -452,12 +548,18 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None) -> Path:
     sections.append(gr)
 
     notes += store.notes
+    if store.prior is not None and store.prior.used:
+        prior_lines = store.prior.summary()
+        notes += ["Parts of this report come from an earlier report's tables, not from MLflow: "
+                  + "; ".join(prior_lines) + ". The figures built from them (accuracy curves, stability "
+                  "volatility, overlap heatmaps, usage histograms, OrderDP's keep-by-rank) show those numbers."]
     if notes:
         header.add(*[("note", n) for n in dict.fromkeys(notes)])
 
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     doc = Document(title or f"prunebench report: {src.name}",
-                   f"{ok['method'].nunique()} methods, {ok['prune_ratio'].nunique()} prune ratios, "
+                   f"{ok['method'].nunique() - int((ok['method'] == 'full').any())} methods and full data, "
+                   f"{ok.loc[ok['method'] != 'full', 'prune_ratio'].nunique()} prune ratios, "
                    f"{ok['seed'].nunique()} seeds on {', '.join(sorted(set(ok['dataset'].astype(str))))} / "
                    f"{', '.join(sorted(set(ok['model'].astype(str))))}; generated {when} by prunebench report.",
                    sections)

@@ -15,7 +15,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from scipy import stats
 
-from prunebench.reports.tables import pareto_mask
+from prunebench.reports.stats import pareto_mask
 
 DPI = 110
 FULL_COLOR = "#222222"
@@ -67,34 +67,110 @@ def _int_x(ax):
 # ---------------------------------------------------------------------------------------------------
 
 
-def accuracy_vs_compute(ok: pd.DataFrame, colors: dict[str, str], path: Path) -> None:
-    """Final top-1 against realized relative compute: one line per method over its prune ratios, the
-    seed spread (mean +/- std) as a band; full data as a reference line; the Pareto front of the
-    (method, ratio) means dashed."""
-    settings = list(ok.groupby(["dataset", "model"]).groups)
-    fig, axes = _grid(len(settings), ncols=2, w=7.5, h=5.2)
-    for ax, (ds, mo) in zip(axes, settings):
-        d = ok[(ok["dataset"] == ds) & (ok["model"] == mo)]
-        agg = d.groupby(["series", "prune_ratio"]).agg(x=("relative_compute", "mean"), y=("final_acc", "mean"),
-                                                       sd=("final_acc", "std")).reset_index()
-        for s, g in agg.groupby("series", sort=False):
+def _ci_half(sd: pd.Series, n: pd.Series, level: float = 0.95) -> np.ndarray:
+    """Half-width of the t-based interval of a mean (NaN for one seed)."""
+    n = np.asarray(n, float)
+    t = np.where(n > 1, stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)), np.nan)
+    return t * np.asarray(sd, float) / np.sqrt(n)
+
+
+def compute_points(ok: pd.DataFrame) -> pd.DataFrame:
+    """The points of :func:`accuracy_vs_compute`: per (dataset, model, series, prune ratio) the mean
+    total compute and mean final top-1 over seeds, the t-based 95% interval of each mean, the family and
+    whether the point is on the Pareto front of its setting (total compute vs mean top-1)."""
+    agg = (ok.groupby(["dataset", "model", "series", "prune_ratio"])
+           .agg(family=("family", "first"), n=("final_acc", "size"), x=("total_compute", "mean"),
+                x_sd=("total_compute", "std"), y=("final_acc", "mean"), y_sd=("final_acc", "std"))
+           .reset_index())
+    agg["x_half"] = np.nan_to_num(_ci_half(agg["x_sd"], agg["n"]), nan=0.0) * (agg["n"] > 1)
+    agg["y_half"] = _ci_half(agg["y_sd"], agg["n"])
+    agg["x_low"], agg["x_high"] = agg["x"] - agg["x_half"], agg["x"] + agg["x_half"]
+    agg["y_low"], agg["y_high"] = agg["y"] - agg["y_half"], agg["y"] + agg["y_half"]
+    agg["pareto"] = False
+    for _, idx in agg.groupby(["dataset", "model"]).groups.items():
+        sub = agg.loc[idx]
+        agg.loc[idx, "pareto"] = pareto_mask(sub["x"].to_numpy(), sub["y"].to_numpy())
+    return agg.drop(columns=["x_half", "y_half"])
+
+
+def accuracy_vs_compute(ok: pd.DataFrame, colors: dict[str, str], path: Path) -> pd.DataFrame:
+    """Final top-1 against total compute (training + scoring), one panel per family of methods (static,
+    epoch-level, batch-level) and setting: per method a line through its prune ratios, every point with
+    its 95% intervals (top-1 and, when it varies over seeds, compute); full data in every panel as the
+    reference (point, dashed line and its interval band); the Pareto front of all the setting's points
+    dotted grey in every panel. Returns the plotted points (:func:`compute_points`)."""
+    pts = compute_points(ok)
+    fams = [f for f in ("static", "epoch-level", "batch-level") if f in set(pts["family"])] or sorted(set(pts["family"]))
+    panels = [(s, f) for s in sorted(set(zip(pts["dataset"], pts["model"])))
+              for f in fams if ((pts["family"] == f) & ~pts["series"].str.startswith("full")
+                                & (pts["dataset"] == s[0]) & (pts["model"] == s[1])).any()]
+    if not panels:  # only full data
+        panels = [(s, fams[0]) for s in sorted(set(zip(pts["dataset"], pts["model"])))]
+    fig, axes = _grid(len(panels), ncols=3, w=5.6, h=4.6, sharey=True)
+    multi = len({s for s, _ in panels}) > 1
+    for ax, ((ds, mo), fam) in zip(axes, panels):
+        d = pts[(pts["dataset"] == ds) & (pts["model"] == mo)]
+        full = d[d["series"].str.startswith("full")]
+        for _, r in full.iterrows():
+            ax.axhline(r["y"], color=FULL_COLOR, ls="--", lw=1.0)
+            if not np.isnan(r["y_low"]):
+                ax.axhspan(r["y_low"], r["y_high"], color=FULL_COLOR, alpha=0.08, lw=0)
+            ax.errorbar(r["x"], r["y"], yerr=[[r["y"] - r["y_low"]], [r["y_high"] - r["y"]]], fmt="s",
+                        color=FULL_COLOR, ms=6, capsize=3, label=f"{r['series']} (95% CI)")
+        for s, g in d[(d["family"] == fam) & ~d["series"].str.startswith("full")].groupby("series", sort=True):
             g = g.sort_values("x")
-            if s.startswith("full"):
-                m, sd = g["y"].iloc[0], np.nan_to_num(g["sd"].iloc[0])
-                ax.axhline(m, color=FULL_COLOR, ls="--", lw=1.2, label=f"{s} (mean +/- std)")
-                ax.axhspan(m - sd, m + sd, color=FULL_COLOR, alpha=0.08, lw=0)
-                ax.plot(g["x"], g["y"], "o", color=FULL_COLOR, ms=6)
-            else:
-                _band(ax, g["x"], g["y"], g["sd"], colors[s], s, marker="o")
-        front = agg[pareto_mask(agg["x"].to_numpy(), agg["y"].to_numpy())].sort_values("x")
-        ax.step(front["x"], front["y"], where="post", color="grey", ls=":", lw=1.5, label="Pareto front (means)")
-        ax.set_xlabel("relative compute (sample-visit cost vs full data)")
+            ax.plot(g["x"], g["y"], color=colors[s], lw=1.4, alpha=0.8)
+            ax.errorbar(g["x"], g["y"], yerr=[g["y"] - g["y_low"], g["y_high"] - g["y"]],
+                        xerr=[g["x"] - g["x_low"], g["x_high"] - g["x"]], fmt="o", color=colors[s], ms=5,
+                        capsize=3, lw=1.2, label=s)
+        front = d[d["pareto"]].sort_values("x")
+        ax.step(front["x"], front["y"], where="post", color="grey", ls=":", lw=1.5, label="Pareto front (all methods)")
+        ax.set_xlabel("total compute (training + scoring) vs full data")
         ax.set_ylabel("final test top-1")
         _pct(ax, "y")
         _pct(ax, "x")
-        ax.set_title(f"{ds} / {mo}" if len(settings) > 1 else "Accuracy vs realized compute")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title(f"{fam}" + (f" — {ds} / {mo}" if multi else ""))
+        ax.legend(fontsize=7, loc="lower right")
     _save(fig, path)
+    return pts
+
+
+def paired_forest(pt: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Forest plot of the paired differences (method - reference, percentage points) with their 95%
+    intervals: one row of panels per prune ratio, left against full data, right against the family
+    baseline; methods in rank order; a zero line. Returns the plotted rows."""
+    d = pt[pt["reference_kind"].isin(["full", "baseline"])].copy()
+    keys = sorted(set(zip(d["dataset"], d["model"], d["prune_ratio"])))
+    multi = len({k[:2] for k in keys}) > 1
+    n_max = max((d[(d["dataset"] == k[0]) & (d["model"] == k[1]) & (d["prune_ratio"] == k[2])]["method"].nunique()
+                 for k in keys), default=1)
+    fig, axes = _grid(2 * len(keys), ncols=2, w=6.2, h=0.32 * n_max + 1.4)
+    colors = {"better": "#2a9d4b", "worse": "#c44e52", "not distinguishable": "#555555"}
+    for i, (ds, mo, p) in enumerate(keys):
+        at = d[(d["dataset"] == ds) & (d["model"] == mo) & (d["prune_ratio"] == p)]
+        order = at.drop_duplicates("method").sort_values("rank")["method"].tolist()
+        for ax, kind in zip(axes[2 * i: 2 * i + 2], ("full", "baseline")):
+            g = at[at["reference_kind"] == kind].set_index("method").reindex(order)
+            y = np.arange(len(order))
+            for yy, (m, r) in zip(y, g.iterrows()):
+                if pd.isna(r["diff_mean"]):
+                    continue
+                lo = r["diff_ci_low"] if not pd.isna(r["diff_ci_low"]) else r["diff_mean"]
+                hi = r["diff_ci_high"] if not pd.isna(r["diff_ci_high"]) else r["diff_mean"]
+                ax.errorbar(100 * r["diff_mean"], yy, xerr=[[100 * (r["diff_mean"] - lo)], [100 * (hi - r["diff_mean"])]],
+                            fmt="o", color=colors.get(r["verdict"], "#555555"), capsize=3, ms=5)
+            labels = [m + (("  (the baseline)" if kind == "baseline" else "") if pd.isna(g.loc[m, "reference"])
+                           else "" if kind == "full" else f"  (vs {g.loc[m, 'reference']})")
+                      + (f"  n={int(g.loc[m, 'n_pairs'])}" if not pd.isna(g.loc[m, "n_pairs"]) and g.loc[m, "n_pairs"] < 3 else "")
+                      for m in order]
+            ax.set_yticks(y, labels, fontsize=8)
+            ax.invert_yaxis()
+            ax.axvline(0, color="black", lw=0.8)
+            ax.set_xlabel(f"top-1 difference, method − {'full data' if kind == 'full' else 'baseline'} (pp)")
+            ax.set_title(f"p = {p:g}: vs {'full data' if kind == 'full' else 'family baseline'}"
+                         + (f" — {ds} / {mo}" if multi else ""), fontsize=10)
+    _save(fig, path)
+    return d
 
 
 def accuracy_curves(hist: pd.DataFrame, colors: dict[str, str], path: Path) -> None:
@@ -135,9 +211,11 @@ def stability(stab: pd.DataFrame, colors: dict[str, str], path: Path) -> None:
     _save(fig, path)
 
 
-def overhead(lb: pd.DataFrame, path: Path) -> None:
-    """Where the time went per method and ratio: training (selection excluded), selection, static scoring."""
-    d = lb.sort_values(["prune_ratio", "series"]).reset_index(drop=True)
+def overhead(lb: pd.DataFrame, path: Path, runs: pd.DataFrame | None = None) -> None:
+    """Where the time went per method and ratio (means over seeds): training without selection, selection,
+    and scoring (with the proxy's original time: a cached proxy costs what it cost to train); an error
+    bar of ± one std of the total over seeds and each seed's total as a dot (``runs``: the cost rows)."""
+    d = lb.reset_index(drop=True)
     labels = [f"{s}  p={p:g}" for s, p in zip(d["series"], d["prune_ratio"])]
     train = (d["train_time_s"] - d["selection_time_s"]).clip(lower=0)
     fig = Figure(figsize=(8.5, 0.42 * len(d) + 1.6), layout="constrained")
@@ -145,12 +223,21 @@ def overhead(lb: pd.DataFrame, path: Path) -> None:
     y = np.arange(len(d))
     ax.barh(y, train, color="#4c72b0", label="training (excl. selection)")
     ax.barh(y, d["selection_time_s"], left=train, color="#dd8452", label="selection / planning")
-    ax.barh(y, d["scoring_time_s"].fillna(0), left=train + d["selection_time_s"], color="#c44e52",
-            label="static scoring (before training)")
+    ax.barh(y, d["scoring_cost_s"].fillna(0), left=train + d["selection_time_s"], color="#c44e52",
+            label="scoring before training (proxy at its original time)")
+    ax.errorbar(d["total_cost_s"], y, xerr=np.nan_to_num(d["total_cost_s_std"].to_numpy(float)), fmt="none",
+                ecolor="black", capsize=3, lw=1, label="± std of the total over seeds")
+    if runs is not None:
+        pos = {(s, p): i for i, (s, p) in enumerate(zip(d["series"], d["prune_ratio"]))}
+        pts = [(r["total_cost_s"], pos[(r["series"], r["prune_ratio"])]) for _, r in runs.iterrows()
+               if (r["series"], r["prune_ratio"]) in pos]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, "k.", ms=4, alpha=0.7, label="one seed's total")
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("seconds (mean over seeds)")
-    ax.set_title("Wall-clock: training, selection and scoring overhead")
+    ax.set_title("Wall-clock: training, selection and scoring (total cost)")
     ax.legend(fontsize=8, loc="lower right")
     _save(fig, path)
 
@@ -170,13 +257,14 @@ def jaccard_heatmap(d: pd.DataFrame, title: str, path: Path) -> None:
 
 
 def usage_histograms(items: list[dict], colors: dict[str, str], path: Path) -> None:
-    """Per dynamic method and ratio: how many epochs each sample was trained (pooled over seeds), with
+    """Per dynamic method and ratio: how many epochs each sample was trained (``freq[k]``: the fraction of
+    samples trained in k epochs, pooled over seeds), with
     the Binomial(E, 1-p) counts that uniform random per-epoch sampling would give."""
     fig, axes = _grid(len(items), ncols=3, w=5.0, h=3.6)
     for ax, it in zip(axes, items):
-        u, e, p = it["usage"], it["epochs"], it["prune_ratio"]
-        k = np.arange(0, max(e, int(u.max())) + 1)
-        freq = np.bincount(u, minlength=k.size) / u.size
+        f, e, p = np.asarray(it["freq"], float), it["epochs"], it["prune_ratio"]
+        k = np.arange(0, max(e + 1, f.size))
+        freq = np.pad(f, (0, k.size - f.size))
         ax.bar(k, freq, color=colors[it["series"]], alpha=0.8, width=0.85, label="observed")
         ax.plot(k, stats.binom.pmf(k, e, 1 - p), "k.--", lw=1, ms=4, label=f"Binomial({e}, {1 - p:g})")
         ax.set_title(f"{it['series']}  p={p:g}", fontsize=10)

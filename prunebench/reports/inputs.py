@@ -239,7 +239,8 @@ class RunStore:
     A report without MLflow data still has its tables and the table-only figures.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prior: "PriorReport | None" = None) -> None:
+        self.prior = prior  # an earlier report's tables, for runs the store lacks
         self._clients: dict[str, Any] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="prunebench-report-")
         self._notes: list[str] = []
@@ -253,8 +254,15 @@ class RunStore:
         for (uri, _), there in self._runs.items():
             if not there:
                 absent[uri] = absent.get(uri, 0) + 1
+        fallback = " unless the earlier report (--prior-report) has them" if self.prior is not None else ""
         return self._notes + [f"{n} run(s) are not in MLflow store {uri} (rows imported from another store?): "
-                              f"per-epoch figures omit them" for uri, n in absent.items()]
+                              f"per-epoch figures omit them{fallback}" for uri, n in absent.items()]
+
+    def in_store(self, row: pd.Series) -> bool:
+        """True when the run's MLflow store has it (its artifacts can be read)."""
+        client = self._client_for(row.get("tracking_uri"))
+        return (client is not None and isinstance(row.get("run_id"), str)
+                and self._has_run(client, row["tracking_uri"], row["run_id"]))
 
     def _has_run(self, client, uri: str, run_id: str) -> bool:
         key = (uri, run_id)
@@ -282,12 +290,20 @@ class RunStore:
                 self._notes.append(f"MLflow store {uri} unusable ({str(e).splitlines()[0][:120]})")
         elif uri not in self._missing_stores:
             self._missing_stores.add(uri)
-            self._notes.append(f"MLflow store {uri} not found: per-epoch figures omit its runs")
+            self._notes.append(f"MLflow store {uri} not found: per-epoch figures omit its runs"
+                               + (" unless the earlier report (--prior-report) has them" if self.prior is not None else ""))
         self._clients[uri] = client
         return client
 
     def history(self, row: pd.Series, key: str) -> pd.Series | None:
-        """The per-epoch series ``key`` of a run (index: epoch), or None when not logged."""
+        """The per-epoch series ``key`` of a run (index: epoch), or None when not logged (a run the store
+        lacks: the earlier report's history, when one was given)."""
+        s = self._store_history(row, key)
+        if s is None and self.prior is not None and not self.in_store(row):
+            s = self.prior.history(row.get("run_id"), key)
+        return s
+
+    def _store_history(self, row: pd.Series, key: str) -> pd.Series | None:
         client = self._client_for(row.get("tracking_uri"))
         if client is None or not isinstance(row.get("run_id"), str):
             return None
@@ -325,3 +341,80 @@ class RunStore:
         if packed is None or n is None or pd.isna(n):
             return None
         return np.unpackbits(packed, axis=1, count=int(n)).astype(bool)
+
+
+class PriorReport:
+    """The per-run tables of an earlier report folder (``tables/runs.csv``, ``histories.csv``,
+    ``jaccard_cross_seed.csv``, ``usage_histograms.csv``, ``orderdp_keep_by_rank.csv``), standing in for
+    MLflow data that the current store lacks (e.g. a store that is gone), so a report can be rebuilt from
+    a committed table without retraining.
+
+    Per-epoch histories are matched by ``run_id``. The earlier report's aggregates over seeds (cross-seed
+    overlap, usage histograms, OrderDP keep-by-rank) are reused for a (method, prune ratio) only when the
+    earlier report aggregated exactly the same runs (the same set of ``run_id``). Everything is read
+    into memory at once, so the earlier folder may be the one being rewritten. ``used`` says what was taken.
+    """
+
+    TABLES = ("runs.csv", "histories.csv", "jaccard_cross_seed.csv", "usage_histograms.csv",
+              "orderdp_keep_by_rank.csv")
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        tabdir = self.folder / "tables"
+        if not (tabdir / "runs.csv").is_file():
+            raise ReportError(f"--prior-report {self.folder}: not a report folder (no tables/runs.csv)")
+        self.tables: dict[str, pd.DataFrame] = {}
+        for name in self.TABLES:
+            path = tabdir / name
+            if path.is_file():
+                try:
+                    self.tables[name] = pd.read_csv(path)
+                except (OSError, ValueError) as e:
+                    raise ReportError(f"--prior-report {self.folder}: unreadable {name} ({type(e).__name__})") from None
+        runs = self.tables["runs.csv"]
+        if "run_id" not in runs.columns or "method" not in runs.columns:
+            raise ReportError(f"--prior-report {self.folder}: tables/runs.csv lacks run_id or method")
+        self._groups: dict[tuple[str, float], frozenset] = {}
+        for (m, p), g in runs[runs.get("status", "FINISHED") == "FINISHED"].groupby(["method", "prune_ratio"]):
+            self._groups[(str(m), round(float(p), 9))] = frozenset(g["run_id"].dropna().astype(str))
+        h = self.tables.get("histories.csv")
+        self._hist = ({k: g for k, g in h.groupby(["run_id", "key"])} if h is not None and len(h) else {})
+        self.used: dict[str, set] = {}
+
+    def _note(self, what: str, item: Any) -> None:
+        self.used.setdefault(what, set()).add(item)
+
+    def history(self, run_id: Any, key: str) -> pd.Series | None:
+        g = self._hist.get((str(run_id), key))
+        if g is None or g.empty:
+            return None
+        self._note("per-epoch histories (runs)", str(run_id))
+        s = pd.Series(g["value"].to_numpy(dtype=float), index=g["epoch"].astype(int).to_numpy(), dtype=float)
+        s.index.name = "epoch"
+        return s.sort_index()
+
+    def same_runs(self, method: str, prune_ratio: float, run_ids) -> bool:
+        """True when the earlier report aggregated exactly these runs for (method, prune ratio)."""
+        want = frozenset(str(r) for r in run_ids if isinstance(r, str))
+        return bool(want) and self._groups.get((str(method), round(float(prune_ratio), 9))) == want
+
+    def group_table(self, name: str, method: str, prune_ratio: float) -> pd.DataFrame | None:
+        t = self.tables.get(name)
+        if t is None or "method" not in t.columns:
+            return None
+        g = t[(t["method"].astype(str) == str(method)) & np.isclose(t["prune_ratio"].astype(float), float(prune_ratio))]
+        if g.empty:
+            return None
+        self._note(name, f"{method} p={prune_ratio:g}")
+        return g
+
+    def summary(self) -> list[str]:
+        """One line per kind of data taken from the earlier report."""
+        out = []
+        for what, items in sorted(self.used.items()):
+            n = len(items)
+            label = {"jaccard_cross_seed.csv": "cross-seed overlap (method, ratio cells)",
+                     "usage_histograms.csv": "usage histograms (method, ratio cells)",
+                     "orderdp_keep_by_rank.csv": "OrderDP keep-by-rank (method, ratio cells)"}.get(what, what)
+            out.append(f"{label}: {n} from the earlier report {self.folder} (its tables/, not in the MLflow store)")
+        return out

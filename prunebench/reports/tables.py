@@ -1,44 +1,55 @@
 """Report tables: pure functions of the flat results table (pandas in, pandas out).
 
 The leaderboard has one row per (dataset, model, prune ratio, method) over the finished runs' seeds:
-mean, sample std and t-based 95% confidence interval of the final top-1, the drop against full data on the
-same seeds, realized prune ratio, compute saved (``1 - relative_compute``), wall-clock and overheads.
+mean, sample std and t-based 95% confidence interval of the final top-1; the paired differences against
+full data and against the family baseline (:mod:`prunebench.reports.stats`: method - reference, positive =
+better, with a t interval and a verdict); the rank within the ratio and whether the method is
+distinguishable from the leader; the realized prune ratio; the cost (training + scoring, in compute and
+seconds, :func:`~prunebench.reports.stats.with_costs`) and whether the point is on the Pareto front.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from prunebench.reports.inputs import finished
+from prunebench.reports.stats import (SETTING, paired_table, paired_wide, pareto_mask, t_interval,
+                                      with_costs)
 
-SETTING = ["dataset", "model"]
 GROUP = SETTING + ["prune_ratio", "method"]
 
-#: leaderboard columns averaged over seeds (the name in the result row -> the leaderboard column)
+#: leaderboard columns averaged over seeds (the name in the cost-augmented row -> the leaderboard column)
 MEANS = {
     "best_acc": "best_acc_mean",
     "realized_prune_ratio": "realized_prune_ratio",
     "relative_compute": "relative_compute",
+    "train_compute": "train_compute",
+    "scoring_compute": "scoring_compute",
+    "total_compute": "total_compute",
     "train_time_s": "train_time_s",
     "selection_time_s": "selection_time_s",
     "scoring_time_s": "scoring_time_s",
-    "total_time_s": "total_time_s",
+    "scoring_cost_s": "scoring_cost_s",
+    "total_cost_s": "total_cost_s",
     "samples_backprop": "samples_backprop",
     "samples_forward": "samples_forward",
     "optimizer_steps": "optimizer_steps",
     "jaccard_mean": "jaccard_mean",
 }
 
-#: which way is better, per leaderboard column (used to mark the best of each column), and the
-#: tolerance within which two values count as tied (half the displayed precision: 0.01 pp, 0.1 %, 1 ms)
-BETTER = {
-    "acc_mean": ("max", 5e-5), "drop_vs_full": ("min", 5e-5), "best_acc_mean": ("max", 5e-5),
-    "realized_prune_ratio": ("max", 5e-4), "compute_saved": ("max", 5e-4), "train_time_s": ("min", 5e-4),
-    "selection_time_s": ("min", 5e-4), "scoring_time_s": ("min", 5e-4), "total_time_s": ("min", 5e-4),
-    "wallclock_saved": ("max", 5e-4),
-}
+#: the accuracy columns (the only ones a table highlights) and which way is better
+BETTER = {"acc_mean": ("max", 5e-5), "best_acc_mean": ("max", 5e-5)}
+
+LEADERBOARD_COLUMNS = GROUP + [
+    "rank", "pruner", "granularity", "family", "n_seeds", "seeds", "acc_mean", "acc_std", "acc_ci_low",
+    "acc_ci_high", "vs_full_mean", "vs_full_sd", "vs_full_ci_low", "vs_full_ci_high", "vs_full_verdict",
+    "vs_full_n_pairs", "baseline", "vs_baseline_mean", "vs_baseline_sd", "vs_baseline_ci_low",
+    "vs_baseline_ci_high", "vs_baseline_verdict", "vs_baseline_n_pairs", "tied_with_leader", "best_acc_mean",
+    "realized_prune_ratio", "compute_saved", "train_compute_saved", "total_compute", "train_compute",
+    "scoring_compute", "relative_compute", "train_time_s", "selection_time_s", "scoring_time_s",
+    "scoring_cost_s", "total_cost_s", "total_cost_s_std", "wallclock_saved", "pareto", "samples_backprop",
+    "samples_forward", "optimizer_steps", "jaccard_mean"]
 
 
 def mean_std_ci(values: pd.Series | np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
@@ -46,53 +57,67 @@ def mean_std_ci(values: pd.Series | np.ndarray, level: float = 0.95) -> tuple[fl
 
     With one value the std and the interval are NaN (no spread can be estimated from one seed).
     """
-    x = np.asarray(pd.Series(values).dropna(), dtype=float)
-    n = x.size
-    if n == 0:
-        return (np.nan,) * 4
-    m = float(x.mean())
-    if n < 2:
-        return m, np.nan, np.nan, np.nan
-    sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
-    return m, sd, m - half, m + half
+    return t_interval(np.asarray(pd.Series(values).dropna(), dtype=float), level)
 
 
-def leaderboard_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, model, prune_ratio, method) of the finished runs; see the module docstring.
+def leaderboard_table(df: pd.DataFrame, proxy_charge: str = "full", baselines: dict[str, str] | None = None
+                      ) -> pd.DataFrame:
+    """One row per (dataset, model, prune_ratio, method) of the finished runs, ranked within each ratio
+    (full data first, at ratio 0); see the module docstring.
 
-    ``drop_vs_full`` is full data's mean final top-1 over the seeds this method also ran, minus the
-    method's mean (positive: the method is worse); ``wallclock_saved`` is ``1 - total_time_s / full's``
-    on the same seeds (total = training + static scoring). Both are NaN where no full run shares a seed.
+    ``vs_full_mean`` (``_ci_low``, ``_ci_high``, ``_verdict``, ``_n_pairs``) is the paired difference
+    method - full on the seeds both finished (positive = better than full); ``vs_baseline_*`` the same
+    against ``baseline``. ``rank``: 1 = highest mean final top-1 within the ratio (equal means: lower
+    total compute first); ``tied_with_leader``: not distinguishable from rank 1 (paired by seed).
+    ``compute_saved = 1 - total_compute`` (training + scoring); ``train_compute_saved = 1 -
+    train_compute`` (training only). ``wallclock_saved = 1 - total_cost_s / full's`` on the same seeds.
+    ``pareto``: no other row of the setting has both lower or equal total compute and higher or equal
+    mean top-1 (one strictly).
     """
-    ok = finished(df)
+    ok = with_costs(finished(df), proxy_charge)
+    for c in SETTING:
+        if c not in ok.columns:
+            ok[c] = "?"
+    wide = paired_wide(paired_table(ok, baselines)).set_index(GROUP)
     full = ok[ok["method"] == "full"]
     rows = []
     for key, g in ok.groupby(GROUP, sort=True, dropna=False):
         rec = dict(zip(GROUP, key))
         seeds = sorted(int(s) for s in g["seed"].dropna().unique())
         acc_mean, acc_std, lo, hi = mean_std_ci(g["final_acc"])
-        rec.update(pruner=g["pruner"].iloc[0],
+        rec.update(pruner=g["pruner"].iloc[0] if "pruner" in g else rec["method"],
                    granularity=g["granularity"].iloc[0] if "granularity" in g else "",
-                   n_seeds=len(seeds), seeds=" ".join(map(str, seeds)),
+                   family=g["family"].iloc[0], n_seeds=len(seeds), seeds=" ".join(map(str, seeds)),
                    acc_mean=acc_mean, acc_std=acc_std, acc_ci_low=lo, acc_ci_high=hi)
         for src, dst in MEANS.items():
             rec[dst] = float(g[src].mean()) if src in g else np.nan
+        rec["total_cost_s_std"] = float(g["total_cost_s"].std(ddof=1)) if len(g) > 1 else np.nan
         ref = full[(full["dataset"] == rec["dataset"]) & (full["model"] == rec["model"]) & full["seed"].isin(seeds)]
-        rec["drop_vs_full"] = float(ref["final_acc"].mean()) - acc_mean if len(ref) else np.nan
-        rec["compute_saved"] = 1.0 - rec["relative_compute"]
-        rec["wallclock_saved"] = (1.0 - rec["total_time_s"] / float(ref["total_time_s"].mean())
-                                  if len(ref) and "total_time_s" in ref else np.nan)
+        rec["compute_saved"] = 1.0 - rec["total_compute"]
+        rec["train_compute_saved"] = 1.0 - rec["train_compute"]
+        rec["wallclock_saved"] = (1.0 - rec["total_cost_s"] / float(ref["total_cost_s"].mean())
+                                  if len(ref) else np.nan)
+        if key in wide.index:
+            w = wide.loc[key]
+            rec.update(rank=w["rank"], tied_with_leader=bool(w["tied_with_leader"]), baseline=w["baseline"],
+                       **{c: w[c] for c in wide.columns if c.startswith(("vs_full_", "vs_baseline_"))})
         rows.append(rec)
-    cols = GROUP + ["pruner", "granularity", "n_seeds", "seeds", "acc_mean", "acc_std", "acc_ci_low",
-                    "acc_ci_high", "drop_vs_full", "best_acc_mean", "realized_prune_ratio", "compute_saved",
-                    "relative_compute", "train_time_s", "selection_time_s", "scoring_time_s", "total_time_s",
-                    "wallclock_saved", "samples_backprop", "samples_forward", "optimizer_steps", "jaccard_mean"]
-    return pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(rows)
+    for c in LEADERBOARD_COLUMNS:
+        if c not in out.columns:
+            out[c] = np.nan
+    out["pareto"] = False
+    for _, idx in out.groupby(SETTING).groups.items():
+        sub = out.loc[idx]
+        out.loc[idx, "pareto"] = pareto_mask(sub["total_compute"].to_numpy(), sub["acc_mean"].to_numpy())
+    out["_contender"] = out["method"] != "full"
+    out = out.sort_values(SETTING + ["_contender", "prune_ratio", "rank", "method"], na_position="first")
+    return out[LEADERBOARD_COLUMNS].reset_index(drop=True)
 
 
 def best_marks(table: pd.DataFrame, exclude_full: bool = True) -> pd.DataFrame:
-    """Boolean frame (same index/columns as ``table``): True where a cell is the best of its column.
+    """Boolean frame (same index/columns as ``table``): True where an accuracy cell is the best of its
+    column (only the accuracy columns of ``BETTER`` are ever marked).
 
     Full data is the reference, not a contender, so it is never marked. Values within the column's
     tolerance of the best (below the displayed precision) tie and are all marked; a column whose
@@ -112,16 +137,6 @@ def best_marks(table: pd.DataFrame, exclude_full: bool = True) -> pd.DataFrame:
             continue
         marks.loc[v.index[tied], col] = True
     return marks
-
-
-def pareto_mask(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
-    """True for points no other point beats (lower or equal cost and higher or equal accuracy, one strictly)."""
-    cost, acc = np.asarray(cost, float), np.asarray(acc, float)
-    out = np.ones(cost.size, dtype=bool)
-    for i in range(cost.size):
-        dominated = (cost <= cost[i]) & (acc >= acc[i]) & ((cost < cost[i]) | (acc > acc[i]))
-        out[i] = not dominated.any()
-    return out
 
 
 def stability_table(df: pd.DataFrame, volatility: pd.DataFrame | None = None) -> pd.DataFrame:

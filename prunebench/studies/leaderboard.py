@@ -443,7 +443,7 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
                 raise PrunebenchError(f"{study.name}: no cell of the grid is done yet (in {uri} or the imported "
                                       f"tables): nothing to tabulate")
         results = _results_frame(study, specs, rows, uri)
-        board = leaderboard_table(results)
+        board = leaderboard_table(results, study.proxy_charge, study.baselines)
         _write_atomic(out, results, board, study)
     return results
 
@@ -599,83 +599,83 @@ def _write_atomic(out: Path, results: pd.DataFrame, board: pd.DataFrame, study: 
 # ---------------------------------------------------------------------------------------------------
 
 
-def leaderboard_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Rank methods per prune ratio by mean final accuracy over seeds (FINISHED runs only).
+def leaderboard_table(results: pd.DataFrame, proxy_charge: str = "full",
+                      baselines: dict[str, str] | None = None) -> pd.DataFrame:
+    """Rank methods per prune ratio by mean final accuracy over seeds (FINISHED runs only), with the cost
+    model and the paired statistics of :mod:`prunebench.reports.stats` (the report's table, plus counts).
 
-    Columns: ``prune_ratio``, ``rank`` (1 = best within the ratio; ``full`` alone at ratio 0),
+    Columns: ``prune_ratio``, ``rank`` (1 = best within the ratio; ``full`` alone at ratio 0, unranked),
     ``method``, ``pruner``, ``n_seeds``, ``n_failed``, ``acc_mean``, ``acc_std`` (sample std),
     ``acc_ci95`` (half-width of the t-based 95% interval of the mean: ``t(0.975, n-1) * std / sqrt(n)``,
-    NaN for one seed), ``best_acc_mean``, ``drop_vs_full`` (``full``'s mean accuracy over the seeds this
-    method finished, minus this one's; positive = worse than full; paired, as in the report, so rows with
-    different seed counts stay comparable), ``realized_prune_ratio``, ``relative_compute``,
-    ``compute_saved`` (``1 - relative_compute``), ``train_time_s`` and ``time_saved`` (``1 - train_time /
-    full's`` on the same seeds), all means over seeds. Where ``full`` shares none of a row's seeds, its
-    mean over all its seeds is used.
+    NaN for one seed), ``vs_full_mean`` / ``vs_full_ci_low`` / ``vs_full_ci_high`` / ``vs_full_verdict``
+    (paired by seed: method - full, positive = better), the same ``vs_baseline_*`` against ``baseline``
+    (the study's baseline of the method's family), ``tied_with_leader``, ``realized_prune_ratio``,
+    ``total_compute`` (training + scoring), ``compute_saved`` (``1 - total_compute``),
+    ``train_compute_saved`` (training only), ``total_cost_s`` and ``time_saved`` (``1 - total_cost_s /
+    full's`` on the same seeds), ``pareto``, and the rest of
+    :func:`prunebench.reports.tables.leaderboard_table`'s columns. ``proxy_charge`` and ``baselines``:
+    the study's ``[study]`` options (see :func:`prunebench.reports.stats.with_costs`).
     """
-    from scipy import stats
+    from prunebench.reports.stats import PROXY_CHARGES
+    from prunebench.reports.tables import leaderboard_table as report_table
 
     need = {"method", "prune_ratio", "status", "final_acc"}
     missing = need - set(results.columns)
     if missing:
         raise ConfigError(f"results table lacks column(s) {', '.join(sorted(missing))}")
+    if proxy_charge not in PROXY_CHARGES:
+        raise ConfigError(f"proxy_charge {proxy_charge!r} is not valid; valid: {', '.join(PROXY_CHARGES)}")
     df = results.copy()
     df["pruner"] = df["pruner"] if "pruner" in df.columns else df["method"]
-    for c in ("best_acc", "realized_prune_ratio", "relative_compute", "train_time_s"):
+    for c in ("seed", "best_acc", "realized_prune_ratio", "relative_compute", "train_time_s"):
         if c not in df.columns:
             df[c] = np.nan
-    ok = df[df["status"] == "FINISHED"]
-    ref = ok[ok["method"] == REFERENCE]
-    groups = []
-    for (method, p), g in df.groupby(["method", "prune_ratio"], sort=False):
-        fin = ok[(ok["method"] == method) & (ok["prune_ratio"] == p)]
-        acc = fin["final_acc"].astype(float).to_numpy()
-        n = len(acc)
-        std = float(np.std(acc, ddof=1)) if n > 1 else float("nan")
-        ci = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
-        same = ref[ref["seed"].isin(fin["seed"])] if "seed" in ref.columns else ref  # paired on seeds
-        same = same if len(same) else ref
-        groups.append({
-            "full_acc": float(same["final_acc"].astype(float).mean()) if len(same) else float("nan"),
-            "full_time": float(same["train_time_s"].astype(float).mean()) if len(same) else float("nan"),
-            "prune_ratio": float(p), "method": method, "pruner": g["pruner"].iloc[0], "n_seeds": n,
-            "n_failed": int(len(g) - n), "acc_mean": float(acc.mean()) if n else float("nan"), "acc_std": std,
-            "acc_ci95": ci, "best_acc_mean": float(fin["best_acc"].astype(float).mean()) if n else float("nan"),
-            "realized_prune_ratio": float(fin["realized_prune_ratio"].astype(float).mean()) if n else float("nan"),
-            "relative_compute": float(fin["relative_compute"].astype(float).mean()) if n else float("nan"),
-            "train_time_s": float(fin["train_time_s"].astype(float).mean()) if n else float("nan"),
-        })
-    board = pd.DataFrame(groups, columns=["prune_ratio", "method", "pruner", "n_seeds", "n_failed", "acc_mean",
-                                          "acc_std", "acc_ci95", "best_acc_mean", "realized_prune_ratio",
-                                          "relative_compute", "train_time_s", "full_acc", "full_time"])
-    board["drop_vs_full"] = board.pop("full_acc") - board["acc_mean"]
-    board["compute_saved"] = 1.0 - board["relative_compute"]
-    board["time_saved"] = 1.0 - board["train_time_s"] / board.pop("full_time")
-    board["rank"] = board.groupby("prune_ratio")["acc_mean"].rank(ascending=False, method="min")
-    board = board.sort_values(["prune_ratio", "rank", "method"], na_position="last").reset_index(drop=True)
-    cols = ["prune_ratio", "rank", "method", "pruner", "n_seeds", "n_failed", "acc_mean", "acc_std", "acc_ci95",
-            "drop_vs_full", "best_acc_mean", "realized_prune_ratio", "relative_compute", "compute_saved",
-            "train_time_s", "time_saved"]
-    return board[cols]
+    board = report_table(df, proxy_charge, baselines)
+    counts = df.groupby(["method", "prune_ratio"]).size().rename("n_runs").reset_index()
+    board = board.merge(counts, on=["method", "prune_ratio"], how="left")
+    failed = df[df["status"] != "FINISHED"].groupby(["method", "prune_ratio"]).size()
+    missing_cells = [k for k in failed.index if not ((board["method"] == k[0]) & (board["prune_ratio"] == k[1])).any()]
+    if missing_cells:  # cells whose every run failed: listed, unranked
+        board = pd.concat([board, pd.DataFrame([{"method": m, "prune_ratio": p, "n_seeds": 0, "n_runs": failed[(m, p)]}
+                                                for m, p in missing_cells])], ignore_index=True)
+    board["n_failed"] = (board["n_runs"] - board["n_seeds"]).fillna(0).astype(int)
+    board["acc_ci95"] = board["acc_ci_high"] - board["acc_mean"]
+    board["time_saved"] = board["wallclock_saved"]
+    first = ["prune_ratio", "rank", "method", "pruner", "n_seeds", "n_failed", "acc_mean", "acc_std", "acc_ci95"]
+    rest = [c for c in board.columns if c not in first and c not in ("n_runs",)]
+    return board[first + rest].reset_index(drop=True)
 
 
 def format_leaderboard(board: pd.DataFrame) -> str:
-    """The ranked table as aligned text (accuracies and savings in percent)."""
-    def pct(v: float, sign: bool = False) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "-"
-        return f"{100 * v:+.2f}" if sign else f"{100 * v:.2f}"
+    """The ranked table as aligned text (accuracies, differences and savings in percent), in the report's
+    order, with a legend: differences are method - reference (positive = better), paired by seed."""
+    from prunebench.reports.stats import COST_DEFINITION, format_diff
 
-    head = ["p", "#", "method", "seeds", "acc %", "± std", "± ci95", "drop", "pruned", "compute", "saved",
-            "time s"]
+    def pct(v: float, nd: int = 2) -> str:
+        return "-" if v is None or pd.isna(v) else f"{100 * v:.{nd}f}"
+
+    head = ["p", "#", "method", "seeds", "acc %", "± ci95", "vs full pp [95% CI]", "vs baseline pp [95% CI]",
+            "saved %", "train-only %", "cost s"]
     lines = []
     for _, r in board.iterrows():
         seeds = f"{r['n_seeds']}" + (f" ({r['n_failed']} failed)" if r["n_failed"] else "")
-        lines.append([f"{r['prune_ratio']:g}", "-" if math.isnan(r["rank"]) else f"{int(r['rank'])}", r["method"],
-                      seeds, pct(r["acc_mean"]), pct(r["acc_std"]), pct(r["acc_ci95"]),
-                      pct(r["drop_vs_full"], sign=True), pct(r["realized_prune_ratio"]), pct(r["relative_compute"]),
-                      pct(r["compute_saved"]), "-" if math.isnan(r["train_time_s"]) else f"{r['train_time_s']:.1f}"])
+        tied = not pd.isna(r["tied_with_leader"]) and bool(r["tied_with_leader"])
+        rank = "-" if pd.isna(r["rank"]) else f"{int(r['rank'])}" + ("=" if tied and r["rank"] > 1 else "")
+        base = ("-" if pd.isna(r.get("vs_baseline_mean")) else
+                f"{format_diff(r['vs_baseline_mean'], r['vs_baseline_ci_low'], r['vs_baseline_ci_high'], r['vs_baseline_n_pairs'], r['vs_baseline_verdict'])} ({r['baseline']})")
+        full = ("-" if pd.isna(r.get("vs_full_mean")) else
+                format_diff(r["vs_full_mean"], r["vs_full_ci_low"], r["vs_full_ci_high"], r["vs_full_n_pairs"], r["vs_full_verdict"]))
+        lines.append([f"{r['prune_ratio']:g}", rank, r["method"], seeds, pct(r["acc_mean"]), pct(r["acc_ci95"]), full,
+                      base, pct(r["compute_saved"], 1), pct(r["train_compute_saved"], 1),
+                      "-" if pd.isna(r["total_cost_s"]) else f"{r['total_cost_s']:.1f}"])
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
-    left = {2, 3}
+    left = {2, 3, 6, 7}
     fmt = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(head), rule, *(fmt(l) for l in lines)])
+    legend = ["", "# = rank by mean top-1 within the ratio; '=' = not distinguishable from rank 1 (paired by seed, "
+              "95% t interval of the difference contains 0).",
+              "vs full / vs baseline: method - reference in percentage points, paired by seed (positive = better), "
+              "95% t interval, verdict better / worse / n.d. (not distinguishable); (n=2): fewer than 3 seeds paired.",
+              f"saved % = 1 - total compute. {COST_DEFINITION} train-only % leaves the scoring out; cost s = total "
+              f"seconds (mean over seeds)."]
+    return "\n".join([fmt(head), rule, *(fmt(l) for l in lines), *legend])

@@ -31,7 +31,10 @@ RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name no
 EXECUTION_KEYS = ("data_dir", "download", "num_workers", "eval_batch_size", "record_kept", "log_model")
 
 TOP_KEYS = ("study", "recipe", "methods", "sweeps")
-STUDY_KEYS = ("name", "description", "experiment", "tracking_uri", "seeds", "prune_ratios")
+STUDY_KEYS = ("name", "description", "experiment", "tracking_uri", "seeds", "prune_ratios", "proxy_charge",
+              "baselines")
+PROXY_CHARGES = ("full", "amortised")  # prunebench.reports.stats.PROXY_CHARGES (a study may not import reports)
+BASELINE_KINDS = ("static", "dynamic")
 METHOD_KEYS = ("pruner", "options", "prune_ratios")
 SWEEP_KINDS = ("accuracy", "pareto")
 SWEEP_KEYS = ("kind", "pruner", "options", "prune_ratio", "space", "grid_points", "n_trials", "seeds", "storage",
@@ -167,6 +170,8 @@ class Study:
     recipe: dict[str, Any]  # validated [recipe] values as given (TrainConfig fields)
     methods: tuple[MethodSpec, ...]  # the reference `full` first
     sweeps: dict[str, SweepSpec] = field(default_factory=dict)
+    proxy_charge: str = "full"  # a proxy shared by several runs: charged in full to each, or "amortised"
+    baselines: dict[str, str] = field(default_factory=lambda: {"static": "random-static", "dynamic": "random-dynamic"})
 
     def base_config(self, **changes: Any) -> TrainConfig:
         """The recipe as a :class:`TrainConfig` with the study's experiment, plus ``changes``."""
@@ -431,10 +436,23 @@ def load_study(path: str | Path) -> Study:
     sweeps = {}
     for sname, s in sweeps_raw.items():
         sweeps[sname] = _load_sweep(sname, f.table(s, f"sweeps.{sname}"), f, name, seeds, epochs)
+    proxy_charge = st.get("proxy_charge", "full")
+    if proxy_charge not in PROXY_CHARGES:
+        raise f.error("study.proxy_charge", f"{proxy_charge!r} is not valid; valid: {', '.join(PROXY_CHARGES)}")
+    baselines = {"static": "random-static", "dynamic": "random-dynamic"}
+    if "baselines" in st:
+        b = f.table(st["baselines"], "study.baselines")
+        f.unknown(b, BASELINE_KINDS, "study.baselines")
+        names = [m.name for m in methods]
+        for kind, v in b.items():
+            if v not in names:
+                raise f.error(f"study.baselines.{kind}", f"{v!r} is not a method of this study; valid: {', '.join(names)}")
+            baselines[kind] = v
     if len(methods) == 1 and not sweeps:
         raise f.error("methods", "no methods: add at least one [methods.NAME] table (or a [sweeps.NAME] table)")
     return Study(name=name, path=path, source=text, description=description, experiment=experiment,
-                 tracking_uri=tracking_uri, seeds=seeds, recipe=dict(recipe), methods=tuple(methods), sweeps=sweeps)
+                 tracking_uri=tracking_uri, seeds=seeds, recipe=dict(recipe), methods=tuple(methods), sweeps=sweeps,
+                 proxy_charge=proxy_charge, baselines=baselines)
 
 
 def _check_names(cfg: TrainConfig, f: _File) -> None:
