@@ -14,7 +14,7 @@ bias.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -148,6 +148,8 @@ class OrderDP(LossScores, Pruner):
 @dataclass(frozen=True)
 class OrderDPFreshOptions:
     candidate_ratio: float = 0.8  # c = s/N, the fraction of samples forwarded as candidates per epoch
+    # BatchNorm statistics of the backprop step: the kept (top-loss) samples' own, or the candidate batch's
+    bn_stats: Literal["kept", "candidates"] = "kept"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.candidate_ratio <= 1.0:
@@ -168,7 +170,7 @@ class OrderDPFresh(BatchPruner):
 
     description: ClassVar[str] = "per-step top-k of a fresh uniform candidate batch (OrderDP fresh / Ordered SGD, Kawaguchi & Lu 2020)"
     Options = OrderDPFreshOptions
-    short_names: ClassVar[dict[str, str]] = {"candidate_ratio": "c"}
+    short_names: ClassVar[dict[str, str]] = {"candidate_ratio": "c", "bn_stats": "bn"}
 
     @classmethod
     def option_range(cls, option: str, prune_ratio: float) -> tuple[float, float] | None:
@@ -178,6 +180,10 @@ class OrderDPFresh(BatchPruner):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.candidate_count = _candidate_count(self)
+
+    @property
+    def bn_stats(self) -> str:
+        return self.options.bn_stats
 
     def candidate_batch_size(self, batch_size: int) -> int:
         return max(1, int(round(batch_size * self.candidate_count / self.keep_count)))
