@@ -233,16 +233,24 @@ def test_gradient_norm_bound_is_logit_gradient_norm(ls):
     np.testing.assert_allclose(gradient_norm_bound(z.detach(), y, ls).numpy(), grad.norm(dim=1).numpy(), rtol=1e-5)
 
 
+def _release_tau(scores: np.ndarray) -> float:
+    """The release's VarianceReductionCondition.update, one batch: 1 / sqrt(1 - |g - u|^2 / |g|^2)."""
+    u = 1.0 / len(scores)
+    g = scores / scores.sum()
+    return 1.0 / np.sqrt(1 - ((g - u) ** 2).sum() / (g ** 2).sum())
+
+
 def test_variance_reduction_tau():
     n = 8
     assert variance_reduction(torch.full((n,), 1 / n)).item() == pytest.approx(1.0)
-    assert variance_reduction(torch.eye(n)[0]).item() == pytest.approx(n, rel=1e-5)
+    assert variance_reduction(torch.eye(n)[0]).item() == pytest.approx(math.sqrt(n), rel=1e-5)
     g = torch.rand(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     g /= g.sum()
+    assert variance_reduction(g).item() == pytest.approx(_release_tau(g.numpy()), rel=1e-9)
     # second moments of one-sample estimators of the mean of vectors with norms proportional to g:
-    # uniform (1/n) sum |G_i|^2 versus importance sampling (1/n^2) (sum |G_i|)^2; tau is their ratio
+    # uniform (1/n) sum |G_i|^2 versus importance sampling (1/n^2) (sum |G_i|)^2; tau^2 is their ratio
     uni, imp = (g ** 2).sum() / n, (g.sum()) ** 2 / n ** 2
-    assert variance_reduction(g).item() == pytest.approx((uni / imp).item(), rel=1e-9)
+    assert variance_reduction(g).item() ** 2 == pytest.approx((uni / imp).item(), rel=1e-9)
 
 
 def _active_is(b_cand: int, **opts):
@@ -308,17 +316,15 @@ def test_importance_switch_on_rule():
     tau = 0.0
     gen = torch.Generator().manual_seed(4)
     for step in range(40):
-        y = torch.randint(0, 3, (4,), generator=gen)
+        y = torch.randint(0, 3, (8,), generator=gen)
         if step < 10:  # near-uniform scores: tau close to 1
-            z = torch.randn(4, 3, generator=gen) * 0.1
-        else:  # one confidently wrong sample among confidently right ones: tau close to 4
+            z = torch.randn(8, 3, generator=gen) * 0.1
+        else:  # one confidently wrong sample among confidently right ones: tau close to sqrt(8)
             z = 8.0 * F.one_hot(y, 3).float()
             z[0] = 8.0 * F.one_hot((y[0] + 1) % 3, 3).float()
-        sel = p.select_batch(CandidateBatch(torch.arange(4), torch.zeros(4), z, y, 4))
-        assert torch.equal(sel.keep, torch.arange(4)) and sel.weights is None  # uniform phase keeps all b
-        gb = gradient_norm_bound(z, y).double()
-        gn = gb / gb.sum()
-        tau = 0.9 * tau + 0.1 * (4 * (gn ** 2).sum()).item()
+        sel = p.select_batch(CandidateBatch(torch.arange(8), torch.zeros(8), z, y, 8))
+        assert torch.equal(sel.keep, torch.arange(8)) and sel.weights is None  # uniform phase keeps all b
+        tau = 0.9 * tau + 0.1 * _release_tau(gradient_norm_bound(z, y).double().numpy())
         assert p.tau.item() == pytest.approx(tau, rel=1e-5)
         sel_e = p.plan_epoch(1)
         assert p.active == (tau > p.tau_th)
@@ -326,6 +332,45 @@ def test_importance_switch_on_rule():
     assert tau > p.tau_th  # the sequence does switch it on
     p.plan_epoch(1)
     assert sel_e.indices.numel() == 3 * p.keep_count and p.candidate_batch_size(4) == 12
+
+
+def test_importance_switch_epoch_on_a_fixed_loss_sequence():
+    """Epoch e feeds 15 batches of 8: one sample with logit margin -4 (hard) and 7 with margin e (easier
+    every epoch), so the scores' spread grows; the switch epoch follows the release's tau (the square
+    root of n sum g^2) against tau_th = 2, computed here with numpy."""
+    def batch(e: int) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.zeros(8, 3)
+        z[0, 0], z[1:, 0] = -4.0, float(e)
+        return z, torch.zeros(8, dtype=torch.long)
+
+    def scores(e: int) -> np.ndarray:  # ||softmax(z) - onehot(0)||, by hand
+        z = batch(e)[0].double().numpy()
+        pr = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        return np.sqrt((1 - pr[:, 0]) ** 2 + (pr[:, 1:] ** 2).sum(1))
+
+    def switch_epoch(tau_of) -> int:
+        tau = 0.0
+        for e in range(40):
+            if tau > 2.0:
+                return e
+            for _ in range(15):
+                tau = 0.9 * tau + 0.1 * tau_of(scores(e))
+        raise AssertionError("never switched on")
+
+    want = switch_epoch(_release_tau)
+    assert want != switch_epoch(lambda s: _release_tau(s) ** 2)  # the squared estimate switches earlier
+    p = create_pruner("importance-sampling", num_samples=240, num_epochs=40, prune_ratio=0.5, seed=0)
+    got = None
+    for e in range(40):
+        p.plan_epoch(e)
+        if p.active:
+            got = e
+            break
+        assert p.candidate_batch_size(8) == 8
+        for _ in range(15):
+            z, y = batch(e)
+            p.select_batch(CandidateBatch(torch.arange(8), torch.zeros(8), z, y, 8))
+    assert got == want
 
 
 def test_importance_sampling_in_loop_counts_forward_passes(synthetic):
