@@ -45,9 +45,11 @@ class CandidateBNStats:
         def hook(m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             if id(m) in self.stats:
                 raise RuntimeError(f"{type(m).__name__} called twice in one forward: batch statistics are ambiguous")
-            x = args[0].detach().float()
+            x = args[0].detach()
+            x = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16/fp16 activations: fp32 moments
             var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], correction=0)
-            self.stats[id(m)] = (mean, var)
+            dtype = m.running_mean.dtype if m.running_mean is not None else mean.dtype  # the buffers' dtype
+            self.stats[id(m)] = (mean.to(dtype), var.to(dtype))
 
         handles = [m.register_forward_pre_hook(hook) for m in self.bns]
         try:

@@ -107,7 +107,7 @@ class SelectiveBackprop(BatchPruner):
     (the reference code uses numpy's global RNG).
     """
 
-    description: ClassVar[str] = "forward all, backprop w.p. max(beta_min, percentile(loss)^beta) (Jiang et al. 2019)"
+    description: ClassVar[str] = "forward all, backprop w.p. max(beta_min, percentile(loss)^beta) after prime_epochs of full backprop (Jiang et al. 2019)"
     Options = SelectiveBackpropOptions
     default_prune_ratio: ClassVar[float] = 0.75
     state_attrs = ("hist", "hist_count")
