@@ -151,6 +151,10 @@ class Trainer:
         self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
 
         self.pruner = self._make_pruner()
+        bn_from_candidates = isinstance(self.pruner, BatchPruner) and self.pruner.bn_stats == "candidates"
+        if bn_from_candidates and (self.dist.enabled or config.compile):
+            raise ConfigError(f"{self.pruner.label}: bn_stats='candidates' runs in one process without compile; "
+                              f"valid there: bn_stats='kept'")
 
         # model init from its own seed without touching the caller's global RNG state
         with torch.random.fork_rng(devices=[]):
@@ -182,12 +186,7 @@ class Trainer:
             self.sampler = PlannedSampler()
         self.frozen_bn = _FrozenBNStats(model)
         # a batch method asking for the candidate batch's BatchNorm statistics in its backprop step
-        self.candidate_bn = None
-        if isinstance(self.pruner, BatchPruner) and self.pruner.bn_stats == "candidates":
-            if self.dist.enabled or config.compile:
-                raise ConfigError(f"{self.pruner.label}: bn_stats='candidates' runs in one process without compile; "
-                                  f"valid there: bn_stats='kept'")
-            self.candidate_bn = CandidateBNStats(model)
+        self.candidate_bn = CandidateBNStats(model) if bn_from_candidates else None
 
         # counters
         self.samples_forward = 0  # forward-only sample passes (candidate scoring)
