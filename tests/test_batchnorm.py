@@ -67,12 +67,20 @@ def test_kept_forward_uses_the_candidate_batch_statistics():
     # the kept batch's own statistics would give something else
     own = _norm(xk.detach().numpy(), *_moments(xk.detach().numpy()), w1, b1, bn1.eps)
     assert np.abs(own - want1).max() > 1e-2
-    # statistics held constant: d out1 / d x = w / sqrt(var + eps) per channel, for bn1 alone
+    # the gradient flows through the kept batch's own statistics, scaled by r = s_k / s_c (Batch
+    # Renormalization): for L = sum(G * bn1(x)), by hand, dL/dx = w / s_c (G - mean G - xh mean(G xh))
+    # with xh = (x - mu_k) / s_k and means per channel
     xk2 = xc[keep].clone().requires_grad_(True)
+    g = torch.randn(xk2.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with stats.apply():
-        bn1(xk2).sum().backward()
-    np.testing.assert_allclose(xk2.grad.numpy(), np.broadcast_to((w1 / np.sqrt(v1 + bn1.eps)).reshape(1, -1, 1, 1),
-                                                                 xk2.shape), rtol=1e-10)
+        (bn1(xk2) * g).sum().backward()
+    x2, gn = xk2.detach().numpy(), g.numpy()
+    mk, vk = _moments(x2)
+    sh = (1, -1, 1, 1)
+    xh = (x2 - mk.reshape(sh)) / np.sqrt(vk.reshape(sh) + bn1.eps)
+    want_grad = (w1 / np.sqrt(v1 + bn1.eps)).reshape(sh) * (
+        gn - gn.mean(axis=(0, 2, 3), keepdims=True) - xh * (gn * xh).mean(axis=(0, 2, 3), keepdims=True))
+    np.testing.assert_allclose(xk2.grad.numpy(), want_grad, rtol=1e-8, atol=1e-12)
     assert xk.grad is not None and conv.weight.grad is not None
     # the kept pass leaves the running statistics and the train mode alone
     for a, b in zip(running, (bn1.running_mean, bn1.running_var, bn2.running_mean, bn2.running_var)):

@@ -12,9 +12,14 @@ reproduces that normalisation without a second full forward:
   candidate batch's statistics and updates its running statistics with them (as a train-mode forward of
   the whole candidate batch does); a hook keeps each layer's batch mean and biased variance.
 * :meth:`CandidateBNStats.apply` wraps the kept samples' forward and backward: each BatchNorm layer
-  normalises with the recorded mean and variance of its candidate batch, held constant (the gradient
-  does not flow through them, unlike a backward through a full-candidate forward), and leaves its
-  running statistics alone.
+  normalises with the recorded mean and variance of its candidate batch and leaves its running
+  statistics alone. The gradient flows through the kept samples' own batch statistics, as in Batch
+  Renormalization (Ioffe 2017) with the candidate statistics in place of the moving averages:
+  ``y = ((x - mu_k) / s_k * r + d) * w + b`` with ``r = sg(s_k / s_c)``, ``d = sg((mu_k - mu_c) / s_c)``
+  (``sg``: no gradient), whose value is ``(x - mu_c) / s_c * w + b``. A backward through a forward of
+  every candidate would also flow through the other candidates' share of ``mu_c, s_c``; holding the
+  statistics constant instead (eval-mode BatchNorm) trains far worse: on the cifar10-cpu recipe its test
+  accuracy after 2 epochs was 14-22% against 43-50% for ``"kept"`` (3 seeds).
 
 The loop owns the model; pruners only declare which statistics they want (``BatchPruner.bn_stats``).
 """
@@ -69,12 +74,14 @@ class CandidateBNStats:
         def pre(m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             mean, var = self.stats[id(m)]
             saved[id(m)] = (m.training, m.running_mean, m.running_var)
-            # eval-mode BatchNorm normalises with its running buffers: hand it the candidate statistics
+            # the layer's own forward runs in eval mode on the candidate statistics (no running-statistics
+            # update, any batch size); post() replaces its output by the renormalised one
             m.training = False
             m.running_mean, m.running_var = mean, var
 
-        def post(m: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        def post(m: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
             m.training, m.running_mean, m.running_var = saved.pop(id(m))
+            return _renormalise(m, args[0], *self.stats[id(m)]).to(out.dtype)
 
         handles = [h for m in self.bns for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
         try:
@@ -85,3 +92,19 @@ class CandidateBNStats:
             for m in self.bns:  # a forward that raised between the two hooks
                 if id(m) in saved:
                     m.training, m.running_mean, m.running_var = saved.pop(id(m))
+
+
+def _renormalise(m: nn.Module, x: torch.Tensor, mean_c: torch.Tensor, var_c: torch.Tensor) -> torch.Tensor:
+    """``(x - mean_c) / sqrt(var_c + eps)`` (affine), differentiated through ``x``'s own batch statistics."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    var_k, mean_k = torch.var_mean(xf, dim=[0, *range(2, x.dim())], correction=0)
+    std_k = (var_k + m.eps).sqrt()
+    with torch.no_grad():
+        std_c = (var_c.to(xf.dtype) + m.eps).sqrt()
+        r = std_k / std_c
+        d = (mean_k - mean_c.to(xf.dtype)) / std_c
+    y = (xf - mean_k.view(shape)) / std_k.view(shape) * r.view(shape) + d.view(shape)
+    if m.weight is not None:
+        y = y * m.weight.view(shape) + m.bias.view(shape)
+    return y
