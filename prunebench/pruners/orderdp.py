@@ -183,9 +183,9 @@ class OrderDPFresh(BatchPruner):
     batch, so BatchNorm normalises them with the candidate batch's statistics. Here the kept samples are
     forwarded again, and by default (``"kept"``) they are normalised with their own batch statistics,
     those of the top-loss batch, which also feed the running statistics. ``"candidates"`` normalises the
-    kept forward with the candidate batch's mean and variance (held constant in the backward, unlike the
-    release's, whose gradient also flows through the candidates' statistics), the running statistics
-    follow the candidate batches, and the loop takes one step per candidate batch (``k`` samples; the
+    kept forward with the candidate batch's mean and variance (the gradient flows through the kept
+    samples' own statistics, Batch Renormalization style; the release's also flows through the other
+    candidates' share of the statistics), the running statistics follow the candidate batches, and the loop takes one step per candidate batch (``k`` samples; the
     same steps as ``"kept"`` whenever ``k = B``). Implemented by the loop (``harness/batchnorm.py``);
     single process, no ``compile``. Measured on CIFAR-10 (cifar10-cpu recipe, ``c = 0.8``, ``p = 0.5``,
     seeds 0-2, ``studies/cifar10-cpu-bnstats.toml``): see the README (orderdp-fresh, BatchNorm).
