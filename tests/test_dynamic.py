@@ -125,13 +125,18 @@ def test_invalid_options_rejected(name, opts):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_percentile_rank_matches_scipy():
+def test_percentile_rank_is_fraction_strictly_below():
+    """The release's UnboundedHistogram.percentile_of_score / 100: count(h < l) / len(h), ties not counted."""
     rng = np.random.default_rng(0)
     hist = np.round(rng.random(200) * 20) / 4  # many ties
     losses = np.concatenate([hist[:30], [-1.0, 100.0, 2.6]])
     got = percentile_rank(torch.from_numpy(losses), torch.from_numpy(hist)).numpy()
-    want = np.array([stats.percentileofscore(hist, x, kind="rank") / 100 for x in losses])
+    want = np.array([sum(1 for h in hist if h < x) / len(hist) for x in losses])
     np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(got, [stats.percentileofscore(hist, x, kind="strict") / 100 for x in losses], rtol=1e-6)
+    assert got[-3] == 0.0 and got[-2] == 1.0  # below and above every history value
+    h4 = torch.tensor([1.0, 2.0, 3.0, 4.0])  # the release's own example: 3 among 1..4 is at 50%
+    assert percentile_rank(torch.tensor([3.0]), h4).item() == 0.5
 
 
 @pytest.mark.parametrize("floor", [0.0, 0.05, 0.2])
@@ -157,12 +162,13 @@ def test_selective_backprop_selection_probability():
     beta, floor, r = 2.0, 0.1, 64
     p = create_pruner("selective-backprop", num_samples=1000, num_epochs=2, prune_ratio=0.4, seed=0,
                       beta=beta, beta_min=floor, history=r)
+    p.plan_epoch(1)  # past the priming epoch
     rng = np.random.default_rng(0)
     prefill = rng.random(100).astype(np.float32)
     p.probabilities(torch.from_numpy(prefill))  # fill the circular history (its last 64 remain)
     batch = rng.random(16).astype(np.float32)
     hist_after = np.concatenate([prefill, batch])[-r:]  # the batch joins the history first
-    want = np.maximum(floor, np.array([stats.percentileofscore(hist_after, x, kind="rank") / 100 for x in batch]) ** beta)
+    want = np.maximum(floor, np.array([(hist_after < x).mean() for x in batch]) ** beta)
     state = {k: v.clone() for k, v in (("hist", p.hist), ("hist_count", p.hist_count))}
     freq = np.zeros(16)
     trials = 3000
@@ -178,15 +184,38 @@ def test_selective_backprop_selection_probability():
     assert np.all(np.abs(freq / trials - want) < 5 * se + 1e-3)
 
 
-def test_selective_backprop_in_loop_counts_forward_passes(synthetic):
-    # a negligible learning rate keeps the loss distribution stationary, so percentiles are uniform and the
+@pytest.mark.parametrize("prime", [0, 1, 2])
+def test_selective_backprop_in_loop_priming_epochs(synthetic, prime):
+    # the first `prime` epochs backprop all N (the release primes with N images), then selection starts.
+    # A negligible learning rate keeps the loss distribution stationary, so percentiles are uniform and the
     # backprop fraction is E[F^beta] = 1 - p (with learning, falling losses rank low: fewer backprops)
-    r = train(fast_config(pruner="selective-backprop", prune_ratio=0.4, epochs=2, lr=1e-9), data=synthetic)
+    r = train(fast_config(pruner="selective-backprop", prune_ratio=0.4, epochs=3, lr=1e-9,
+                          pruner_options={"prime_epochs": prime}), data=synthetic)
     row, n = r.row, 512
-    assert row["samples_forward"] == 2 * n  # every sample forwarded once per epoch, no grad
-    assert abs(row["samples_backprop"] / (2 * n) - 0.6) < 0.05
-    assert row["relative_compute"] == pytest.approx((2 * n + 3 * row["samples_backprop"]) / (3 * 2 * n))
+    kept = [h["kept"] for h in r.history]
+    assert kept[:prime] == [n] * prime
+    assert all(abs(k / n - 0.6) < 0.08 for k in kept[prime:])
+    assert row["samples_forward"] == 3 * n  # every sample forwarded once per epoch, no grad
+    assert row["samples_backprop"] == sum(kept)
+    assert row["relative_compute"] == pytest.approx((3 * n + 3 * row["samples_backprop"]) / (3 * 3 * n))
     assert r.usage.sum() == row["samples_backprop"]
+
+
+def test_selective_backprop_priming_keeps_all_and_leaves_history_empty():
+    p = create_pruner("selective-backprop", num_samples=64, num_epochs=3, prune_ratio=0.75, seed=0, history=8)
+    losses = torch.arange(16, dtype=torch.float32)
+    batch = CandidateBatch(torch.arange(16), losses, torch.zeros(16, 3), torch.arange(16) % 3, 16)
+    p.plan_epoch(0)
+    for _ in range(3):
+        assert torch.equal(p.select_batch(batch).keep, torch.arange(16))
+    assert p.hist_count.item() == 0  # the release's priming selector never calls the probability calculator
+    p.plan_epoch(1)
+    p.select_batch(batch)
+    assert p.hist_count.item() == 16
+    # the history held the batch's last 8 losses (8..15); [8, 15] join it first: 10..15, 8, 15, so 8 is
+    # above none of it and 15 above 6 of 8
+    np.testing.assert_allclose(p.probabilities(torch.tensor([8.0, 15.0])).numpy() ** (1 / p.beta),
+                               [0.0, 6 / 8], atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,16 +233,24 @@ def test_gradient_norm_bound_is_logit_gradient_norm(ls):
     np.testing.assert_allclose(gradient_norm_bound(z.detach(), y, ls).numpy(), grad.norm(dim=1).numpy(), rtol=1e-5)
 
 
+def _release_tau(scores: np.ndarray) -> float:
+    """The release's VarianceReductionCondition.update, one batch: 1 / sqrt(1 - |g - u|^2 / |g|^2)."""
+    u = 1.0 / len(scores)
+    g = scores / scores.sum()
+    return 1.0 / np.sqrt(1 - ((g - u) ** 2).sum() / (g ** 2).sum())
+
+
 def test_variance_reduction_tau():
     n = 8
     assert variance_reduction(torch.full((n,), 1 / n)).item() == pytest.approx(1.0)
-    assert variance_reduction(torch.eye(n)[0]).item() == pytest.approx(n, rel=1e-5)
+    assert variance_reduction(torch.eye(n)[0]).item() == pytest.approx(math.sqrt(n), rel=1e-5)
     g = torch.rand(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     g /= g.sum()
+    assert variance_reduction(g).item() == pytest.approx(_release_tau(g.numpy()), rel=1e-9)
     # second moments of one-sample estimators of the mean of vectors with norms proportional to g:
-    # uniform (1/n) sum |G_i|^2 versus importance sampling (1/n^2) (sum |G_i|)^2; tau is their ratio
+    # uniform (1/n) sum |G_i|^2 versus importance sampling (1/n^2) (sum |G_i|)^2; tau^2 is their ratio
     uni, imp = (g ** 2).sum() / n, (g.sum()) ** 2 / n ** 2
-    assert variance_reduction(g).item() == pytest.approx((uni / imp).item(), rel=1e-9)
+    assert variance_reduction(g).item() ** 2 == pytest.approx((uni / imp).item(), rel=1e-9)
 
 
 def _active_is(b_cand: int, **opts):
@@ -279,17 +316,15 @@ def test_importance_switch_on_rule():
     tau = 0.0
     gen = torch.Generator().manual_seed(4)
     for step in range(40):
-        y = torch.randint(0, 3, (4,), generator=gen)
+        y = torch.randint(0, 3, (8,), generator=gen)
         if step < 10:  # near-uniform scores: tau close to 1
-            z = torch.randn(4, 3, generator=gen) * 0.1
-        else:  # one confidently wrong sample among confidently right ones: tau close to 4
+            z = torch.randn(8, 3, generator=gen) * 0.1
+        else:  # one confidently wrong sample among confidently right ones: tau close to sqrt(8)
             z = 8.0 * F.one_hot(y, 3).float()
             z[0] = 8.0 * F.one_hot((y[0] + 1) % 3, 3).float()
-        sel = p.select_batch(CandidateBatch(torch.arange(4), torch.zeros(4), z, y, 4))
-        assert torch.equal(sel.keep, torch.arange(4)) and sel.weights is None  # uniform phase keeps all b
-        gb = gradient_norm_bound(z, y).double()
-        gn = gb / gb.sum()
-        tau = 0.9 * tau + 0.1 * (4 * (gn ** 2).sum()).item()
+        sel = p.select_batch(CandidateBatch(torch.arange(8), torch.zeros(8), z, y, 8))
+        assert torch.equal(sel.keep, torch.arange(8)) and sel.weights is None  # uniform phase keeps all b
+        tau = 0.9 * tau + 0.1 * _release_tau(gradient_norm_bound(z, y).double().numpy())
         assert p.tau.item() == pytest.approx(tau, rel=1e-5)
         sel_e = p.plan_epoch(1)
         assert p.active == (tau > p.tau_th)
@@ -297,6 +332,45 @@ def test_importance_switch_on_rule():
     assert tau > p.tau_th  # the sequence does switch it on
     p.plan_epoch(1)
     assert sel_e.indices.numel() == 3 * p.keep_count and p.candidate_batch_size(4) == 12
+
+
+def test_importance_switch_epoch_on_a_fixed_loss_sequence():
+    """Epoch e feeds 15 batches of 8: one sample with logit margin -4 (hard) and 7 with margin e (easier
+    every epoch), so the scores' spread grows; the switch epoch follows the release's tau (the square
+    root of n sum g^2) against tau_th = 2, computed here with numpy."""
+    def batch(e: int) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.zeros(8, 3)
+        z[0, 0], z[1:, 0] = -4.0, float(e)
+        return z, torch.zeros(8, dtype=torch.long)
+
+    def scores(e: int) -> np.ndarray:  # ||softmax(z) - onehot(0)||, by hand
+        z = batch(e)[0].double().numpy()
+        pr = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        return np.sqrt((1 - pr[:, 0]) ** 2 + (pr[:, 1:] ** 2).sum(1))
+
+    def switch_epoch(tau_of) -> int:
+        tau = 0.0
+        for e in range(40):
+            if tau > 2.0:
+                return e
+            for _ in range(15):
+                tau = 0.9 * tau + 0.1 * tau_of(scores(e))
+        raise AssertionError("never switched on")
+
+    want = switch_epoch(_release_tau)
+    assert want != switch_epoch(lambda s: _release_tau(s) ** 2)  # the squared estimate switches earlier
+    p = create_pruner("importance-sampling", num_samples=240, num_epochs=40, prune_ratio=0.5, seed=0)
+    got = None
+    for e in range(40):
+        p.plan_epoch(e)
+        if p.active:
+            got = e
+            break
+        assert p.candidate_batch_size(8) == 8
+        for _ in range(15):
+            z, y = batch(e)
+            p.select_batch(CandidateBatch(torch.arange(8), torch.zeros(8), z, y, 8))
+    assert got == want
 
 
 def test_importance_sampling_in_loop_counts_forward_passes(synthetic):

@@ -177,3 +177,32 @@ def test_fresh_ties_are_random():
                                              torch.zeros(20, dtype=torch.int64), 10))
         counts[sel.keep.numpy()] += 1
     assert np.abs(counts / 2000 - 0.5).max() < 0.07
+
+
+def test_label_smoothed_loss_floor_above_the_imagenet_release_initial_score():
+    """Under label smoothing eps over C classes the cross-entropy is at least the entropy of the smoothed
+    target t (Gibbs), reached at softmax = t: for eps = 0.1, C = 1000 that is 1.0148 > 1.0, so the ImageNet
+    release's initial score 1.0 ranks every never-trained sample below every trained one; 3.0 does not."""
+    eps, c = 0.1, 1000
+    hi, lo = 1 - eps + eps / c, eps / c
+    floor = -(hi * math.log(hi) + (c - 1) * lo * math.log(lo))
+    assert floor == pytest.approx(1.01485, abs=1e-5)
+    t = torch.full((1, c), lo, dtype=torch.float64)
+    t[0, 0] = hi
+    at_t = torch.nn.functional.cross_entropy(t.log(), torch.tensor([0]), label_smoothing=eps).item()
+    assert at_t == pytest.approx(floor, rel=1e-12)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2000, c, generator=g, dtype=torch.float64) * torch.rand(2000, 1, generator=g, dtype=torch.float64) * 30
+    z[:, 0] += torch.rand(2000, generator=g, dtype=torch.float64) * 40  # many confident, correct predictions
+    losses = torch.nn.functional.cross_entropy(z, torch.zeros(2000, dtype=torch.long), reduction="none", label_smoothing=eps)
+    assert losses.min().item() >= floor - 1e-12
+    # with initial score 1.0 an untrained sample loses every tie-free comparison with a trained one
+    pr = create_pruner("orderdp", num_samples=6, num_epochs=2, prune_ratio=0.5, seed=0, candidate_ratio=1.0,
+                       initial_score=1.0)
+    pr.observe(torch.tensor([0, 1, 2]), torch.tensor([floor, floor + 0.5, 4.0]))
+    for _ in range(5):
+        assert sorted(pr.plan_epoch(1).indices.tolist()) == [0, 1, 2]
+    pr3 = create_pruner("orderdp", num_samples=6, num_epochs=2, prune_ratio=0.5, seed=0, candidate_ratio=1.0)
+    pr3.observe(torch.tensor([0, 1, 2]), torch.tensor([floor, floor + 0.5, 4.0]))
+    kept = sorted(pr3.plan_epoch(1).indices.tolist())  # 4.0, then two of the untrained (3.0, tied)
+    assert kept[0] == 2 and set(kept[1:]) <= {3, 4, 5}

@@ -35,6 +35,7 @@ from prunebench.datasets import FolderData, TensorData, load_dataset
 from prunebench.errors import ConfigError, TrainingError
 from prunebench.harness import distributed as ddp
 from prunebench.harness.augment import AugParams, apply_params, augment_batch, draw_params
+from prunebench.harness.batchnorm import CandidateBNStats
 from prunebench.harness.checkpoint import check_tracking_reachable, check_writable_dir, load_checkpoint, save_checkpoint
 from prunebench.harness.config import EXECUTION_FIELDS, MACHINE_FIELDS, TrainConfig
 from prunebench.harness.models import create_model
@@ -159,6 +160,10 @@ class Trainer:
         self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
 
         self.pruner = self._make_pruner()
+        bn_from_candidates = isinstance(self.pruner, BatchPruner) and self.pruner.bn_stats == "candidates"
+        if bn_from_candidates and (self.dist.enabled or config.compile):
+            raise ConfigError(f"{self.pruner.label}: bn_stats='candidates' runs in one process without compile; "
+                              f"valid there: bn_stats='kept'")
 
         # model init from its own seed without touching the caller's global RNG state
         with torch.random.fork_rng(devices=[]):
@@ -189,6 +194,8 @@ class Trainer:
         else:
             self.sampler = PlannedSampler()
         self.frozen_bn = _FrozenBNStats(model)
+        # a batch method asking for the candidate batch's BatchNorm statistics in its backprop step
+        self.candidate_bn = CandidateBNStats(model) if bn_from_candidates else None
 
         # counters
         self.samples_forward = 0  # forward-only sample passes (candidate scoring)
@@ -457,6 +464,10 @@ class Trainer:
             buf.append((x[keep] if x is not None else None, y[keep], idx[keep], w,
                         params[keep] if params is not None else None))
             buffered += keep.numel()
+            if self.candidate_bn is not None:  # one step per candidate batch, with that batch's BN statistics
+                with self.candidate_bn.apply():
+                    flush(buffered, seen / n_c)
+                continue
             while buffered >= self.bs and (self._steps_left() is None or self._steps_left() > 0):
                 flush(self.bs, seen / n_c)
         if buffered > 0 and (self._steps_left() is None or self._steps_left() > 0):
@@ -473,7 +484,8 @@ class Trainer:
         if not self.dist.enabled:
             for idx, x, y in self._batches(candidates, chunk):
                 self.model.train()
-                with torch.no_grad(), self.frozen_bn, self._autocast():
+                bn = self.candidate_bn.record() if self.candidate_bn is not None else self.frozen_bn
+                with torch.no_grad(), bn, self._autocast():
                     logits = self.step_model(x)
                 yield idx, x, y, logits, self._losses(logits, y), None
             return

@@ -225,6 +225,13 @@ class BatchPruner(Pruner):
 
     granularity: ClassVar[str] = "batch"
 
+    @property
+    def bn_stats(self) -> str:
+        """Whose BatchNorm batch statistics the backprop step normalises with: ``"kept"`` (the kept samples'
+        own forward) or ``"candidates"`` (the candidate batch's; the loop then takes one step per candidate
+        batch). A request to the loop, which owns the model (see ``harness/batchnorm.py``)."""
+        return "kept"
+
     def candidate_batch_size(self, batch_size: int) -> int:
         """Candidates forwarded per step to fill a backprop batch of ``batch_size``."""
         return batch_size

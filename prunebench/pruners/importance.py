@@ -28,15 +28,17 @@ def gradient_norm_bound(logits: torch.Tensor, targets: torch.Tensor, label_smoot
 
 
 def variance_reduction(probs: torch.Tensor) -> torch.Tensor:
-    """The paper's equivalent batch-size increase ``tau`` of importance sampling with ``probs`` (Sec. 3.3).
+    """``tau``, the release's variance-reduction measure of importance sampling with ``probs`` (Sec. 3.3).
 
-    ``1 / tau = 1 - ||g - u||^2 / sum_i g_i^2`` with ``u`` uniform; equal to ``n * sum_i g_i^2``, in
-    ``[1, n]`` (1 for uniform ``g``, ``n`` for a one-hot ``g``).
+    ``tau = 1 / sqrt(1 - ||g - u||^2 / sum_i g_i^2)`` with ``u`` uniform, as the reference code's
+    ``VarianceReductionCondition.update``; equal to ``sqrt(n * sum_i g_i^2)``, in ``[1, sqrt(n)]`` (1 for
+    uniform ``g``, ``sqrt(n)`` for a one-hot ``g``). Its square ``n sum g_i^2`` is the ratio of the
+    uniform to the importance-sampled second moment of a one-sample gradient estimate.
     """
     n = probs.numel()
     g2 = (probs * probs).sum()
     inv = 1.0 - ((probs - 1.0 / n) ** 2).sum() / g2
-    return 1.0 / inv.clamp_min(1.0 / n)
+    return inv.clamp_min(1.0 / n).rsqrt()
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,15 @@ class ImportanceSampling(BatchPruner):
     replacement** with ``p_i = score_i / sum score`` and trains on them with loss weights ``1/(B p_i)``,
     so the weighted mean gradient is an unbiased estimate of the mean gradient over the ``B``.
 
-    Switch-on rule (Sec. 3.3): ``tau = 1 / (1 - ||g - u||^2 / sum g_i^2)``, the batch-size increase with
-    the variance reduction of the current scores, is tracked as a moving average
-    ``tau <- a tau + (1 - a) tau_batch`` (starting at 0) over every scored batch; importance sampling is
-    used only while ``tau > tau_th``, with ``tau_th = (B + 3b) / (3b)`` by default (the cost of ``B``
-    forwards plus ``b`` training passes over ``b`` training passes, a training pass counting 3 forwards,
-    as in prunebench's ``relative_compute``). Until then training samples ``b`` uniformly with weight 1,
-    and their scores update ``tau``.
+    Switch-on rule (Sec. 3.3, as the reference code's ``VarianceReductionCondition``): for the normalised
+    scores ``g`` of each scored batch, ``tau = 1 / sqrt(1 - ||g - u||^2 / sum g_i^2) = sqrt(n sum g_i^2)``
+    (:func:`variance_reduction`) is tracked as a moving average ``tau <- a tau + (1 - a) tau_batch``
+    (starting at 0); importance sampling is used only while ``tau > tau_th``, with
+    ``tau_th = (B + 3b) / (3b)`` by default (the release's default: the cost of ``B`` forwards plus ``b``
+    training passes over ``b`` training passes, a training pass counting 3 forwards, as in prunebench's
+    ``relative_compute``). Since ``n sum g_i^2 = 1 + CV^2`` (``CV`` the scores' coefficient of
+    variation), ``tau_th = 2`` switches on once ``CV`` exceeds about ``sqrt(3)``. Until then training
+    samples ``b`` uniformly with weight 1, and their scores update ``tau``.
 
     ``prune_ratio`` mapping: every epoch trains ``q = round((1-p)N)`` sample-visits (``q / b`` steps).
     With importance sampling on, that takes ``presample * q`` candidates (uniform passes over the data,
@@ -78,6 +82,12 @@ class ImportanceSampling(BatchPruner):
     relative compute is about ``(presample + 3)(1-p)/3`` (``2(1-p)`` for ``B = 3b``), above ``1 - p``,
     and the loop reports it. In the uniform phase the candidate stream is ``q`` samples forwarded in
     batches of ``b`` and all kept.
+
+    A bug of the reference code not copied: it scores by the gradient of Keras's categorical
+    cross-entropy, which clips the predicted probabilities to ``[1e-7, 1 - 1e-7]``; the clip has zero
+    gradient, so a sample with ``p_y < 1e-7`` (loss above ``-ln 1e-7 = 16.1``) scores 0 and is never
+    drawn, though it has the largest gradient. Here its score is ``||softmax(z) - t||`` (about
+    ``sqrt(2)``).
 
     Deviation: the switch is decided at epoch boundaries (the loop fixes the candidate batch size per
     epoch), not per step; ``tau`` is still updated every step. The uniform phase costs an extra no-grad

@@ -4,8 +4,9 @@ Two variants (see ``docs/orderdp.md``):
 
 * ``orderdp`` — per epoch, stored (stale) scores, as the released code: draw ``s`` candidates uniformly
   without replacement, keep the ``q`` with the largest scores (ties uniformly at random), shuffle them.
-* ``orderdp-fresh`` — per iteration, fresh losses (Ordered SGD; Kawaguchi & Lu, AISTATS 2020): each step
-  forwards a uniform candidate batch without gradients and backpropagates its top-k.
+* ``orderdp-fresh`` — per iteration, fresh losses: each step forwards a uniform candidate batch without
+  gradients and backpropagates its top-k, i.e. Ordered SGD's per-step selection (Kawaguchi & Lu, AISTATS
+  2020) at a fixed ratio.
 
 and :func:`gamma`, the weights of the surrogate loss whose gradient the kept-set mean estimates without
 bias.
@@ -14,7 +15,7 @@ bias.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -84,7 +85,10 @@ def gamma(n: int, s: int, q: int) -> np.ndarray:
 @dataclass(frozen=True)
 class OrderDPOptions:
     candidate_ratio: float = 0.8  # c = s/N, the uniform candidate fraction; must satisfy 1-p <= c <= 1
-    initial_score: float = 3.0  # score of never-trained samples (the release uses 3.0)
+    # score of never-trained samples: 3.0 as the CIFAR release (cifar/orderDP/orderDP.py); the ImageNet
+    # release (imagenet/orderdp_dataloader.py) uses 1.0, below every loss under label smoothing 0.1 over
+    # 1000 classes (>= 1.0148), so there an untrained sample can never be selected
+    initial_score: float = 3.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.candidate_ratio <= 1.0:
@@ -148,6 +152,8 @@ class OrderDP(LossScores, Pruner):
 @dataclass(frozen=True)
 class OrderDPFreshOptions:
     candidate_ratio: float = 0.8  # c = s/N, the fraction of samples forwarded as candidates per epoch
+    # BatchNorm statistics of the backprop step: the kept (top-loss) samples' own, or the candidate batch's
+    bn_stats: Literal["kept", "candidates"] = "kept"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.candidate_ratio <= 1.0:
@@ -156,7 +162,7 @@ class OrderDPFreshOptions:
 
 @register_pruner("orderdp-fresh")
 class OrderDPFresh(BatchPruner):
-    """OrderDP, per-iteration variant with fresh losses (Ordered SGD; Kawaguchi & Lu, AISTATS 2020).
+    """OrderDP, per-iteration variant with fresh losses: Ordered SGD's per-step selection at a fixed ratio.
 
     Each epoch forwards ``s = round(cN)`` uniformly drawn candidates in candidate batches of
     ``b = round(B s / q)`` (``B`` the backprop batch size); each candidate batch is scored by a no-grad
@@ -164,11 +170,30 @@ class OrderDPFresh(BatchPruner):
     are backpropagated, so ``q`` samples are trained per epoch. Cost per epoch: ``s`` forward-only plus
     ``q`` forward-backward passes; the forward-only passes are reported, so the realized compute saving
     is smaller than ``p``.
+
+    Not the Ordered SGD release (github kenjikawaguchi/qSGD, cifar10_WideResNet/cifar.py): that forwards
+    every sample (batches of ``s = 128``) and takes the mean of the top ``q`` losses, with ``q = s`` until
+    the previous epoch's training accuracy reaches 80%, then ``s/2``; ``s/4`` from 90%, ``s/8`` from 95%,
+    ``s/16`` (with a learning-rate decay) from 99.5%. Here ``k/b`` is fixed from the first step. One stage
+    of the release (a fixed ``q = s/m``) is ``candidate_ratio = 1``, ``prune_ratio = 1 - 1/m``, backprop
+    batch size ``q`` (e.g. ``--batch-size 64 --prune-ratio 0.5 --set candidate_ratio=1`` for ``s = 128``,
+    ``q = 64``) and ``bn_stats = "candidates"``.
+
+    BatchNorm (``bn_stats``): the release's kept losses come from one train-mode forward of the whole
+    batch, so BatchNorm normalises them with the candidate batch's statistics. Here the kept samples are
+    forwarded again, and by default (``"kept"``) they are normalised with their own batch statistics,
+    those of the top-loss batch, which also feed the running statistics. ``"candidates"`` normalises the
+    kept forward with the candidate batch's mean and variance (the gradient flows through the kept
+    samples' own statistics, Batch Renormalization style; the release's also flows through the other
+    candidates' share of the statistics), the running statistics follow the candidate batches, and the loop takes one step per candidate batch (``k`` samples; the
+    same steps as ``"kept"`` whenever ``k = B``). Implemented by the loop (``harness/batchnorm.py``);
+    single process, no ``compile``. Measured on CIFAR-10 (cifar10-cpu recipe, ``c = 0.8``, ``p = 0.5``,
+    seeds 0-2, ``studies/cifar10-cpu-bnstats.toml``): see the README (orderdp-fresh, BatchNorm).
     """
 
-    description: ClassVar[str] = "per-step top-k of a fresh uniform candidate batch (OrderDP fresh / Ordered SGD, Kawaguchi & Lu 2020)"
+    description: ClassVar[str] = "per-step top-k of a fresh uniform candidate batch: Ordered SGD's selection at a fixed ratio (Kawaguchi & Lu 2020)"
     Options = OrderDPFreshOptions
-    short_names: ClassVar[dict[str, str]] = {"candidate_ratio": "c"}
+    short_names: ClassVar[dict[str, str]] = {"candidate_ratio": "c", "bn_stats": "bn"}
 
     @classmethod
     def option_range(cls, option: str, prune_ratio: float) -> tuple[float, float] | None:
@@ -178,6 +203,10 @@ class OrderDPFresh(BatchPruner):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.candidate_count = _candidate_count(self)
+
+    @property
+    def bn_stats(self) -> str:
+        return self.options.bn_stats
 
     def candidate_batch_size(self, batch_size: int) -> int:
         return max(1, int(round(batch_size * self.candidate_count / self.keep_count)))
