@@ -33,7 +33,8 @@ from prunebench.datasets import FolderData, TensorData, load_dataset
 from prunebench.errors import ConfigError, TrainingError
 from prunebench.harness import distributed as ddp
 from prunebench.harness.augment import AugParams, apply_params, augment_batch, draw_params
-from prunebench.harness.checkpoint import check_tracking_reachable, check_writable_dir, load_checkpoint, save_checkpoint
+from prunebench.harness.checkpoint import (CHECKPOINT_NAME, check_tracking_reachable, check_writable_dir, load_checkpoint,
+                                           save_checkpoint)
 from prunebench.harness.config import EXECUTION_FIELDS, TrainConfig
 from prunebench.harness.models import create_model
 from prunebench.harness.optim import create_optimizer, default_lr, lr_multiplier
@@ -583,6 +584,10 @@ class Trainer:
             if cfg.resume:
                 state = load_checkpoint(cfg.checkpoint_dir)
                 self._check_resumable(state)
+            target = Path(cfg.checkpoint_dir) / CHECKPOINT_NAME
+            if target.is_symlink() or (target.exists() and not target.is_file()):
+                raise ConfigError(f"checkpoint dir {cfg.checkpoint_dir}: {target.name} there is not a regular file; "
+                                  f"remove it or use another --checkpoint-dir")
             n_params = sum(p.numel() for p in self.model.parameters())
             need = 2 * (3 * 4 * n_params + 64 * self.n) + (8 << 20)  # model + optimizer + pruner state, twice
             check_writable_dir(cfg.checkpoint_dir, need, "checkpoint dir")

@@ -444,11 +444,29 @@ def _check_on_data(study: Study, specs: list[RunSpec]) -> None:
                               f"{s.config.dataset} (N={n}): {e}") from None
 
 
-def with_checkpoint(spec: RunSpec, root: Path) -> RunSpec:
+def with_checkpoint(spec: RunSpec, root: Path, log: Log | None = None) -> RunSpec:
     """Give a grid cell its checkpoint folder ``<root>/<run_key>``; resume when a checkpoint is there
-    (a run killed with its leaderboard continues from its last epoch, in the same MLflow run)."""
+    (a run killed with its leaderboard continues from its last epoch, in the same MLflow run).
+
+    A checkpoint is resumed only when it is a regular file inside ``root`` (no symlink out of it) that
+    loads without running code, with every key, written by this cell's settings; anything else (torn,
+    crafted, another format, a folder named ``checkpoint.pt``) is set aside as ``<run_key>.unusable-<time>``
+    and the cell starts over, with one line saying so, instead of failing the cell on every re-run.
+    """
+    from prunebench.harness.checkpoint import checkpoint_problem
+
     d = root / spec.run_key
-    cfg = spec.config.replace(checkpoint_dir=str(d), resume=(d / CHECKPOINT_NAME).is_file())
+    resume = False
+    if d.exists() or d.is_symlink():
+        problem = checkpoint_problem(d, root, spec.config)
+        if problem is None:
+            resume = True
+        elif problem:
+            aside = root / f"{spec.run_key}.unusable-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}"
+            os.rename(d, aside)  # renames a symlink itself, never what it points to
+            (log or (lambda s: None))(f"{spec.method} p={spec.prune_ratio:g} seed={spec.seed}: {problem}; "
+                                      f"set aside as {aside.name}, starting over")
+    cfg = spec.config.replace(checkpoint_dir=str(d), resume=resume)
     return dataclasses.replace(spec, config=cfg)
 
 
@@ -472,7 +490,7 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
         if row is not None:
             rows[s.run_key] = row
         else:
-            todo.append(with_checkpoint(s, checkpoints) if checkpoints is not None else s)
+            todo.append(with_checkpoint(s, checkpoints, log) if checkpoints is not None else s)
     resumed = sum(s.config.resume for s in todo)
     total = len(specs)
     done0 = total - len(todo)

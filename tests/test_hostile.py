@@ -1,0 +1,156 @@
+"""Hostile files, dying servers and signals (issue 18): nothing read from disk runs code, paths derived
+from data stay in their folder, no symlink is followed when writing, bad input is one line and exit 2."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import fast_config
+from prunebench.errors import ConfigError
+from prunebench.harness import train
+from prunebench.harness.checkpoint import CHECKPOINT_NAME, atomic_write, load_checkpoint
+
+STUDY = """
+[study]
+name = "{name}"
+seeds = [0]
+prune_ratios = [0.5]
+
+[recipe]
+dataset = "synthetic:n=256"
+model = "mlp"
+epochs = 2
+batch_size = 64
+device = "cpu"
+
+[methods.random-dynamic]
+"""
+
+
+def write_study(tmp_path: Path, name: str = "hostile") -> Path:
+    p = tmp_path / f"{name}.toml"
+    p.write_text(textwrap.dedent(STUDY.format(name=name)))
+    return p
+
+
+class _Payload:
+    """Unpickling this runs ``os.system("touch <marker>")``: what a crafted checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _malicious_checkpoint(directory: Path, marker: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_NAME
+    torch.save({"format_version": 2, "identity": {}, "epoch": 1, "evil": _Payload(marker)}, path)
+    # the payload is real: the unsafe loader that prunebench used before runs it
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. checkpoints: nothing loaded runs code; unusable checkpoints are set aside in a leaderboard
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_crafted_checkpoint_does_not_run_code_on_resume(synthetic, tmp_path):
+    marker = tmp_path / "pwned"
+    ck = tmp_path / "ck"
+    _malicious_checkpoint(ck, marker)
+    with pytest.raises(ConfigError, match="holds objects other than tensors"):
+        train(fast_config(checkpoint_dir=str(ck), resume=True), data=synthetic)
+    assert not marker.exists()
+
+
+def test_every_pruner_state_round_trips_through_a_weights_only_checkpoint(synthetic, tmp_path):
+    """Kept masks, plan scores and pruner state hold numpy arrays: they are stored as tensors and come back
+    as the same arrays (weights_only=True refuses pickled numpy)."""
+    cfg = fast_config(pruner="orderdp", prune_ratio=0.4, epochs=2, checkpoint_dir=str(tmp_path))
+    res = train(cfg, data=synthetic)
+    torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)  # no unsafe global needed
+    state = load_checkpoint(tmp_path)
+    assert state["epoch"] == 2
+    import numpy as np
+
+    assert all(isinstance(m, np.ndarray) for m in state["kept_masks"])
+    np.testing.assert_array_equal(np.stack(state["kept_masks"]), res.kept_masks)
+
+
+@pytest.mark.parametrize("kind", ["missing-keys", "folder", "torn", "not-a-dict"])
+def test_unusable_checkpoints_are_one_line_errors(synthetic, tmp_path, kind):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    target = ck / CHECKPOINT_NAME
+    if kind == "missing-keys":
+        torch.save({"format_version": 2, "epoch": 1}, target)
+        match = "lacks identity"
+    elif kind == "folder":
+        target.mkdir()
+        match = "not a regular file"
+    elif kind == "torn":
+        target.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+        match = "unreadable"
+    else:
+        torch.save([1, 2, 3], target)
+        match = "not a prunebench checkpoint"
+    with pytest.raises(ConfigError, match=match):
+        train(fast_config(checkpoint_dir=str(ck), resume=True), data=synthetic)
+    if kind == "folder":  # and a run writing checkpoints there fails before training, not after epoch 1
+        with pytest.raises(ConfigError, match="not a regular file"):
+            train(fast_config(checkpoint_dir=str(ck)), data=synthetic)
+
+
+def test_leaderboard_sets_aside_a_crafted_or_corrupt_cell_checkpoint(tmp_path):
+    from prunebench.studies import load_study
+    from prunebench.studies.leaderboard import with_checkpoint
+
+    study = load_study(write_study(tmp_path))
+    spec = study.runs()[0]
+    root = tmp_path / "out" / "checkpoints"
+    marker = tmp_path / "pwned"
+    _malicious_checkpoint(root / spec.run_key, marker)
+    lines: list[str] = []
+    cell = with_checkpoint(spec, root, lines.append)
+    assert cell.config.resume is False and not marker.exists()
+    assert len(lines) == 1 and "set aside as" in lines[0] and "starting over" in lines[0]
+    assert not (root / spec.run_key).exists()
+    assert len(list(root.glob(f"{spec.run_key}.unusable-*"))) == 1
+    # a torn one: set aside too, so the cell does not fail on every re-run
+    (root / spec.run_key).mkdir()
+    (root / spec.run_key / CHECKPOINT_NAME).write_bytes(b"\0" * 64)
+    assert with_checkpoint(spec, root, lines.append).config.resume is False and len(lines) == 2
+    # a cell folder that is a symlink out of the user's folder is never resumed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / spec.run_key).rmdir() if (root / spec.run_key).exists() else None
+    os.symlink(elsewhere, root / spec.run_key)
+    assert with_checkpoint(spec, root, lines.append).config.resume is False
+    assert elsewhere.is_dir() and not (root / spec.run_key).exists()
+
+
+def test_a_temporary_left_by_a_killed_writer_is_removed(tmp_path):
+    """kill -9 during a checkpoint write leaves a full-size temporary; the next write removes it (its pid
+    no longer runs), not another live writer's."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    stale = tmp_path / f".{CHECKPOINT_NAME}.{pid}.abc123.tmp"
+    stale.write_bytes(b"\0" * 4096)
+    live = tmp_path / f".{CHECKPOINT_NAME}.1.abc123.tmp"  # pid 1 is alive
+    live.write_bytes(b"x")
+    atomic_write(tmp_path / CHECKPOINT_NAME, lambda t: t.write_bytes(b"new"))
+    assert not stale.exists() and live.exists()
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() == b"new"
