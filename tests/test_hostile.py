@@ -154,3 +154,28 @@ def test_a_temporary_left_by_a_killed_writer_is_removed(tmp_path):
     atomic_write(tmp_path / CHECKPOINT_NAME, lambda t: t.write_bytes(b"new"))
     assert not stale.exists() and live.exists()
     assert (tmp_path / CHECKPOINT_NAME).read_bytes() == b"new"
+
+
+def test_format_1_checkpoints_of_runs_in_flight_still_resume(synthetic, tmp_path):
+    """Checkpoints written before weights_only (numpy arrays pickled) resume: only numpy's array globals
+    are allowed, so a crafted one still runs nothing."""
+    import numpy as np
+
+    cfg = fast_config(pruner="orderdp", prune_ratio=0.4, epochs=3)
+    ref = train(cfg, data=synthetic)
+
+    class Stop(Exception):
+        pass
+
+    def stop(m):
+        if m["epoch"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train({**cfg, "checkpoint_dir": str(tmp_path)}, data=synthetic, progress=stop)
+    state = load_checkpoint(tmp_path)
+    assert isinstance(state["kept_masks"][0], np.ndarray)
+    torch.save({**state, "format_version": 1}, tmp_path / CHECKPOINT_NAME)  # as the old writer did
+    res = train({**cfg, "checkpoint_dir": str(tmp_path), "resume": True}, data=synthetic)
+    assert res.row["final_acc"] == ref.row["final_acc"]
+    np.testing.assert_array_equal(res.kept_masks, ref.kept_masks)

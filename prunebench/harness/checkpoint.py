@@ -35,8 +35,14 @@ import torch
 from prunebench.errors import ConfigError
 
 CHECKPOINT_NAME = "checkpoint.pt"
-FORMAT_VERSION = 2  # 2: weights_only-loadable (numpy as tagged tensors); 1 needed an unsafe unpickler
+FORMAT_VERSION = 2  # 2: numpy as tagged tensors; 1 (still read): plain numpy arrays, read with 3 numpy globals allowed
 _ND = "__ndarray__"
+# what unpickling a plain numeric numpy array needs (no object, string or structured dtypes)
+_NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype] + [
+    getattr(np.dtypes, n) for n in ("BoolDType", "Int8DType", "UInt8DType", "Int16DType", "UInt16DType", "Int32DType",
+                                    "UInt32DType", "Int64DType", "UInt64DType", "Float16DType", "Float32DType",
+                                    "Float64DType", "LongDType", "ULongDType", "LongLongDType", "ULongLongDType")
+    if hasattr(np.dtypes, n)]
 REQUIRED_KEYS = ("identity", "epoch", "model", "optimizer", "pruner", "rng_global", "rng_augment", "counters",
                  "usage", "history")
 
@@ -166,14 +172,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.is_symlink() or not path.is_file():
         raise ConfigError(f"checkpoint {path} is not a regular file; remove it to start over")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # format 1 (before weights_only) pickled plain numpy arrays: the globals that rebuild a numeric one are
+        # allowed (object arrays would need further globals, which stay refused)
+        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         kind = "holds objects other than tensors (refused: loading it could run code)" if "Unsupported global" in str(
             e) or "weights_only" in str(e).lower() else f"is unreadable ({type(e).__name__})"
         raise ConfigError(f"checkpoint {path} {kind}; delete it to start over") from None
     if not isinstance(state, dict):
         raise ConfigError(f"checkpoint {path} is not a prunebench checkpoint; delete it to start over")
-    if state.get("format_version") != FORMAT_VERSION:
+    if state.get("format_version") not in (1, FORMAT_VERSION):
         raise ConfigError(f"checkpoint {path} has format {state.get('format_version')!r}, expected {FORMAT_VERSION} "
                           f"(written by another prunebench version); delete it to start over")
     missing = [k for k in REQUIRED_KEYS if k not in state]
