@@ -179,3 +179,115 @@ def test_format_1_checkpoints_of_runs_in_flight_still_resume(synthetic, tmp_path
     res = train({**cfg, "checkpoint_dir": str(tmp_path), "resume": True}, data=synthetic)
     assert res.row["final_acc"] == ref.row["final_acc"]
     np.testing.assert_array_equal(res.kept_masks, ref.kept_masks)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. paths derived from data stay inside their folder; no symlink is followed when writing
+# ---------------------------------------------------------------------------------------------------
+
+
+def _results_table(study: str):
+    import pandas as pd
+
+    rows = []
+    for m, p in (("full", 0.0), ("random-dynamic", 0.5)):
+        for s in (0, 1):
+            rows.append(dict(study=study, method=m, pruner=m, label=m, granularity="dynamic", prune_ratio=p, seed=s,
+                             status="FINISHED", final_acc=0.5 + 0.1 * s + 0.05 * (m == "full"), best_acc=0.7,
+                             dataset="synthetic", model="mlp", relative_compute=1 - p, realized_prune_ratio=p,
+                             train_time_s=1.0, run_id=None, tracking_uri=None, run_key=f"{m}{s}"))
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("name", ["{victim}", "../../x", "..", "a/b", ".hidden", "x\ny"])
+def test_a_hostile_study_name_in_a_table_writes_nothing_outside_reports(tmp_path, monkeypatch, name):
+    from prunebench.errors import PrunebenchError
+    from prunebench.reports import build_report
+
+    victim = tmp_path / "victim"
+    (victim / "figures").mkdir(parents=True)
+    (victim / "figures" / "keep.png").write_text("precious")
+    cwd = tmp_path / "work" / "here"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    res = cwd / "res"
+    res.mkdir()
+    _results_table(name.format(victim=victim)).to_csv(res / "results.csv", index=False)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(PrunebenchError, match="cannot name a folder"):
+        build_report(str(res))
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    assert (victim / "figures" / "keep.png").read_text() == "precious"
+
+
+def test_a_hostile_study_name_in_a_toml_given_to_report_is_refused(tmp_path, monkeypatch):
+    from prunebench.errors import PrunebenchError
+    from prunebench.reports import build_report
+
+    monkeypatch.chdir(tmp_path)
+    toml = tmp_path / "s.toml"
+    toml.write_text('[study]\nname = "../../etc"\n')
+    with pytest.raises(PrunebenchError, match="cannot name a folder"):
+        build_report(str(toml))
+
+
+def test_report_is_swapped_in_whole_and_refuses_a_symlinked_figures_folder(tmp_path, monkeypatch):
+    from prunebench.errors import PrunebenchError
+    from prunebench.reports import build_report, figures
+
+    df = _results_table("ok")
+    out = tmp_path / "rep"
+    build_report(df, out)
+    old = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert Path("figures") in {p.parent for p in old} and Path("README.md") in old
+
+    def full_disk(fig, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(figures, "_save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        build_report(df, out)
+    monkeypatch.undo()
+    now = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert now == old  # the previous report is whole; no staging folder is left
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mine.txt").write_text("mine")
+    import shutil
+
+    shutil.rmtree(out / "figures")
+    os.symlink(elsewhere, out / "figures")
+    with pytest.raises(PrunebenchError, match="symbolic link"):
+        build_report(df, out)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["mine.txt"]
+
+
+def test_a_symlinked_leaderboard_lock_does_not_touch_its_target(tmp_path):
+    from prunebench.errors import PrunebenchError
+    from prunebench.studies.leaderboard import _Lock
+
+    target = tmp_path / "precious.txt"
+    target.write_text("do not truncate\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(target, out / ".leaderboard.lock")
+    with pytest.raises(PrunebenchError, match="symbolic link"):
+        with _Lock(out):
+            pass
+    assert target.read_text() == "do not truncate\n"
+
+
+def test_exported_files_replace_a_symlink_instead_of_writing_through_it(tmp_path):
+    import numpy as np
+
+    from prunebench.pruners.from_indices import read_indices, write_indices
+
+    target = tmp_path / "precious.npy"
+    np.save(target, np.arange(3))
+    link = tmp_path / "coreset.npy"
+    os.symlink(target, link)
+    write_indices(link, np.array([5, 7]))
+    np.testing.assert_array_equal(np.load(target), np.arange(3))
+    assert not link.is_symlink()
+    np.testing.assert_array_equal(read_indices(link), [5, 7])

@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
 import signal
 import socket
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 import torch
 
 from prunebench.errors import ConfigError
+from prunebench.safety import atomic_write  # noqa: F401  (re-exported: sweeps and proxies import it from here)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 2  # 2: numpy as tagged tensors; 1 (still read): plain numpy arrays, read with 3 numpy globals allowed
@@ -68,38 +68,6 @@ def deferred_sigint():
             raise KeyboardInterrupt
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], Any], *, durable: bool = False) -> Path:
-    """Write ``path`` by calling ``write(tmp)`` on a unique hidden temporary path beside it, then renaming.
-
-    Readers see the old file or the new one, never a torn one; writers racing on the same ``path`` each
-    rename their own complete file (the last rename wins). ``durable`` also fsyncs the file and its folder.
-    On any error (or Ctrl-C) the temporary file is removed and ``path`` is left as it was.
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(final)
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        if durable:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        with contextlib.suppress(OSError):  # make the rename durable too
-            dfd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-    return final
-
-
 def to_safe(obj: Any) -> Any:
     """``obj`` with numpy arrays as tagged tensors and numpy scalars as Python numbers (weights_only-safe)."""
     if isinstance(obj, np.ndarray):
@@ -132,29 +100,6 @@ def from_safe(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return tuple(from_safe(v) for v in obj)
     return obj
-
-
-def remove_stale_temps(final: str | Path) -> None:
-    """Remove temporaries of ``final`` left by a writer killed mid-write (kill -9, power cut): the name
-    holds the writer's pid, and a temporary whose pid no longer runs is deleted (it may be full-size)."""
-    final = Path(final)
-    with contextlib.suppress(OSError):
-        for t in final.parent.glob(f".{glob_escape(final.name)}.*.tmp"):
-            parts = t.name[len(final.name) + 2:].split(".")
-            if not parts or not parts[0].isdigit() or int(parts[0]) == os.getpid():
-                continue
-            try:
-                os.kill(int(parts[0]), 0)
-            except ProcessLookupError:
-                t.unlink(missing_ok=True)
-            except OSError:
-                pass  # alive (another user's process): leave it
-
-
-def glob_escape(name: str) -> str:
-    import glob
-
-    return glob.escape(name)
 
 
 def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:

@@ -227,6 +227,9 @@ def _gamma_items(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------
 
 
+REPORT_ENTRIES = ("figures", "tables", "index.html", "README.md")
+
+
 def build_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                  results_dir: str | os.PathLike | None = None, tracking_uri: str | None = None,
                  title: str | None = None) -> Path:
@@ -242,10 +245,23 @@ def build_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.Pa
     tracking_uri : the MLflow store of an experiment name (else ``$MLFLOW_TRACKING_URI``, else
         ``sqlite:///mlflow.db``). Runs read from a table use the table's ``tracking_uri`` column.
     """
+    from prunebench.errors import ConfigError
+    from prunebench.safety import safe_component, staged_dir
+
     src = resolve_source(results, results_dir=results_dir, tracking_uri=tracking_uri)
+    if out_dir is None:  # the name comes from the data: one safe folder name inside reports/
+        try:
+            out = Path("reports") / safe_component(src.name, f"{src.origin}: study name")
+        except ConfigError as e:
+            raise ReportError(f"{e}; pass -o DIR to choose the report folder") from None
+    else:
+        out = Path(out_dir)
     store = RunStore()
     try:
-        return _build(src, Path(out_dir) if out_dir is not None else Path("reports") / src.name, store, title)
+        # built in a staging folder and swapped in whole: a failure part way keeps the previous report
+        with staged_dir(out, REPORT_ENTRIES) as stage:
+            _build(src, stage, store, title)
+        return out / "index.html"
     finally:
         store.close()
 

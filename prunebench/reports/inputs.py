@@ -140,7 +140,13 @@ def study_name(toml_path: Path) -> str:
     name = data["study"].get("name") if isinstance(data.get("study"), dict) else data.get("name")
     if not isinstance(name, str) or not name:
         raise ReportError(f"study file {toml_path} has no [study] name = \"...\" key")
-    return name
+    from prunebench.errors import ConfigError
+    from prunebench.safety import safe_component
+
+    try:  # it names the folder results/<name>/
+        return safe_component(name, f"study file {toml_path}: [study] name")
+    except ConfigError as e:
+        raise ReportError(str(e)) from None
 
 
 def resolve_source(target: str | os.PathLike | pd.DataFrame, *, results_dir: str | os.PathLike | None = None,

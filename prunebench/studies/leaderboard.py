@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from prunebench.harness.checkpoint import CHECKPOINT_NAME
+from prunebench.safety import open_nofollow
 from prunebench.errors import ConfigError, PrunebenchError
 from prunebench.studies.spec import REFERENCE, RunSpec, Study
 
@@ -234,7 +235,7 @@ class _Lock:
 
     def __enter__(self):
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)  # a symlink there: refused, its target untouched
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
