@@ -291,3 +291,77 @@ def test_exported_files_replace_a_symlink_instead_of_writing_through_it(tmp_path
     np.testing.assert_array_equal(np.load(target), np.arange(3))
     assert not link.is_symlink()
     np.testing.assert_array_equal(read_indices(link), [5, 7])
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. a run's identity includes its data; 4. imported rows are validated
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_resume_on_other_data_is_refused(synthetic, tmp_path):
+    import dataclasses
+
+    from prunebench.harness.identity import data_fingerprint
+
+    cfg = fast_config(pruner="random-dynamic", prune_ratio=0.3, epochs=2, checkpoint_dir=str(tmp_path))
+    train(cfg, data=synthetic)
+    x = synthetic.x_train.clone()
+    x[0].add_(1)  # one other pixel value: same size, other images
+    other = dataclasses.replace(synthetic, x_train=x)
+    assert data_fingerprint(other) != data_fingerprint(synthetic)
+    with pytest.raises(ConfigError, match="written on data with another fingerprint"):
+        train({**cfg, "resume": True}, data=other)
+    smaller = dataclasses.replace(synthetic, x_train=synthetic.x_train[:-64], y_train=synthetic.y_train[:-64])
+    with pytest.raises(ConfigError, match=f"num_train={synthetic.num_train} but this run's data has num_train"):
+        train({**cfg, "resume": True}, data=smaller)
+    # the same data resumes (a finished checkpoint: nothing left to train)
+    assert train({**cfg, "resume": True}, data=synthetic).row["data_fingerprint"] == data_fingerprint(synthetic)
+
+
+def _import_table(tmp_path, specs, **override):
+    import pandas as pd
+
+    rows = [dict(study="hostile", method=s.method, pruner=s.pruner, prune_ratio=s.prune_ratio, seed=s.seed,
+                 status="FINISHED", final_acc=0.5, best_acc=0.6, run_key=s.run_key, run_id="abc",
+                 tracking_uri="http://elsewhere:5000", experiment="theirs") for s in specs]
+    for k, v in override.items():
+        rows[0][k] = v
+    p = tmp_path / "results.csv"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    return p
+
+
+@pytest.mark.parametrize("col,value,words", [
+    ("final_acc", 7.5, "outside [0, 1]"), ("final_acc", -3, "outside [0, 1]"),
+    ("final_acc", float("nan"), "has no final_acc"), ("final_acc", "high", "not a finite number"),
+    ("final_acc", "inf", "not a finite number"), ("best_acc", 4.25, "outside [0, 1]"),
+    ("status", "DONE", "status 'DONE' is not one of"), ("seed", 1.5, "not an integer"),
+    ("train_time_s", -1, "negative"),
+])
+def test_impossible_imported_rows_are_one_line_errors(tmp_path, col, value, words):
+    from prunebench.studies import load_study
+    from prunebench.studies.leaderboard import imported_rows
+
+    specs = load_study(write_study(tmp_path)).runs()
+    p = _import_table(tmp_path, specs, **{col: value})
+    import re
+
+    with pytest.raises(ConfigError, match=re.escape(f"--import {p}: row 1 (run_key {specs[0].run_key}): ")
+                       + ".*" + re.escape(words)):
+        imported_rows([p], specs)
+
+
+def test_imported_rows_keep_their_store_and_other_data_is_not_imported(tmp_path):
+    from prunebench.studies import load_study
+    from prunebench.studies.leaderboard import _results_frame, imported_rows
+
+    study = load_study(write_study(tmp_path))
+    specs = study.runs()
+    legacy = _import_table(tmp_path, specs)  # written before data_fingerprint existed: matched by key
+    rows, lines = imported_rows([legacy], specs, fingerprint="0123456789abcdef")
+    assert set(rows) == {s.run_key for s in specs}
+    frame = _results_frame(study, specs, rows, "sqlite:///local.db")
+    assert set(frame["tracking_uri"]) == {"http://elsewhere:5000"} and set(frame["experiment"]) == {"theirs"}
+    other = _import_table(tmp_path, specs, data_fingerprint="ffffffffffffffff")
+    rows, lines = imported_rows([other], specs, fingerprint="0123456789abcdef")
+    assert specs[0].run_key not in rows and "1 ran on other data" in lines[0]

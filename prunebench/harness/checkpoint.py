@@ -181,13 +181,14 @@ def check_tracking_reachable(uri: str, timeout: float = 3.0) -> None:
         ) from None
 
 
-def checkpoint_problem(directory: str | Path, root: str | Path, config) -> str | None:
+def checkpoint_problem(directory: str | Path, root: str | Path, config, data: dict[str, Any] | None = None) -> str | None:
     """Why the checkpoint in ``directory`` (a cell folder inside ``root``) must not be resumed for
     ``config``, ``""`` when there is none to resume, ``None`` when it can be resumed.
 
     Resumable only when ``directory`` is a real folder directly inside ``root`` (not a symlink leading
     elsewhere) holding a regular ``checkpoint.pt`` that loads without running code, has every key, and was
-    written with the same settings as ``config`` (a :class:`~prunebench.harness.config.TrainConfig`).
+    written with the same settings as ``config`` (a :class:`~prunebench.harness.config.TrainConfig`) and,
+    when ``data`` (:func:`~prunebench.harness.identity.data_identity`) is given, on the same data.
     """
     from prunebench.harness.config import EXECUTION_FIELDS
 
@@ -201,9 +202,16 @@ def checkpoint_problem(directory: str | Path, root: str | Path, config) -> str |
         state = read_checkpoint(path)
     except ConfigError as e:
         return str(e).split("; delete it")[0]
+    from prunebench.harness.identity import data_mismatch
+
     now = {k: v for k, v in config.to_dict().items() if k not in EXECUTION_FIELDS}
-    saved = state["identity"] if isinstance(state["identity"], dict) else {}
-    diff = sorted(k for k in set(saved) | set(now) if k != "data_fingerprint" and saved.get(k) != now.get(k))
+    saved = dict(state["identity"]) if isinstance(state["identity"], dict) else {}
+    if data is not None:
+        problem = data_mismatch(saved, state, data)
+        if problem:
+            return f"checkpoint {path}: {problem}"
+    saved.pop("data", None)
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if diff:
         return f"checkpoint {path} was written with other settings ({diff[0]}={saved.get(diff[0])!r})"
     return None

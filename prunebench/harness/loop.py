@@ -36,6 +36,7 @@ from prunebench.harness.augment import AugParams, apply_params, augment_batch, d
 from prunebench.harness.checkpoint import (CHECKPOINT_NAME, check_tracking_reachable, check_writable_dir, load_checkpoint,
                                            save_checkpoint)
 from prunebench.harness.config import EXECUTION_FIELDS, TrainConfig
+from prunebench.harness.identity import FINGERPRINT_TAG, data_fingerprint, data_identity, data_mismatch
 from prunebench.harness.models import create_model
 from prunebench.harness.optim import create_optimizer, default_lr, lr_multiplier
 from prunebench.harness.probe import gradient_probe
@@ -594,10 +595,17 @@ class Trainer:
         return state
 
     def _identity(self) -> dict[str, Any]:
-        return {k: v for k, v in self.config.to_dict().items() if k not in EXECUTION_FIELDS}
+        """The settings and the data (fingerprint and sizes) a checkpoint may be resumed with."""
+        return {**{k: v for k, v in self.config.to_dict().items() if k not in EXECUTION_FIELDS},
+                "data": data_identity(self.data)}
 
     def _check_resumable(self, state: dict[str, Any]) -> None:
-        saved, now = state["identity"], self._identity()
+        saved, now = dict(state["identity"]), self._identity()
+        problem = data_mismatch(saved, state, now["data"])
+        if problem:
+            raise ConfigError(f"--resume: {problem}; resume on the same data or use another --checkpoint-dir")
+        saved.pop("data", None)
+        now.pop("data")
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if diff:
             k = diff[0]
@@ -659,7 +667,7 @@ class Trainer:
                   **self.pruner.params(), "label": label, "epochs": self.epochs, "lr": self.lr,
                   "num_samples": self.n, "augment": self.augment, "device": str(self.device)}
         tags = {"prunebench.label": label, "prunebench.pruner": cfg.pruner, "prunebench.granularity": self.pruner.granularity,
-                **{k: str(v) for k, v in cfg.tags.items()}}
+                FINGERPRINT_TAG: data_fingerprint(self.data), **{k: str(v) for k, v in cfg.tags.items()}}
         if resume_state is not None:
             self.load_state_dict(resume_state)
             # the pruner's state already holds its selection: prepare() (and a static proxy run) is not repeated
@@ -820,6 +828,7 @@ class Trainer:
             "label_smoothing": cfg.label_smoothing,
             "num_samples": self.n,
             "num_classes": self.data.num_classes,
+            "data_fingerprint": data_fingerprint(self.data),
             "final_acc": final.get("test_acc", float("nan")),
             "best_acc": max(accs) if accs else float("nan"),
             "final_top5": final.get("test_top5", float("nan")),

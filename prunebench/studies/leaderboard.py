@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from prunebench.harness.checkpoint import CHECKPOINT_NAME
+from prunebench.harness.identity import FINGERPRINT_TAG, data_fingerprint, data_identity
 from prunebench.safety import open_nofollow
 from prunebench.errors import ConfigError, PrunebenchError
 from prunebench.studies.spec import REFERENCE, RunSpec, Study
@@ -72,8 +73,11 @@ def _client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def study_runs(study: Study, tracking_uri: str) -> dict[str, list[Any]]:
-    """MLflow runs of ``study`` (leaderboard runs only), grouped by run key, oldest first."""
+def study_runs(study: Study, tracking_uri: str, fingerprint: str | None = None) -> dict[str, list[Any]]:
+    """MLflow runs of ``study`` (leaderboard runs only), grouped by run key, oldest first.
+
+    With ``fingerprint`` (:func:`~prunebench.harness.identity.data_fingerprint`), runs tagged with another
+    data fingerprint are left out (they trained on other data); runs older than the tag count."""
     from mlflow.entities import ViewType
 
     client = _client(tracking_uri)
@@ -88,7 +92,8 @@ def study_runs(study: Study, tracking_uri: str) -> dict[str, list[Any]]:
                                   max_results=1000, page_token=token)
         for r in page:
             key = r.data.tags.get(KEY_TAG)
-            if key:
+            fp = r.data.tags.get(FINGERPRINT_TAG)
+            if key and (fingerprint is None or fp is None or fp == fingerprint):
                 out.setdefault(key, []).append(r)
         token = page.token
         if not token:
@@ -297,15 +302,27 @@ def read_results_table(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def imported_rows(paths, specs: list[RunSpec]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def imported_rows(paths, specs: list[RunSpec], fingerprint: str | None = None
+                  ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """FINISHED rows of the tables at ``paths`` whose run key is a cell of ``specs`` (the first table
-    naming a key wins), and one summary line per table."""
+    naming a key wins), and one summary line per table. Every table is validated first
+    (:func:`~prunebench.studies.imports.validate_results_table`). With ``fingerprint``, a row whose
+    ``data_fingerprint`` names other data is not a cell of this grid; rows without one (written before
+    the column existed) are matched by their run key alone."""
+    from prunebench.studies.imports import validate_results_table
+
     keys = {s.run_key for s in specs}
     rows: dict[str, dict[str, Any]] = {}
     lines = []
     for path in paths or ():
-        df = read_results_table(path)
+        df = validate_results_table(read_results_table(path), path)
         ok = df[(df["status"].astype(str) == "FINISHED") & df["run_key"].astype(str).isin(keys)]
+        other = 0
+        if fingerprint is not None and "data_fingerprint" in df.columns:
+            fps = ok["data_fingerprint"]
+            same = fps.isna() | (fps.astype(str) == fingerprint)
+            other = int((~same).sum())
+            ok = ok[same]
         new = 0
         for rec in ok.to_dict("records"):
             row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
@@ -314,7 +331,8 @@ def imported_rows(paths, specs: list[RunSpec]) -> tuple[dict[str, dict[str, Any]
                 rows[row["run_key"]] = row
                 new += 1
         lines.append(f"{path}: {len(ok)} of its {len(df)} rows are finished cells of this grid"
-                     + (f" ({len(ok) - new} already imported from an earlier table)" if len(ok) > new else ""))
+                     + (f" ({len(ok) - new} already imported from an earlier table)" if len(ok) > new else "")
+                     + (f"; {other} ran on other data (data_fingerprint) and are not imported" if other else ""))
     return rows, lines
 
 
@@ -402,9 +420,9 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     if data_dir:
         changes["data_dir"] = data_dir
     specs = study.runs(**changes)
-    imported, import_lines = imported_rows(imports, specs)  # bad tables fail here, before any training
     # fail fast on missing data (one line, exit 2) rather than recording every cell as failed
-    _data_for(specs[0].config)
+    data = _data_for(specs[0].config)
+    imported, import_lines = imported_rows(imports, specs, data_fingerprint(data))  # bad tables fail here
     _check_on_data(study, specs)
     from prunebench.harness.tracking import MLflowTracker
 
@@ -415,7 +433,7 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
         for line in import_lines:
             log(line)
         rows = _run_grid(study, specs, uri, jobs, retry_failed, log, checkpoints=out / "checkpoints",
-                         imported=imported, train=train)
+                         imported=imported, train=train, data=data)
         if not train:
             specs = [s for s in specs if s.run_key in rows]
             if not specs:
@@ -445,12 +463,13 @@ def _check_on_data(study: Study, specs: list[RunSpec]) -> None:
                               f"{s.config.dataset} (N={n}): {e}") from None
 
 
-def with_checkpoint(spec: RunSpec, root: Path, log: Log | None = None) -> RunSpec:
+def with_checkpoint(spec: RunSpec, root: Path, log: Log | None = None, data: Any = None) -> RunSpec:
     """Give a grid cell its checkpoint folder ``<root>/<run_key>``; resume when a checkpoint is there
     (a run killed with its leaderboard continues from its last epoch, in the same MLflow run).
 
     A checkpoint is resumed only when it is a regular file inside ``root`` (no symlink out of it) that
-    loads without running code, with every key, written by this cell's settings; anything else (torn,
+    loads without running code, with every key, written by this cell's settings (and on ``data``, when
+    given); anything else (torn,
     crafted, another format, a folder named ``checkpoint.pt``) is set aside as ``<run_key>.unusable-<time>``
     and the cell starts over, with one line saying so, instead of failing the cell on every re-run.
     """
@@ -459,7 +478,7 @@ def with_checkpoint(spec: RunSpec, root: Path, log: Log | None = None) -> RunSpe
     d = root / spec.run_key
     resume = False
     if d.exists() or d.is_symlink():
-        problem = checkpoint_problem(d, root, spec.config)
+        problem = checkpoint_problem(d, root, spec.config, data_identity(data) if data is not None else None)
         if problem is None:
             resume = True
         elif problem:
@@ -473,9 +492,10 @@ def with_checkpoint(spec: RunSpec, root: Path, log: Log | None = None) -> RunSpe
 
 def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_failed: bool,
               log: Log, checkpoints: Path | None = None,
-              imported: dict[str, dict[str, Any]] | None = None, train: bool = True) -> dict[str, dict[str, Any]]:
+              imported: dict[str, dict[str, Any]] | None = None, train: bool = True,
+              data: Any = None) -> dict[str, dict[str, Any]]:
     client = _client(uri)
-    existing = study_runs(study, uri)
+    existing = study_runs(study, uri, data_fingerprint(data) if data is not None else None)
     rows: dict[str, dict[str, Any]] = {}
     todo: list[RunSpec] = []
     n_imported = 0
@@ -491,7 +511,7 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
         if row is not None:
             rows[s.run_key] = row
         else:
-            todo.append(with_checkpoint(s, checkpoints, log) if checkpoints is not None else s)
+            todo.append(with_checkpoint(s, checkpoints, log, data) if checkpoints is not None else s)
     resumed = sum(s.config.resume for s in todo)
     total = len(specs)
     done0 = total - len(todo)
@@ -536,8 +556,9 @@ def _results_frame(study: Study, specs: list[RunSpec], rows: dict[str, dict[str,
     records = []
     for s in specs:
         row = dict(rows[s.run_key])
-        row.update(study=study.name, method=s.method, run_key=s.run_key, tracking_uri=uri,
-                   experiment=study.experiment)
+        # an imported row keeps the store it ran in (its own tracking_uri and experiment)
+        row.update(study=study.name, method=s.method, run_key=s.run_key, tracking_uri=row.get("tracking_uri") or uri,
+                   experiment=row.get("experiment") or study.experiment)
         # the grid's own values win (a row read back from MLflow carries the same ones)
         row.update(pruner=s.pruner, prune_ratio=s.prune_ratio, seed=s.seed)
         records.append(row)
