@@ -51,6 +51,20 @@ def open_nofollow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int
         raise
 
 
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created, never through a symlink) inside the block; waits
+    for another holder. The kernel releases it when a holder dies."""
+    import fcntl
+
+    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def refuse_symlink(path: str | os.PathLike, what: str) -> None:
     if Path(path).is_symlink():
         raise ConfigError(f"{what} {path} is a symbolic link; prunebench does not write through links (remove it)")

@@ -365,3 +365,99 @@ def test_imported_rows_keep_their_store_and_other_data_is_not_imported(tmp_path)
     other = _import_table(tmp_path, specs, data_fingerprint="ffffffffffffffff")
     rows, lines = imported_rows([other], specs, fingerprint="0123456789abcdef")
     assert specs[0].run_key not in rows and "1 ran on other data" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. one study on one store is trained once; workers die with their parent
+# ---------------------------------------------------------------------------------------------------
+
+
+def _cli(args, cwd, **env):
+    import subprocess
+    import sys
+
+    e = {**os.environ, "PRUNEBENCH_OFFLINE": "1", **env}
+    return subprocess.Popen([sys.executable, "-m", "prunebench", *args], cwd=cwd, env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+TWO_SEEDS = STUDY.replace("seeds = [0]", "seeds = [0, 1]").replace("epochs = 2", "epochs = 3")
+
+
+def test_two_leaderboards_on_one_store_train_each_cell_once(tmp_path):
+    """Different --out folders, one fresh MLflow store, started together: every cell is trained by one of
+    them, the other waits for it; both tables hold every cell with the same run; nothing is 'abandoned'."""
+    import pandas as pd
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    study = tmp_path / "two.toml"
+    study.write_text(textwrap.dedent(TWO_SEEDS.format(name="two")))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    env = {"PRUNEBENCH_HEARTBEAT_S": "2", "PRUNEBENCH_CLAIM_SETTLE_S": "1"}
+    procs = [_cli(["leaderboard", str(study), "--out", str(tmp_path / o), "--tracking-uri", uri], tmp_path, **env)
+             for o in ("a", "b")]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("two")
+    runs = client.search_runs([exp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000)
+    keys = [r.data.tags["prunebench.run_key"] for r in runs]
+    assert len(keys) == len(set(keys)) == 4, [(r.info.status, r.data.tags.get("prunebench.error")) for r in runs]
+    assert all(r.info.status == "FINISHED" and "prunebench.error" not in r.data.tags for r in runs)
+    a, b = (pd.read_csv(tmp_path / o / "results.csv").sort_values("run_key") for o in ("a", "b"))
+    assert list(a["run_id"]) == list(b["run_id"]) and set(a["status"]) == {"FINISHED"}
+
+
+def test_a_fresh_running_run_is_never_abandoned_and_a_stale_one_is(tmp_path, monkeypatch):
+    import types
+
+    from prunebench.studies import claims
+    from prunebench.studies.leaderboard import _classify
+
+    monkeypatch.setenv("PRUNEBENCH_HEARTBEAT_S", "30")
+    from prunebench.studies import load_study
+
+    spec = load_study(write_study(tmp_path)).runs()[0]
+
+    def run(status, beat):
+        return types.SimpleNamespace(info=types.SimpleNamespace(status=status, run_id="r", start_time=0),
+                                     data=types.SimpleNamespace(tags={claims.HEARTBEAT_TAG: str(beat)}))
+
+    import time
+
+    fresh, stale = run("RUNNING", time.time() - 5), run("RUNNING", time.time() - 500)
+    assert _classify(spec, [fresh], None, True)[0] == "elsewhere"
+    state, row, leftovers = _classify(spec, [stale], None, True)
+    assert state == "todo" and leftovers == [stale]
+
+
+def test_orphaned_workers_exit_when_the_leaderboard_is_killed(tmp_path):
+    """kill -9 of the leaderboard process alone (OOM killer, CI timeout) with --jobs 2: both workers get
+    SIGTERM from the kernel (PR_SET_PDEATHSIG), mark their runs KILLED and exit."""
+    import signal
+    import time
+
+    slow = STUDY.replace("seeds = [0]", "seeds = [0, 1]").replace("epochs = 2", "epochs = 400")
+    study = tmp_path / "slow.toml"
+    study.write_text(textwrap.dedent(slow.format(name="slow")))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    p = _cli(["leaderboard", str(study), "--out", str(tmp_path / "o"), "--tracking-uri", uri, "--jobs", "2"], tmp_path)
+    ck = tmp_path / "o" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(ck.glob("*/checkpoint.pt"))) < 2 and p.poll() is None:
+        time.sleep(0.2)
+    assert p.poll() is None, p.communicate()[1]
+    children = [int(c) for c in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()]
+    workers = [c for c in children if "multiprocessing" in Path(f"/proc/{c}/cmdline").read_text()
+               and "resource_tracker" not in Path(f"/proc/{c}/cmdline").read_text()]
+    assert len(workers) == 2
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and any(Path(f"/proc/{w}").exists() and
+                                         "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2] for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"]
+    assert not alive

@@ -208,6 +208,9 @@ class Trainer:
         # recorders); the hot path only tests the empty list
         self.step_observers: list[Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]] = []
         self.proxy_runner = None  # set by _context(): the static methods' proxy (its cost goes in the row)
+        # called with the MLflow run id once the run has started (a leaderboard's claim on its grid cell);
+        # what it raises ends the run like a training error
+        self.on_start: Callable[[str | None], None] | None = None
         # gradient-direction probe (harness/probe.py): fixed full-data sample, per-epoch loss-weight sums
         self.probe_epochs = frozenset(config.probe_epochs)
         if self.probe_epochs and config.budget == "epochs" and max(self.probe_epochs) >= self.epochs:
@@ -679,6 +682,8 @@ class Trainer:
         self.run_id = ddp.broadcast_object(tracker.run_id) if self.dist.enabled else tracker.run_id
         status, error = "FINISHED", ""
         try:
+            if self.on_start is not None:
+                self.on_start(self.run_id)
             if resume_state is None:
                 self._prepare_pruner()
             self._train_loop(tracker)

@@ -60,6 +60,29 @@ class NullTracker:
         pass
 
 
+def _store_init_lock(uri: str):
+    """A lock beside a SQLite store (``<db>.lock``) around its first use: MLflow creates the schema on first
+    use, and two processes doing that at once on a fresh store fail (alembic version race)."""
+    import contextlib
+
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from prunebench.safety import file_lock
+
+    return file_lock(uri[len("sqlite:///"):] + ".lock")
+
+
+def _client(uri: str, cls):
+    """``MlflowClient(uri)``; a store MLflow cannot open (corrupt or locked SQLite file, a schema from a
+    newer MLflow) is one line, not a traceback."""
+    try:
+        return cls(tracking_uri=uri)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+        raise PrunebenchError(f"MLflow tracking store {uri} is unusable ({type(e).__name__}: {msg}); "
+                              f"use another --tracking-uri or repair the store") from None
+
+
 class MLflowTracker:
     """One MLflow run: params, per-epoch metrics, artifacts, final status."""
 
@@ -80,9 +103,10 @@ class MLflowTracker:
 
             for name in ("mlflow", "alembic"):  # mlflow sets its loggers up on import
                 logging.getLogger(name).setLevel(logging.WARNING)
-        self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment = experiment
-        self.experiment_id = self._experiment_id(experiment)
+        with _store_init_lock(self.uri):  # processes started together on a fresh store: one creates its schema
+            self.client = _client(self.uri, MlflowClient)
+            self.experiment_id = self._experiment_id(experiment)
         self.run_id: str | None = None
 
     def _experiment_id(self, name: str) -> str:

@@ -50,6 +50,7 @@ from prunebench.harness.checkpoint import CHECKPOINT_NAME
 from prunebench.harness.identity import FINGERPRINT_TAG, data_fingerprint, data_identity
 from prunebench.safety import open_nofollow
 from prunebench.errors import ConfigError, PrunebenchError
+from prunebench.studies.claims import Claim, ClaimLost, heartbeat_s, is_fresh
 from prunebench.studies.spec import REFERENCE, RunSpec, Study
 
 Log = Callable[[str], None]
@@ -118,7 +119,8 @@ def _classify(spec: RunSpec, runs: list[Any], client, retry_failed: bool,
     """(state, row of the run that counts, leftover RUNNING runs) for one grid cell.
 
     state: ``done`` (a FINISHED run with a row), ``imported`` (no FINISHED run in MLflow, but a FINISHED
-    row in an imported results table), ``failed`` (the latest attempt failed and ``retry_failed`` is off),
+    row in an imported results table), ``elsewhere`` (a RUNNING run with a fresh heartbeat: another
+    leaderboard trains it; see :mod:`prunebench.studies.claims`), ``failed`` (the latest attempt failed and ``retry_failed`` is off),
     ``retry`` (failed before, will run again) or ``todo``.
     """
     finished = [r for r in runs if r.info.status == "FINISHED"]
@@ -128,7 +130,9 @@ def _classify(spec: RunSpec, runs: list[Any], client, retry_failed: bool,
             return "done", row, []
     running = [r for r in runs if r.info.status == "RUNNING"]
     if imported and spec.run_key in imported:
-        return "imported", imported[spec.run_key], running
+        return "imported", imported[spec.run_key], []
+    if any(is_fresh(r) for r in running):  # alive in another process (another --out, another machine)
+        return "elsewhere", None, []
     failed = [r for r in runs if r.info.status in ("FAILED", "KILLED")]
     if failed:
         if not retry_failed:
@@ -179,12 +183,20 @@ def execute_run(spec: RunSpec) -> dict[str, Any]:
     from prunebench.harness.tracking import MLflowTracker
 
     trainer = None
+    claim = None
     try:
-        trainer = Trainer(spec.config, data=_data_for(spec.config))
+        data = _data_for(spec.config)
+        trainer = Trainer(spec.config, data=data)
+        if spec.config.tracking:
+            claim = Claim(spec.config.tracking_uri, spec.config.experiment, spec.run_key, data_fingerprint(data),
+                          resumed=spec.config.resume)
+            trainer.on_start = claim
         row = trainer.run().row
         if spec.config.checkpoint_dir:  # finished: MLflow holds the result, the checkpoint is no longer needed
             shutil.rmtree(spec.config.checkpoint_dir, ignore_errors=True)
         return row
+    except ClaimLost as e:  # another leaderboard trains (or trained) this cell: wait for its row
+        return {**_minimal_row(spec), "status": ELSEWHERE, "run_id": e.other_run_id, "error": str(e)}
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else ""
         error = f"{type(e).__name__}: {msg}"
@@ -209,12 +221,50 @@ def execute_run(spec: RunSpec) -> dict[str, Any]:
         except Exception:
             pass
         return row
+    finally:
+        if claim is not None:
+            claim.release()
 
 
-def _worker_init(threads: int) -> None:
+ELSEWHERE = "ELSEWHERE"  # execute_run's status for a cell another leaderboard holds (never in a table)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGTERM this worker when its parent dies (Linux ``PR_SET_PDEATHSIG``; elsewhere a
+    thread polls the parent), so a leaderboard killed with kill -9 leaves no orphans: a worker marks its
+    run KILLED, keeps its checkpoint and exits."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
+                if os.getppid() != parent_pid:  # the parent died before prctl
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="prunebench-parent-watch").start()
+
+
+def _worker_init(threads: int, parent_pid: int | None = None) -> None:
     import logging
 
     import torch
+
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
 
     torch.set_num_threads(threads)
     for name in ("alembic", "mlflow", "optuna"):
@@ -498,25 +548,25 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
     existing = study_runs(study, uri, data_fingerprint(data) if data is not None else None)
     rows: dict[str, dict[str, Any]] = {}
     todo: list[RunSpec] = []
+    elsewhere: list[RunSpec] = []
     n_imported = 0
     for s in specs:
         state, row, running = _classify(s, existing.get(s.run_key, []), client, retry_failed, imported)
         n_imported += state == "imported"
-        for r in running if train else ():  # leftovers of a killed leaderboard (when tabulating, maybe not)
-            try:
-                client.set_tag(r.info.run_id, "prunebench.error", "abandoned: its leaderboard was killed")
-                client.set_terminated(r.info.run_id, status="KILLED")
-            except Exception:
-                pass
+        if train:  # leftovers of a killed leaderboard, heartbeat stale (when tabulating, leave them)
+            _abandon(client, running)
         if row is not None:
             rows[s.run_key] = row
+        elif state == "elsewhere":
+            elsewhere.append(s)
         else:
             todo.append(with_checkpoint(s, checkpoints, log, data) if checkpoints is not None else s)
     resumed = sum(s.config.resume for s in todo)
     total = len(specs)
-    done0 = total - len(todo)
+    done0 = total - len(todo) - len(elsewhere)
     log(f"{study.name}: {total} runs, {done0 - n_imported} already in MLflow, "
         + (f"{n_imported} imported, " if n_imported else "") + f"{len(todo)} to run"
+        + (f", {len(elsewhere)} running in another leaderboard" if elsewhere else "")
         + (f" ({resumed} from their checkpoints)" if resumed else "")
         + (f" ({jobs} at a time)" if jobs > 1 and todo else "")
         + ("; tabulating the done ones, training nothing" if not train else ""))
@@ -527,7 +577,8 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
     def report(i: int, s: RunSpec, row: dict[str, Any]) -> None:
         what = (f"acc {row['final_acc']:.4f}  compute {row.get('relative_compute', float('nan')):.3f}  "
                 f"{row.get('train_time_s', float('nan')):.1f}s" if row.get("status") == "FINISHED"
-                else f"FAILED: {row.get('error', '')}")
+                else f"another leaderboard trains it ({row.get('error', '')}); waiting for it"
+                if row.get("status") == ELSEWHERE else f"FAILED: {row.get('error', '')}")
         log(f"[{done0 + i}/{total}] {s.method} p={s.prune_ratio:g} seed={s.seed}: {what}")
 
     if jobs == 1 or len(todo) <= 1:
@@ -538,7 +589,7 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
         threads = max(1, (os.cpu_count() or 1) // jobs)
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                                    initargs=(threads,)) as pool:
+                                    initargs=(threads, os.getpid())) as pool:
             futures = {pool.submit(execute_run, s): s for s in todo}
             for i, fut in enumerate(cf.as_completed(futures), 1):
                 s = futures[fut]
@@ -547,9 +598,49 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
                 except Exception as e:  # the worker process itself died
                     rows[s.run_key] = {**_minimal_row(s), "error": f"{type(e).__name__}: {e}"}
                 report(i, s, rows[s.run_key])
+    elsewhere += [s for s in todo if rows[s.run_key].get("status") == ELSEWHERE]
     if todo:
         log(f"{study.name}: ran {len(todo)} runs in {time.perf_counter() - t_start:.1f}s")
+    _await_elsewhere(study, elsewhere, uri, rows, retry_failed, log, checkpoints, imported, data)
     return rows
+
+
+def _abandon(client, running: list[Any]) -> None:
+    """Mark RUNNING runs whose process is gone (stale heartbeat) KILLED, so they are redone."""
+    for r in running:
+        try:
+            client.set_tag(r.info.run_id, "prunebench.error", "abandoned: its process stopped (stale heartbeat)")
+            client.set_terminated(r.info.run_id, status="KILLED")
+        except Exception:
+            pass
+
+
+def _await_elsewhere(study: Study, waiting: list[RunSpec], uri: str, rows: dict[str, dict[str, Any]],
+                     retry_failed: bool, log: Log, checkpoints: Path | None, imported, data) -> None:
+    """Wait for the cells another leaderboard trains; take their rows, or train a cell here when its
+    other run stopped (stale heartbeat) or failed."""
+    pending = {s.run_key: s for s in waiting}
+    if pending:
+        log(f"{study.name}: waiting for {len(pending)} runs that another leaderboard is training on {uri}")
+    fp = data_fingerprint(data) if data is not None else None
+    while pending:
+        time.sleep(max(0.5, min(5.0, heartbeat_s() / 2)))
+        client = _client(uri)
+        existing = study_runs(study, uri, fp)
+        for key, s in list(pending.items()):
+            state, row, running = _classify(s, existing.get(key, []), client, retry_failed, imported)
+            if state == "elsewhere":
+                continue
+            _abandon(client, running)
+            if row is None:
+                row = execute_run(with_checkpoint(s, checkpoints, log, data) if checkpoints is not None else s)
+                if row.get("status") == ELSEWHERE:
+                    continue
+            del pending[key]
+            rows[key] = row
+            log(f"{s.method} p={s.prune_ratio:g} seed={s.seed}: " + (
+                f"acc {row['final_acc']:.4f} (trained by another leaderboard)" if row.get("status") == "FINISHED"
+                else f"{row.get('status')}: {row.get('error', '')}"))
 
 
 def _results_frame(study: Study, specs: list[RunSpec], rows: dict[str, dict[str, Any]], uri: str) -> pd.DataFrame:
