@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from prunebench.errors import ConfigError
+from prunebench.errors import ConfigError, Terminated
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 
@@ -158,3 +158,17 @@ def remove_stale_temps(final: str | Path) -> None:
                 t.unlink(missing_ok=True)
             except OSError:
                 pass  # alive (another user's process): leave it
+
+
+def raise_terminated(signum, frame) -> None:
+    """A SIGTERM handler: raise :class:`~prunebench.errors.Terminated` (a KeyboardInterrupt) in the main thread."""
+    raise Terminated
+
+
+def handle_sigterm() -> None:
+    """Install :func:`raise_terminated` for SIGTERM (main thread only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_terminated)

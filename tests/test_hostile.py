@@ -461,3 +461,115 @@ def test_orphaned_workers_exit_when_the_leaderboard_is_killed(tmp_path):
         time.sleep(0.2)
     alive = [w for w in workers if Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"]
     assert not alive
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("slow").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]  # SIGTERM: marked, not left RUNNING
+    assert len(list(ck.glob("*/checkpoint.pt"))) == 2  # kept for the next leaderboard to resume
+
+
+# ---------------------------------------------------------------------------------------------------
+# 6. SIGTERM marks the run KILLED; a dead server fails the run in seconds; dead runs do not stay RUNNING
+# ---------------------------------------------------------------------------------------------------
+
+LONG_RUN = ["run", "--dataset", "synthetic:n=512", "--model", "mlp", "--epochs", "3000", "--pruner", "random-dynamic",
+            "--prune-ratio", "0.3", "--quiet"]
+
+
+def _wait_for(pred, timeout, proc=None):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def test_sigterm_marks_the_run_killed_and_keeps_the_checkpoint(tmp_path):
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    ck = tmp_path / "ck"
+    p = _cli([*LONG_RUN, "--tracking-uri", uri, "--checkpoint-dir", str(ck)], tmp_path)
+    assert _wait_for(lambda: (ck / CHECKPOINT_NAME).exists(), 300, p), p.communicate()[1]
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert err.strip().count("\n") == 0 and "terminated (SIGTERM)" in err
+    state = load_checkpoint(ck)  # intact
+    run = MlflowClient(uri).get_run(state["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+
+
+def test_a_dead_process_run_is_marked_killed_by_the_next_run(synthetic, tmp_path):
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from prunebench.harness import liveness
+    from prunebench.harness.tracking import MLflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    t = MLflowTracker(uri, "e")
+    t.start("orphan", {}, {})
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    t.set_tags({liveness.HOST_TAG: liveness.host_id(), liveness.PID_TAG: f"{dead}:1"})
+    alive = MLflowTracker(uri, "e")
+    alive.start("alive", {}, {})
+    alive.set_tags(liveness.process_tags())  # this process: alive, left RUNNING
+    train(fast_config(epochs=1, tracking=True, tracking_uri=uri, experiment="e"), data=synthetic)
+    client = MlflowClient(uri)
+    orphan = client.get_run(t.run_id)
+    assert orphan.info.status == "KILLED" and f"pid {dead}" in orphan.data.tags["prunebench.error"]
+    assert client.get_run(alive.run_id).info.status == "RUNNING"
+
+
+def test_a_tracking_server_that_dies_mid_run_fails_the_run_within_30_s(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+                               "--default-artifact-root", str(tmp_path / "art")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def up():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+            except OSError:
+                return False
+
+        assert _wait_for(up, 300, server), "mlflow server did not start"
+        ck = tmp_path / "ck"
+        p = _cli([*LONG_RUN, "--tracking-uri", f"http://127.0.0.1:{port}", "--checkpoint-dir", str(ck)], tmp_path)
+        assert _wait_for(lambda: (ck / CHECKPOINT_NAME).exists(), 300, p), p.communicate()[1]
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        t0 = time.time()
+        out, err = p.communicate(timeout=120)
+        took = time.time() - t0
+        assert p.returncode == 2, err
+        assert "stopped answering" in err and err.strip().count("\n") == 0, err
+        assert took < 30, took
+        assert load_checkpoint(ck)["epoch"] >= 1  # resumable once the server is back
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from prunebench.errors import ConfigError
+from prunebench.errors import ConfigError, Terminated
 from prunebench.safety import atomic_write  # noqa: F401  (re-exported: sweeps and proxies import it from here)
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -49,22 +49,26 @@ REQUIRED_KEYS = ("identity", "epoch", "model", "optimizer", "pruner", "rng_globa
 
 @contextlib.contextmanager
 def deferred_sigint():
-    """Hold back Ctrl-C inside the block; re-raise it as KeyboardInterrupt right after."""
+    """Hold back Ctrl-C and SIGTERM inside the block; re-raise them (KeyboardInterrupt, Terminated) after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pending: list[Any] = []
-    previous = signal.getsignal(signal.SIGINT)
+    pending: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum, frame):
         pending.append(signum)
 
-    signal.signal(signal.SIGINT, handler)
+    for s in previous:
+        signal.signal(s, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
         if pending:
+            if signal.SIGTERM in pending:
+                raise Terminated
             raise KeyboardInterrupt
 
 

@@ -32,6 +32,7 @@ import prunebench
 from prunebench.datasets import FolderData, TensorData, load_dataset
 from prunebench.errors import ConfigError, TrainingError
 from prunebench.harness import distributed as ddp
+from prunebench.harness import liveness
 from prunebench.harness.augment import AugParams, apply_params, augment_batch, draw_params
 from prunebench.harness.checkpoint import (CHECKPOINT_NAME, check_tracking_reachable, check_writable_dir, load_checkpoint,
                                            save_checkpoint)
@@ -682,6 +683,8 @@ class Trainer:
         self.run_id = ddp.broadcast_object(tracker.run_id) if self.dist.enabled else tracker.run_id
         status, error = "FINISHED", ""
         try:
+            if self.dist.is_main:  # tag the run with this process; runs of dead processes here: KILLED
+                liveness.register(tracker)
             if self.on_start is not None:
                 self.on_start(self.run_id)
             if resume_state is None:

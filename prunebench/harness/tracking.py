@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from prunebench.errors import ConfigError, PrunebenchError
+from prunebench.errors import ConfigError, PrunebenchError, TrackingUnavailable
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -72,6 +72,49 @@ def _store_init_lock(uri: str):
     return file_lock(uri[len("sqlite:///"):] + ".lock")
 
 
+# MLflow's HTTP defaults retry a dead server for minutes (7 retries, backoff factor 2, 120 s timeout);
+# prunebench bounds a call to seconds unless the user set these variables
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5"}
+
+
+def bound_http_retries() -> None:
+    for k, v in HTTP_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+
+
+def _unreachable(e: BaseException) -> bool:
+    """Whether ``e`` says the tracking server did not answer (refused, reset, timed out, 5xx after retries)."""
+    text = f"{type(e).__name__}: {e}"
+    return any(w in text for w in ("Max retries exceeded", "Connection refused", "ConnectionError", "timed out",
+                                   "Read timed out", "RemoteDisconnected", "Connection aborted", "ConnectTimeout",
+                                   "too many 5", "503 Server Error", "502 Server Error"))
+
+
+class _Guarded:
+    """An MlflowClient whose calls turn "the server does not answer" into one line (TrackingUnavailable)."""
+
+    def __init__(self, client, uri: str) -> None:
+        self._c, self._uri = client, uri
+
+    def __getattr__(self, name: str):
+        f = getattr(self._c, name)
+        if not callable(f):
+            return f
+
+        def call(*a, **kw):
+            try:
+                return f(*a, **kw)
+            except Exception as e:
+                if _unreachable(e):
+                    raise TrackingUnavailable(
+                        f"MLflow tracking server {self._uri} stopped answering ({name}); the run is not "
+                        f"finished: with --checkpoint-dir, --resume it once the server is back") from None
+                raise
+
+        return call
+
+
 def _client(uri: str, cls):
     """``MlflowClient(uri)``; a store MLflow cannot open (corrupt or locked SQLite file, a schema from a
     newer MLflow) is one line, not a traceback."""
@@ -92,6 +135,8 @@ class MLflowTracker:
         except ImportError as e:  # pragma: no cover - mlflow is a dependency
             raise PrunebenchError(f"MLflow is not installed ({e}); install prunebench with its dependencies") from None
         self.uri = resolve_tracking_uri(tracking_uri)
+        if self.uri.startswith(("http://", "https://")):
+            bound_http_retries()
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri[len("sqlite:///"):])
             if not db.parent.is_dir():
@@ -105,7 +150,7 @@ class MLflowTracker:
                 logging.getLogger(name).setLevel(logging.WARNING)
         self.experiment = experiment
         with _store_init_lock(self.uri):  # processes started together on a fresh store: one creates its schema
-            self.client = _client(self.uri, MlflowClient)
+            self.client = _Guarded(_client(self.uri, MlflowClient), self.uri)
             self.experiment_id = self._experiment_id(experiment)
         self.run_id: str | None = None
 

@@ -258,12 +258,43 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="prunebench-parent-watch").start()
 
 
+_IN_RUN = False  # a pool worker is inside execute_run
+
+
+def _worker_sigterm(signum, frame) -> None:
+    """In a pool worker: SIGTERM (its parent died, or the leaderboard was terminated) ends the run in
+    progress as KILLED (checkpoint kept) and then the process; an idle worker exits at once."""
+    from prunebench.errors import Terminated
+
+    if _IN_RUN:
+        raise Terminated
+    os._exit(143)
+
+
+def _pool_execute(spec: RunSpec) -> dict[str, Any]:
+    """:func:`execute_run` in a pool worker; after SIGTERM the worker exits instead of waiting for work
+    from a parent that may be gone."""
+    from prunebench.errors import Terminated
+
+    global _IN_RUN
+    _IN_RUN = True
+    try:
+        return execute_run(spec)
+    except Terminated:
+        os._exit(143)
+    finally:
+        _IN_RUN = False
+
+
 def _worker_init(threads: int, parent_pid: int | None = None) -> None:
     import logging
 
     import torch
 
     if parent_pid is not None:
+        import signal
+
+        signal.signal(signal.SIGTERM, _worker_sigterm)
         _die_with_parent(parent_pid)
 
     torch.set_num_threads(threads)
@@ -590,14 +621,20 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
                                     initargs=(threads, os.getpid())) as pool:
-            futures = {pool.submit(execute_run, s): s for s in todo}
-            for i, fut in enumerate(cf.as_completed(futures), 1):
-                s = futures[fut]
-                try:
-                    rows[s.run_key] = fut.result()
-                except Exception as e:  # the worker process itself died
-                    rows[s.run_key] = {**_minimal_row(s), "error": f"{type(e).__name__}: {e}"}
-                report(i, s, rows[s.run_key])
+            futures = {pool.submit(_pool_execute, s): s for s in todo}
+            try:
+                for i, fut in enumerate(cf.as_completed(futures), 1):
+                    s = futures[fut]
+                    try:
+                        rows[s.run_key] = fut.result()
+                    except Exception as e:  # the worker process itself died
+                        rows[s.run_key] = {**_minimal_row(s), "error": f"{type(e).__name__}: {e}"}
+                    report(i, s, rows[s.run_key])
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: workers mark their runs KILLED and exit
+                pool.shutdown(wait=False, cancel_futures=True)
+                for child in multiprocessing.active_children():
+                    child.terminate()
+                raise
     elsewhere += [s for s in todo if rows[s.run_key].get("status") == ELSEWHERE]
     if todo:
         log(f"{study.name}: ran {len(todo)} runs in {time.perf_counter() - t_start:.1f}s")
