@@ -30,6 +30,8 @@ class _Parser(argparse.ArgumentParser):
 def _quiet_libraries() -> None:
     for name in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3", "git"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a locked or corrupt store: MLflow logs the whole SQL traceback; prunebench says it in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

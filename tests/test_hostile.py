@@ -573,3 +573,79 @@ def test_a_tracking_server_that_dies_mid_run_fails_the_run_within_30_s(tmp_path)
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+# ---------------------------------------------------------------------------------------------------
+# 7. bad input: one line, exit 2, nothing recorded as valid
+# ---------------------------------------------------------------------------------------------------
+
+
+def _image_folder(root: Path, bad: bytes | None) -> Path:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (8, 8), (40 * i, 100 if c == "a" else 0, 0)).save(d / f"{i}.png")
+    if bad is not None:
+        (root / "train" / "b" / "bad.png").write_bytes(bad)
+    return root
+
+
+@pytest.mark.parametrize("bad,workers", [(b"\x89PNG\r\n\x1a\n" + b"\0" * 40, 0), (b"P6\n0 0\n255\n", 1)])
+def test_a_corrupt_or_empty_image_is_one_line_and_the_run_failed(tmp_path, bad, workers):
+    from mlflow.tracking import MlflowClient
+
+    from prunebench.errors import DataError
+
+    root = _image_folder(tmp_path / "imgs", bad)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    cfg = dict(dataset=f"imagefolder:{root}", model="mlp", epochs=1, batch_size=4, image_size=8, num_workers=workers,
+               tracking=True, tracking_uri=uri, experiment="img", pruner="full", device="cpu")
+    with pytest.raises(DataError) as e:
+        train(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and f"image {root / 'train' / 'b' / 'bad.png'} is unreadable" in msg
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("img").experiment_id])
+    assert run.info.status == "FAILED"
+
+
+def test_values_that_overflow_float32_are_refused(synthetic):
+    with pytest.raises(ConfigError, match="overflows float32"):
+        train(fast_config(lr=1e308), data=synthetic)
+    with pytest.raises(ConfigError, match="overflows float32"):
+        train(fast_config(pruner="orderdp", pruner_options={"candidate_ratio": 1e300}), data=synthetic)
+
+
+def test_a_corrupt_sqlite_store_is_one_line(synthetic, tmp_path):
+    """(A store locked by another writer gives one line too, after SQLite's busy wait: ~30-55 s, so not
+    tested here.)"""
+    from prunebench.errors import PrunebenchError
+
+    db = tmp_path / "m.db"
+    db.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(PrunebenchError) as e:
+        train(fast_config(tracking=True, tracking_uri=f"sqlite:///{db}", experiment="e2"), data=synthetic)
+    assert "\n" not in str(e.value) and f"sqlite:///{db}" in str(e.value)
+
+
+
+def test_report_of_hostile_labels_renders_them_as_text(tmp_path):
+    """A method label matplotlib would parse as (broken) mathtext, raw HTML and a newline in a results
+    table: the figures are drawn, README.md shows them as escaped text on one table row."""
+    from prunebench.reports import build_report
+
+    df = _results_table("ok")
+    evil = "$\\frac{a$<script>alert(1)</script>|x\ny"
+    df.loc[df["method"] == "random-dynamic", "method"] = evil
+    out = tmp_path / "rep"
+    build_report(df, out)
+    md = (out / "README.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    rows = [line for line in md.splitlines() if "frac" in line and line.startswith("|")]
+    assert rows and all(line.rstrip().endswith("|") for line in rows)  # no row broken by the newline
+    assert "<script>" not in (out / "index.html").read_text()
+    assert list((out / "figures").glob("*.png"))
