@@ -649,3 +649,27 @@ def test_report_of_hostile_labels_renders_them_as_text(tmp_path):
     assert rows and all(line.rstrip().endswith("|") for line in rows)  # no row broken by the newline
     assert "<script>" not in (out / "index.html").read_text()
     assert list((out / "figures").glob("*.png"))
+
+
+def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_previous(synthetic, tmp_path, monkeypatch):
+    from prunebench.harness import checkpoint as ckmod
+
+    cfg = fast_config(pruner="random-dynamic", prune_ratio=0.3, epochs=3, checkpoint_dir=str(tmp_path))
+    calls = []
+    real = ckmod.atomic_write
+
+    def full_after_first(path, write, durable=False):
+        calls.append(path)
+        if len(calls) > 1:
+            def torn(t):
+                t.write_bytes(b"\0" * 100)
+                raise OSError(28, "No space left on device")
+
+            return real(path, torn, durable=durable)
+        return real(path, write, durable=durable)
+
+    monkeypatch.setattr(ckmod, "atomic_write", full_after_first)
+    with pytest.raises(ConfigError, match="No space left on device.*previous checkpoint is intact"):
+        train(cfg, data=synthetic)
+    assert load_checkpoint(tmp_path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]

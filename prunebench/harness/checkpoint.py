@@ -111,7 +111,12 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     buf = io.BytesIO()
     torch.save(to_safe({"format_version": FORMAT_VERSION, **state}), buf)
     with deferred_sigint():
-        return atomic_write(Path(directory) / CHECKPOINT_NAME, lambda t: t.write_bytes(buf.getbuffer()), durable=True)
+        try:
+            return atomic_write(Path(directory) / CHECKPOINT_NAME, lambda t: t.write_bytes(buf.getbuffer()),
+                                durable=True)
+        except OSError as e:  # e.g. a full disk: the temporary is gone, the previous checkpoint intact
+            raise ConfigError(f"checkpoint dir {directory}: writing the checkpoint failed "
+                              f"({e.strerror or type(e).__name__}); the previous checkpoint is intact") from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

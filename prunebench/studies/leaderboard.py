@@ -49,7 +49,7 @@ import pandas as pd
 from prunebench.harness.checkpoint import CHECKPOINT_NAME
 from prunebench.harness.identity import FINGERPRINT_TAG, data_fingerprint, data_identity
 from prunebench.safety import open_nofollow
-from prunebench.errors import ConfigError, PrunebenchError
+from prunebench.errors import ConfigError, PrunebenchError, TrackingUnavailable
 from prunebench.studies.claims import Claim, ClaimLost, heartbeat_s, is_fresh
 from prunebench.studies.spec import REFERENCE, RunSpec, Study
 
@@ -197,6 +197,8 @@ def execute_run(spec: RunSpec) -> dict[str, Any]:
         return row
     except ClaimLost as e:  # another leaderboard trains (or trained) this cell: wait for its row
         return {**_minimal_row(spec), "status": ELSEWHERE, "run_id": e.other_run_id, "error": str(e)}
+    except TrackingUnavailable:  # not this cell's fault: stop the leaderboard (checkpoints stay resumable)
+        raise
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else ""
         error = f"{type(e).__name__}: {msg}"
@@ -627,6 +629,9 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
                     s = futures[fut]
                     try:
                         rows[s.run_key] = fut.result()
+                    except TrackingUnavailable:
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
                     except Exception as e:  # the worker process itself died
                         rows[s.run_key] = {**_minimal_row(s), "error": f"{type(e).__name__}: {e}"}
                     report(i, s, rows[s.run_key])
