@@ -11,8 +11,8 @@ training the cell a second time.
 
 A RUNNING run whose heartbeat is older than 4 heartbeat periods (its process died: kill -9, OOM, a lost
 machine) is stale: the next leaderboard marks it KILLED ("abandoned") and trains the cell. A fresh one is
-never touched. Runs without a heartbeat (started by older prunebench) count as fresh for the same time
-after their start. Clocks of machines sharing one store are assumed to agree within the settle time.
+never touched, unless it runs on this machine and its process is gone (then it is stale at once). Runs
+without a heartbeat (started by older prunebench) count as fresh for the same time after their start. Clocks of machines sharing one store are assumed to agree within the settle time.
 """
 
 from __future__ import annotations
@@ -60,9 +60,18 @@ def last_beat(run: Any) -> float:
 
 
 def is_fresh(run: Any, now: float | None = None) -> bool:
-    """A RUNNING run whose process is alive (its heartbeat is recent)."""
+    """A RUNNING run whose process is alive: its heartbeat is recent and, when it runs on this machine
+    (:mod:`prunebench.harness.liveness` tags), its process still exists (so a leaderboard killed with
+    kill -9 and re-run at once takes its cells over without waiting for the heartbeat to age)."""
+    from prunebench.harness import liveness
+
     now = time.time() if now is None else now
-    return run.info.status == "RUNNING" and now - last_beat(run) < stale_after_s()
+    if run.info.status != "RUNNING" or now - last_beat(run) >= stale_after_s():
+        return False
+    tags = run.data.tags
+    if tags.get(liveness.HOST_TAG) == liveness.host_id() and liveness.PID_TAG in tags:
+        return liveness.process_alive(tags[liveness.PID_TAG])
+    return True
 
 
 def _claim_order(run: Any) -> tuple[float, str]:
