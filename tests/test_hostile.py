@@ -192,7 +192,7 @@ def _results_table(study: str):
     rows = []
     for m, p in (("full", 0.0), ("random-dynamic", 0.5)):
         for s in (0, 1):
-            rows.append(dict(study=study, method=m, pruner=m, label=m, granularity="dynamic", prune_ratio=p, seed=s,
+            rows.append(dict(study=study, method=m, pruner=m, label=m, prune_ratio=p, seed=s,
                              status="FINISHED", final_acc=0.5 + 0.1 * s + 0.05 * (m == "full"), best_acc=0.7,
                              dataset="synthetic", model="mlp", relative_compute=1 - p, realized_prune_ratio=p,
                              train_time_s=1.0, run_id=None, tracking_uri=None, run_key=f"{m}{s}"))

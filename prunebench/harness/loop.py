@@ -34,8 +34,8 @@ from prunebench.errors import ConfigError, TrainingError
 from prunebench.harness import distributed as ddp
 from prunebench.harness import liveness
 from prunebench.harness.augment import AugParams, apply_params, augment_batch, draw_params
-from prunebench.harness.checkpoint import (CHECKPOINT_NAME, check_tracking_reachable, check_writable_dir, load_checkpoint,
-                                           save_checkpoint)
+from prunebench.harness.checkpoint import (CHECKPOINT_NAME, check_tracking_reachable, check_writable_dir, deferred_sigint,
+                                           load_checkpoint, save_checkpoint)
 from prunebench.harness.config import EXECUTION_FIELDS, TrainConfig
 from prunebench.harness.identity import FINGERPRINT_TAG, data_fingerprint, data_identity, data_mismatch
 from prunebench.harness.models import create_model
@@ -694,12 +694,8 @@ class Trainer:
             early = _is_early_stop(e)
             status = "KILLED" if isinstance(e, KeyboardInterrupt) or early else "FAILED"
             error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            try:
-                tracker.set_tags({"prunebench.early_stopped": f"after epoch {len(self.history) - 1}"} if early
-                                 else {"prunebench.error": error[:5000]})
-                tracker.end(status)
-            except Exception:
-                pass
+            _mark_ended(tracker, status, {"prunebench.early_stopped": f"after epoch {len(self.history) - 1}"} if early
+                        else {"prunebench.error": error[:5000]})
             raise
         result = self._result(tracker.run_id, label, status, error)
         usage = result.usage
@@ -864,6 +860,28 @@ class Trainer:
         }
         kept = np.stack(self.kept_masks) if self.kept_masks else None
         return RunResult(row=row, history=list(self.history), usage=self.usage.cpu().numpy(), kept_masks=kept)
+
+
+def _mark_ended(tracker, status: str, tags: dict[str, str]) -> None:
+    """Mark an interrupted run (KILLED, FAILED) in MLflow. A second Ctrl-C/SIGTERM is held back meanwhile
+    and a busy store is retried, so the run is not left RUNNING; a server that does not answer is not."""
+    from prunebench.errors import TrackingUnavailable
+
+    with deferred_sigint():
+        for attempt in range(3):
+            try:
+                tracker.end(status)
+                break
+            except TrackingUnavailable:
+                return
+            except Exception as e:  # e.g. SQLite busy while a sibling process writes
+                if attempt == 2:
+                    log.warning("could not mark the MLflow run %s (%s: %s)", status, type(e).__name__, e)
+                time.sleep(0.5 * (attempt + 1))
+        try:
+            tracker.set_tags(tags)
+        except Exception:
+            pass
 
 
 def _is_early_stop(e: BaseException) -> bool:

@@ -90,7 +90,7 @@ def normalize_table(df: pd.DataFrame, where: str) -> pd.DataFrame:
         df["method"] = [("full" if p == "full" else method_from_label(lab))
                         for p, lab in zip(df["pruner"], df.get("label", df["pruner"]))]
     df["method"] = df["method"].astype(str)
-    for c in ("dataset", "model"):
+    for c in ("dataset", "model", "granularity"):  # granularity: a table from elsewhere may lack it
         if c not in df.columns:
             df[c] = "?"
     numeric = ("seed", "prune_ratio", "final_acc", "best_acc", "epochs", "num_samples", "train_time_s",
