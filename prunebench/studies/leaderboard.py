@@ -173,7 +173,7 @@ def _minimal_row(spec: RunSpec) -> dict[str, Any]:
             "final_acc": float("nan"), "best_acc": float("nan")}
 
 
-def execute_run(spec: RunSpec) -> dict[str, Any]:
+def execute_run(spec: RunSpec, step_check: Callable[..., None] | None = None) -> dict[str, Any]:
     """Train one grid cell; never raises for a failed run (exception, NaN loss): returns a FAILED row.
 
     The failed row is logged to the failed MLflow run as ``run.json`` so that it can be read back like
@@ -187,6 +187,8 @@ def execute_run(spec: RunSpec) -> dict[str, Any]:
     try:
         data = _data_for(spec.config)
         trainer = Trainer(spec.config, data=data)
+        if step_check is not None:  # called after every optimizer step (a pool worker's SIGTERM check)
+            trainer.step_observers.append(step_check)
         if spec.config.tracking:
             claim = Claim(spec.config.tracking_uri, spec.config.experiment, spec.run_key, data_fingerprint(data),
                           resumed=spec.config.resume)
@@ -261,16 +263,41 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 _IN_RUN = False  # a pool worker is inside execute_run
+_TERM_AT: float | None = None  # when a pool worker got SIGTERM
+TERM_GRACE_S = 30.0  # then the run stops at its next optimizer step; if none comes, it is interrupted
 
 
 def _worker_sigterm(signum, frame) -> None:
     """In a pool worker: SIGTERM (its parent died, or the leaderboard was terminated) ends the run in
-    progress as KILLED (checkpoint kept) and then the process; an idle worker exits at once."""
+    progress as KILLED (checkpoint kept) and then the process; an idle worker exits at once.
+
+    The run stops at its next optimizer step (:func:`_stop_if_terminated`), not wherever the signal lands:
+    an exception raised inside a half-done MLflow/SQLite write could leave the store locked and the run
+    RUNNING. A run with no step for ``TERM_GRACE_S`` (a proxy run, evaluation) is interrupted then, and a
+    worker still alive ``3 * TERM_GRACE_S`` after the signal exits regardless."""
+    import threading
+
     from prunebench.errors import Terminated
 
-    if _IN_RUN:
+    global _TERM_AT
+    if not _IN_RUN:
+        os._exit(143)
+    if _TERM_AT is None:
+        _TERM_AT = time.monotonic()
+        for delay in (TERM_GRACE_S, 3 * TERM_GRACE_S):
+            t = threading.Timer(delay, os.kill if delay == TERM_GRACE_S else (lambda *a: os._exit(143)),
+                                (os.getpid(), signum))
+            t.daemon = True
+            t.start()
+        return
+    raise Terminated  # the grace period passed without an optimizer step
+
+
+def _stop_if_terminated(*_: Any) -> None:
+    from prunebench.errors import Terminated
+
+    if _TERM_AT is not None:
         raise Terminated
-    os._exit(143)
 
 
 def _pool_execute(spec: RunSpec) -> dict[str, Any]:
@@ -281,7 +308,7 @@ def _pool_execute(spec: RunSpec) -> dict[str, Any]:
     global _IN_RUN
     _IN_RUN = True
     try:
-        return execute_run(spec)
+        return execute_run(spec, step_check=_stop_if_terminated)
     except Terminated:
         os._exit(143)
     finally:
