@@ -30,6 +30,8 @@ class _Parser(argparse.ArgumentParser):
 def _quiet_libraries() -> None:
     for name in ("alembic", "mlflow", "optuna", "matplotlib", "urllib3", "git"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a locked or corrupt store: MLflow logs the whole SQL traceback; prunebench says it in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -523,12 +525,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _quiet_libraries()
+    from prunebench.errors import Terminated
+    from prunebench.safety import handle_sigterm
+
+    handle_sigterm()  # SIGTERM (timeout, docker stop, Slurm, ...) ends a run like Ctrl-C, as KILLED
     try:
         return int(args.func(args) or 0)
     except PrunebenchError as e:
         msg = " ".join(str(e).split("\n"))
         print(f"prunebench: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print("prunebench: terminated (SIGTERM); the run is marked KILLED and its checkpoint, if any, kept",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("prunebench: interrupted", file=sys.stderr)
         return 130

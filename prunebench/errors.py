@@ -19,3 +19,13 @@ class DataError(PrunebenchError):
 
 class TrainingError(PrunebenchError):
     """Training diverged (NaN/inf loss) or otherwise cannot continue."""
+
+
+class TrackingUnavailable(PrunebenchError):
+    """The MLflow tracking server stopped answering mid-run (retries bounded to seconds); the run's
+    checkpoint, if any, is intact and resumable."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, systemd, Slurm, Kubernetes), handled like Ctrl-C: the run is
+    marked KILLED, a checkpoint being written is finished first, and the CLI exits with 143."""

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from prunebench.errors import ConfigError
 
+FLOAT32_MAX = 3.4028234663852886e38
+
 
 
 
@@ -66,6 +68,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         if not math.isfinite(out):
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        if abs(out) > FLOAT32_MAX:  # training runs in float32: 1e308 would overflow to inf there
+            raise ConfigError(f"{where}: {value!r} overflows float32 (|x| <= 3.4e38), the precision training uses")
         return out
     if annotation is str:
         if isinstance(value, str):

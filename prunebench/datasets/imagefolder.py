@@ -31,6 +31,34 @@ class IndexedDataset(torch.utils.data.Dataset):
         return i, x, y
 
 
+class UnreadableImage(DataError):
+    """An image file that cannot be decoded, or has no pixels. Raised in a DataLoader worker, torch
+    re-raises it in the main process with the worker's traceback as the message: keep our line only."""
+
+    def __init__(self, msg: str) -> None:
+        if msg.startswith("Caught "):
+            tail = [line for line in msg.splitlines() if line.strip()][-1]
+            msg = tail.split("UnreadableImage: ", 1)[-1]
+        super().__init__(msg)
+
+
+def load_image(path: str):
+    """Decode ``path`` as RGB; a corrupt, truncated or 0x0-pixel image is one line naming the file
+    (torchvision's default loader crashes on it, or trains on an empty tensor, whenever it is sampled)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            img.load()
+            if img.width < 1 or img.height < 1:
+                raise ValueError(f"it has {img.width}x{img.height} pixels")
+            return img.convert("RGB")
+    except Exception as e:
+        why = str(e).splitlines()[0][:120] if str(e) else ""
+        raise UnreadableImage(f"image {path} is unreadable ({type(e).__name__}: {why}); remove or replace it") from None
+
+
 def _folder(root: Path, names: tuple[str, ...]) -> Path | None:
     for n in names:
         if (root / n).is_dir():
@@ -56,8 +84,8 @@ def load_folder(name: str, root: Path, image_size: int | None, *, default_epochs
         [transforms.Resize(int(round(size * 256 / 224))), transforms.CenterCrop(size), transforms.ToTensor()]
     )
     try:
-        tr = datasets.ImageFolder(str(train_dir), transform=train_tf)
-        te = datasets.ImageFolder(str(val_dir), transform=test_tf)
+        tr = datasets.ImageFolder(str(train_dir), transform=train_tf, loader=load_image)
+        te = datasets.ImageFolder(str(val_dir), transform=test_tf, loader=load_image)
     except (FileNotFoundError, OSError) as e:
         raise DataError(f"{name}: cannot read ImageFolder in {root}: {str(e).splitlines()[0]}") from None
     if tr.classes != te.classes:

@@ -23,6 +23,7 @@ from prunebench.harness.tracking import download_artifact
 from prunebench.pruners.base import keep_count
 from prunebench.pruners.from_indices import write_indices
 from prunebench.pruners.rules import topk_random_ties
+from prunebench.safety import atomic_write, npy_bytes
 from prunebench.seeding import make_generator
 
 
@@ -70,9 +71,10 @@ def _write_counts(path: str | Path, counts: np.ndarray) -> None:
     """One usage count per sample, in dataset order (``.npy``, or ``.csv`` with columns index,usage)."""
     p = Path(path)
     if p.suffix == ".npy":
-        np.save(p, counts)
+        atomic_write(p, lambda t: t.write_bytes(npy_bytes(counts)))  # never through a symlink at p
     elif p.suffix in (".csv", ".txt"):
-        p.write_text("index,usage\n" + "".join(f"{i},{int(c)}\n" for i, c in enumerate(counts)))
+        text = "index,usage\n" + "".join(f"{i},{int(c)}\n" for i, c in enumerate(counts))
+        atomic_write(p, lambda t: t.write_text(text))
     else:
         raise ConfigError(f"output {str(p)!r}: unknown extension {p.suffix!r}; valid: .npy, .csv, .txt")
 

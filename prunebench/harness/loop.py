@@ -34,10 +34,13 @@ import prunebench
 from prunebench.datasets import FolderData, TensorData, load_dataset
 from prunebench.errors import ConfigError, TrainingError
 from prunebench.harness import distributed as ddp
+from prunebench.harness import liveness
 from prunebench.harness.augment import AugParams, apply_params, augment_batch, draw_params
 from prunebench.harness.batchnorm import CandidateBNStats
-from prunebench.harness.checkpoint import check_tracking_reachable, check_writable_dir, load_checkpoint, save_checkpoint
+from prunebench.harness.checkpoint import (CHECKPOINT_NAME, check_tracking_reachable, check_writable_dir, deferred_sigint,
+                                           load_checkpoint, save_checkpoint)
 from prunebench.harness.config import EXECUTION_FIELDS, MACHINE_FIELDS, TrainConfig
+from prunebench.harness.identity import FINGERPRINT_TAG, data_fingerprint, data_identity, data_mismatch
 from prunebench.harness.models import create_model
 from prunebench.harness.optim import create_optimizer, default_lr, lr_multiplier
 from prunebench.harness.probe import gradient_probe
@@ -222,6 +225,9 @@ class Trainer:
         # recorders); the hot path only tests the empty list
         self.step_observers: list[Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]] = []
         self.proxy_runner = None  # set by _context(): the static methods' proxy (its cost goes in the row)
+        # called with the MLflow run id once the run has started (a leaderboard's claim on its grid cell);
+        # what it raises ends the run like a training error
+        self.on_start: Callable[[str | None], None] | None = None
         # gradient-direction probe (harness/probe.py): fixed full-data sample, per-epoch loss-weight sums
         self.probe_epochs = frozenset(config.probe_epochs)
         if self.probe_epochs and config.budget == "epochs" and max(self.probe_epochs) >= self.epochs:
@@ -604,16 +610,27 @@ class Trainer:
             if cfg.resume:
                 state = load_checkpoint(cfg.checkpoint_dir)
                 self._check_resumable(state)
+            target = Path(cfg.checkpoint_dir) / CHECKPOINT_NAME
+            if target.is_symlink() or (target.exists() and not target.is_file()):
+                raise ConfigError(f"checkpoint dir {cfg.checkpoint_dir}: {target.name} there is not a regular file; "
+                                  f"remove it or use another --checkpoint-dir")
             n_params = sum(p.numel() for p in self.model.parameters())
             need = 2 * (3 * 4 * n_params + 64 * self.n) + (8 << 20)  # model + optimizer + pruner state, twice
             check_writable_dir(cfg.checkpoint_dir, need, "checkpoint dir")
         return state
 
     def _identity(self) -> dict[str, Any]:
-        return {k: v for k, v in self.config.to_dict().items() if k not in EXECUTION_FIELDS}
+        """The settings and the data (fingerprint and sizes) a checkpoint may be resumed with."""
+        return {**{k: v for k, v in self.config.to_dict().items() if k not in EXECUTION_FIELDS},
+                "data": data_identity(self.data)}
 
     def _check_resumable(self, state: dict[str, Any]) -> None:
-        saved, now = state["identity"], self._identity()
+        saved, now = dict(state["identity"]), self._identity()
+        problem = data_mismatch(saved, state, now["data"])
+        if problem:
+            raise ConfigError(f"--resume: {problem}; resume on the same data or use another --checkpoint-dir")
+        saved.pop("data", None)
+        now.pop("data")
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if diff:
             k = diff[0]
@@ -678,7 +695,7 @@ class Trainer:
         tags = {"prunebench.label": label, "prunebench.pruner": cfg.pruner, "prunebench.granularity": self.pruner.granularity,
                 **{f"prunebench.{k}": str(v) for k in MACHINE_FIELDS  # this machine's values
                    if (v := getattr(tracker, "uri", None) if k == "tracking_uri" else getattr(cfg, k)) is not None},
-                **{k: str(v) for k, v in cfg.tags.items()}}
+                FINGERPRINT_TAG: data_fingerprint(self.data), **{k: str(v) for k, v in cfg.tags.items()}}
         if resume_state is not None:
             self.load_state_dict(resume_state)
             # the pruner's state already holds its selection: prepare() (and a static proxy run) is not repeated
@@ -690,6 +707,10 @@ class Trainer:
         self.run_id = ddp.broadcast_object(tracker.run_id) if self.dist.enabled else tracker.run_id
         status, error = "FINISHED", ""
         try:
+            if self.dist.is_main:  # tag the run with this process; runs of dead processes here: KILLED
+                liveness.register(tracker)
+            if self.on_start is not None:
+                self.on_start(self.run_id)
             if resume_state is None:
                 self._prepare_pruner()
             self._train_loop(tracker)
@@ -697,12 +718,8 @@ class Trainer:
             early = _is_early_stop(e)
             status = "KILLED" if isinstance(e, KeyboardInterrupt) or early else "FAILED"
             error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            try:
-                tracker.set_tags({"prunebench.early_stopped": f"after epoch {len(self.history) - 1}"} if early
-                                 else {"prunebench.error": error[:5000]})
-                tracker.end(status)
-            except Exception:
-                pass
+            _mark_ended(tracker, status, {"prunebench.early_stopped": f"after epoch {len(self.history) - 1}"} if early
+                        else {"prunebench.error": error[:5000]})
             raise
         result = self._result(tracker.run_id, label, status, error)
         usage = result.usage
@@ -865,6 +882,7 @@ class Trainer:
             "label_smoothing": cfg.label_smoothing,
             "num_samples": self.n,
             "num_classes": self.data.num_classes,
+            "data_fingerprint": data_fingerprint(self.data),
             "final_acc": final.get("test_acc", float("nan")),
             "best_acc": max(accs) if accs else float("nan"),
             "final_top5": final.get("test_top5", float("nan")),
@@ -893,6 +911,28 @@ class Trainer:
         }
         kept = np.stack(self.kept_masks) if self.kept_masks else None
         return RunResult(row=row, history=list(self.history), usage=self.usage.cpu().numpy(), kept_masks=kept)
+
+
+def _mark_ended(tracker, status: str, tags: dict[str, str]) -> None:
+    """Mark an interrupted run (KILLED, FAILED) in MLflow. A second Ctrl-C/SIGTERM is held back meanwhile
+    and a busy store is retried, so the run is not left RUNNING; a server that does not answer is not."""
+    from prunebench.errors import TrackingUnavailable
+
+    with deferred_sigint():
+        for attempt in range(3):
+            try:
+                tracker.end(status)
+                break
+            except TrackingUnavailable:
+                return
+            except Exception as e:  # e.g. SQLite busy while a sibling process writes
+                if attempt == 2:
+                    log.warning("could not mark the MLflow run %s (%s: %s)", status, type(e).__name__, e)
+                time.sleep(0.5 * (attempt + 1))
+        try:
+            tracker.set_tags(tags)
+        except Exception:
+            pass
 
 
 def _is_early_stop(e: BaseException) -> bool:

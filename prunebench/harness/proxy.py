@@ -35,6 +35,7 @@ from prunebench.harness.config import TrainConfig
 from prunebench.harness.models import classifier_head
 from prunebench.pruners.base import PruneContext, ProxyRequest
 from prunebench.pruners.scores import prob_margin
+from prunebench.safety import npy_bytes
 from prunebench.seeding import derive_seed
 
 log = logging.getLogger("prunebench.proxy")
@@ -272,7 +273,7 @@ def export_arrays(arrays: dict[str, np.ndarray], out_dir: str | Path, fmt: str =
     written = []
     if fmt == "npy":
         for k, v in arrays.items():
-            np.save(out / f"{k}.npy", v)
+            atomic_write(out / f"{k}.npy", lambda t, v=v: t.write_bytes(npy_bytes(v)))
             written.append(out / f"{k}.npy")
         return written
     import pandas as pd
@@ -287,12 +288,12 @@ def export_arrays(arrays: dict[str, np.ndarray], out_dir: str | Path, fmt: str =
         mask = np.zeros(n, dtype=bool)
         mask[kept] = True
         cols["kept"] = mask
-    pd.DataFrame(cols).to_csv(out / "scores.csv", index=False)
+    atomic_write(out / "scores.csv", lambda t: pd.DataFrame(cols).to_csv(t, index=False))
     written.append(out / "scores.csv")
     if kept is not None:
         extra = {"order": np.arange(len(kept)), "index": kept}
         if "kept_weights" in arrays:
             extra["weight"] = arrays["kept_weights"]
-        pd.DataFrame(extra).to_csv(out / "kept_indices.csv", index=False)
+        atomic_write(out / "kept_indices.csv", lambda t: pd.DataFrame(extra).to_csv(t, index=False))
         written.append(out / "kept_indices.csv")
     return written

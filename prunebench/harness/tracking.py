@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from prunebench.errors import ConfigError, PrunebenchError
+from prunebench.errors import ConfigError, PrunebenchError, TrackingUnavailable
 
 
 #: MLflow 3's experiment type: "custom_model_development" opens the experiment on its training runs (the
@@ -88,6 +88,72 @@ class NullTracker:
         pass
 
 
+def _store_init_lock(uri: str):
+    """A lock beside a SQLite store (``<db>.lock``) around its first use: MLflow creates the schema on first
+    use, and two processes doing that at once on a fresh store fail (alembic version race)."""
+    import contextlib
+
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from prunebench.safety import file_lock
+
+    return file_lock(uri[len("sqlite:///"):] + ".lock")
+
+
+# MLflow's HTTP defaults retry a dead server for minutes (7 retries, backoff factor 2, 120 s timeout);
+# prunebench bounds a call to seconds unless the user set these variables
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5"}
+
+
+def bound_http_retries() -> None:
+    for k, v in HTTP_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+
+
+def _unreachable(e: BaseException) -> bool:
+    """Whether ``e`` says the tracking server did not answer (refused, reset, timed out, 5xx after retries)."""
+    text = f"{type(e).__name__}: {e}"
+    return any(w in text for w in ("Max retries exceeded", "Connection refused", "ConnectionError", "timed out",
+                                   "Read timed out", "RemoteDisconnected", "Connection aborted", "ConnectTimeout",
+                                   "too many 5", "503 Server Error", "502 Server Error"))
+
+
+class _Guarded:
+    """An MlflowClient whose calls turn "the server does not answer" into one line (TrackingUnavailable)."""
+
+    def __init__(self, client, uri: str) -> None:
+        self._c, self._uri = client, uri
+
+    def __getattr__(self, name: str):
+        f = getattr(self._c, name)
+        if not callable(f):
+            return f
+
+        def call(*a, **kw):
+            try:
+                return f(*a, **kw)
+            except Exception as e:
+                if _unreachable(e):
+                    raise TrackingUnavailable(
+                        f"MLflow tracking server {self._uri} stopped answering ({name}); the run is not "
+                        f"finished: with --checkpoint-dir, --resume it once the server is back") from None
+                raise
+
+        return call
+
+
+def _client(uri: str, cls):
+    """``MlflowClient(uri)``; a store MLflow cannot open (corrupt or locked SQLite file, a schema from a
+    newer MLflow) is one line, not a traceback."""
+    try:
+        return cls(tracking_uri=uri)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+        raise PrunebenchError(f"MLflow tracking store {uri} is unusable ({type(e).__name__}: {msg}); "
+                              f"use another --tracking-uri or repair the store") from None
+
+
 class MLflowTracker:
     """One MLflow run: params, per-epoch metrics, artifacts, final status."""
 
@@ -97,6 +163,8 @@ class MLflowTracker:
         except ImportError as e:  # pragma: no cover - mlflow is a dependency
             raise PrunebenchError(f"MLflow is not installed ({e}); install prunebench with its dependencies") from None
         self.uri = resolve_tracking_uri(tracking_uri)
+        if self.uri.startswith(("http://", "https://")):
+            bound_http_retries()
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri[len("sqlite:///"):])
             if not db.parent.is_dir():
@@ -108,9 +176,10 @@ class MLflowTracker:
 
             for name in ("mlflow", "alembic"):  # mlflow sets its loggers up on import
                 logging.getLogger(name).setLevel(logging.WARNING)
-        self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment = experiment
-        self.experiment_id = self._experiment_id(experiment)
+        with _store_init_lock(self.uri):  # processes started together on a fresh store: one creates its schema
+            self.client = _Guarded(_client(self.uri, MlflowClient), self.uri)
+            self.experiment_id = self._experiment_id(experiment)
         self.run_id: str | None = None
 
     def _experiment_id(self, name: str) -> str:
@@ -137,7 +206,7 @@ class MLflowTracker:
             raise PrunebenchError(f"MLflow tracking store {self.uri} is unusable: {msg}") from None
 
     def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str], run_id: str | None = None) -> None:
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         if run_id is not None:  # resume an existing run
             self.run_id = run_id

@@ -13,6 +13,7 @@ import torch
 from prunebench.errors import ConfigError
 from prunebench.pruners.base import Pruner, Selection, register_pruner
 from prunebench.pruners.rules import shuffle
+from prunebench.safety import atomic_write, npy_bytes
 
 
 def read_indices(path: str | Path) -> np.ndarray:
@@ -49,9 +50,10 @@ def write_indices(path: str | Path, indices: np.ndarray) -> Path:
     p = Path(path)
     idx = np.asarray(indices, dtype=np.int64)
     if p.suffix == ".npy":
-        np.save(p, idx)
+        atomic_write(p, lambda t: t.write_bytes(npy_bytes(idx)))  # never through a symlink at p
     elif p.suffix in (".csv", ".txt"):
-        p.write_text("index\n" + "".join(f"{int(i)}\n" for i in idx))
+        text = "index\n" + "".join(f"{int(i)}\n" for i in idx)
+        atomic_write(p, lambda t: t.write_text(text))
     else:
         raise ConfigError(f"output {str(p)!r}: unknown extension {p.suffix!r}; valid: .npy, .csv, .txt")
     return p

@@ -26,7 +26,7 @@ from prunebench.reports.sweeps import sweep_sections
 from prunebench.reports.render import Document, Figure, Section, Table, to_html, to_markdown
 from prunebench.reports.stats import (COST_DEFINITION, FEW_SEEDS, PROXY_CHARGES, SIGN_CONVENTION, format_diff,
                                       paired_table, study_options, with_costs)
-from prunebench.reports.tables import (GROUP, best_marks, curve_volatility, leaderboard_table, stability_table)
+from prunebench.reports.tables import (GROUP, curve_volatility, leaderboard_table, stability_table)
 
 MAIN_FIGURE = "figures/accuracy_vs_compute.png"
 LIBRARIES = ("torch", "torchvision", "mlflow", "optuna", "pandas", "seaborn", "matplotlib", "numpy", "scipy")
@@ -275,6 +275,9 @@ def _gamma_items(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------
 
 
+REPORT_ENTRIES = ("figures", "tables", "index.html", "README.md")
+
+
 def build_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                  results_dir: str | os.PathLike | None = None, tracking_uri: str | None = None,
                  title: str | None = None, prior_report: str | os.PathLike | None = None,
@@ -297,6 +300,9 @@ def build_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.Pa
         baselines of the paired statistics; default: the study file's ``[study]`` options, else ``full``
         and random-static / random-dynamic (:mod:`prunebench.reports.stats`).
     """
+    from prunebench.errors import ConfigError
+    from prunebench.safety import safe_component, staged_dir
+
     src = resolve_source(results, results_dir=results_dir, tracking_uri=tracking_uri)
     opts = study_options(src.study_text)
     if proxy_charge is not None:
@@ -304,10 +310,20 @@ def build_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.Pa
             raise ReportError(f"proxy charge {proxy_charge!r} is not valid; valid: {', '.join(PROXY_CHARGES)}")
         opts["proxy_charge"] = proxy_charge
     opts["baselines"].update(baselines or {})
+    if out_dir is None:  # the name comes from the data: one safe folder name inside reports/
+        try:
+            out = Path("reports") / safe_component(src.name, f"{src.origin}: study name")
+        except ConfigError as e:
+            raise ReportError(f"{e}; pass -o DIR to choose the report folder") from None
+    else:
+        out = Path(out_dir)
     prior = PriorReport(prior_report) if prior_report is not None else None
     store = RunStore(prior)
     try:
-        return _build(src, Path(out_dir) if out_dir is not None else Path("reports") / src.name, store, title, opts)
+        # built in a staging folder and swapped in whole: a failure part way keeps the previous report
+        with staged_dir(out, REPORT_ENTRIES) as stage:
+            _build(src, stage, store, title, opts)
+        return out / "index.html"
     finally:
         store.close()
 

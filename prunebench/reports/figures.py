@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -20,6 +21,8 @@ from prunebench.reports.stats import pareto_mask
 DPI = 110
 FULL_COLOR = "#222222"
 sns.set_theme(style="whitegrid", context="notebook")
+# labels come from data: "$\\frac{a$" must be drawn as text, not parsed as (broken) mathtext
+matplotlib.rcParams["text.parse_math"] = False
 
 
 def palette(series: list[str]) -> dict[str, str]:

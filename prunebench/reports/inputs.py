@@ -88,7 +88,7 @@ def normalize_table(df: pd.DataFrame, where: str) -> pd.DataFrame:
         df["method"] = [("full" if p == "full" else method_from_label(lab))
                         for p, lab in zip(df["pruner"], df.get("label", df["pruner"]))]
     df["method"] = df["method"].astype(str)
-    for c in ("dataset", "model"):
+    for c in ("dataset", "model", "granularity"):  # granularity: a table from elsewhere may lack it
         if c not in df.columns:
             df[c] = "?"
     numeric = ("seed", "prune_ratio", "final_acc", "best_acc", "epochs", "num_samples", "train_time_s",
@@ -126,7 +126,13 @@ def study_name(toml_path: Path) -> str:
     name = data["study"].get("name") if isinstance(data.get("study"), dict) else data.get("name")
     if not isinstance(name, str) or not name:
         raise ReportError(f"study file {toml_path} has no [study] name = \"...\" key")
-    return name
+    from prunebench.errors import ConfigError
+    from prunebench.safety import safe_component
+
+    try:  # it names the folder results/<name>/
+        return safe_component(name, f"study file {toml_path}: [study] name")
+    except ConfigError as e:
+        raise ReportError(str(e)) from None
 
 
 def resolve_source(target: str | os.PathLike | pd.DataFrame, *, results_dir: str | os.PathLike | None = None,

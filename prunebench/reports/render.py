@@ -113,8 +113,15 @@ def to_html(doc: Document) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _md_text(x) -> str:
+    """Text from data (labels, names, errors) safe inside Markdown: HTML escaped, one line."""
+    return " ".join(html.escape(str(x), quote=False).split())
+
+
 def _md_cell(x, bold: bool) -> str:
-    s = str(x).replace("|", "\\|")
+    s = _md_text(x)
+    for ch in "\\`*[]|":  # no code spans, emphasis, links or cell breaks from data
+        s = s.replace(ch, "\\" + ch)
     return f"**{s}**" if bold and s else s
 
 
@@ -133,7 +140,7 @@ def _md_table(t: Table) -> str:
 
 
 def to_markdown(doc: Document) -> str:
-    parts = [f"# {doc.title}", "", doc.subtitle, "",
+    parts = [f"# {_md_text(doc.title)}", "", _md_text(doc.subtitle), "",
              " · ".join(f"[{s.title}](#{s.anchor})" for s in doc.sections), ""]
     for s in doc.sections:
         parts += [f"<a id=\"{s.anchor}\"></a>", f"## {s.title}", ""]

@@ -46,11 +46,13 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from prunebench.harness.checkpoint import CHECKPOINT_NAME
 from prunebench.harness.tracking import download_artifact
-from prunebench.errors import ConfigError, PrunebenchError
+from prunebench.harness.identity import FINGERPRINT_TAG, data_fingerprint, data_identity
+from prunebench.safety import open_nofollow
+from prunebench.errors import ConfigError, PrunebenchError, TrackingUnavailable
+from prunebench.studies.claims import Claim, ClaimLost, heartbeat_s, is_fresh
 from prunebench.studies.progress import CellProgress, QueueShow, Show
-from prunebench.studies.spec import REFERENCE, RunSpec, Study
+from prunebench.studies.spec import RunSpec, Study
 
 Log = Callable[[str], None]
 STUDY_COLUMNS = ("study", "method", "run_key", "tracking_uri", "experiment")
@@ -73,8 +75,11 @@ def _client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def study_runs(study: Study, tracking_uri: str) -> dict[str, list[Any]]:
-    """MLflow runs of ``study`` (leaderboard runs only), grouped by run key, oldest first."""
+def study_runs(study: Study, tracking_uri: str, fingerprint: str | None = None) -> dict[str, list[Any]]:
+    """MLflow runs of ``study`` (leaderboard runs only), grouped by run key, oldest first.
+
+    With ``fingerprint`` (:func:`~prunebench.harness.identity.data_fingerprint`), runs tagged with another
+    data fingerprint are left out (they trained on other data); runs older than the tag count."""
     from mlflow.entities import ViewType
 
     client = _client(tracking_uri)
@@ -89,7 +94,8 @@ def study_runs(study: Study, tracking_uri: str) -> dict[str, list[Any]]:
                                   max_results=1000, page_token=token)
         for r in page:
             key = r.data.tags.get(KEY_TAG)
-            if key:
+            fp = r.data.tags.get(FINGERPRINT_TAG)
+            if key and (fingerprint is None or fp is None or fp == fingerprint):
                 out.setdefault(key, []).append(r)
         token = page.token
         if not token:
@@ -114,7 +120,8 @@ def _classify(spec: RunSpec, runs: list[Any], client, retry_failed: bool,
     """(state, row of the run that counts, leftover RUNNING runs) for one grid cell.
 
     state: ``done`` (a FINISHED run with a row), ``imported`` (no FINISHED run in MLflow, but a FINISHED
-    row in an imported results table), ``failed`` (the latest attempt failed and ``retry_failed`` is off),
+    row in an imported results table), ``elsewhere`` (a RUNNING run with a fresh heartbeat: another
+    leaderboard trains it; see :mod:`prunebench.studies.claims`), ``failed`` (the latest attempt failed and ``retry_failed`` is off),
     ``retry`` (failed before, will run again) or ``todo``.
     """
     finished = [r for r in runs if r.info.status == "FINISHED"]
@@ -124,7 +131,9 @@ def _classify(spec: RunSpec, runs: list[Any], client, retry_failed: bool,
             return "done", row, []
     running = [r for r in runs if r.info.status == "RUNNING"]
     if imported and spec.run_key in imported:
-        return "imported", imported[spec.run_key], running
+        return "imported", imported[spec.run_key], []
+    if any(is_fresh(r) for r in running):  # alive in another process (another --out, another machine)
+        return "elsewhere", None, []
     failed = [r for r in runs if r.info.status in ("FAILED", "KILLED")]
     if failed:
         if not retry_failed:
@@ -170,7 +179,8 @@ def cell_name(spec: RunSpec) -> str:
     return f"{spec.method} p={spec.prune_ratio:g} seed={spec.seed}"
 
 
-def execute_run(spec: RunSpec, show: Show | None = None) -> dict[str, Any]:
+def execute_run(spec: RunSpec, show: Show | None = None,
+                step_check: Callable[..., None] | None = None) -> dict[str, Any]:
     """Train one grid cell; never raises for a failed run (exception, NaN loss): returns a FAILED row.
 
     The failed row is logged to the failed MLflow run as ``run.json`` so that it can be read back like
@@ -182,24 +192,32 @@ def execute_run(spec: RunSpec, show: Show | None = None) -> dict[str, Any]:
 
     progress = CellProgress(cell_name(spec), show) if show is not None else None
     try:
-        return _execute_run(spec, progress, Trainer, MLflowTracker)
+        return _execute_run(spec, progress, Trainer, MLflowTracker, step_check)
     finally:
         if progress is not None:
             progress.end()
 
 
-def _execute_in_worker(spec: RunSpec, queue: Any) -> dict[str, Any]:
-    return execute_run(spec, QueueShow(queue) if queue is not None else None)
-
-
-def _execute_run(spec: RunSpec, progress, Trainer, MLflowTracker) -> dict[str, Any]:
+def _execute_run(spec: RunSpec, progress, Trainer, MLflowTracker, step_check=None) -> dict[str, Any]:
     trainer = None
+    claim = None
     try:
-        trainer = Trainer(spec.config, data=_data_for(spec.config), progress=progress)
+        data = _data_for(spec.config)
+        trainer = Trainer(spec.config, data=data, progress=progress)
+        if step_check is not None:  # called after every optimizer step (a pool worker's SIGTERM check)
+            trainer.step_observers.append(step_check)
+        if spec.config.tracking:
+            claim = Claim(spec.config.tracking_uri, spec.config.experiment, spec.run_key, data_fingerprint(data),
+                          resumed=spec.config.resume)
+            trainer.on_start = claim
         row = trainer.run().row
         if spec.config.checkpoint_dir:  # finished: MLflow holds the result, the checkpoint is no longer needed
             shutil.rmtree(spec.config.checkpoint_dir, ignore_errors=True)
         return row
+    except ClaimLost as e:  # another leaderboard trains (or trained) this cell: wait for its row
+        return {**_minimal_row(spec), "status": ELSEWHERE, "run_id": e.other_run_id, "error": str(e)}
+    except TrackingUnavailable:  # not this cell's fault: stop the leaderboard (checkpoints stay resumable)
+        raise
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else ""
         error = f"{type(e).__name__}: {msg}"
@@ -224,12 +242,106 @@ def _execute_run(spec: RunSpec, progress, Trainer, MLflowTracker) -> dict[str, A
         except Exception:
             pass
         return row
+    finally:
+        if claim is not None:
+            claim.release()
 
 
-def _worker_init(threads: int) -> None:
+ELSEWHERE = "ELSEWHERE"  # execute_run's status for a cell another leaderboard holds (never in a table)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGTERM this worker when its parent dies (Linux ``PR_SET_PDEATHSIG``; elsewhere a
+    thread polls the parent), so a leaderboard killed with kill -9 leaves no orphans: a worker marks its
+    run KILLED, keeps its checkpoint and exits."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
+                if os.getppid() != parent_pid:  # the parent died before prctl
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="prunebench-parent-watch").start()
+
+
+_IN_RUN = False  # a pool worker is inside execute_run
+_TERM_AT: float | None = None  # when a pool worker got SIGTERM
+TERM_GRACE_S = 30.0  # then the run stops at its next optimizer step; if none comes, it is interrupted
+
+
+def _worker_sigterm(signum, frame) -> None:
+    """In a pool worker: SIGTERM (its parent died, or the leaderboard was terminated) ends the run in
+    progress as KILLED (checkpoint kept) and then the process; an idle worker exits at once.
+
+    The run stops at its next optimizer step (:func:`_stop_if_terminated`), not wherever the signal lands:
+    an exception raised inside a half-done MLflow/SQLite write could leave the store locked and the run
+    RUNNING. A run with no step for ``TERM_GRACE_S`` (a proxy run, evaluation) is interrupted then, and a
+    worker still alive ``3 * TERM_GRACE_S`` after the signal exits regardless."""
+    import threading
+
+    from prunebench.errors import Terminated
+
+    global _TERM_AT
+    if not _IN_RUN:
+        os._exit(143)
+    if _TERM_AT is None:
+        _TERM_AT = time.monotonic()
+        for delay in (TERM_GRACE_S, 3 * TERM_GRACE_S):
+            t = threading.Timer(delay, os.kill if delay == TERM_GRACE_S else (lambda *a: os._exit(143)),
+                                (os.getpid(), signum))
+            t.daemon = True
+            t.start()
+        return
+    raise Terminated  # the grace period passed without an optimizer step
+
+
+def _stop_if_terminated(*_: Any) -> None:
+    from prunebench.errors import Terminated
+
+    if _TERM_AT is not None:
+        raise Terminated
+
+
+def _pool_execute(spec: RunSpec, queue: Any = None) -> dict[str, Any]:
+    """:func:`execute_run` in a pool worker; after SIGTERM the worker exits instead of waiting for work
+    from a parent that may be gone."""
+    from prunebench.errors import Terminated
+
+    global _IN_RUN
+    _IN_RUN = True
+    try:
+        return execute_run(spec, QueueShow(queue) if queue is not None else None, step_check=_stop_if_terminated)
+    except Terminated:
+        os._exit(143)
+    finally:
+        _IN_RUN = False
+
+
+def _worker_init(threads: int, parent_pid: int | None = None) -> None:
     import logging
 
     import torch
+
+    if parent_pid is not None:
+        import signal
+
+        signal.signal(signal.SIGTERM, _worker_sigterm)
+        _die_with_parent(parent_pid)
 
     torch.set_num_threads(threads)
     for name in ("alembic", "mlflow", "optuna"):
@@ -255,7 +367,7 @@ class _Lock:
 
     def __enter__(self):
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)  # a symlink there: refused, its target untouched
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -317,15 +429,27 @@ def read_results_table(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def imported_rows(paths, specs: list[RunSpec]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def imported_rows(paths, specs: list[RunSpec], fingerprint: str | None = None
+                  ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """FINISHED rows of the tables at ``paths`` whose run key is a cell of ``specs`` (the first table
-    naming a key wins), and one summary line per table."""
+    naming a key wins), and one summary line per table. Every table is validated first
+    (:func:`~prunebench.studies.imports.validate_results_table`). With ``fingerprint``, a row whose
+    ``data_fingerprint`` names other data is not a cell of this grid; rows without one (written before
+    the column existed) are matched by their run key alone."""
+    from prunebench.studies.imports import validate_results_table
+
     keys = {s.run_key for s in specs}
     rows: dict[str, dict[str, Any]] = {}
     lines = []
     for path in paths or ():
-        df = read_results_table(path)
+        df = validate_results_table(read_results_table(path), path)
         ok = df[(df["status"].astype(str) == "FINISHED") & df["run_key"].astype(str).isin(keys)]
+        other = 0
+        if fingerprint is not None and "data_fingerprint" in df.columns:
+            fps = ok["data_fingerprint"]
+            same = fps.isna() | (fps.astype(str) == fingerprint)
+            other = int((~same).sum())
+            ok = ok[same]
         new = 0
         for rec in ok.to_dict("records"):
             row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
@@ -334,7 +458,8 @@ def imported_rows(paths, specs: list[RunSpec]) -> tuple[dict[str, dict[str, Any]
                 rows[row["run_key"]] = row
                 new += 1
         lines.append(f"{path}: {len(ok)} of its {len(df)} rows are finished cells of this grid"
-                     + (f" ({len(ok) - new} already imported from an earlier table)" if len(ok) > new else ""))
+                     + (f" ({len(ok) - new} already imported from an earlier table)" if len(ok) > new else "")
+                     + (f"; {other} ran on other data (data_fingerprint) and are not imported" if other else ""))
     return rows, lines
 
 
@@ -423,9 +548,9 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     if data_dir:
         changes["data_dir"] = data_dir
     specs = study.runs(**changes)
-    imported, import_lines = imported_rows(imports, specs)  # bad tables fail here, before any training
     # fail fast on missing data (one line, exit 2) rather than recording every cell as failed
-    _data_for(specs[0].config)
+    data = _data_for(specs[0].config)
+    imported, import_lines = imported_rows(imports, specs, data_fingerprint(data))  # bad tables fail here
     _check_on_data(study, specs)
     from prunebench.harness.tracking import MLflowTracker
 
@@ -436,7 +561,7 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
         for line in import_lines:
             log(line)
         rows = _run_grid(study, specs, uri, jobs, retry_failed, log, checkpoints=out / "checkpoints",
-                         imported=imported, train=train, show=show)
+                         imported=imported, train=train, show=show, data=data)
         if not train:
             specs = [s for s in specs if s.run_key in rows]
             if not specs:
@@ -466,41 +591,60 @@ def _check_on_data(study: Study, specs: list[RunSpec]) -> None:
                               f"{s.config.dataset} (N={n}): {e}") from None
 
 
-def with_checkpoint(spec: RunSpec, root: Path) -> RunSpec:
+def with_checkpoint(spec: RunSpec, root: Path, log: Log | None = None, data: Any = None) -> RunSpec:
     """Give a grid cell its checkpoint folder ``<root>/<run_key>``; resume when a checkpoint is there
-    (a run killed with its leaderboard continues from its last epoch, in the same MLflow run)."""
+    (a run killed with its leaderboard continues from its last epoch, in the same MLflow run).
+
+    A checkpoint is resumed only when it is a regular file inside ``root`` (no symlink out of it) that
+    loads without running code, with every key, written by this cell's settings (and on ``data``, when
+    given); anything else (torn,
+    crafted, another format, a folder named ``checkpoint.pt``) is set aside as ``<run_key>.unusable-<time>``
+    and the cell starts over, with one line saying so, instead of failing the cell on every re-run.
+    """
+    from prunebench.harness.checkpoint import checkpoint_problem
+
     d = root / spec.run_key
-    cfg = spec.config.replace(checkpoint_dir=str(d), resume=(d / CHECKPOINT_NAME).is_file())
+    resume = False
+    if d.exists() or d.is_symlink():
+        problem = checkpoint_problem(d, root, spec.config, data_identity(data) if data is not None else None)
+        if problem is None:
+            resume = True
+        elif problem:
+            aside = root / f"{spec.run_key}.unusable-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}"
+            os.rename(d, aside)  # renames a symlink itself, never what it points to
+            (log or (lambda s: None))(f"{spec.method} p={spec.prune_ratio:g} seed={spec.seed}: {problem}; "
+                                      f"set aside as {aside.name}, starting over")
+    cfg = spec.config.replace(checkpoint_dir=str(d), resume=resume)
     return dataclasses.replace(spec, config=cfg)
 
 
 def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_failed: bool,
               log: Log, checkpoints: Path | None = None,
               imported: dict[str, dict[str, Any]] | None = None, train: bool = True,
-              show: Show | None = None) -> dict[str, dict[str, Any]]:
+              show: Show | None = None, data: Any = None) -> dict[str, dict[str, Any]]:
     client = _client(uri)
-    existing = study_runs(study, uri)
+    existing = study_runs(study, uri, data_fingerprint(data) if data is not None else None)
     rows: dict[str, dict[str, Any]] = {}
     todo: list[RunSpec] = []
+    elsewhere: list[RunSpec] = []
     n_imported = 0
     for s in specs:
         state, row, running = _classify(s, existing.get(s.run_key, []), client, retry_failed, imported)
         n_imported += state == "imported"
-        for r in running if train else ():  # leftovers of a killed leaderboard (when tabulating, maybe not)
-            try:
-                client.set_tag(r.info.run_id, "prunebench.error", "abandoned: its leaderboard was killed")
-                client.set_terminated(r.info.run_id, status="KILLED")
-            except Exception:
-                pass
+        if train:  # leftovers of a killed leaderboard, heartbeat stale (when tabulating, leave them)
+            _abandon(client, running)
         if row is not None:
             rows[s.run_key] = row
+        elif state == "elsewhere":
+            elsewhere.append(s)
         else:
-            todo.append(with_checkpoint(s, checkpoints) if checkpoints is not None else s)
+            todo.append(with_checkpoint(s, checkpoints, log, data) if checkpoints is not None else s)
     resumed = sum(s.config.resume for s in todo)
     total = len(specs)
-    done0 = total - len(todo)
+    done0 = total - len(todo) - len(elsewhere)
     log(f"{study.name}: {total} runs, {done0 - n_imported} already in MLflow, "
         + (f"{n_imported} imported, " if n_imported else "") + f"{len(todo)} to run"
+        + (f", {len(elsewhere)} running in another leaderboard" if elsewhere else "")
         + (f" ({resumed} from their checkpoints)" if resumed else "")
         + (f" ({jobs} at a time)" if jobs > 1 and todo else "")
         + ("; tabulating the done ones, training nothing" if not train else ""))
@@ -511,7 +655,8 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
     def report(i: int, s: RunSpec, row: dict[str, Any]) -> None:
         what = (f"acc {row['final_acc']:.4f}  compute {row.get('relative_compute', float('nan')):.3f}  "
                 f"{row.get('train_time_s', float('nan')):.1f}s" if row.get("status") == "FINISHED"
-                else f"FAILED: {row.get('error', '')}")
+                else f"another leaderboard trains it ({row.get('error', '')}); waiting for it"
+                if row.get("status") == ELSEWHERE else f"FAILED: {row.get('error', '')}")
         log(f"[{done0 + i}/{total}] {cell_name(s)}: {what}")
 
     if jobs == 1 or len(todo) <= 1:
@@ -534,36 +679,86 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
 
         try:
             with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                                        initargs=(threads,)) as pool:
-                futures = {pool.submit(_execute_in_worker, s, queue): s for s in todo}
+                                        initargs=(threads, os.getpid())) as pool:
+                futures = {pool.submit(_pool_execute, s, queue): s for s in todo}
                 pending, i = set(futures), 0
-                while pending:
-                    done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
-                    drain()
-                    for fut in done:
-                        i += 1
-                        s = futures[fut]
-                        try:
-                            rows[s.run_key] = fut.result()
-                        except Exception as e:  # the worker process itself died
-                            rows[s.run_key] = {**_minimal_row(s), "error": f"{type(e).__name__}: {e}"}
-                            if show is not None:
-                                show(cell_name(s), None)
-                        report(i, s, rows[s.run_key])
+                try:
+                    while pending:
+                        done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                        drain()
+                        for fut in done:
+                            i += 1
+                            s = futures[fut]
+                            try:
+                                rows[s.run_key] = fut.result()
+                            except TrackingUnavailable:
+                                pool.shutdown(wait=False, cancel_futures=True)
+                                raise
+                            except Exception as e:  # the worker process itself died
+                                rows[s.run_key] = {**_minimal_row(s), "error": f"{type(e).__name__}: {e}"}
+                                if show is not None:
+                                    show(cell_name(s), None)
+                            report(i, s, rows[s.run_key])
+                except KeyboardInterrupt:  # Ctrl-C or SIGTERM: workers mark their runs KILLED and exit
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    for child in multiprocessing.active_children():
+                        child.terminate()
+                    raise
         finally:
             if manager is not None:
                 manager.shutdown()
+    elsewhere += [s for s in todo if rows[s.run_key].get("status") == ELSEWHERE]
     if todo:
         log(f"{study.name}: ran {len(todo)} runs in {time.perf_counter() - t_start:.1f}s")
+    _await_elsewhere(study, elsewhere, uri, rows, retry_failed, log, checkpoints, imported, data)
     return rows
+
+
+def _abandon(client, running: list[Any]) -> None:
+    """Mark RUNNING runs whose process is gone (stale heartbeat) KILLED, so they are redone."""
+    for r in running:
+        try:
+            client.set_tag(r.info.run_id, "prunebench.error", "abandoned: its process stopped (stale heartbeat)")
+            client.set_terminated(r.info.run_id, status="KILLED")
+        except Exception:
+            pass
+
+
+def _await_elsewhere(study: Study, waiting: list[RunSpec], uri: str, rows: dict[str, dict[str, Any]],
+                     retry_failed: bool, log: Log, checkpoints: Path | None, imported, data) -> None:
+    """Wait for the cells another leaderboard trains; take their rows, or train a cell here when its
+    other run stopped (stale heartbeat) or failed."""
+    pending = {s.run_key: s for s in waiting}
+    if pending:
+        log(f"{study.name}: waiting for {len(pending)} runs that another leaderboard is training on {uri}")
+    fp = data_fingerprint(data) if data is not None else None
+    while pending:
+        time.sleep(max(0.5, min(5.0, heartbeat_s() / 2)))
+        client = _client(uri)
+        existing = study_runs(study, uri, fp)
+        for key, s in list(pending.items()):
+            state, row, running = _classify(s, existing.get(key, []), client, retry_failed, imported)
+            if state == "elsewhere":
+                continue
+            _abandon(client, running)
+            if row is None:
+                row = execute_run(with_checkpoint(s, checkpoints, log, data) if checkpoints is not None else s)
+                if row.get("status") == ELSEWHERE:
+                    continue
+            del pending[key]
+            rows[key] = row
+            log(f"{s.method} p={s.prune_ratio:g} seed={s.seed}: " + (
+                f"acc {row['final_acc']:.4f} (trained by another leaderboard)" if row.get("status") == "FINISHED"
+                else f"{row.get('status')}: {row.get('error', '')}"))
 
 
 def _results_frame(study: Study, specs: list[RunSpec], rows: dict[str, dict[str, Any]], uri: str) -> pd.DataFrame:
     records = []
     for s in specs:
         row = dict(rows[s.run_key])
-        row.update(study=study.name, method=s.method, run_key=s.run_key, tracking_uri=uri,
-                   experiment=study.experiment)
+        # an imported row keeps the store it ran in (its own tracking_uri and experiment)
+        row.update(study=study.name, method=s.method, run_key=s.run_key, tracking_uri=row.get("tracking_uri") or uri,
+                   experiment=row.get("experiment") or study.experiment)
         # the grid's own values win (a row read back from MLflow carries the same ones)
         row.update(pruner=s.pruner, prune_ratio=s.prune_ratio, seed=s.seed)
         records.append(row)

@@ -59,6 +59,15 @@ HEARTBEAT_S = 10  # Optuna heartbeat of a running trial; a trial silent for GRAC
 GRACE_S = 60
 
 
+def _schema_lock(url: str):
+    """A fresh SQLite storage gets its schema from one worker at a time (``<db>.lock`` beside it)."""
+    import contextlib
+
+    from prunebench.safety import file_lock
+
+    return file_lock(url[len("sqlite:///"):] + ".lock") if url.startswith("sqlite:///") else contextlib.nullcontext()
+
+
 def _storage(url: str):
     import optuna
 
@@ -75,7 +84,7 @@ def _storage(url: str):
     last: Exception | None = None
     for attempt in range(5):  # workers starting together may race to create the schema
         try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+            with warnings.catch_warnings(), _schema_lock(url):  # heartbeats are "experimental" in Optuna since 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                                               engine_kwargs={"pool_pre_ping": True})
