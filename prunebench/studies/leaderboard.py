@@ -280,6 +280,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 _IN_RUN = False  # a pool worker is inside execute_run
+_PROGRESS_QUEUE: Any = None  # a pool worker's progress queue to the leaderboard (None: no progress lines)
 _TERM_AT: float | None = None  # when a pool worker got SIGTERM
 TERM_GRACE_S = 30.0  # then the run stops at its next optimizer step; if none comes, it is interrupted
 
@@ -317,7 +318,7 @@ def _stop_if_terminated(*_: Any) -> None:
         raise Terminated
 
 
-def _pool_execute(spec: RunSpec, queue: Any = None) -> dict[str, Any]:
+def _pool_execute(spec: RunSpec) -> dict[str, Any]:
     """:func:`execute_run` in a pool worker; after SIGTERM the worker exits instead of waiting for work
     from a parent that may be gone."""
     from prunebench.errors import Terminated
@@ -325,17 +326,21 @@ def _pool_execute(spec: RunSpec, queue: Any = None) -> dict[str, Any]:
     global _IN_RUN
     _IN_RUN = True
     try:
-        return execute_run(spec, QueueShow(queue) if queue is not None else None, step_check=_stop_if_terminated)
+        show = QueueShow(_PROGRESS_QUEUE) if _PROGRESS_QUEUE is not None else None
+        return execute_run(spec, show, step_check=_stop_if_terminated)
     except Terminated:
         os._exit(143)
     finally:
         _IN_RUN = False
 
 
-def _worker_init(threads: int, parent_pid: int | None = None) -> None:
+def _worker_init(threads: int, parent_pid: int | None = None, queue: Any = None) -> None:
     import logging
 
     import torch
+
+    global _PROGRESS_QUEUE
+    _PROGRESS_QUEUE = queue
 
     if parent_pid is not None:
         import signal
@@ -666,8 +671,9 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         ctx = multiprocessing.get_context("spawn")
-        manager = ctx.Manager() if show is not None else None  # workers' progress comes back on a queue
-        queue = manager.Queue() if manager is not None else None
+        # workers' progress comes back on a queue handed to them at start (no manager process, which
+        # would outlive a leaderboard killed with kill -9)
+        queue = ctx.Queue() if show is not None else None
 
         def drain() -> None:
             while queue is not None:
@@ -679,8 +685,8 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
 
         try:
             with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                                        initargs=(threads, os.getpid())) as pool:
-                futures = {pool.submit(_pool_execute, s, queue): s for s in todo}
+                                        initargs=(threads, os.getpid(), queue)) as pool:
+                futures = {pool.submit(_pool_execute, s): s for s in todo}
                 pending, i = set(futures), 0
                 try:
                     while pending:
@@ -705,8 +711,9 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
                         child.terminate()
                     raise
         finally:
-            if manager is not None:
-                manager.shutdown()
+            drain()
+            if queue is not None:
+                queue.close()
     elsewhere += [s for s in todo if rows[s.run_key].get("status") == ELSEWHERE]
     if todo:
         log(f"{study.name}: ran {len(todo)} runs in {time.perf_counter() - t_start:.1f}s")
