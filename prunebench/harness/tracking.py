@@ -131,8 +131,13 @@ class _Guarded:
             return f
 
         def call(*a, **kw):
+            from prunebench.harness.checkpoint import deferred_sigint
+
             try:
-                return f(*a, **kw)
+                # Ctrl-C / SIGTERM wait for the call to finish: raised inside a half-done SQLAlchemy write they
+                # left its transaction open (the store locked by this very process: the run stayed RUNNING)
+                with deferred_sigint():
+                    return f(*a, **kw)
             except Exception as e:
                 if _unreachable(e):
                     raise TrackingUnavailable(
