@@ -20,6 +20,7 @@ Launch: ``torchrun --nproc_per_node=K -m prunebench run ...`` (NCCL on GPUs, glo
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -62,7 +63,15 @@ def init_distributed(device_type: str) -> DistInfo:
             torch.cuda.set_device(local)
         # static scoring runs on rank 0 while the others wait: allow long waits
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=4))
+        # torn down before the interpreter exits: a process group left to the C++ destructors could abort
+        # a rank at exit ("terminate called without an active exception", SIGABRT) after a finished run
+        atexit.register(_destroy_process_group)
     return DistInfo(rank=rank, world=world, local_rank=local)
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
