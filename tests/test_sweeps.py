@@ -253,6 +253,40 @@ def test_infobatch_delta_grid_sweep_resumes_and_reaches_the_report(tmp_path):
     assert index.is_file()
 
 
+def test_grid_point_that_is_a_leaderboard_cell_reuses_its_runs(tmp_path):
+    """A split sweep at p = 0.5 whose c = 0.8 point is the study's own `od-c0.8` cell at p = 0.5: the leaderboard's
+    runs count for it (same run keys), so only the other points train; `od-c0.8` at p = 0.3 is not a point."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = load_study(write(tmp_path, HEAD.format(epochs=2) + """
+    [methods."od-c0.8"]
+    pruner = "orderdp"
+    options = { candidate_ratio = 0.8 }
+    prune_ratios = [0.3, 0.5]
+
+    [methods."od-c0.8-low"]
+    pruner = "orderdp"
+    options = { candidate_ratio = 0.8 }
+    prune_ratios = [0.3]
+
+    [sweeps.split]
+    kind = "accuracy"
+    pruner = "orderdp"
+    prune_ratio = 0.5
+    space = { candidate_ratio = { values = [0.5, 0.8, 1.0] } }
+    """))
+    board = run_leaderboard(study, tmp_path / "results", tracking_uri=uri)
+    n = _count_training_runs(uri)
+    assert n == 2 * (1 + 2 + 1)  # full, od-c0.8 at 0.3 and 0.5, od-c0.8-low, for 2 seeds
+    res = run_sweep(study, sweep="split", out_dir=tmp_path / "results", tracking_uri=uri)
+    assert _count_training_runs(uri) == n + 2 * 2  # c = 0.5 and c = 1.0 only
+    runs = res.results
+    assert set(runs["point"]) == {"full", "od-c0.8", "split[candidate_ratio=0.5]", "split[candidate_ratio=1]"}
+    mine = runs[runs["point"] == "od-c0.8"].sort_values("seed")
+    assert list(mine["axis.candidate_ratio"]) == [0.8, 0.8]
+    theirs = board[(board["method"] == "od-c0.8") & (board["prune_ratio"] == 0.5)].sort_values("seed")
+    assert list(mine["run_id"]) == list(theirs["run_id"]) and list(mine["final_acc"]) == list(theirs["final_acc"])
+
+
 def test_early_stopped_trials_are_excluded_listed_and_warned(tmp_path, monkeypatch):
     import optuna
 

@@ -51,7 +51,7 @@ import pandas as pd
 from prunebench.errors import ConfigError, PrunebenchError
 from prunebench.harness.checkpoint import atomic_write
 from prunebench.seeding import derive_seed
-from prunebench.studies.spec import REFERENCE, MethodSpec, Study, SweepSpec
+from prunebench.studies.spec import REFERENCE, MethodSpec, Study, SweepSpec, full_options
 
 Log = Callable[[str], None]
 PARENT_TAG = "mlflow.parentRunId"
@@ -160,14 +160,51 @@ def sweep_folder(out: Path, spec: SweepSpec) -> Path:
     return out / "sweeps" / spec.name
 
 
+def _same_options(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k, va in a.items():
+        vb = b[k]
+        if isinstance(va, float) or isinstance(vb, float):
+            try:
+                if not math.isclose(float(va), float(vb), rel_tol=0, abs_tol=1e-9):
+                    return False
+            except (TypeError, ValueError):
+                return False
+        elif va != vb:
+            return False
+    return True
+
+
+def point_methods(study: Study, spec: SweepSpec, points: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Method name -> grid point. A point that IS a cell of one of the study's own methods (same pruner, same
+    options once defaults are filled in, its prune ratio among the method's) takes that method's name, so its
+    run keys are the leaderboard's and its finished runs (in the store or ``--import``-ed) are not trained
+    again; any other point is named by :meth:`SweepSpec.label`."""
+    names: dict[str, dict[str, Any]] = {}
+    for pt in points:
+        p, opts = spec.resolve(pt)
+        full = full_options(spec.pruner, opts)
+        same = [m for m in study.methods if m.name != REFERENCE and m.pruner == spec.pruner
+                and any(math.isclose(p, q, abs_tol=1e-9) for q in m.prune_ratios)
+                and _same_options(full_options(m.pruner, m.options), full)]
+        name = same[0].name if same else spec.label(pt)
+        if name in names:  # two points are one cell of the study (cannot happen for a grid of distinct points)
+            name = spec.label(pt)
+        names[name] = pt
+    return names
+
+
 def sweep_study(study: Study, spec: SweepSpec, points: list[dict[str, Any]] | None = None) -> Study:
     """The leaderboard study of a grid sweep: ``full`` plus one method per point, on the sweep's seeds.
 
-    The study name and recipe are the study's own, so ``full``'s run keys are the leaderboard's."""
+    The study name and recipe are the study's own, so ``full``'s run keys are the leaderboard's, and so are
+    those of a point that is one of the study's own cells (:func:`point_methods`)."""
     methods = [m for m in study.methods if m.name == REFERENCE]
-    for pt in points or []:
+    for name, pt in point_methods(study, spec, points or []).items():
         p, opts = spec.resolve(pt)
-        methods.append(MethodSpec(spec.label(pt), spec.pruner, opts, (p,)))
+        own = next((m for m in study.methods if m.name == name), None)
+        methods.append(MethodSpec(name, spec.pruner, dict(own.options) if own else opts, (p,)))
     return dataclasses.replace(study, methods=tuple(methods), seeds=spec.seeds, sweeps={})
 
 
@@ -221,7 +258,7 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
         res = pd.concat([ref, pd.DataFrame(rows)], ignore_index=True) if rows else ref
         if res.empty:
             res = pd.DataFrame(columns=["method", "seed", "status", "final_acc", "relative_compute"])
-    results = annotate(res, spec)
+    results = annotate(res, spec, study)
     pts_table = sweep_stats.point_table(results, spec.kind)
     atomic_write(out / "results.csv", lambda t: results.to_csv(t, index=False))
     atomic_write(out / "points.csv", lambda t: pts_table.to_csv(t, index=False))
@@ -237,7 +274,7 @@ def spec_dict(spec: SweepSpec) -> dict[str, Any]:
     return d
 
 
-def annotate(results: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+def annotate(results: pd.DataFrame, spec: SweepSpec, study: Study | None = None) -> pd.DataFrame:
     """The sweep's columns on a results table: ``sweep``, ``point`` (the method name; ``full`` for the
     reference) and ``axis.<axis column>`` (the point's value on each axis, as searched)."""
     df = results.copy()
@@ -251,6 +288,8 @@ def annotate(results: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     labels = {}
     if spec.sampler == "grid":
         labels = {spec.label(pt): pt for pt in spec.grid()}
+        if study is not None:
+            labels.update(point_methods(study, spec, spec.grid()))
     for i, m in df["method"].items():
         pt = labels.get(m)
         if pt is not None:
