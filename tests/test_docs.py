@@ -33,6 +33,11 @@ def test_test_script_runs_every_setup_script_then_pytest():
     script = (ROOT / "scripts" / "test.sh").read_text()
     assert ".ci/setup.d/*.sh" in script and "set -euo pipefail" in script
     assert script.rstrip().splitlines()[-1] == 'exec python -m pytest -q "$@"'
+    # the same lint and type checks for CI and users, before the suite
+    lines = [ln.strip() for ln in script.splitlines()]
+    checks = ["python -m ruff check prunebench tests benchmarks", "python -m ruff format --check prunebench tests benchmarks",
+              "python -m mypy"]
+    assert all(c in lines for c in checks) and max(lines.index(c) for c in checks) < lines.index('exec python -m pytest -q "$@"')
     assert sorted(p.name for p in (ROOT / ".ci" / "setup.d").glob("*.sh")) == ["10-postgres.sh", "20-chromium.sh"]
 
 

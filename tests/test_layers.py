@@ -24,7 +24,7 @@ LEAVES = {"prunebench", "errors", "safety", "seeding", "options", "catalog", "ca
 # an import that goes against the floors, with the reason it is allowed: (importing module, function) -> why
 EXCEPTIONS = {
     ("prunebench.catalog", "live"): "regenerates catalog_data.py from the real registries "
-                                    "(python -m prunebench.catalog); nothing in the package calls it",
+    "(python -m prunebench.catalog); nothing in the package calls it",
 }
 
 
@@ -64,13 +64,19 @@ def _imports(path: Path, root: Path = ROOT) -> list[tuple[str, list[str], str | 
                 if target == "prunebench" or target.startswith("prunebench."):
                     names = [a.name for a in child.names]
                     if target == "prunebench":  # `from prunebench import catalog` imports a submodule
-                        out.extend((f"prunebench.{n}", [], f, child.lineno) for n in names
-                                   if _is_submodule(root / "prunebench", n))
+                        out.extend(
+                            (f"prunebench.{n}", [], f, child.lineno)
+                            for n in names
+                            if _is_submodule(root / "prunebench", n)
+                        )
                         names = [n for n in names if not _is_submodule(root / "prunebench", n)]
                     out.append((target, names, f, child.lineno))
             elif isinstance(child, ast.Import):
-                out.extend((a.name, [], f, child.lineno) for a in child.names
-                           if a.name == "prunebench" or a.name.startswith("prunebench."))
+                out.extend(
+                    (a.name, [], f, child.lineno)
+                    for a in child.names
+                    if a.name == "prunebench" or a.name.startswith("prunebench.")
+                )
             visit(child, f)
 
     visit(ast.parse(path.read_text(), filename=str(path)), None)
@@ -85,8 +91,11 @@ def _violations(path: Path, root: Path = ROOT) -> list[str]:
     for target, names, func, line in _imports(path, root):
         dst = _unit(target)
         where = f"{path.relative_to(root)}:{line}"
-        bad += [f"{where} imports the private name {n} of {target}" for n in names
-                if n.startswith("_") and not n.startswith("__") and dst != src]
+        bad += [
+            f"{where} imports the private name {n} of {target}"
+            for n in names
+            if n.startswith("_") and not n.startswith("__") and dst != src
+        ]
         if dst == src or (module, func) in EXCEPTIONS:
             continue
         ok = dst in LEAVES if src in LEAVES else dst in LEAVES or FLOORS[dst] < FLOORS[src]
@@ -101,14 +110,18 @@ MODULES = sorted(PKG.rglob("*.py"))
 def test_every_module_has_a_floor_or_is_a_leaf():
     units = {_unit(_module_name(p)) for p in MODULES}
     unknown = units - set(FLOORS) - LEAVES
-    assert not unknown, f"modules without a floor: {sorted(unknown)}: add them to FLOORS or LEAVES and docs/architecture.md"
+    assert not unknown, (
+        f"modules without a floor: {sorted(unknown)}: add them to FLOORS or LEAVES and docs/architecture.md"
+    )
     assert len(MODULES) > 50
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_imports_go_down_only_and_no_private_names_cross_packages(path):
     bad = _violations(path)
-    assert not bad, "cli -> studies -> reports -> harness -> pruners -> datasets; leaves import leaves:\n" + "\n".join(bad)
+    assert not bad, "cli -> studies -> reports -> harness -> pruners -> datasets; leaves import leaves:\n" + "\n".join(
+        bad
+    )
 
 
 def test_exceptions_name_real_functions():
@@ -117,13 +130,22 @@ def test_exceptions_name_real_functions():
         assert f"def {func}(" in path.read_text() and why
 
 
-@pytest.mark.parametrize("src, expected", [
-    ("from prunebench.harness import train\n", "(pruners) imports prunebench.harness (harness): against the floors"),
-    ("def f():\n    from prunebench.studies import load_study\n", "imports prunebench.studies (studies)"),
-    ("import prunebench.reports.stats\n", "imports prunebench.reports.stats (reports)"),
-    ("from ..harness.loop import Trainer\n", "imports prunebench.harness.loop (harness)"),
-    ("from prunebench.datasets.base import _private\n", "imports the private name _private of prunebench.datasets.base"),
-])
+@pytest.mark.parametrize(
+    "src, expected",
+    [
+        (
+            "from prunebench.harness import train\n",
+            "(pruners) imports prunebench.harness (harness): against the floors",
+        ),
+        ("def f():\n    from prunebench.studies import load_study\n", "imports prunebench.studies (studies)"),
+        ("import prunebench.reports.stats\n", "imports prunebench.reports.stats (reports)"),
+        ("from ..harness.loop import Trainer\n", "imports prunebench.harness.loop (harness)"),
+        (
+            "from prunebench.datasets.base import _private\n",
+            "imports the private name _private of prunebench.datasets.base",
+        ),
+    ],
+)
 def test_the_checker_rejects(tmp_path, src, expected):
     path = tmp_path / "prunebench" / "pruners" / "probe.py"
     path.parent.mkdir(parents=True)
@@ -132,13 +154,16 @@ def test_the_checker_rejects(tmp_path, src, expected):
     assert len(bad) == 1 and expected in bad[0], bad
 
 
-@pytest.mark.parametrize("src", [
-    "from prunebench.datasets import load_dataset\n",   # down
-    "from prunebench.pruners.rules import topk\n",       # own package
-    "from prunebench.pruners.base import _helper\n",     # own package's private name
-    "from prunebench.errors import ConfigError\n",       # a leaf
-    "from prunebench import seeding\n",
-])
+@pytest.mark.parametrize(
+    "src",
+    [
+        "from prunebench.datasets import load_dataset\n",  # down
+        "from prunebench.pruners.rules import topk\n",  # own package
+        "from prunebench.pruners.base import _helper\n",  # own package's private name
+        "from prunebench.errors import ConfigError\n",  # a leaf
+        "from prunebench import seeding\n",
+    ],
+)
 def test_the_checker_accepts(tmp_path, src):
     path = tmp_path / "prunebench" / "pruners" / "probe.py"
     path.parent.mkdir(parents=True)

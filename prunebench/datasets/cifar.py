@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def load_npz(path: Path, name: str, num_classes: int, **kwargs) -> TensorData:
 
 
 def _load_cifar(name: str, num_classes: int, folder: str, root: Path, download: bool) -> TensorData:
-    kwargs = dict(augment="crop+flip", crop_padding=4, default_epochs=200)
+    kwargs: dict[str, Any] = dict(augment="crop+flip", crop_padding=4, default_epochs=200)
     npz = root / f"{name}.npz"
     if npz.is_file():
         return load_npz(npz, name, num_classes, **kwargs)

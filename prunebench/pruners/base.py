@@ -286,7 +286,7 @@ def register_pruner(name: str) -> Callable[[type[Pruner]], type[Pruner]]:
             raise ValueError(f"pruner {name!r}: granularity must be one of {GRANULARITIES}")
         if not cls.description:
             raise ValueError(f"pruner {name!r} needs a one-line description citing its paper")
-        if not (dataclasses.is_dataclass(cls.Options) and cls.Options.__dataclass_params__.frozen):
+        if not (dataclasses.is_dataclass(cls.Options) and cls.Options.__dataclass_params__.frozen):  # type: ignore[attr-defined]  # no public API says "frozen"
             raise ValueError(f"pruner {name!r}: Options must be a frozen dataclass")
         cls.name = name
         _REGISTRY[name] = cls
