@@ -59,8 +59,10 @@ def render() -> str:
             continue
         options = ", ".join(f"`{f.name}={_default(f)}`" for f in dataclasses.fields(cls.Options)) or "-"
         path = module.replace(".", "/") + ".py"
-        rows.append(f"| `{name}` | {cls.granularity} | {_cell(cls.description)} | {_cell(options)} "
-                    f"| [{Path(path).name}](../{path}) |")
+        rows.append(
+            f"| `{name}` | {cls.granularity} | {_cell(cls.description)} | {_cell(options)} "
+            f"| [{Path(path).name}](../{path}) |"
+        )
     return HEADER + "\n".join(rows) + "\n"
 
 
