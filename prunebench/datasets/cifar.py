@@ -20,8 +20,6 @@ import numpy as np
 from prunebench.datasets.base import TensorData, register_dataset, tensor_data_from_arrays
 from prunebench.errors import DataError
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
 
 def file_fingerprint(path: Path) -> str:
     """Cheap content fingerprint: size plus sha256 of the first and last MiB."""

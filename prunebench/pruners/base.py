@@ -213,9 +213,6 @@ class Pruner:
             setattr(self, attr, v)
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _randperm(self, n: int) -> torch.Tensor:
-        return torch.randperm(n, generator=self.generator)
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label} N={self.num_samples}>"
 
