@@ -34,12 +34,6 @@ def safe_component(name: object, what: str) -> str:
     return s
 
 
-def contained(path: str | os.PathLike, root: str | os.PathLike) -> bool:
-    """Whether ``path`` (symlinks resolved) lies inside ``root`` (symlinks resolved)."""
-    p, r = Path(path).resolve(), Path(root).resolve()
-    return p == r or r in p.parents
-
-
 def open_nofollow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
     """``os.open`` that refuses a symlink at ``path`` (``O_NOFOLLOW``): one line, not a write to its target."""
     try:

@@ -6,7 +6,9 @@
 # 1. Sources every .ci/setup.d/*.sh in name order (PostgreSQL server binaries, Chromium, ...). Each one is
 #    idempotent: it installs nothing when its package is already there, so a provisioned machine needs no
 #    root. Where something is missing it runs apt-get (Debian/Ubuntu), as root directly, else through sudo.
-# 2. Runs `python -m pytest -q` with any extra arguments, and exits with pytest's status (non-zero when a
+# 2. Lints and type-checks (rules in pyproject.toml): `ruff check`, `ruff format --check` and `mypy`; the
+#    first finding stops the script (non-zero status).
+# 3. Runs `python -m pytest -q` with any extra arguments, and exits with pytest's status (non-zero when a
 #    test fails).
 # Run it inside the environment where `pip install -e ".[test]"` was run (the README's install command).
 set -euo pipefail
@@ -30,5 +32,10 @@ for f in .ci/setup.d/*.sh; do
   # shellcheck disable=SC1090
   . "$f"
 done
+
+echo "== ruff, mypy" >&2
+python -m ruff check prunebench tests benchmarks
+python -m ruff format --check prunebench tests benchmarks
+python -m mypy
 
 exec python -m pytest -q "$@"

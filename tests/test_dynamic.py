@@ -18,7 +18,7 @@ from prunebench.harness.export import export_coreset, most_used
 from prunebench.harness.probe import compare_gradients, flat_gradient
 from prunebench.pruners import CandidateBatch, create_pruner
 from prunebench.pruners.importance import gradient_norm_bound, variance_reduction
-from prunebench.pruners.selective_backprop import beta_for_keep_fraction, expected_keep_fraction, percentile_rank
+from prunebench.pruners.selective_backprop import beta_for_keep_fraction, percentile_rank
 
 
 def _ewm(seq: list[float], ema: float) -> tuple[float, float]:

@@ -398,7 +398,7 @@ def test_two_leaderboards_on_one_store_train_each_cell_once(tmp_path):
     procs = [_cli(["leaderboard", str(study), "--out", str(tmp_path / o), "--tracking-uri", uri], tmp_path, **env)
              for o in ("a", "b")]
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("two")

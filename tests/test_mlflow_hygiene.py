@@ -102,7 +102,7 @@ def test_mlflow_ui_opens_the_training_runs_view(synthetic, tmp_path):
     """``mlflow server`` on 127.0.0.1, the experiment page in headless Chromium: the training runs table.
 
     MLflow 3's UI has two workspaces (GenAI, Model training): an experiment link with
-    ``?workflowType=machine_learning`` (what the README gives) opens the Model training one on the runs.
+    ``?workflowType=machine_learning`` (what docs/running.md gives) opens the Model training one on the runs.
     The screenshot is kept in ``$PRUNEBENCH_SCREENSHOT_DIR`` when that is set.
     """
     exe = shutil.which("chromium")

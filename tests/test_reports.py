@@ -277,7 +277,7 @@ def test_chromium_loads_the_report(study, tmp_path):
                    .replace("</body>", "<script>console.error('boom')</script>" + probe))
     r = _chromium("--dump-dom", "--virtual-time-budget=10000", bad.as_uri())
     assert any("boom" in line for line in _console(r.stderr))
-    assert f"broken:1</title>" in r.stdout
+    assert "broken:1</title>" in r.stdout
 
 
 # ---------------------------------------------------------------------------------------------------

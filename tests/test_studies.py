@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from prunebench.errors import ConfigError, PrunebenchError
-from prunebench.studies import leaderboard_table, load_study, run_leaderboard, run_sweep
+from prunebench.studies import leaderboard_table, load_study, run_leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"run_id", "label", "pruner", "prune_ratio", "seed", "final_acc", "best_acc", "train_time_s",

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -131,7 +130,7 @@ def test_two_workers_share_one_study_on_postgres(postgres, tmp_path):
                 x.kill()
             pytest.fail("sweep workers did not finish in time")
         outs.append((w.returncode, out, err))
-    for rc, out, err in outs:
+    for rc, _out, err in outs:
         assert rc == 0, err[-3000:]
 
     study = optuna.load_study(study_name="pg/split", storage=storage)

@@ -342,11 +342,11 @@ def tensor_data_from_arrays(
             raise DataError(f"{where}: {xk} has {arrays[xk].shape[0]} images but {yk} has {y.shape[0]} labels")
         if y.shape[0] == 0:
             raise DataError(f"{where}: {yk} is empty")
-    k = num_classes if num_classes is not None else int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    n_classes = num_classes if num_classes is not None else int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
     for yk in ("y_train", "y_test"):
         y = arrays[yk]
-        if y.min() < 0 or y.max() >= k:
-            raise DataError(f"{where}: {yk} has labels in [{y.min()}, {y.max()}]; valid: 0..{k - 1}")
+        if y.min() < 0 or y.max() >= n_classes:
+            raise DataError(f"{where}: {yk} has labels in [{y.min()}, {y.max()}]; valid: 0..{n_classes - 1}")
     def to_nchw(a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a))
         return t.permute(0, 3, 1, 2).contiguous() if channels_last_input else t.contiguous()
@@ -358,7 +358,7 @@ def tensor_data_from_arrays(
         y_train=torch.from_numpy(arrays["y_train"].astype(np.int64)),
         x_test=xte,
         y_test=torch.from_numpy(arrays["y_test"].astype(np.int64)),
-        num_classes=k,
+        num_classes=n_classes,
         mean=mean,
         std=std,
         **kwargs,

@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from prunebench.datasets.base import TensorData, register_dataset, tensor_data_from_arrays
 from prunebench.errors import DataError
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def file_fingerprint(path: Path) -> str:
@@ -55,7 +54,7 @@ def load_npz(path: Path, name: str, num_classes: int, **kwargs) -> TensorData:
 
 
 def _load_cifar(name: str, num_classes: int, folder: str, root: Path, download: bool) -> TensorData:
-    kwargs = dict(augment="crop+flip", crop_padding=4, default_epochs=200)
+    kwargs: dict[str, Any] = dict(augment="crop+flip", crop_padding=4, default_epochs=200)
     npz = root / f"{name}.npz"
     if npz.is_file():
         return load_npz(npz, name, num_classes, **kwargs)

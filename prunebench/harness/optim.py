@@ -30,7 +30,8 @@ def default_lr(optimizer: str, batch_size: int) -> float:
 
 def _split_decay(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Weights of conv/linear layers vs biases and normalisation parameters (1-D tensors)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if not p.requires_grad:
             continue

@@ -213,9 +213,6 @@ class Pruner:
             setattr(self, attr, v)
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _randperm(self, n: int) -> torch.Tensor:
-        return torch.randperm(n, generator=self.generator)
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label} N={self.num_samples}>"
 
@@ -286,7 +283,7 @@ def register_pruner(name: str) -> Callable[[type[Pruner]], type[Pruner]]:
             raise ValueError(f"pruner {name!r}: granularity must be one of {GRANULARITIES}")
         if not cls.description:
             raise ValueError(f"pruner {name!r} needs a one-line description citing its paper")
-        if not (dataclasses.is_dataclass(cls.Options) and cls.Options.__dataclass_params__.frozen):
+        if not (dataclasses.is_dataclass(cls.Options) and cls.Options.__dataclass_params__.frozen):  # type: ignore[attr-defined]  # no public API says "frozen"
             raise ValueError(f"pruner {name!r}: Options must be a frozen dataclass")
         cls.name = name
         _REGISTRY[name] = cls

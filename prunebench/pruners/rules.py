@@ -7,6 +7,8 @@ top-k; whatever positions top-k picks among tied values, the samples sitting the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -114,7 +116,7 @@ def class_budgets(labels: torch.Tensor, k: int, num_classes: int | None = None) 
 def class_balanced(
     labels: torch.Tensor,
     k: int,
-    select: "callable",
+    select: Callable[[torch.Tensor, int], torch.Tensor],
     num_classes: int | None = None,
 ) -> torch.Tensor:
     """Apply ``select(class_indices, budget) -> kept`` within each class with proportional budgets."""

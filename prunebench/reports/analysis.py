@@ -13,11 +13,6 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-def consecutive_jaccard(masks: np.ndarray) -> np.ndarray:
-    """Jaccard of epoch e's kept set with epoch e-1's, for e = 1..E-1 (masks: bool [E, N])."""
-    return np.array([jaccard(masks[e], masks[e - 1]) for e in range(1, masks.shape[0])])
-
-
 def cross_seed_jaccard(masks_by_seed: list[np.ndarray]) -> np.ndarray:
     """Per epoch, the mean Jaccard of the kept sets of every pair of seeds (masks: bool [E, N] each).
 

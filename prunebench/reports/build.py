@@ -99,10 +99,6 @@ def _pct(x: float, nd: int = 2) -> str:
     return "–" if pd.isna(x) else f"{100 * x:.{nd}f}"
 
 
-def _pp(x: float) -> str:
-    return "–" if pd.isna(x) else f"{100 * x:+.2f}"
-
-
 def _sec(x: float) -> str:
     return "–" if pd.isna(x) else (f"{x:.3f}" if abs(x) < 10 else f"{x:.1f}")
 

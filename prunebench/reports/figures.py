@@ -155,7 +155,7 @@ def paired_forest(pt: pd.DataFrame, path: Path) -> pd.DataFrame:
         for ax, kind in zip(axes[2 * i: 2 * i + 2], ("full", "baseline")):
             g = at[at["reference_kind"] == kind].set_index("method").reindex(order)
             y = np.arange(len(order))
-            for yy, (m, r) in zip(y, g.iterrows()):
+            for yy, (_m, r) in zip(y, g.iterrows()):
                 if pd.isna(r["diff_mean"]):
                     continue
                 lo = r["diff_ci_low"] if not pd.isna(r["diff_ci_low"]) else r["diff_mean"]

@@ -48,7 +48,6 @@ from scipy import stats as _st
 PROXY_CHARGES = ("full", "amortised")
 DEFAULT_BASELINES = {"static": "random-static", "dynamic": "random-dynamic"}
 PROXY_KEYS = ("pruner.proxy_model", "pruner.proxy_epochs", "pruner.proxy_seeds")
-FAMILIES = ("static", "epoch-level", "batch-level")
 REFERENCE = "full"
 FEW_SEEDS = 3  # fewer paired seeds than this: the verdict is flagged as resting on few seeds
 SETTING = ["dataset", "model"]

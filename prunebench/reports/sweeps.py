@@ -216,8 +216,8 @@ def format_points(points: pd.DataFrame, kind: str, trials: pd.DataFrame | None =
         if len(stopped):
             lines.append("early-stopped (excluded from the best): " + "; ".join(
                 f"trial {int(t)} ({w})" for t, w in zip(stopped["trial"], stopped["stopped_at"])))
-    for w in warnings or []:
-        lines.append(f"WARNING: {w}")
+    for msg in warnings or []:
+        lines.append(f"WARNING: {msg}")
     return "\n".join(lines)
 
 
@@ -242,7 +242,10 @@ def _range_labels(pruner: str, axis: str, p: float | None) -> dict[float, str]:
         return {0.0: labels[0], 1.0: labels[1]}
     if p is None:
         return {}
-    lo, hi = cls.option_range(name, p)
+    rng = cls.option_range(name, p)
+    if rng is None:  # labels declared for an option whose range does not depend on p
+        return {}
+    lo, hi = rng
     return {round(lo, 9): labels[0], round(hi, 9): labels[1]}
 
 
@@ -366,7 +369,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 def read_sweeps(folder: Path) -> dict[str, pd.DataFrame]:
     """``<results folder>/sweeps/<name>/results.csv`` of every sweep that has results, by name."""
-    out = {}
+    out: dict[str, pd.DataFrame] = {}
     root = Path(folder) / "sweeps"
     if not root.is_dir():
         return out

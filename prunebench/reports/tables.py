@@ -38,9 +38,6 @@ MEANS = {
     "jaccard_mean": "jaccard_mean",
 }
 
-#: the accuracy columns (the only ones a table highlights) and which way is better
-BETTER = {"acc_mean": ("max", 5e-5), "best_acc_mean": ("max", 5e-5)}
-
 LEADERBOARD_COLUMNS = GROUP + [
     "rank", "pruner", "granularity", "family", "n_seeds", "seeds", "acc_mean", "acc_std", "acc_ci_low",
     "acc_ci_high", "vs_full_mean", "vs_full_sd", "vs_full_ci_low", "vs_full_ci_high", "vs_full_verdict",
@@ -113,30 +110,6 @@ def leaderboard_table(df: pd.DataFrame, proxy_charge: str = "full", baselines: d
     out["_contender"] = out["method"] != "full"
     out = out.sort_values(SETTING + ["_contender", "prune_ratio", "rank", "method"], na_position="first")
     return out[LEADERBOARD_COLUMNS].reset_index(drop=True)
-
-
-def best_marks(table: pd.DataFrame, exclude_full: bool = True) -> pd.DataFrame:
-    """Boolean frame (same index/columns as ``table``): True where an accuracy cell is the best of its
-    column (only the accuracy columns of ``BETTER`` are ever marked).
-
-    Full data is the reference, not a contender, so it is never marked. Values within the column's
-    tolerance of the best (below the displayed precision) tie and are all marked; a column whose
-    contenders all tie marks nothing.
-    """
-    marks = pd.DataFrame(False, index=table.index, columns=table.columns)
-    pool = table[table["method"] != "full"] if exclude_full else table
-    for col, (how, tol) in BETTER.items():
-        if col not in table or len(pool) < 2:
-            continue
-        v = pool[col].astype(float)
-        if v.isna().all():
-            continue
-        best = v.max() if how == "max" else v.min()
-        tied = (v - best).abs() <= tol
-        if tied.all():
-            continue
-        marks.loc[v.index[tied], col] = True
-    return marks
 
 
 def stability_table(df: pd.DataFrame, volatility: pd.DataFrame | None = None) -> pd.DataFrame:

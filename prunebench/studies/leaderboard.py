@@ -55,7 +55,6 @@ from prunebench.studies.progress import CellProgress, QueueShow, Show
 from prunebench.studies.spec import RunSpec, Study
 
 Log = Callable[[str], None]
-STUDY_COLUMNS = ("study", "method", "run_key", "tracking_uri", "experiment")
 KEY_TAG = "prunebench.run_key"
 
 
