@@ -30,7 +30,7 @@ from prunebench.datasets import FolderData, TensorData, load_dataset
 from prunebench.errors import ConfigError, TrainingError
 from prunebench.harness import distributed as ddp
 from prunebench.harness import lifecycle
-from prunebench.harness.batches import make_batches, Normalize
+from prunebench.harness.batches import Normalize, make_batches
 from prunebench.harness.batchnorm import CandidateBNStats
 from prunebench.harness.checkpoint import save_checkpoint
 from prunebench.harness.config import TrainConfig

@@ -35,7 +35,7 @@ from prunebench.harness.checkpoint import atomic_write
 from prunebench.harness.config import TrainConfig
 from prunebench.harness.cost import sync
 from prunebench.harness.models import classifier_head
-from prunebench.pruners.base import PruneContext, ProxyRequest
+from prunebench.pruners.base import ProxyRequest, PruneContext
 from prunebench.pruners.scores import prob_margin
 from prunebench.safety import npy_bytes
 from prunebench.seeding import derive_seed
