@@ -72,13 +72,23 @@ class _Source:
             yield Batch(idx, x, y, w, None, 0, w)
 
     def _loader(self, dataset, chunk: int, **kw) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(dataset, batch_size=chunk, num_workers=self.num_workers,
-                                           pin_memory=self.device.type == "cuda", **kw)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=chunk, num_workers=self.num_workers, pin_memory=self.device.type == "cuda", **kw
+        )
 
 
 class TensorBatches(_Source):
-    def __init__(self, data: TensorData, device: torch.device, normalize: Normalize, dist: DistInfo, num_workers: int,
-                 augment: str, crop_padding: int, aug_gen: torch.Generator) -> None:
+    def __init__(
+        self,
+        data: TensorData,
+        device: torch.device,
+        normalize: Normalize,
+        dist: DistInfo,
+        num_workers: int,
+        augment: str,
+        crop_padding: int,
+        aug_gen: torch.Generator,
+    ) -> None:
         super().__init__(data, device, normalize, dist, num_workers)
         self.augment, self.crop_padding, self.aug_gen = augment, crop_padding, aug_gen
         self.x_train, self.y_train = data.x_train.to(device), data.y_train.to(device)
@@ -156,16 +166,20 @@ class FolderBatches(_Source):
     augment = "folder"
     crop_padding = 0
 
-    def __init__(self, data: FolderData, device: torch.device, normalize: Normalize, dist: DistInfo,
-                 num_workers: int) -> None:
+    def __init__(
+        self, data: FolderData, device: torch.device, normalize: Normalize, dist: DistInfo, num_workers: int
+    ) -> None:
         super().__init__(data, device, normalize, dist, num_workers)
         self.sampler = PlannedSampler()
 
     def train(self, indices: torch.Tensor, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         self.sampler.set_indices(indices)
         for idx, x, y in self._loader(self.data.train, chunk, sampler=self.sampler, drop_last=False):
-            yield (idx.to(self.device, non_blocking=True), self.normalize(x.to(self.device, non_blocking=True)),
-                   y.to(self.device, non_blocking=True))
+            yield (
+                idx.to(self.device, non_blocking=True),
+                self.normalize(x.to(self.device, non_blocking=True)),
+                y.to(self.device, non_blocking=True),
+            )
 
     def plain(self, indices: torch.Tensor, weights: torch.Tensor, chunk: int):
         w_of = torch.zeros(self.data.num_train, device=self.device)
@@ -175,8 +189,9 @@ class FolderBatches(_Source):
 
     def in_order(self, chunk: int) -> Iterator[torch.Tensor]:
         """Every training input through the training transform, in index order."""
-        for _, x, _ in torch.utils.data.DataLoader(self.data.train, batch_size=chunk, shuffle=False,
-                                                   num_workers=self.num_workers):
+        for _, x, _ in torch.utils.data.DataLoader(
+            self.data.train, batch_size=chunk, shuffle=False, num_workers=self.num_workers
+        ):
             yield self.normalize(x.to(self.device))
 
     def test(self, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -216,8 +231,15 @@ class PlannedSampler(torch.utils.data.Sampler):
         return len(self.indices)
 
 
-def make_batches(data: TensorData | FolderData, device: torch.device, normalize: Normalize, dist: DistInfo,
-                 num_workers: int, augment: str | None, aug_gen: torch.Generator) -> TensorBatches | FolderBatches:
+def make_batches(
+    data: TensorData | FolderData,
+    device: torch.device,
+    normalize: Normalize,
+    dist: DistInfo,
+    num_workers: int,
+    augment: str | None,
+    aug_gen: torch.Generator,
+) -> TensorBatches | FolderBatches:
     """The run's batch source; ``augment`` overrides the dataset's default (tensor data only)."""
     if isinstance(data, TensorData):
         aug = augment or data.augment

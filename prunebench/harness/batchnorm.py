@@ -118,8 +118,9 @@ class FrozenBNStats:
         self.bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     def __enter__(self):
-        self.saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
-                      for m in self.bns]
+        self.saved = [
+            (m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in self.bns
+        ]
         for m in self.bns:
             m.momentum = 0.0
         return self

@@ -17,8 +17,17 @@ from typing import Any, Iterator
 import torch
 
 #: the counters a checkpoint stores (the names are part of the checkpoint format)
-COUNTERS = ("samples_forward", "samples_backprop", "optimizer_steps", "train_time", "selection_time",
-            "eval_time", "scoring_time", "scoring_cost", "probe_time")
+COUNTERS = (
+    "samples_forward",
+    "samples_backprop",
+    "optimizer_steps",
+    "train_time",
+    "selection_time",
+    "eval_time",
+    "scoring_time",
+    "scoring_cost",
+    "probe_time",
+)
 
 
 def sync(device: torch.device) -> None:
@@ -67,9 +76,11 @@ class CostMeter:
         time in place of this run's time in the proxy runner (a cache hit costs what the miss cost)."""
         sc = self.scoring_cost
         own = max(0.0, self.scoring_time - float(sc.get("proxy_wall_s", 0.0)))
-        return {"total_compute": (self.samples_forward + 3 * self.samples_backprop) / (3 * budget_visits)
-                + float(sc.get("relative_compute", 0.0)),
-                "total_cost_s": self.train_time + own + float(sc.get("proxy_time_s", 0.0))}
+        return {
+            "total_compute": (self.samples_forward + 3 * self.samples_backprop) / (3 * budget_visits)
+            + float(sc.get("relative_compute", 0.0)),
+            "total_cost_s": self.train_time + own + float(sc.get("proxy_time_s", 0.0)),
+        }
 
     def row(self, budget_visits: int) -> dict[str, Any]:
         """The cost columns of the result row; ``budget_visits`` is epochs x N (full training)."""

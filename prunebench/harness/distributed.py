@@ -54,7 +54,9 @@ class DistInfo:
         """The module the step calls: DDP around ``model`` (which keeps its own parameters) under torchrun."""
         if not self.enabled:
             return model
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     def batch_loss(self, losses: torch.Tensor, w: torch.Tensor | None, m: int) -> torch.Tensor:
         """The loss to backpropagate: the (weighted) mean; under DDP this rank's share of the global
@@ -63,16 +65,18 @@ class DistInfo:
             return (losses * w).sum() * (self.world / m)
         return (losses * w).mean() if w is not None else losses.mean()
 
-    def gather_observed(self, idx: torch.Tensor, losses: torch.Tensor,
-                        real: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def gather_observed(
+        self, idx: torch.Tensor, losses: torch.Tensor, real: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole global batch's real ``(indices, losses)``, in global order, on every rank."""
         if not self.enabled:
             return idx, losses
         keep = all_gather_cat(real)
         return all_gather_cat(idx)[keep], all_gather_cat(losses)[keep]
 
-    def gather_candidates(self, y: torch.Tensor, logits: torch.Tensor, losses: torch.Tensor,
-                          real: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def gather_candidates(
+        self, y: torch.Tensor, logits: torch.Tensor, losses: torch.Tensor, real: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The global candidate batch's ``(targets, logits, losses)`` on every rank."""
         if not self.enabled:
             return y, logits, losses

@@ -47,9 +47,19 @@ class EpochStats:
 class Epoch:
     """``epoch(e) -> EpochStats``: plan with the pruner, then train the epoch's batches."""
 
-    def __init__(self, pruner: Pruner, batches: TensorBatches | FolderBatches, step: Step, precision: Precision,
-                 meter: CostMeter, budget: Budget, batch_size: int, num_samples: int, probe_epochs: frozenset[int],
-                 candidate_bn: CandidateBNStats | None) -> None:
+    def __init__(
+        self,
+        pruner: Pruner,
+        batches: TensorBatches | FolderBatches,
+        step: Step,
+        precision: Precision,
+        meter: CostMeter,
+        budget: Budget,
+        batch_size: int,
+        num_samples: int,
+        probe_epochs: frozenset[int],
+        candidate_bn: CandidateBNStats | None,
+    ) -> None:
         self.pruner, self.batches, self.step, self.precision = pruner, batches, step, precision
         self.meter, self.budget, self.bs, self.n = meter, budget, batch_size, num_samples
         self.probe_epochs, self.candidate_bn = probe_epochs, candidate_bn
@@ -57,8 +67,11 @@ class Epoch:
 
     def __call__(self, epoch: int) -> EpochStats:
         device = self.batches.device
-        stats = EpochStats(torch.zeros(self.n, dtype=torch.int64, device=device), torch.zeros((), device=device),
-                           weight_sums=torch.zeros(self.n, device=device) if epoch in self.probe_epochs else None)
+        stats = EpochStats(
+            torch.zeros(self.n, dtype=torch.int64, device=device),
+            torch.zeros((), device=device),
+            weight_sums=torch.zeros(self.n, device=device) if epoch in self.probe_epochs else None,
+        )
         t0 = time.perf_counter()
         plan = self.pruner.plan_epoch(epoch)
         self.meter.selection_time += time.perf_counter() - t0
@@ -91,14 +104,23 @@ class Epoch:
             self.meter.samples_forward += idx.numel()
             seen += idx.numel()
             t0 = time.perf_counter()
-            sel = pruner.select_batch(CandidateBatch(idx, losses, logits.float(), y, self.bs, self.precision.label_smoothing))
+            sel = pruner.select_batch(
+                CandidateBatch(idx, losses, logits.float(), y, self.bs, self.precision.label_smoothing)
+            )
             self.meter.selection_time += time.perf_counter() - t0
             keep = sel.keep
             weighted = weighted or sel.weights is not None
             device = self.batches.device
             w = sel.weights.to(device).float() if sel.weights is not None else torch.ones(keep.numel(), device=device)
-            kept.add((x[keep] if x is not None else None, y[keep], idx[keep], w,
-                      params[keep] if params is not None else None))
+            kept.add(
+                (
+                    x[keep] if x is not None else None,
+                    y[keep],
+                    idx[keep],
+                    w,
+                    params[keep] if params is not None else None,
+                )
+            )
             if self.candidate_bn is not None:  # one step per candidate batch, with that batch's BN statistics
                 with self.candidate_bn.apply():
                     self._train_kept(kept.take(kept.count), weighted, epoch, seen / n_c, stats)
@@ -142,9 +164,12 @@ class _KeptSamples:
 
     def take(self, size: int) -> tuple:
         """The first ``size`` kept samples (the rest stays buffered)."""
-        cols = [None if self.parts[0][k] is None else
-                (torch.cat([p[k] for p in self.parts]) if k != 4 else AugParams.cat([p[k] for p in self.parts]))
-                for k in range(5)]
+        cols = [
+            None
+            if self.parts[0][k] is None
+            else (torch.cat([p[k] for p in self.parts]) if k != 4 else AugParams.cat([p[k] for p in self.parts]))
+            for k in range(5)
+        ]
         self.parts = [tuple(None if c is None else c[size:] for c in cols)] if size < cols[2].shape[0] else []
         self.count -= size
         return tuple(None if c is None else c[:size] for c in cols)

@@ -12,8 +12,9 @@ from prunebench.harness.step import Precision
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: TensorBatches | FolderBatches, precision: Precision, num_classes: int,
-             batch_size: int) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, batches: TensorBatches | FolderBatches, precision: Precision, num_classes: int, batch_size: int
+) -> dict[str, float]:
     """``{"test_acc": ..., "test_top5": ...}``; ``model`` is the plain module (no DDP collectives)."""
     model.eval()
     device, dist = batches.device, batches.dist

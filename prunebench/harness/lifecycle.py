@@ -37,8 +37,12 @@ def execute(tr) -> RunResult:
         tr.load_state_dict(resume_state)
         # the pruner's state already holds its selection: prepare() (and a static proxy run) is not repeated
         tr.pruner.context = tr.context()
-        tracker.start(cfg.run_name or tr.pruner.label, params, tags,
-                      run_id=resume_state["mlflow_run_id"] if cfg.tracking else None)
+        tracker.start(
+            cfg.run_name or tr.pruner.label,
+            params,
+            tags,
+            run_id=resume_state["mlflow_run_id"] if cfg.tracking else None,
+        )
     else:
         tracker.start(cfg.run_name or tr.pruner.label, params, tags)
     tr.run_id = tr.dist.share(tracker.run_id)
@@ -67,7 +71,7 @@ def preflight(tr) -> dict[str, Any] | None:
         uri = resolve_tracking_uri(cfg.tracking_uri)
         check_tracking_reachable(uri)
         if uri.startswith("sqlite:///"):
-            check_writable_dir(Path(uri[len("sqlite:///"):]).parent, 16 << 20, "tracking store folder")
+            check_writable_dir(Path(uri[len("sqlite:///") :]).parent, 16 << 20, "tracking store folder")
     state = None
     if cfg.checkpoint_dir:
         if cfg.resume:
@@ -75,8 +79,10 @@ def preflight(tr) -> dict[str, Any] | None:
             check_resumable(state, tr.identity())
         target = Path(cfg.checkpoint_dir) / CHECKPOINT_NAME
         if target.is_symlink() or (target.exists() and not target.is_file()):
-            raise ConfigError(f"checkpoint dir {cfg.checkpoint_dir}: {target.name} there is not a regular file; "
-                              f"remove it or use another --checkpoint-dir")
+            raise ConfigError(
+                f"checkpoint dir {cfg.checkpoint_dir}: {target.name} there is not a regular file; "
+                f"remove it or use another --checkpoint-dir"
+            )
         n_params = sum(p.numel() for p in tr.model.parameters())
         need = 2 * (3 * 4 * n_params + 64 * tr.n) + (8 << 20)  # model + optimizer + pruner state, twice
         check_writable_dir(cfg.checkpoint_dir, need, "checkpoint dir")
@@ -85,25 +91,46 @@ def preflight(tr) -> dict[str, Any] | None:
 
 def run_params(tr) -> dict[str, Any]:
     """The run's MLflow params: its settings as resolved (not the machine's)."""
-    return {**{k: v for k, v in tr.config.to_dict().items()
-               if k not in ("pruner_options", "tags", "resume") and k not in MACHINE_FIELDS},
-            **tr.pruner.params(), "label": tr.pruner.label, "epochs": tr.epochs, "lr": tr.lr,
-            "num_samples": tr.n, "augment": tr.batches.augment, "device": str(tr.device)}
+    return {
+        **{
+            k: v
+            for k, v in tr.config.to_dict().items()
+            if k not in ("pruner_options", "tags", "resume") and k not in MACHINE_FIELDS
+        },
+        **tr.pruner.params(),
+        "label": tr.pruner.label,
+        "epochs": tr.epochs,
+        "lr": tr.lr,
+        "num_samples": tr.n,
+        "augment": tr.batches.augment,
+        "device": str(tr.device),
+    }
 
 
 def run_tags(tr, tracker) -> dict[str, str]:
     cfg = tr.config
-    machine = {f"prunebench.{k}": str(v) for k in MACHINE_FIELDS  # this machine's values
-               if (v := getattr(tracker, "uri", None) if k == "tracking_uri" else getattr(cfg, k)) is not None}
-    return {"prunebench.label": tr.pruner.label, "prunebench.pruner": cfg.pruner,
-            "prunebench.granularity": tr.pruner.granularity, **machine,
-            FINGERPRINT_TAG: data_fingerprint(tr.data), **{k: str(v) for k, v in cfg.tags.items()}}
+    machine = {
+        f"prunebench.{k}": str(v)
+        for k in MACHINE_FIELDS  # this machine's values
+        if (v := getattr(tracker, "uri", None) if k == "tracking_uri" else getattr(cfg, k)) is not None
+    }
+    return {
+        "prunebench.label": tr.pruner.label,
+        "prunebench.pruner": cfg.pruner,
+        "prunebench.granularity": tr.pruner.granularity,
+        **machine,
+        FINGERPRINT_TAG: data_fingerprint(tr.data),
+        **{k: str(v) for k, v in cfg.tags.items()},
+    }
 
 
 def log_result(tr, tracker, result: RunResult, params: dict[str, Any]) -> None:
     """The row's measured numbers as metrics (its other numbers as params), the arrays, ``run.json``."""
-    numbers = {k: v for k, v in result.row.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in params}
+    numbers = {
+        k: v
+        for k, v in result.row.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in params
+    }
     tracker.log_metrics({k: v for k, v in numbers.items() if is_metric(k)})
     tracker.log_params({k: v for k, v in numbers.items() if not is_metric(k)})
     arrays = {"usage_counts": result.usage.astype(np.int32)}

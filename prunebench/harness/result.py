@@ -14,10 +14,25 @@ import prunebench
 
 #: numbers of the result row that the run measured: its final MLflow metrics (with every ``scoring_*``
 #: number); the row's other numbers (num_classes, world_size, ...) are settings, logged as params
-RESULT_METRICS = ("final_acc", "best_acc", "final_top5", "final_train_loss", "train_time_s", "selection_time_s",
-                  "scoring_time_s", "eval_time_s", "probe_time_s", "total_time_s", "samples_forward",
-                  "samples_backprop", "optimizer_steps", "realized_prune_ratio", "relative_compute", "jaccard_mean",
-                  "epochs_run")
+RESULT_METRICS = (
+    "final_acc",
+    "best_acc",
+    "final_top5",
+    "final_train_loss",
+    "train_time_s",
+    "selection_time_s",
+    "scoring_time_s",
+    "eval_time_s",
+    "probe_time_s",
+    "total_time_s",
+    "samples_forward",
+    "samples_backprop",
+    "optimizer_steps",
+    "realized_prune_ratio",
+    "relative_compute",
+    "jaccard_mean",
+    "epochs_run",
+)
 
 
 @dataclass
@@ -50,9 +65,12 @@ def accuracy_columns(history: list[dict[str, Any]]) -> dict[str, float]:
     """Final and best accuracy, final top-5 and final training loss (NaN before any evaluation)."""
     accs = [h["test_acc"] for h in history if "test_acc" in h]
     final = next((h for h in reversed(history) if "test_acc" in h), {})
-    return {"final_acc": final.get("test_acc", float("nan")), "best_acc": max(accs) if accs else float("nan"),
-            "final_top5": final.get("test_top5", float("nan")),
-            "final_train_loss": history[-1]["train_loss"] if history else float("nan")}
+    return {
+        "final_acc": final.get("test_acc", float("nan")),
+        "best_acc": max(accs) if accs else float("nan"),
+        "final_top5": final.get("test_top5", float("nan")),
+        "final_train_loss": history[-1]["train_loss"] if history else float("nan"),
+    }
 
 
 def jaccard_mean(history: list[dict[str, Any]]) -> float:
@@ -62,9 +80,14 @@ def jaccard_mean(history: list[dict[str, Any]]) -> float:
 
 
 def system_columns(device: torch.device, world_size: int, rank_steps_equal: bool) -> dict[str, Any]:
-    return {"device": str(device), "world_size": world_size, "rank_steps_equal": rank_steps_equal,
-            "torch_version": torch.__version__, "prunebench_version": prunebench.__version__,
-            "python_version": platform.python_version()}
+    return {
+        "device": str(device),
+        "world_size": world_size,
+        "rank_steps_equal": rank_steps_equal,
+        "torch_version": torch.__version__,
+        "prunebench_version": prunebench.__version__,
+        "python_version": platform.python_version(),
+    }
 
 
 PLAN_SCORE_SNAPSHOTS = 10  # epochs (1..E-1, evenly spaced) whose plan-time pruner scores are logged
@@ -82,8 +105,9 @@ class Records:
         # loss-score pruners (orderdp, loss-topk, ...): the stored scores at plan time of a few epochs,
         # so reports can rank samples as the pruner did and compare keep frequencies per rank with gamma
         self.plan_scores: dict[int, np.ndarray] = {}
-        self.plan_score_epochs = (set(np.linspace(1, epochs - 1, PLAN_SCORE_SNAPSHOTS).round().astype(int).tolist())
-                                  if epochs > 1 else set())
+        self.plan_score_epochs = (
+            set(np.linspace(1, epochs - 1, PLAN_SCORE_SNAPSHOTS).round().astype(int).tolist()) if epochs > 1 else set()
+        )
         self.record_kept = record_kept
         self.device = device
 
@@ -101,8 +125,13 @@ class Records:
         return jac
 
     def state(self) -> dict[str, Any]:
-        return {"usage": self.usage.cpu(), "prev_mask": None if self.prev_mask is None else self.prev_mask.cpu(),
-                "history": self.history, "kept_masks": self.kept_masks, "plan_scores": self.plan_scores}
+        return {
+            "usage": self.usage.cpu(),
+            "prev_mask": None if self.prev_mask is None else self.prev_mask.cpu(),
+            "history": self.history,
+            "kept_masks": self.kept_masks,
+            "plan_scores": self.plan_scores,
+        }
 
     def load(self, state: dict[str, Any]) -> None:
         self.usage = state["usage"].to(self.device)

@@ -46,8 +46,19 @@ class Step:
     after every step; the hot path only tests the empty list.
     """
 
-    def __init__(self, model: nn.Module, step_model: nn.Module, optimizer: torch.optim.Optimizer, pruner: Pruner,
-                 precision: Precision, meter: CostMeter, dist: DistInfo, lr: float, schedule: str, warmup: float) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        step_model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        pruner: Pruner,
+        precision: Precision,
+        meter: CostMeter,
+        dist: DistInfo,
+        lr: float,
+        schedule: str,
+        warmup: float,
+    ) -> None:
         self.model, self.step_model, self.optimizer, self.pruner = model, step_model, optimizer, pruner
         self.precision, self.meter, self.dist = precision, meter, dist
         self.lr, self.schedule, self.warmup = lr, schedule, warmup
@@ -56,8 +67,16 @@ class Step:
     def lr_at(self, t: float) -> float:
         return self.lr * lr_multiplier(self.schedule, t, warmup=self.warmup)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, w: torch.Tensor | None, t: float,
-                 real: torch.Tensor | None = None, m: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        w: torch.Tensor | None,
+        t: float,
+        real: torch.Tensor | None = None,
+        m: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         lr = self.lr_at(t)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
