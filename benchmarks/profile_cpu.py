@@ -44,8 +44,8 @@ def main(argv=None) -> int:
                       tracking=False, eval_every=10**6, device="cpu", record_kept=False,
                       precision=args.precision, channels_last=args.channels_last)
     tr = Trainer(cfg, data=data)
-    tr.pruner.prepare(tr._context())
-    tr._run_epoch(0)  # warm-up (oneDNN primitive caches)
+    tr.pruner.prepare(tr.context())
+    tr.run_epoch(0)  # warm-up (oneDNN primitive caches)
     # label the model's own work so the table can tell it from the harness's
     fwd = tr.step_model.forward
     tr.step_model.forward = lambda *a, **k: _labelled("model.forward", fwd, *a, **k)  # noqa: E731
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     tr.optimizer.step = lambda *a, **k: _labelled("optimizer.step", opt_step, *a, **k)  # noqa: E731
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         with record_function("epoch"):
-            tr._run_epoch(1)
+            tr.run_epoch(1)
     ev = prof.key_averages()
     total = next(e.cpu_time_total for e in ev if e.key == "epoch")
     part = {k: next((e.cpu_time_total for e in ev if e.key == k), 0.0) for k in ("model.forward", "optimizer.step")}

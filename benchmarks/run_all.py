@@ -86,12 +86,12 @@ def _harness_epoch(data: TensorData, model: str, bs: int, pruner: str = "full", 
     tr = Trainer(cfg, data=data)
     # evaluation is excluded from train_time_s by the harness; measure only the epochs
     tr.config = cfg
-    tr.pruner.prepare(tr._context())
+    tr.pruner.prepare(tr.context())
     t0 = time.perf_counter()
     for e in range(epochs):
-        tr._run_epoch(e)
+        tr.run_epoch(e)
     dt = time.perf_counter() - t0
-    return dt, {"samples_backprop": tr.samples_backprop}
+    return dt, {"samples_backprop": tr.meter.samples_backprop}
 
 
 def _handwritten_epoch(data: TensorData, model_name: str, bs: int, seed: int = 0, fast: bool = False) -> float:
@@ -291,21 +291,21 @@ def bench_gpu(args, data) -> dict[str, Any]:
             cfg = TrainConfig(dataset="cifar10", model=model, pruner="full", epochs=2, batch_size=512,
                               tracking=False, eval_every=10**6, device="cuda", record_kept=False, compile=compile_)
             tr = Trainer(cfg, data=data)
-            tr.pruner.prepare(tr._context())
-            tr._run_epoch(0)  # warm-up (cudnn autotune, compile)
+            tr.pruner.prepare(tr.context())
+            tr.run_epoch(0)  # warm-up (cudnn autotune, compile)
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-            tr._run_epoch(1)
+            tr.run_epoch(1)
             torch.cuda.synchronize()
             dt = time.perf_counter() - t0
             # model-only time: the same number of steps on pre-gathered inputs
-            x = tr._normalize(tr.x_train[: cfg.batch_size])
-            y = tr.y_train[: cfg.batch_size]
+            x = tr.batches.normalize(tr.batches.x_train[: cfg.batch_size])
+            y = tr.batches.y_train[: cfg.batch_size]
             steps = math.ceil(data.num_train / cfg.batch_size)
             torch.cuda.synchronize()
             t1 = time.perf_counter()
             for _ in range(steps):
-                with tr._autocast():
+                with tr.precision.autocast():
                     logits = tr.step_model(x)
                 loss = F.cross_entropy(logits.float(), y)
                 tr.optimizer.zero_grad(set_to_none=True)

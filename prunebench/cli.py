@@ -225,7 +225,8 @@ def _print_scoring(row: dict[str, Any]) -> None:
 def cmd_export_scores(args: argparse.Namespace) -> int:
     args.no_tracking = True
     config = build_run_config(args)
-    from prunebench.harness.proxy import export_arrays, static_scores
+    from prunebench.harness.loop import static_scores
+    from prunebench.harness.proxy import export_arrays
 
     written = export_arrays(static_scores(config), args.out, args.format)
     for p in written:

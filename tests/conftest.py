@@ -49,7 +49,7 @@ def proxy_context():
     import torch
 
     from prunebench.harness.config import TrainConfig
-    from prunebench.harness.proxy import proxy_context as make_context
+    from prunebench.harness.loop import prune_context as make_context
     from prunebench.datasets import load_dataset
 
     contexts, memo = {}, {}

@@ -91,10 +91,10 @@ def test_weights_multiply_per_sample_loss_before_mean(synthetic):
     tr = Trainer(cfg, data=synthetic)
     ref = copy.deepcopy(tr.model)
     idx = torch.arange(16)
-    x = tr._normalize(synthetic.x_train[idx])
+    x = tr.batches.normalize(synthetic.x_train[idx])
     y = synthetic.y_train[idx]
     w = torch.linspace(0.5, 3.0, 16)
-    tr._step(x, y, idx, w, 0.0)
+    tr.step(x, y, idx, w, 0.0)
     ref.train()
     losses = F.cross_entropy(ref(x), y, reduction="none", label_smoothing=0.1)
     (losses * w).sum().div(16).backward()

@@ -439,22 +439,45 @@ def test_leaderboard_lock_excludes_under_contention(tmp_path):
 # sweeps
 # ---------------------------------------------------------------------------------------------------
 
-def test_train_progress_raising_trial_pruned_ends_run_killed(tmp_path):
-    import optuna
-
-    from prunebench.harness import train
+def test_train_progress_raising_stop_run_ends_run_killed_with_a_complete_row(tmp_path):
+    from prunebench.harness import StopRun, TrainConfig, Trainer
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
     def stop(m):
         if m["epoch"] == 1:
-            raise optuna.TrialPruned("stop")
+            raise StopRun("stop")
 
-    with pytest.raises(optuna.TrialPruned):
-        train(dict(dataset="synthetic", model="mlp", epochs=4, tracking_uri=uri, experiment="es"), progress=stop)
+    tr = Trainer(TrainConfig.from_dict(dict(dataset="synthetic", model="mlp", epochs=4, tracking_uri=uri,
+                                            experiment="es")), progress=stop)
+    with pytest.raises(StopRun):
+        tr.run()
     (run,) = mlflow_runs(uri, "es")
     assert run.info.status == "KILLED" and run.data.tags["prunebench.early_stopped"] == "after epoch 1"
     assert len(run.data.metrics) and "prunebench.error" not in run.data.tags
+    row = tr.result().row  # the row of how the run ended: 2 of 4 epochs, killed, every column
+    assert row["status"] == "KILLED" and row["error"] == "StopRun: stop" and row["epochs_run"] == 2
+    assert row["run_id"] == run.info.run_id and row["samples_backprop"] == 2 * row["num_samples"]
+    assert set(tr.result("FINISHED").row) == set(row)
+
+
+def test_failed_row_is_the_complete_row_without_accuracy():
+    from prunebench.harness import TrainConfig, Trainer
+    from prunebench.harness.ending import failed_row
+
+    def boom(m):
+        raise RuntimeError("boom\nsecond line")
+
+    tr = Trainer(TrainConfig.from_dict(dict(dataset="synthetic", model="mlp", epochs=2, tracking=False)), progress=boom)
+    with pytest.raises(RuntimeError) as e:
+        tr.run()
+    assert tr.status == "FAILED" and tr.error == "RuntimeError: boom"
+    row = failed_row(e.value, tr, {"unused": 1})
+    assert row["status"] == "FAILED" and row["error"] == "RuntimeError: boom" and row["epochs_run"] == 1
+    assert np.isnan(row["final_acc"]) and np.isnan(row["best_acc"]) and "unused" not in row
+    assert row["samples_backprop"] == row["num_samples"] and set(row) == set(tr.result().row)
+    minimal = failed_row(e.value, None, {"run_id": None, "label": "x"})
+    assert minimal["label"] == "x" and minimal["status"] == "FAILED" and np.isnan(minimal["final_acc"])
 
 
 def test_cifar10_cpu_lists_the_reference_leaderboard():

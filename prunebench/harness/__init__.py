@@ -17,7 +17,8 @@ from typing import Any
 _LAZY = {
     "TrainConfig": "prunebench.harness.config",
     "split_overrides": "prunebench.harness.config",
-    "RunResult": "prunebench.harness.loop",
+    "RunResult": "prunebench.harness.result",
+    "StopRun": "prunebench.harness.ending",
     "Trainer": "prunebench.harness.loop",
     "train": "prunebench.harness.loop",
     "create_model": "prunebench.harness.models",

@@ -108,3 +108,26 @@ def _renormalise(m: nn.Module, x: torch.Tensor, mean_c: torch.Tensor, var_c: tor
     if m.weight is not None:
         y = y * m.weight.view(shape) + m.bias.view(shape)
     return y
+
+
+class FrozenBNStats:
+    """Context manager: BatchNorm layers normalise with batch statistics but do not update running ones
+    (momentum 0), so a no-grad candidate forward has no side effect on the model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def __enter__(self):
+        self.saved = [
+            (m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in self.bns
+        ]
+        for m in self.bns:
+            m.momentum = 0.0
+        return self
+
+    def __exit__(self, *exc):
+        for m, (mom, nbt) in zip(self.bns, self.saved):
+            m.momentum = mom
+            if nbt is not None:
+                m.num_batches_tracked.copy_(nbt)
+        return False

@@ -30,10 +30,14 @@ import torch
 import torch.distributed as dist
 
 from prunebench.errors import ConfigError
+from prunebench.harness.augment import AugParams
 
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in the run, and the few operations where DDP and one process differ: the
+    rest of the loop calls these and does not branch on DDP (in one process each is the identity)."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -45,6 +49,66 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """The module the step calls: DDP around ``model`` (which keeps its own parameters) under torchrun."""
+        if not self.enabled:
+            return model
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    def batch_loss(self, losses: torch.Tensor, w: torch.Tensor | None, m: int) -> torch.Tensor:
+        """The loss to backpropagate: the (weighted) mean; under DDP this rank's share of the global
+        weighted mean over the ``m`` real samples (DDP averages gradients over the ranks)."""
+        if self.enabled:
+            return (losses * w).sum() * (self.world / m)
+        return (losses * w).mean() if w is not None else losses.mean()
+
+    def gather_observed(
+        self, idx: torch.Tensor, losses: torch.Tensor, real: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole global batch's real ``(indices, losses)``, in global order, on every rank."""
+        if not self.enabled:
+            return idx, losses
+        keep = all_gather_cat(real)
+        return all_gather_cat(idx)[keep], all_gather_cat(losses)[keep]
+
+    def gather_candidates(
+        self, y: torch.Tensor, logits: torch.Tensor, losses: torch.Tensor, real: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The global candidate batch's ``(targets, logits, losses)`` on every rank."""
+        if not self.enabled:
+            return y, logits, losses
+        keep = all_gather_cat(real)
+        return all_gather_cat(y)[keep], all_gather_cat(logits.float())[keep], all_gather_cat(losses)[keep]
+
+    def pad_shard(self, idx: torch.Tensor, w: torch.Tensor, params: AugParams | None):
+        """Pad a global batch to a multiple of the world size (copies of its first sample, weight 0) and
+        return this rank's shard: ``(idx, w, real, params)``."""
+        m = idx.numel()
+        pad = pad_to_multiple(m, self.world) - m
+        real = torch.ones(m, dtype=torch.bool, device=idx.device)
+        if pad:
+            fill = torch.zeros(pad, dtype=torch.long, device=idx.device)
+            idx = torch.cat([idx, idx[fill]])
+            w = torch.cat([w, torch.zeros(pad, dtype=w.dtype, device=w.device)])
+            real = torch.cat([real, torch.zeros(pad, dtype=torch.bool, device=idx.device)])
+            params = AugParams.cat([params, params[fill]]) if params is not None else None
+        size = idx.numel() // self.world
+        local = params[self.rank * size : (self.rank + 1) * size] if params is not None else None
+        return shard(idx, self), shard(w, self), shard(real, self), local
+
+    def steps_equal(self, local_steps: int, device: torch.device) -> bool:
+        """Whether every rank took the same number of backward passes."""
+        if not self.enabled:
+            return True
+        steps = all_gather_cat(torch.tensor([local_steps], device=device))
+        return bool((steps == steps[0]).all())
+
+    def share(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        return broadcast_object(obj) if self.enabled else obj
 
 
 def env_world_size() -> int:

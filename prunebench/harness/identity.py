@@ -84,3 +84,29 @@ def data_mismatch(saved_identity: dict[str, Any], state: dict[str, Any], now: di
     if n is not None and n != now["num_train"]:
         return f"the checkpoint was written on num_train={n} but this run's data has num_train={now['num_train']}"
     return None
+
+
+def run_identity(config, data: Any) -> dict[str, Any]:
+    """The settings and the data (fingerprint and sizes) a checkpoint may be resumed with."""
+    from prunebench.harness.config import EXECUTION_FIELDS
+
+    return {**{k: v for k, v in config.to_dict().items() if k not in EXECUTION_FIELDS}, "data": data_identity(data)}
+
+
+def check_resumable(state: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse (ConfigError) to resume checkpoint ``state`` with a run whose :func:`run_identity` is ``now``."""
+    from prunebench.errors import ConfigError
+
+    saved, now = dict(state["identity"]), dict(now)
+    problem = data_mismatch(saved, state, now["data"])
+    if problem:
+        raise ConfigError(f"--resume: {problem}; resume on the same data or use another --checkpoint-dir")
+    saved.pop("data", None)
+    now.pop("data")
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        k = diff[0]
+        raise ConfigError(
+            f"--resume: the checkpoint was written with {k}={saved.get(k)!r} but this run has "
+            f"{k}={now.get(k)!r}; resume with the same settings or use another --checkpoint-dir"
+        )

@@ -62,3 +62,32 @@ def gradient_probe(model: nn.Module, loss_fn: LossFn,
     g_kept = flat_gradient(model, loss_fn, kept_batches, kept_denominator)
     g_full = flat_gradient(model, loss_fn, full_batches, full_denominator)
     return compare_gradients(g_kept, g_full)
+
+
+class Probe:
+    """The probe of a run: its own generator (checkpointed), the fixed full-data sample, its time."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, num_samples: int, probe_samples: int, seed: int,
+                 batch_size: int) -> None:
+        from prunebench.harness.batchnorm import FrozenBNStats
+        from prunebench.seeding import make_generator
+
+        self.model, self.loss_fn, self.probe_samples, self.bs = model, loss_fn, probe_samples, batch_size
+        self.frozen_bn = FrozenBNStats(model)
+        self.gen = make_generator(seed, "probe")
+        self.full = torch.randperm(num_samples, generator=self.gen)[:probe_samples].sort().values
+
+    def __call__(self, batches, autocast, counts: torch.Tensor, wsum: torch.Tensor | None) -> dict[str, float]:
+        """Probe at the current parameters; ``batches`` is the run's batch source (its ``plain`` batches),
+        ``counts`` and ``wsum`` the epoch's per-sample backprop counts and loss-weight sums."""
+        kept = torch.nonzero(counts.cpu() > 0).flatten()
+        if kept.numel() > self.probe_samples:
+            kept = kept[torch.randperm(kept.numel(), generator=self.gen)[: self.probe_samples]].sort().values
+        w = (wsum if wsum is not None else counts.float()).cpu()[kept]
+        visits = float(counts.cpu()[kept].sum())
+        full = self.full
+        self.model.train()
+        with self.frozen_bn, autocast():
+            out = gradient_probe(self.model, self.loss_fn, batches.plain(kept, w, self.bs), max(visits, 1.0),
+                                 batches.plain(full, torch.ones(full.numel()), self.bs), float(full.numel()))
+        return {**out, "probe_kept": int(kept.numel())}

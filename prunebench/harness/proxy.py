@@ -18,12 +18,13 @@ cost model replaces by the original time (see :mod:`prunebench.reports.stats`).
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -32,13 +33,16 @@ import prunebench
 from prunebench.errors import ConfigError
 from prunebench.harness.checkpoint import atomic_write
 from prunebench.harness.config import TrainConfig
+from prunebench.harness.cost import sync
 from prunebench.harness.models import classifier_head
-from prunebench.pruners.base import PruneContext, ProxyRequest
+from prunebench.pruners.base import ProxyRequest, PruneContext
 from prunebench.pruners.scores import prob_margin
 from prunebench.safety import npy_bytes
 from prunebench.seeding import derive_seed
 
 log = logging.getLogger("prunebench.proxy")
+#: ``f(config, data) -> trainer``: builds the single-process trainer of a proxy run (handed in by the loop)
+TrainerFactory = Callable[[TrainConfig, Any], Any]
 
 #: what a proxy run can record; all but ``train_probs`` ([E, N, C], large) are always recorded
 RECORDS = ("correct", "margin", "probs", "embeddings", "train_probs")
@@ -46,8 +50,31 @@ _ALWAYS = ("correct", "margin", "probs", "embeddings")
 #: config fields that change what the proxy computes (part of the cache key)
 _RECIPE_FIELDS = ("batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup",
                   "label_smoothing", "augment", "precision", "channels_last", "compile", "image_size")
-_CODE_FILES = ("harness/loop.py", "harness/proxy.py", "harness/models.py", "harness/augment.py", "harness/optim.py",
-               "pruners/full.py", "pruners/scores.py", "datasets/base.py")
+#: packages whose code produces the proxy's records (with every prunebench module they import)
+CODE_PACKAGES = ("harness", "pruners", "datasets")
+
+
+def code_files() -> list[str]:
+    """Every source file (relative to the package root) that a proxy run executes: all ``.py`` files of
+    :data:`CODE_PACKAGES`, found by walking them, plus the prunebench modules they import (closed under
+    import), so that no file split or new module can leave the cache key stale."""
+    root = Path(prunebench.__file__).parent
+    todo = [p.relative_to(root).as_posix() for pkg in CODE_PACKAGES for p in (root / pkg).rglob("*.py")]
+    todo.append("__init__.py")
+    files: set[str] = set()
+    while todo:
+        rel = todo.pop()
+        if rel in files or not (root / rel).is_file():
+            continue
+        files.add(rel)
+        for node in ast.walk(ast.parse((root / rel).read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "prunebench" and len(parts) > 1:
+                    todo += ["/".join(parts[1:]) + ".py", "/".join(parts[1:]) + "/__init__.py"]
+    return sorted(files)
 
 
 def default_cache_dir() -> Path:
@@ -58,9 +85,8 @@ def code_version() -> str:
     """prunebench's version plus a digest of the source files that produce the proxy's records."""
     root = Path(prunebench.__file__).parent
     h = hashlib.sha256()
-    for rel in _CODE_FILES:
-        p = root / rel
-        h.update(p.read_bytes() if p.exists() else b"")
+    for rel in code_files():
+        h.update(rel.encode() + b"\0" + (root / rel).read_bytes())
     return f"{prunebench.__version__}+{h.hexdigest()[:12]}"
 
 
@@ -72,8 +98,10 @@ class ProxyRunner:
     ``train_probs`` [S, E, N, C] when requested; plus ``label_smoothing`` and ``head_bias`` (scalars).
     """
 
-    def __init__(self, config: TrainConfig, data, device: torch.device, cache_dir: Path | None) -> None:
+    def __init__(self, config: TrainConfig, data, device: torch.device, cache_dir: Path | None,
+                 trainer: TrainerFactory) -> None:
         self.config = config
+        self.trainer = trainer
         self.data = data
         self.device = device
         self.cache_dir = cache_dir
@@ -167,15 +195,13 @@ class ProxyRunner:
 
     # -- the proxy run itself -----------------------------------------------------------------------------
     def _train(self, model: str, epochs: int, seed: int, with_tp: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        from prunebench.harness.loop import Trainer, _sync  # loop.py builds runners: import on use
-
         cfg = self.config.replace(
             model=model, epochs=epochs, seed=derive_seed(self.config.seed, f"proxy/{seed}") % (2**31),
             pruner="full", prune_ratio=None, pruner_options={}, budget="epochs", tracking=False, record_kept=False,
             eval_every=epochs, run_name=None, tags={}, checkpoint_dir=None, resume=False, probe_epochs=(),
         )
         t0 = time.perf_counter()
-        tr = Trainer(cfg, data=self.data, distributed=False)  # the proxy runs in one process (rank 0 under DDP)
+        tr = self.trainer(cfg, self.data)  # the proxy runs in one process (rank 0 under DDP)
         n, c = tr.n, self.data.num_classes
         correct = torch.zeros(epochs, n, dtype=torch.bool)
         margin = torch.zeros(epochs, n)
@@ -192,7 +218,7 @@ class ProxyRunner:
         tr.step_observers.append(observe)
         result = tr.run()
         probs, emb = final_pass(tr)
-        _sync(tr.device)
+        sync(tr.device)
         dt = time.perf_counter() - t0
         rec = {"correct": correct.numpy(), "margin": margin.numpy(), "probs": probs.numpy(), "embeddings": emb.numpy()}
         if train_probs is not None:
@@ -216,15 +242,9 @@ def final_pass(trainer) -> tuple[torch.Tensor, torch.Tensor]:
     probs: list[torch.Tensor] = []
     bs = trainer.config.eval_batch_size
     try:
-        if trainer.is_tensor:
-            chunks = ((trainer.x_train[s : s + bs],) for s in range(0, trainer.n, bs))
-        else:
-            loader = torch.utils.data.DataLoader(trainer.data.train, batch_size=bs, shuffle=False,
-                                                 num_workers=trainer.config.num_workers)
-            chunks = ((x.to(trainer.device),) for _, x, _ in loader)
-        for (x,) in chunks:
-            with trainer._autocast():
-                logits = model(trainer._normalize(x))
+        for x in trainer.batches.in_order(bs):
+            with trainer.precision.autocast():
+                logits = model(x)
             probs.append(torch.softmax(logits.float(), dim=1).cpu())
     finally:
         hook.remove()
@@ -237,30 +257,13 @@ def resolve_cache_dir(config: TrainConfig) -> Path | None:
     return Path(config.score_cache).expanduser()
 
 
-def proxy_context(config: TrainConfig, data, device: torch.device) -> tuple[PruneContext, ProxyRunner]:
+def proxy_context(config: TrainConfig, data, device: torch.device,
+                  trainer: TrainerFactory) -> tuple[PruneContext, ProxyRunner]:
     """The :class:`PruneContext` of a run (labels, classes, the proxy runner, its cache) and the runner."""
-    runner = ProxyRunner(config, data, device, resolve_cache_dir(config))
+    runner = ProxyRunner(config, data, device, resolve_cache_dir(config), trainer)
     ctx = PruneContext(labels=data.labels.cpu(), num_classes=data.num_classes, proxy=runner,
                        cache_dir=runner.cache_dir, cache_key=runner.base_key)
     return ctx, runner
-
-
-def static_scores(config: TrainConfig | dict[str, Any]) -> dict[str, np.ndarray]:
-    """Score and select with the static pruner of ``config`` without training the final model.
-
-    Returns the pruner's artifacts (``scores``, ``kept_indices``, ...) plus ``labels``; the proxy cache
-    is used as in a run.
-    """
-    from prunebench.harness.loop import Trainer
-
-    if isinstance(config, dict):
-        config = TrainConfig.from_dict(config)
-    tr = Trainer(config)
-    if not hasattr(tr.pruner, "artifacts"):
-        raise ConfigError(f"pruner {config.pruner!r} has no static scores to export; valid: the static pruners "
-                          f"(prunebench list)")
-    tr.pruner.prepare(tr._context())
-    return {**tr.pruner.artifacts(), "labels": tr.data.labels.cpu().numpy()}
 
 
 def export_arrays(arrays: dict[str, np.ndarray], out_dir: str | Path, fmt: str = "npy") -> list[Path]:

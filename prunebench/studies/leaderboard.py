@@ -187,17 +187,18 @@ def execute_run(spec: RunSpec, show: Show | None = None,
     the cell's progress after each epoch (:class:`~prunebench.studies.progress.CellProgress`).
     """
     from prunebench.harness.loop import Trainer
-    from prunebench.harness.tracking import MLflowTracker
 
     progress = CellProgress(cell_name(spec), show) if show is not None else None
     try:
-        return _execute_run(spec, progress, Trainer, MLflowTracker, step_check)
+        return _execute_run(spec, progress, Trainer, step_check)
     finally:
         if progress is not None:
             progress.end()
 
 
-def _execute_run(spec: RunSpec, progress, Trainer, MLflowTracker, step_check=None) -> dict[str, Any]:
+def _execute_run(spec: RunSpec, progress, Trainer, step_check=None) -> dict[str, Any]:
+    from prunebench.harness.ending import record_failure
+
     trainer = None
     claim = None
     try:
@@ -217,30 +218,8 @@ def _execute_run(spec: RunSpec, progress, Trainer, MLflowTracker, step_check=Non
         return {**_minimal_row(spec), "status": ELSEWHERE, "run_id": e.other_run_id, "error": str(e)}
     except TrackingUnavailable:  # not this cell's fault: stop the leaderboard (checkpoints stay resumable)
         raise
-    except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else ""
-        error = f"{type(e).__name__}: {msg}"
-        row = _minimal_row(spec)
-        if trainer is not None:
-            try:  # the row the run would have had, so the failed row has every column; no accuracy
-                row = trainer._result(getattr(trainer, "run_id", None), trainer.pruner.label, "FAILED", error).row
-            except Exception:
-                pass
-            row["run_id"] = getattr(trainer, "run_id", None)
-        row.update(status="FAILED", error=error, final_acc=float("nan"), best_acc=float("nan"),
-                   final_top5=float("nan"))
-        cfg = spec.config
-        try:
-            tracker = MLflowTracker(cfg.tracking_uri, cfg.experiment)
-            if row.get("run_id") is None:  # failed before the run started (e.g. no data): record it anyway
-                tracker.start(cfg.run_name or spec.method, {}, {**cfg.tags, "prunebench.error": error[:5000]})
-                row["run_id"] = tracker.run_id
-                tracker.end("FAILED")
-            tracker.run_id = row["run_id"]
-            tracker.log_dict({"config": cfg.to_dict(), "row": row}, "run.json")
-        except Exception:
-            pass
-        return row
+    except Exception as e:  # the harness's failure path: a FAILED row, logged to the run as run.json
+        return record_failure(e, spec.config, trainer, _minimal_row(spec), spec.method)
     finally:
         if claim is not None:
             claim.release()

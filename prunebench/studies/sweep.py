@@ -446,6 +446,7 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
     from prunebench.studies.progress import CellProgress
 
     from prunebench.harness import train
+    from prunebench.harness.ending import StopRun, describe, mark_ended
     from prunebench.harness.tracking import MLflowTracker
     from prunebench.reports import sweeps as sweep_stats
 
@@ -474,7 +475,7 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
                     trial.report(m["test_acc"], step=i * epochs + m["epoch"])
                     if m["epoch"] + 1 >= warm and trial.should_prune():
                         trial.set_user_attr("stopped_at", f"seed {seed}, epoch {m['epoch'] + 1} of {epochs}")
-                        raise optuna.TrialPruned(f"early-stopped at seed {seed}, epoch {m['epoch'] + 1}/{epochs}")
+                        raise StopRun(f"early-stopped at seed {seed}, epoch {m['epoch'] + 1}/{epochs}")
 
             cfg = base.replace(pruner=spec.pruner, prune_ratio=p, seed=seed, pruner_options=opts,
                                run_name=f"{spec.name} trial {trial.number} seed {seed}",
@@ -485,17 +486,14 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
                 if live is not None:
                     live.end()
             runs.append({k: r.get(k) for k in RUN_COLUMNS} | {"seed": seed, "prune_ratio": p})
-    except optuna.TrialPruned as e:
-        tr.set_tags({"prunebench.early_stopped": str(e)})
-        tr.end("KILLED")
+    except StopRun as e:  # the harness ended the run KILLED; the trial is early-stopped in Optuna's terms
+        mark_ended(tr, e, str(e))
         log(f"  trial {trial.number}: {where}: early-stopped ({e})")
-        raise
+        raise optuna.TrialPruned(str(e)) from e
     except BaseException as e:
-        msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        trial.set_user_attr("error", msg[:1000])
-        tr.set_tags({"prunebench.error": msg[:5000]})
-        tr.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        log(f"  trial {trial.number}: {where}: FAILED: {msg}")
+        trial.set_user_attr("error", describe(e)[:1000])
+        mark_ended(tr, e, "")
+        log(f"  trial {trial.number}: {where}: FAILED: {describe(e)}")
         raise
     accs = [r["final_acc"] for r in runs]
     cost = [sweep_stats.total_cost(r) for r in runs]
