@@ -217,7 +217,12 @@ def slurm():
         pytest.fail(f"slurm_local.sh start failed: {p.stderr[-2000:]}")
     try:
         yield env
-    finally:
+    finally:  # cancel what is left (a failed test), let the job steps end, then stop the daemons
+        subprocess.run(["scancel", "--user", str(os.geteuid())], env=env, timeout=60)
+        for _ in range(60):
+            if not subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True).stdout.strip():
+                break
+            time.sleep(1)
         subprocess.run(["bash", str(REPO / "scripts" / "slurm_local.sh"), "stop"], env=env, timeout=60)
         shutil.rmtree(state, ignore_errors=True)
 
@@ -236,8 +241,17 @@ def test_slurm_job_array_then_scancel_resumes_from_checkpoint(slurm, tmp_path):
             "--time-limit", "10", "--quiet"]
     t0 = time.perf_counter()
     drv = _cli(args, tmp_path, env)
+    try:
+        _slurm_scancel_then_resume(drv, args, env, uri, tmp_path, t0)
+    finally:
+        if drv.poll() is None:
+            drv.kill()
+            drv.communicate()
+
+
+def _slurm_scancel_then_resume(drv, args, env, uri, tmp_path, t0):
     victim = None
-    deadline = time.time() + 300
+    deadline = time.time() + 900
     while victim is None and time.time() < deadline and drv.poll() is None:
         time.sleep(0.3)
         try:
@@ -252,7 +266,7 @@ def test_slurm_job_array_then_scancel_resumes_from_checkpoint(slurm, tmp_path):
                 break
     assert victim is not None, "no cell reached its first checkpoint while running on Slurm"
     subprocess.run(["scancel", victim.data.tags["prunebench.slurm_job_id"]], check=True, timeout=30)
-    out, err = drv.communicate(timeout=300)
+    out, err = drv.communicate(timeout=900)
     first_s = time.perf_counter() - t0
     assert drv.returncode == 1, err[-3000:]  # one cell did not finish
     assert "job array" in err
@@ -263,7 +277,7 @@ def test_slurm_job_array_then_scancel_resumes_from_checkpoint(slurm, tmp_path):
     # the same command again: the cancelled cell continues from its checkpoint, in the same MLflow run
     t1 = time.perf_counter()
     drv = _cli(args, tmp_path, env)
-    out, err = drv.communicate(timeout=300)
+    out, err = drv.communicate(timeout=900)
     assert drv.returncode == 0, err[-3000:]
     assert "1 to run" in err and "(1 from their checkpoints)" in err, err
     runs = _runs(uri, "slurmgrid")
@@ -356,8 +370,19 @@ def test_ray_grid_survives_losing_a_node(ray_cluster, tmp_path):
     t0 = time.perf_counter()
     drv = _cli(["leaderboard", str(path), "--out", str(tmp_path / "out"), "--tracking-uri", uri, "--executor", "ray",
                 "--ray-address", address, "--quiet"], tmp_path, env)
+    try:
+        _ray_lose_node(drv, second, uri, tmp_path, path, env, t0)
+    finally:
+        if drv.poll() is None:
+            drv.kill()
+            drv.communicate()
+
+
+def _ray_lose_node(drv, second, uri, tmp_path, path, env, t0):
+    import psutil
+
     killed = None
-    deadline = time.time() + 400
+    deadline = time.time() + 900
     while killed is None and time.time() < deadline and drv.poll() is None:
         time.sleep(0.3)
         try:
@@ -373,7 +398,7 @@ def test_ray_grid_survives_losing_a_node(ray_cluster, tmp_path):
                 killed = r
                 break
     assert killed is not None, "no cell reached a checkpoint on the second node"
-    out, err = drv.communicate(timeout=600)
+    out, err = drv.communicate(timeout=900)
     ray_s = time.perf_counter() - t0
     assert drv.returncode == 0, err[-3000:]
     runs = _runs(uri, "raygrid")
