@@ -57,8 +57,19 @@ def run(work: Path, name: str, extra: list[str], env: dict, workers: int) -> dic
     study = d / "exbench.toml"
     study.write_text(STUDY)
     uri = f"sqlite:///{d / 'mlflow.db'}"
-    cmd = [sys.executable, "-m", "prunebench", "leaderboard", str(study), "--out", str(d / "out"),
-           "--tracking-uri", uri, "--quiet", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prunebench",
+        "leaderboard",
+        str(study),
+        "--out",
+        str(d / "out"),
+        "--tracking-uri",
+        uri,
+        "--quiet",
+        *extra,
+    ]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -68,8 +79,13 @@ def run(work: Path, name: str, extra: list[str], env: dict, workers: int) -> dic
     exp = client.get_experiment_by_name("exbench")
     runs = client.search_runs([exp.experiment_id])
     run_s = sum((r.info.end_time - r.info.start_time) / 1000 for r in runs)
-    return {"cells": len(runs), "workers": workers, "wall_s": wall, "sum_run_s": run_s,
-            "overhead_per_cell_s": (wall * workers - run_s) / len(runs)}
+    return {
+        "cells": len(runs),
+        "workers": workers,
+        "wall_s": wall,
+        "sum_run_s": run_s,
+        "overhead_per_cell_s": (wall * workers - run_s) / len(runs),
+    }
 
 
 def ray_nodes(n: int, env: dict, work: Path) -> tuple[str, list[subprocess.Popen]]:
@@ -77,13 +93,34 @@ def ray_nodes(n: int, env: dict, work: Path) -> tuple[str, list[subprocess.Popen
     port = _free_port()
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--block", "--disable-usage-stats"]
-    procs = [subprocess.Popen([ray, "start", "--head", f"--port={port}", "--include-dashboard=false",
-                               f"--temp-dir={work / 'ray'}", *common], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [
+                ray,
+                "start",
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=false",
+                f"--temp-dir={work / 'ray'}",
+                *common,
+            ],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     time.sleep(5)
     for _ in range(n - 1):
-        procs.append(subprocess.Popen([ray, "start", f"--address={address}", *common], env=env,
-                                      start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [ray, "start", f"--address={address}", *common],
+                env=env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     for _ in range(120):
         s = subprocess.run([ray, "status", f"--address={address}"], env=env, capture_output=True, text=True).stdout
         if f"0.0/{float(n)} CPU" in s:
@@ -106,8 +143,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results-executors.json"))
     ap.add_argument("--no-ray", action="store_true")
     args = ap.parse_args(argv)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
-           "PRUNEBENCH_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PRUNEBENCH_OFFLINE": "1",
+    }
     report: dict = {"cpu_count": os.cpu_count()}
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
@@ -117,8 +159,9 @@ def main(argv=None) -> int:
             for n in (1, 2):
                 address, procs = ray_nodes(n, env, work / f"r{n}")
                 try:
-                    report[f"ray-{n}-workers"] = run(work, f"ray{n}", ["--executor", "ray", "--ray-address", address],
-                                                     env, n)
+                    report[f"ray-{n}-workers"] = run(
+                        work, f"ray{n}", ["--executor", "ray", "--ray-address", address], env, n
+                    )
                 finally:
                     stop(procs)
     for k, v in report.items():

@@ -47,8 +47,23 @@ def leaderboard(work: Path, data_dir: str, extra: list[str], methods: str) -> di
     study = work / "gpu-check.toml"
     study.write_text(STUDY)
     uri = f"sqlite:///{work}/mlflow.db"
-    cmd = [sys.executable, "-m", "prunebench", "leaderboard", str(study), "--methods", methods, "--out",
-           str(work / "out"), "--tracking-uri", uri, "--data-dir", data_dir, "--quiet", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prunebench",
+        "leaderboard",
+        str(study),
+        "--methods",
+        methods,
+        "--out",
+        str(work / "out"),
+        "--tracking-uri",
+        uri,
+        "--data-dir",
+        data_dir,
+        "--quiet",
+        *extra,
+    ]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     wall = time.perf_counter() - t0
@@ -63,10 +78,15 @@ def leaderboard(work: Path, data_dir: str, extra: list[str], methods: str) -> di
     out["cells"] = res[["method", "status", "final_acc", "train_time_s", "device"]].to_dict("records")
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("gpu-check")
-    out["placement"] = [{"method": r.data.tags.get("prunebench.method"), "status": r.info.status,
-                         "cuda_visible_devices": r.data.tags.get("prunebench.cuda_visible_devices"),
-                         "pid": r.data.tags.get("prunebench.pid")}
-                        for r in client.search_runs([exp.experiment_id])]
+    out["placement"] = [
+        {
+            "method": r.data.tags.get("prunebench.method"),
+            "status": r.info.status,
+            "cuda_visible_devices": r.data.tags.get("prunebench.cuda_visible_devices"),
+            "pid": r.data.tags.get("prunebench.pid"),
+        }
+        for r in client.search_runs([exp.experiment_id])
+    ]
     return out
 
 
@@ -84,8 +104,14 @@ def main(argv=None) -> int:
         return 2
     import run_all  # benchmarks/run_all.py (the same folder)
 
-    report: dict = {"machine": {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
-                                "cuda": torch.version.cuda, "cpu_count": os.cpu_count()}}
+    report: dict = {
+        "machine": {
+            "gpu": torch.cuda.get_device_name(0),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cpu_count": os.cpu_count(),
+        }
+    }
 
     def save() -> None:
         Path(args.out).write_text(json.dumps(report, indent=2, default=str))
@@ -112,8 +138,12 @@ def main(argv=None) -> int:
     print(f"two jobs on one GPU: {json.dumps(report['two_jobs_one_gpu'], default=str)}", flush=True)
     report["total_s"] = time.perf_counter() - t0
     save()
-    ok = (report["leaderboard_cell"]["returncode"] == 0 and report["two_jobs_one_gpu"]["returncode"] == 0
-          and report["two_jobs_one_gpu"]["same_gpu"] and "error" not in report["throughput"])
+    ok = (
+        report["leaderboard_cell"]["returncode"] == 0
+        and report["two_jobs_one_gpu"]["returncode"] == 0
+        and report["two_jobs_one_gpu"]["same_gpu"]
+        and "error" not in report["throughput"]
+    )
     print(f"# wrote {args.out} ({report['total_s']:.0f} s){'' if ok else '; SOME CHECKS FAILED'}")
     return 0 if ok else 1
 

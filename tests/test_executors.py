@@ -65,21 +65,32 @@ def test_executor_table_flags_and_errors(tmp_path):
     from prunebench.studies import load_study
     from prunebench.studies.executors import ExecutorSpec, parse_executor, sbatch_parameters
 
-    path = _study(tmp_path, extra='\n[executor]\nkind = "slurm"\npartition = "gpu"\ntime_limit_min = 240\n'
-                                  'sbatch = ["--qos=high", "--exclusive"]\ngpus_per_run = 1\n')
+    path = _study(
+        tmp_path,
+        extra='\n[executor]\nkind = "slurm"\npartition = "gpu"\ntime_limit_min = 240\n'
+        'sbatch = ["--qos=high", "--exclusive"]\ngpus_per_run = 1\n',
+    )
     study = load_study(path)
-    assert study.executor == ExecutorSpec(kind="slurm", partition="gpu", time_limit_min=240, gpus_per_run=1.0,
-                                          sbatch=("--qos=high", "--exclusive"))
+    assert study.executor == ExecutorSpec(
+        kind="slurm", partition="gpu", time_limit_min=240, gpus_per_run=1.0, sbatch=("--qos=high", "--exclusive")
+    )
     # flags (strings, as the CLI passes them) win over the table
     ex = parse_executor({"kind": "slurm", "partition": "gpu"}, partition="debug", cpus_per_run="4", gpus="0,2")
     assert (ex.partition, ex.cpus_per_run, ex.gpus) == ("debug", 4, ("0", "2"))
     assert sbatch_parameters(("--qos=high", "--exclusive", "--mem-per-cpu=4G")) == {
-        "qos": "high", "exclusive": True, "mem_per_cpu": "4G"}
+        "qos": "high",
+        "exclusive": True,
+        "mem_per_cpu": "4G",
+    }
     bad = _study(tmp_path, "bad", extra='\n[executor]\nkind = "slurm"\npartiton = "gpu"\n')
     with pytest.raises(ConfigError, match=r"executor\.partiton: unknown key; valid keys in executor: kind, "):
         load_study(bad)
-    for kw, msg in [({"kind": "k8s"}, "valid: local, ray, slurm"), ({"cpus_per_run": 0}, "cpus_per_run"),
-                    ({"gpus_per_run": 1.5}, "whole number"), ({"gpus": ["a"]}, "GPU indices")]:
+    for kw, msg in [
+        ({"kind": "k8s"}, "valid: local, ray, slurm"),
+        ({"cpus_per_run": 0}, "cpus_per_run"),
+        ({"gpus_per_run": 1.5}, "whole number"),
+        ({"gpus": ["a"]}, "GPU indices"),
+    ]:
         with pytest.raises(ConfigError, match=msg):
             parse_executor(kw)
     # the [executor] table is not part of any run key: the committed cells stay done
@@ -121,8 +132,9 @@ def test_local_pool_gives_each_worker_its_gpu_and_status_reads_the_store(tmp_pat
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     before = grid_status(study, uri)
     assert list(before["state"]) == ["pending"] * 4 and not (tmp_path / "mlflow.db").exists()
-    res = run_leaderboard(study, tmp_path / "out", jobs=2, tracking_uri=uri,
-                          executor=ExecutorSpec(gpus=("3", "5"), gpus_per_run=1))
+    res = run_leaderboard(
+        study, tmp_path / "out", jobs=2, tracking_uri=uri, executor=ExecutorSpec(gpus=("3", "5"), gpus_per_run=1)
+    )
     assert (res["status"] == "FINISHED").all()
     runs = _runs(uri, "ex")
     by_pid = {}
@@ -164,8 +176,12 @@ def test_status_tells_done_running_failed_pending(tmp_path, capsys):
             client.set_terminated(r.info.run_id, status=status)
         return r.info.run_id
 
-    ids = {0: make(specs[0], "FINISHED"), 1: make(specs[1], "FAILED"), 2: make(specs[2], "RUNNING", now),
-           3: make(specs[3], "RUNNING", now - 3600)}
+    ids = {
+        0: make(specs[0], "FINISHED"),
+        1: make(specs[1], "FAILED"),
+        2: make(specs[2], "RUNNING", now),
+        3: make(specs[3], "RUNNING", now - 3600),
+    }
     make(specs[4], "KILLED")
     make(specs[4], "FINISHED")  # retried: done
     st = grid_status(study, uri)
@@ -211,8 +227,13 @@ def slurm():
             pytest.fail(f"{tool} not found: install Debian's slurm-wlm and munge (.ci/setup.d/30-slurm.sh)")
     state = Path("/tmp") / f"prunebench-slurm-{os.getpid()}"
     env = {**os.environ, "PRUNEBENCH_SLURM_STATE": str(state)}
-    p = subprocess.run(["bash", str(REPO / "scripts" / "slurm_local.sh"), "start"], env=env, capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        ["bash", str(REPO / "scripts" / "slurm_local.sh"), "start"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if p.returncode != 0:
         pytest.fail(f"slurm_local.sh start failed: {p.stderr[-2000:]}")
     try:
@@ -228,8 +249,15 @@ def slurm():
 
 
 def _cli(args, cwd, env=None, **kw):
-    return subprocess.Popen([sys.executable, "-m", "prunebench", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "prunebench", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
 
 
 @pytest.mark.slow
@@ -237,8 +265,19 @@ def test_slurm_job_array_then_scancel_resumes_from_checkpoint(slurm, tmp_path):
     path = _study(tmp_path, "slurmgrid", seeds=(0,), epochs=25)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**slurm, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PRUNEBENCH_HEARTBEAT_S": "2"}
-    args = ["leaderboard", str(path), "--out", str(tmp_path / "out"), "--tracking-uri", uri, "--executor", "slurm",
-            "--time-limit", "10", "--quiet"]
+    args = [
+        "leaderboard",
+        str(path),
+        "--out",
+        str(tmp_path / "out"),
+        "--tracking-uri",
+        uri,
+        "--executor",
+        "slurm",
+        "--time-limit",
+        "10",
+        "--quiet",
+    ]
     t0 = time.perf_counter()
     drv = _cli(args, tmp_path, env)
     try:
@@ -304,7 +343,7 @@ def _descendants(pid: int) -> set[int]:
         if d.name.isdigit():
             try:
                 stat = (d / "stat").read_text()
-                children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(d.name))
+                children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(d.name))
             except (OSError, ValueError):
                 pass
     out, todo = set(), [pid]
@@ -330,31 +369,45 @@ def ray_cluster(tmp_path):
     if not ray_bin.exists():
         pytest.fail('ray is not installed: pip install "ray[default]" (the test extra has it)')
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1",
-           "PRUNEBENCH_HEARTBEAT_S": "2"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "OMP_NUM_THREADS": "1",
+        "PRUNEBENCH_HEARTBEAT_S": "2",
+    }
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--block", "--disable-usage-stats"]
     nodes = []
 
     def start(args):
-        p = subprocess.Popen(["nice", "-n", "19", str(ray_bin), "start", *args, *common], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        p = subprocess.Popen(
+            ["nice", "-n", "19", str(ray_bin), "start", *args, *common],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         nodes.append(p)
         return p
 
-    head = start(["--head", f"--port={port}", "--include-dashboard=false",
-                  f"--temp-dir={tmp_path / 'ray'}"])
+    start(["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={tmp_path / 'ray'}"])
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
-            if subprocess.run([str(ray_bin), "status", f"--address={address}"], env=env, capture_output=True,
-                              timeout=300).returncode == 0:
+            if (
+                subprocess.run(
+                    [str(ray_bin), "status", f"--address={address}"], env=env, capture_output=True, timeout=300
+                ).returncode
+                == 0
+            ):
                 break
             time.sleep(1)
         second = start([f"--address={address}", '--resources={"worker2": 1}'])
         while time.time() < deadline:
-            s = subprocess.run([str(ray_bin), "status", f"--address={address}"], env=env, capture_output=True,
-                               text=True, timeout=300).stdout
+            s = subprocess.run(
+                [str(ray_bin), "status", f"--address={address}"], env=env, capture_output=True, text=True, timeout=300
+            ).stdout
             if "worker2" in s and "2.0 CPU" in s.replace("0.0/", ""):
                 break
             time.sleep(1)
@@ -378,8 +431,23 @@ def test_ray_grid_survives_losing_a_node(ray_cluster, tmp_path):
     path = _study(tmp_path, "raygrid", seeds=(0, 1), epochs=20)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     t0 = time.perf_counter()
-    drv = _cli(["leaderboard", str(path), "--out", str(tmp_path / "out"), "--tracking-uri", uri, "--executor", "ray",
-                "--ray-address", address, "--quiet"], tmp_path, env)
+    drv = _cli(
+        [
+            "leaderboard",
+            str(path),
+            "--out",
+            str(tmp_path / "out"),
+            "--tracking-uri",
+            uri,
+            "--executor",
+            "ray",
+            "--ray-address",
+            address,
+            "--quiet",
+        ],
+        tmp_path,
+        env,
+    )
     try:
         _ray_lose_node(drv, second, uri, tmp_path, path, env, t0)
     finally:
@@ -414,14 +482,33 @@ def _ray_lose_node(drv, second, uri, tmp_path, path, env, t0):
     for r in runs:
         if r.info.status == "FINISHED":
             finished.setdefault(r.data.tags["prunebench.run_key"], []).append(r)
-    assert len(finished) == 4 and all(len(v) == 1 for v in finished.values()), \
-        [(r.data.tags.get("prunebench.method"), r.info.status) for r in runs]
+    assert len(finished) == 4 and all(len(v) == 1 for v in finished.values()), [
+        (r.data.tags.get("prunebench.method"), r.info.status) for r in runs
+    ]
     assert killed.info.run_id in {v[0].info.run_id for v in finished.values()}  # resumed in the same run
     # the same study run locally (2 jobs, 1 thread each, as each Ray task): the same accuracies
     local_uri = f"sqlite:///{tmp_path / 'local.db'}"
-    p = subprocess.run([sys.executable, "-m", "prunebench", "leaderboard", str(path), "--out", str(tmp_path / "local"),
-                        "--tracking-uri", local_uri, "--jobs", "2", "--quiet"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prunebench",
+            "leaderboard",
+            str(path),
+            "--out",
+            str(tmp_path / "local"),
+            "--tracking-uri",
+            local_uri,
+            "--jobs",
+            "2",
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     local = {r.data.tags["prunebench.run_key"]: r.data.metrics["final_acc"] for r in _runs(local_uri, "raygrid")}
     assert {k: v[0].data.metrics["final_acc"] for k, v in finished.items()} == local
@@ -444,8 +531,14 @@ def test_two_drivers_on_postgres_train_each_cell_once(postgres, tmp_path):  # no
     MlflowClient(tracking_uri=uri).search_experiments()  # create the schema once, as `mlflow db upgrade`
     path = _study(tmp_path, "pgclaims", seeds=(0,), epochs=3)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PRUNEBENCH_HEARTBEAT_S": "2"}
-    drivers = [_cli(["leaderboard", str(path), "--out", str(tmp_path / f"out{i}"), "--tracking-uri", uri, "--quiet"],
-                    tmp_path, env) for i in range(2)]
+    drivers = [
+        _cli(
+            ["leaderboard", str(path), "--out", str(tmp_path / f"out{i}"), "--tracking-uri", uri, "--quiet"],
+            tmp_path,
+            env,
+        )
+        for i in range(2)
+    ]
     for d in drivers:
         out, err = d.communicate(timeout=600)
         assert d.returncode == 0, err[-3000:]

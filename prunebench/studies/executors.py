@@ -38,8 +38,19 @@ from typing import Any, Callable, Iterator
 from prunebench.errors import ConfigError
 
 KINDS = ("local", "ray", "slurm")
-TABLE_KEYS = ("kind", "gpus_per_run", "cpus_per_run", "gpus", "address", "max_retries", "partition",
-              "time_limit_min", "array_parallelism", "sbatch", "folder")
+TABLE_KEYS = (
+    "kind",
+    "gpus_per_run",
+    "cpus_per_run",
+    "gpus",
+    "address",
+    "max_retries",
+    "partition",
+    "time_limit_min",
+    "array_parallelism",
+    "sbatch",
+    "folder",
+)
 
 
 @dataclass(frozen=True)
@@ -94,8 +105,9 @@ def parse_executor(table: Any, where: str = "executor", **flags: Any) -> Executo
             if integer and float(v) != x:
                 raise ValueError
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}.{key}: expected {'an integer' if integer else 'a number'} >= {low:g}, "
-                              f"got {v!r}") from None
+            raise ConfigError(
+                f"{where}.{key}: expected {'an integer' if integer else 'a number'} >= {low:g}, got {v!r}"
+            ) from None
         if not x >= low or (isinstance(x, float) and not math.isfinite(x)):
             raise ConfigError(f"{where}.{key}: expected a value >= {low:g}, got {v!r}")
         out[key] = x
@@ -119,18 +131,21 @@ def parse_executor(table: Any, where: str = "executor", **flags: Any) -> Executo
         v = raw["gpus"]
         ids = v.split(",") if isinstance(v, str) else v
         if not isinstance(ids, (list, tuple)) or not ids or not all(str(i).strip().isdigit() for i in ids):
-            raise ConfigError(f"{where}.gpus: expected GPU indices, e.g. [\"0\", \"1\"] or \"0,1\", got {v!r}")
+            raise ConfigError(f'{where}.gpus: expected GPU indices, e.g. ["0", "1"] or "0,1", got {v!r}')
         out["gpus"] = tuple(str(i).strip() for i in ids)
     if "sbatch" in raw:
         v = raw["sbatch"]
-        if not isinstance(v, (list, tuple)) or not all(isinstance(o, str) and o.startswith("--") and len(o) > 2
-                                                       for o in v):
-            raise ConfigError(f"{where}.sbatch: expected a list of sbatch options like \"--qos=normal\", got {v!r}")
+        if not isinstance(v, (list, tuple)) or not all(
+            isinstance(o, str) and o.startswith("--") and len(o) > 2 for o in v
+        ):
+            raise ConfigError(f'{where}.sbatch: expected a list of sbatch options like "--qos=normal", got {v!r}')
         out["sbatch"] = tuple(v)
     spec = ExecutorSpec(**out)
     if spec.kind != "local" and (spec.gpus_per_run or 0) > 1:
-        raise ConfigError(f"{where}.gpus_per_run: {spec.gpus_per_run:g} GPUs per cell on {spec.kind} needs DDP under "
-                          f"torchrun inside the allocation, which prunebench does not do yet; use 1 (or local)")
+        raise ConfigError(
+            f"{where}.gpus_per_run: {spec.gpus_per_run:g} GPUs per cell on {spec.kind} needs DDP under "
+            f"torchrun inside the allocation, which prunebench does not do yet; use 1 (or local)"
+        )
     return spec
 
 
@@ -175,17 +190,21 @@ def local_slots(jobs: int, gpus_per_run: float, gpus: tuple[str, ...]) -> list[d
     if not gpus_per_run:
         return None
     if not gpus:
-        raise ConfigError(f"gpus_per_run {gpus_per_run:g}: no GPU is visible here (CUDA_VISIBLE_DEVICES, "
-                          f"torch.cuda.device_count()); use gpus_per_run 0 to train on CPU")
+        raise ConfigError(
+            f"gpus_per_run {gpus_per_run:g}: no GPU is visible here (CUDA_VISIBLE_DEVICES, "
+            f"torch.cuda.device_count()); use gpus_per_run 0 to train on CPU"
+        )
     if gpus_per_run >= 1:
         k = int(gpus_per_run)
-        groups = [",".join(gpus[i:i + k]) for i in range(0, len(gpus) - k + 1, k)]
+        groups = [",".join(gpus[i : i + k]) for i in range(0, len(gpus) - k + 1, k)]
     else:
         share = round(1 / gpus_per_run)
         groups = [g for g in gpus for _ in range(share)]
     if not groups or jobs > len(groups):
-        raise ConfigError(f"--jobs {jobs} with {gpus_per_run:g} GPU(s) per run needs {math.ceil(jobs * gpus_per_run)} "
-                          f"GPUs; {len(gpus)} visible ({','.join(gpus) or 'none'}): lower --jobs or --gpus-per-run")
+        raise ConfigError(
+            f"--jobs {jobs} with {gpus_per_run:g} GPU(s) per run needs {math.ceil(jobs * gpus_per_run)} "
+            f"GPUs; {len(gpus)} visible ({','.join(gpus) or 'none'}): lower --jobs or --gpus-per-run"
+        )
     # runs sharing a device go to different devices first: worker i -> slot (i * stride) spread over devices
     if gpus_per_run < 1:
         share = round(1 / gpus_per_run)
@@ -274,9 +293,19 @@ class SlurmCell:
 
 def _failed_row(spec, error: str) -> dict[str, Any]:
     cfg = spec.config
-    return {"run_id": None, "status": "FAILED", "error": error, "dataset": cfg.dataset, "model": cfg.model,
-            "pruner": spec.pruner, "label": spec.method, "seed": spec.seed, "prune_ratio": spec.prune_ratio,
-            "final_acc": float("nan"), "best_acc": float("nan")}
+    return {
+        "run_id": None,
+        "status": "FAILED",
+        "error": error,
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "pruner": spec.pruner,
+        "label": spec.method,
+        "seed": spec.seed,
+        "prune_ratio": spec.prune_ratio,
+        "final_acc": float("nan"),
+        "best_acc": float("nan"),
+    }
 
 
 def _first_line(e: BaseException) -> str:
@@ -298,20 +327,27 @@ def run_ray(ex: ExecutorSpec, specs: list, log: Callable[[str], None]) -> Iterat
     try:
         import ray
     except ImportError:
-        raise ConfigError("--executor ray needs Ray on this machine and the cluster: pip install \"ray[default]\"") from None
+        raise ConfigError(
+            '--executor ray needs Ray on this machine and the cluster: pip install "ray[default]"'
+        ) from None
     address = ex.address or os.environ.get("RAY_ADDRESS") or "auto"
     if not ray.is_initialized():
         try:
             ray.init(address=address, logging_level="WARNING", log_to_driver=False, include_dashboard=False)
         except ConnectionError as e:
-            raise ConfigError(f"--ray-address {address}: no Ray cluster there ({_first_line(e)}); start one "
-                              f"with `ray start --head` (see docs/clusters.md)") from None
+            raise ConfigError(
+                f"--ray-address {address}: no Ray cluster there ({_first_line(e)}); start one "
+                f"with `ray start --head` (see docs/clusters.md)"
+            ) from None
     have_gpus = ray.cluster_resources().get("GPU", 0) > 0
     gpus = _gpus_for(ex, specs, have_gpus)
-    task = ray.remote(run_cell).options(num_cpus=ex.cpus_per_run, num_gpus=gpus, max_retries=ex.max_retries,
-                                         retry_exceptions=False)
-    log(f"ray: {len(specs)} cells on {address} ({ex.cpus_per_run} CPU, {gpus:g} GPU each; "
-        f"cluster has {ray.cluster_resources().get('CPU', 0):g} CPU, {ray.cluster_resources().get('GPU', 0):g} GPU)")
+    task = ray.remote(run_cell).options(
+        num_cpus=ex.cpus_per_run, num_gpus=gpus, max_retries=ex.max_retries, retry_exceptions=False
+    )
+    log(
+        f"ray: {len(specs)} cells on {address} ({ex.cpus_per_run} CPU, {gpus:g} GPU each; "
+        f"cluster has {ray.cluster_resources().get('CPU', 0):g} CPU, {ray.cluster_resources().get('GPU', 0):g} GPU)"
+    )
     refs = {task.remote(s, ex.cpus_per_run): s for s in specs}
     pending = list(refs)
     try:
@@ -330,8 +366,9 @@ def run_ray(ex: ExecutorSpec, specs: list, log: Callable[[str], None]) -> Iterat
         raise
 
 
-def run_slurm(ex: ExecutorSpec, specs: list, log: Callable[[str], None], folder: Path
-              ) -> Iterator[tuple[Any, dict[str, Any]]]:
+def run_slurm(
+    ex: ExecutorSpec, specs: list, log: Callable[[str], None], folder: Path
+) -> Iterator[tuple[Any, dict[str, Any]]]:
     """The cells as one Slurm job array through submitit; yields ``(spec, row)`` as array tasks end. A task
     killed (``scancel``, preemption, node failure) yields a FAILED row: its MLflow run is KILLED with the
     checkpoint kept, and the next leaderboard resumes it. Stopping this driver leaves the array running:
@@ -344,8 +381,13 @@ def run_slurm(ex: ExecutorSpec, specs: list, log: Callable[[str], None], folder:
     if 0 < gpus < 1:
         raise ConfigError(f"gpus_per_run {gpus:g}: Slurm allocates whole GPUs; use 1")
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-    params: dict[str, Any] = {"timeout_min": ex.time_limit_min, "cpus_per_task": ex.cpus_per_run, "nodes": 1,
-                              "tasks_per_node": 1, "name": f"prunebench-{specs[0].config.experiment}"[:60]}
+    params: dict[str, Any] = {
+        "timeout_min": ex.time_limit_min,
+        "cpus_per_task": ex.cpus_per_run,
+        "nodes": 1,
+        "tasks_per_node": 1,
+        "name": f"prunebench-{specs[0].config.experiment}"[:60],
+    }
     if ex.partition:
         params["slurm_partition"] = ex.partition
     if gpus:
@@ -356,8 +398,10 @@ def run_slurm(ex: ExecutorSpec, specs: list, log: Callable[[str], None], folder:
         params["slurm_additional_parameters"] = sbatch_parameters(ex.sbatch)
     executor.update_parameters(**params)
     jobs = executor.map_array(SlurmCell(ex.cpus_per_run), specs)
-    log(f"slurm: job array {jobs[0].job_id.split('_')[0] if jobs else '-'} of {len(jobs)} cells "
-        f"({ex.cpus_per_run} CPU, {int(gpus)} GPU, {ex.time_limit_min} min each; logs in {folder})")
+    log(
+        f"slurm: job array {jobs[0].job_id.split('_')[0] if jobs else '-'} of {len(jobs)} cells "
+        f"({ex.cpus_per_run} CPU, {int(gpus)} GPU, {ex.time_limit_min} min each; logs in {folder})"
+    )
     pending = dict(zip((j.job_id for j in jobs), zip(jobs, specs)))
     while pending:
         time.sleep(1.0)
@@ -372,8 +416,9 @@ def run_slurm(ex: ExecutorSpec, specs: list, log: Callable[[str], None], folder:
             yield s, row
 
 
-def run_remote(ex: ExecutorSpec, specs: list, log: Callable[[str], None], out: Path
-               ) -> Iterator[tuple[Any, dict[str, Any]]]:
+def run_remote(
+    ex: ExecutorSpec, specs: list, log: Callable[[str], None], out: Path
+) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Run ``specs`` on ``ex`` (``ray`` or ``slurm``); yields ``(spec, row)`` as cells end."""
     specs = [dataclasses.replace(s, config=s.config.replace(resume=False)) for s in specs]  # decided remotely
     if ex.kind == "ray":

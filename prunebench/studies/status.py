@@ -34,7 +34,7 @@ def cell_state(runs: list[Any], now: float | None = None) -> tuple[str, Any]:
         return "running", live[-1]
     ended = [r for r in runs if r.info.status in ("FAILED", "KILLED")]
     if ended:
-        return "failed", max(ended, key=lambda r: (r.info.end_time or r.info.start_time or 0))
+        return "failed", max(ended, key=lambda r: r.info.end_time or r.info.start_time or 0)
     return "pending", None
 
 
@@ -57,7 +57,7 @@ def grid_status(study: Study, tracking_uri: str | None = None) -> pd.DataFrame:
     from prunebench.studies.leaderboard import study_runs
 
     uri = resolve_tracking_uri(tracking_uri or study.tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         runs = {}  # no store yet: every cell is pending, and a status look-up creates none
     else:
         runs = study_runs(dataclasses.replace(study, sweeps={}), uri)
@@ -69,12 +69,23 @@ def grid_status(study: Study, tracking_uri: str | None = None) -> pd.DataFrame:
             seen.add((grid, s.run_key))
             state, run = cell_state(runs.get(s.run_key, []))
             tags = run.data.tags if run is not None else {}
-            rows.append({"grid": grid, "method": s.method, "prune_ratio": s.prune_ratio, "seed": s.seed,
-                         "run_key": s.run_key, "state": state, "run_id": run.info.run_id if run else None,
-                         "status": run.info.status if run else None, "error": tags.get("prunebench.error", ""),
-                         "host": tags.get(HOST_TAG, "").split("/")[0]})
-    return pd.DataFrame(rows, columns=["grid", "method", "prune_ratio", "seed", "run_key", "state", "run_id",
-                                       "status", "error", "host"])
+            rows.append(
+                {
+                    "grid": grid,
+                    "method": s.method,
+                    "prune_ratio": s.prune_ratio,
+                    "seed": s.seed,
+                    "run_key": s.run_key,
+                    "state": state,
+                    "run_id": run.info.run_id if run else None,
+                    "status": run.info.status if run else None,
+                    "error": tags.get("prunebench.error", ""),
+                    "host": tags.get(HOST_TAG, "").split("/")[0],
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["grid", "method", "prune_ratio", "seed", "run_key", "state", "run_id", "status", "error", "host"]
+    )
 
 
 def format_status(study: Study, table: pd.DataFrame, cells: bool = True) -> str:
