@@ -182,6 +182,11 @@ def _end_distributed() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     config = build_run_config(args)  # validated against the static index first: bad input fails before torch loads
     from prunebench.harness import train
+    from prunebench.harness.checkpoint import resume_or_start
+
+    config, note = resume_or_start(config)
+    if note and int(os.environ.get("RANK", "0")) == 0:
+        print(f"prunebench: {note}", file=sys.stderr, flush=True)
 
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 prints
     result = train(config, progress=_progress_printer(args.quiet or rank != 0))
@@ -347,6 +352,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     live = None if args.quiet else _Live()
     res = run_leaderboard(study, args.out, jobs=jobs, dry_run=args.dry_run, tracking_uri=args.tracking_uri,
+                          executor=_executor(args, study),
                           data_dir=args.data_dir, retry_failed=not args.no_retry_failed,
                           log=live.log if live else None, show=live.show if live else None,
                           seeds=seeds, imports=args.imports, train=not args.tabulate,
@@ -361,6 +367,52 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(res)} runs failed (see the error column of the results table)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _executor(args: argparse.Namespace, study):
+    """The study's ``[executor]`` table overridden by the command's executor flags."""
+    from prunebench.studies.executors import parse_executor
+
+    table = {}
+    if study.executor is not None:
+        table = {f.name: getattr(study.executor, f.name) for f in dataclasses.fields(study.executor)
+                 if getattr(study.executor, f.name) != f.default}
+    flags = {"kind": args.executor, "gpus_per_run": args.gpus_per_run, "cpus_per_run": args.cpus_per_run,
+             "gpus": args.gpus, "address": args.ray_address, "partition": args.partition,
+             "time_limit_min": args.time_limit, "array_parallelism": args.array_parallelism,
+             "sbatch": args.sbatch}
+    return parse_executor({k: list(v) if isinstance(v, tuple) else v for k, v in table.items()}, "executor",
+                          **{k: v for k, v in flags.items() if v is not None})
+
+
+def _add_executor_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where cells run (else the study file's [executor] table; docs/clusters.md)")
+    g.add_argument("--executor", choices=("local", "ray", "slurm"),
+                   help="local: a process pool here (--jobs); ray: a running Ray cluster; slurm: job arrays (submitit)")
+    g.add_argument("--gpus-per-run", dest="gpus_per_run", help="GPUs per cell (local: 0.5 puts two runs on one GPU; "
+                   "default 1 when the recipe trains on CUDA, else 0)")
+    g.add_argument("--cpus-per-run", dest="cpus_per_run", help="ray/slurm: CPU cores per cell (default 1)")
+    g.add_argument("--gpus", help="local: GPU indices to place runs on, e.g. 0,1 (default: CUDA_VISIBLE_DEVICES, else all)")
+    g.add_argument("--ray-address", dest="ray_address", help="ray: the cluster's address (default $RAY_ADDRESS, else auto)")
+    g.add_argument("--partition", help="slurm: partition")
+    g.add_argument("--time-limit", dest="time_limit", help="slurm: minutes per cell (default 60)")
+    g.add_argument("--array-parallelism", dest="array_parallelism", help="slurm: cells running at once (default: no limit)")
+    g.add_argument("--sbatch", action="append", metavar="--OPT=VALUE",
+                   help="slurm: an extra sbatch option (repeatable), e.g. --sbatch=--qos=normal")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _check_study_file(args.study)
+    from prunebench.studies import load_study
+    from prunebench.studies.status import format_status, grid_status
+
+    study = load_study(args.study)
+    table = grid_status(study, args.tracking_uri)
+    if args.json:
+        print(table.to_json(orient="records"))
+    else:
+        print(format_status(study, table, cells=not args.summary))
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -379,7 +431,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         result = run_sweep(study, storage=args.storage, n_trials=n_trials, sweep=spec.name, out_dir=args.out,
                            tracking_uri=args.tracking_uri, data_dir=args.data_dir, early_stopping=args.early_stopping,
                            log=live.log if live else None, show=live.show if live else None,
-                           jobs=_positive_int(args.jobs, "--jobs"), imports=args.imports, train=not args.tabulate)
+                           jobs=_positive_int(args.jobs, "--jobs"), imports=args.imports, train=not args.tabulate,
+                           executor=_executor(args, study))
         print(f"{study.name}/{spec.name} ({spec.kind}, {spec.pruner}): {result.folder}")
         print(format_sweep(result))
     return 0
@@ -456,6 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "cell: epoch, accuracy so far, ETA)")
     pb.set_defaults(func=cmd_leaderboard)
 
+    _add_executor_flags(pb)
+    pst = sub.add_parser("status", help="done / running / failed / pending cells of a study, from the tracking store")
+    pst.add_argument("study", metavar="STUDY.toml", help="study file (its leaderboard grid and grid sweeps)")
+    pst.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (else the file's, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    pst.add_argument("--summary", action="store_true", help="only the counts, not the cells that are not done")
+    pst.add_argument("--json", action="store_true", help="one JSON list of cells")
+    pst.set_defaults(func=cmd_status)
+
     ps = sub.add_parser("sweep", help="run or join a study file's Optuna sweep(s) (resumable, multi-worker)")
     ps.add_argument("study", metavar="STUDY.toml", help="study file with [sweeps.NAME] tables")
     ps.add_argument("--sweep", help="which sweep (default: each declared sweep in turn)")
@@ -474,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="early stopping of trials (Optuna median pruner on per-epoch accuracy)")
     es.add_argument("--no-early-stopping", dest="early_stopping", action="store_false", help="no early stopping of trials")
     ps.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_executor_flags(ps)
     ps.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="comparison report (HTML, Markdown, CSV, PNG) of a study's results")

@@ -42,6 +42,7 @@ def _data(kind: str, root: Path) -> str:
 
 
 RUN = ["run", "--epochs", "1", "--quiet"]
+_STUDY = Path(__file__).resolve().parents[1] / "studies" / "digits-quick.toml"
 CASES = [
     # (id, argv, expected fragment)
     ("unknown-pruner", [*RUN, "--pruner", "orderdpp"], "unknown pruner 'orderdpp'; valid: "),
@@ -84,7 +85,10 @@ CASES = [
     ("empty-class-balanced", [*RUN, "--dataset", "cifar10", "--data-dir", "{data:noclass9}", "--model", "mlp",
                               "--pruner", "random-static", "--set", "class_balanced=true"], "class 9 has no training sample"),
     ("resume-no-dir", [*RUN, "--resume"], "resume needs checkpoint_dir"),
-    ("resume-no-checkpoint", [*RUN, "--checkpoint-dir", "{tmp}/ck", "--resume"], "no checkpoint at"),
+    ("unknown-executor", ["leaderboard", str(_STUDY), "--executor", "k8s"], "invalid choice: 'k8s'"),
+    ("gpu-fraction", ["leaderboard", str(_STUDY), "--gpus-per-run", "0.3"], "a fraction of a GPU must be 1/k"),
+    ("ray-multi-gpu", ["leaderboard", str(_STUDY), "--executor", "ray", "--gpus-per-run", "2"], "DDP under torchrun"),
+    ("slurm-bad-sbatch", ["sweep", str(_STUDY), "--executor", "slurm", "--sbatch", "qos=x"], "expected a list of sbatch options"),
     ("checkpoint-every-0", [*RUN, "--checkpoint-dir", "{tmp}/ck", "--checkpoint-every", "0"], "checkpoint_every must be >= 1"),
     ("tracking-unreachable", [*RUN, "--tracking-uri", "http://127.0.0.1:9"], "is unreachable"),
     ("unknown-command", ["frobnicate"], "invalid choice: 'frobnicate'"),

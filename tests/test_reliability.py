@@ -56,6 +56,8 @@ def test_resume_rejects_a_different_config(synthetic, tmp_path):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(synthetic, tmp_path):
+    """In Python a missing checkpoint is an error; ``prunebench run --resume`` starts from scratch instead
+    (tests/test_executors.py), through :func:`prunebench.harness.checkpoint.resume_or_start`."""
     with pytest.raises(ConfigError, match="no checkpoint at"):
         train(fast_config(checkpoint_dir=str(tmp_path), resume=True), data=synthetic)
 

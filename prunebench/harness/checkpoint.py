@@ -145,6 +145,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return from_safe(state)
 
 
+def resume_or_start(config):
+    """``config`` with ``resume`` dropped when its checkpoint folder holds no checkpoint yet, and the line
+    that says so (else ``None``): a requeued job runs the same ``--resume`` command as its first attempt."""
+    if not config.resume or not config.checkpoint_dir:
+        return config, None
+    path = Path(config.checkpoint_dir) / CHECKPOINT_NAME
+    if path.exists() or path.is_symlink():
+        return config, None
+    return config.replace(resume=False), f"--resume: no checkpoint at {path} yet: starting from scratch"
+
+
 def load_checkpoint(directory: str | Path) -> dict[str, Any]:
     d = Path(directory)
     path = d / CHECKPOINT_NAME

@@ -41,6 +41,27 @@ def stale_after_s() -> float:
     return 4 * heartbeat_s()
 
 
+PLACEMENT_ENV = {"CUDA_VISIBLE_DEVICES": "prunebench.cuda_visible_devices",
+                 "SLURM_JOB_ID": "prunebench.slurm_job_id", "SLURM_ARRAY_JOB_ID": "prunebench.slurm_array_job_id",
+                 "SLURM_ARRAY_TASK_ID": "prunebench.slurm_array_task_id", "SLURMD_NODENAME": "prunebench.slurm_node"}
+
+
+def placement_tags() -> dict[str, str]:
+    """Where the claiming process runs: its GPUs (``CUDA_VISIBLE_DEVICES``), Slurm job/array task, Ray node."""
+    tags = {tag: os.environ[var] for var, tag in PLACEMENT_ENV.items() if var in os.environ}
+    try:
+        import sys
+
+        if "ray" in sys.modules:
+            import ray
+
+            if ray.is_initialized():
+                tags["prunebench.ray_node_id"] = ray.get_runtime_context().get_node_id()
+    except Exception:
+        pass
+    return tags
+
+
 class ClaimLost(PrunebenchError):
     """Another process holds this cell (a fresh RUNNING run with an earlier claim), or it finished."""
 
@@ -116,6 +137,8 @@ class Claim:
         now = time.time()
         client.set_tag(run_id, CLAIMED_TAG, f"{now:.6f}")
         client.set_tag(run_id, HEARTBEAT_TAG, f"{now:.3f}")
+        for tag, value in placement_tags().items():
+            client.set_tag(run_id, tag, value)
         time.sleep(settle_s())
         mine = (now, run_id)
         for r in self._same_cell(client):

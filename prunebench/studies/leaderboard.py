@@ -225,6 +225,17 @@ def _execute_run(spec: RunSpec, progress, Trainer, step_check=None) -> dict[str,
             claim.release()
 
 
+def execute_cell(spec: RunSpec, show: Show | None = None, step_check: Callable[..., None] | None = None,
+                 log: Log | None = None) -> dict[str, Any]:
+    """:func:`execute_run` in a worker that runs a cell later or elsewhere (a Ray task, a Slurm array task):
+    whether the cell's checkpoint is resumed is decided now, so a retried cell continues from its last epoch."""
+    if spec.config.checkpoint_dir:
+        root = Path(spec.config.checkpoint_dir).parent
+        spec = with_checkpoint(dataclasses.replace(spec, config=spec.config.replace(resume=False)), root, log,
+                               _data_for(spec.config))
+    return execute_run(spec, show, step_check)
+
+
 ELSEWHERE = "ELSEWHERE"  # execute_run's status for a cell another leaderboard holds (never in a table)
 
 
@@ -312,9 +323,11 @@ def _pool_execute(spec: RunSpec) -> dict[str, Any]:
         _IN_RUN = False
 
 
-def _worker_init(threads: int, parent_pid: int | None = None, queue: Any = None) -> None:
+def _worker_init(threads: int, parent_pid: int | None = None, queue: Any = None, slots: Any = None) -> None:
     import logging
 
+    if slots is not None:  # this worker's GPU(s), set before torch can initialise CUDA
+        os.environ.update(slots.get())
     import torch
 
     global _PROGRESS_QUEUE
@@ -499,7 +512,7 @@ def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = N
 def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int = 1, dry_run: bool = False, *,
                     tracking_uri: str | None = None, data_dir: str | None = None, retry_failed: bool = True,
                     log: Log | None = None, seeds=None, methods=None, imports=None,
-                    train: bool = True, show: Show | None = None) -> pd.DataFrame:
+                    train: bool = True, show: Show | None = None, executor: Any = None) -> pd.DataFrame:
     """Run the grid of ``study`` (skipping cells already FINISHED in MLflow) and write the results.
 
     Writes ``<out>/results.parquet`` and ``<out>/results.csv`` (one row per run: the run's flat row plus
@@ -514,6 +527,8 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     ``train=False`` nothing is trained: the tables hold the cells done so far (finished in MLflow or
     imported), e.g. to report on a grid that is still running. ``show(cell, text)`` receives each running
     cell's progress after every epoch (epoch, accuracy so far, ETA; ``text=None`` when the cell ends).
+    ``executor`` (:class:`~prunebench.studies.executors.ExecutorSpec`; default: the study's ``[executor]``
+    table, else local) says where cells run: this machine's pool, a Ray cluster, or Slurm job arrays.
     """
     from prunebench.harness.tracking import resolve_tracking_uri
 
@@ -544,7 +559,8 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
         for line in import_lines:
             log(line)
         rows = _run_grid(study, specs, uri, jobs, retry_failed, log, checkpoints=out / "checkpoints",
-                         imported=imported, train=train, show=show, data=data)
+                         imported=imported, train=train, show=show, data=data,
+                         executor=executor if executor is not None else study.executor)
         if not train:
             specs = [s for s in specs if s.run_key in rows]
             if not specs:
@@ -604,7 +620,10 @@ def with_checkpoint(spec: RunSpec, root: Path, log: Log | None = None, data: Any
 def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_failed: bool,
               log: Log, checkpoints: Path | None = None,
               imported: dict[str, dict[str, Any]] | None = None, train: bool = True,
-              show: Show | None = None, data: Any = None) -> dict[str, dict[str, Any]]:
+              show: Show | None = None, data: Any = None, executor: Any = None) -> dict[str, dict[str, Any]]:
+    from prunebench.studies.executors import ExecutorSpec, local_slots, run_remote, visible_gpus
+
+    ex = executor or ExecutorSpec()
     client = _client(uri)
     existing = study_runs(study, uri, data_fingerprint(data) if data is not None else None)
     rows: dict[str, dict[str, Any]] = {}
@@ -629,7 +648,8 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
         + (f"{n_imported} imported, " if n_imported else "") + f"{len(todo)} to run"
         + (f", {len(elsewhere)} running in another leaderboard" if elsewhere else "")
         + (f" ({resumed} from their checkpoints)" if resumed else "")
-        + (f" ({jobs} at a time)" if jobs > 1 and todo else "")
+        + (f" ({jobs} at a time)" if jobs > 1 and todo and ex.kind == "local" else "")
+        + (f" on {ex.describe()}" if ex.kind != "local" and todo else "")
         + ("; tabulating the done ones, training nothing" if not train else ""))
     if not train:
         return rows
@@ -642,7 +662,11 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
                 if row.get("status") == ELSEWHERE else f"FAILED: {row.get('error', '')}")
         log(f"[{done0 + i}/{total}] {cell_name(s)}: {what}")
 
-    if jobs == 1 or len(todo) <= 1:
+    if ex.kind != "local" and todo:  # a Ray cluster or Slurm: rows come back as cells end
+        for i, (s, row) in enumerate(run_remote(ex, todo, log, (checkpoints or Path.cwd() / "x").parent), 1):
+            rows[s.run_key] = row
+            report(i, s, row)
+    elif jobs == 1 or len(todo) <= 1:
         for i, s in enumerate(todo, 1):
             rows[s.run_key] = execute_run(s, show)
             report(i, s, rows[s.run_key])
@@ -652,6 +676,15 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
         # workers' progress comes back on a queue handed to them at start (no manager process, which
         # would outlive a leaderboard killed with kill -9)
         queue = ctx.Queue() if show is not None else None
+        slots = None  # each worker's CUDA_VISIBLE_DEVICES (executors.local_slots), taken once at its start
+        gpus = ex.gpus if ex.gpus is not None else visible_gpus()
+        per_run = ex.gpus_per_run if ex.gpus_per_run is not None else (
+            1.0 if todo[0].config.device == "cuda" or (todo[0].config.device == "auto" and gpus) else 0.0)
+        envs = local_slots(jobs, per_run, gpus)
+        if envs is not None:
+            slots = ctx.Queue()
+            for env in envs:
+                slots.put(env)
 
         def drain() -> None:
             while queue is not None:
@@ -663,7 +696,7 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
 
         try:
             with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                                        initargs=(threads, os.getpid(), queue)) as pool:
+                                        initargs=(threads, os.getpid(), queue, slots)) as pool:
                 futures = {pool.submit(_pool_execute, s): s for s in todo}
                 pending, i = set(futures), 0
                 try:

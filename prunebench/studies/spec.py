@@ -30,7 +30,7 @@ RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name no
 #: recipe fields that change where or how a run executes but not what it computes: left out of run keys
 EXECUTION_KEYS = ("data_dir", "download", "num_workers", "eval_batch_size", "record_kept", "log_model")
 
-TOP_KEYS = ("study", "recipe", "methods", "sweeps")
+TOP_KEYS = ("study", "recipe", "methods", "sweeps", "executor")
 STUDY_KEYS = ("name", "description", "experiment", "tracking_uri", "seeds", "prune_ratios", "proxy_charge",
               "baselines")
 PROXY_CHARGES = ("full", "amortised")  # prunebench.reports.stats.PROXY_CHARGES (a study may not import reports)
@@ -172,6 +172,7 @@ class Study:
     sweeps: dict[str, SweepSpec] = field(default_factory=dict)
     proxy_charge: str = "full"  # a proxy shared by several runs: charged in full to each, or "amortised"
     baselines: dict[str, str] = field(default_factory=lambda: {"static": "random-static", "dynamic": "random-dynamic"})
+    executor: Any = None  # [executor] table: an executors.ExecutorSpec (where cells run; not part of run keys)
 
     def base_config(self, **changes: Any) -> TrainConfig:
         """The recipe as a :class:`TrainConfig` with the study's experiment, plus ``changes``."""
@@ -450,9 +451,12 @@ def load_study(path: str | Path) -> Study:
             baselines[kind] = v
     if len(methods) == 1 and not sweeps:
         raise f.error("methods", "no methods: add at least one [methods.NAME] table (or a [sweeps.NAME] table)")
+    from prunebench.studies.executors import parse_executor
+
+    executor = parse_executor(raw.get("executor", {}), f"{path}: executor")
     return Study(name=name, path=path, source=text, description=description, experiment=experiment,
                  tracking_uri=tracking_uri, seeds=seeds, recipe=dict(recipe), methods=tuple(methods), sweeps=sweeps,
-                 proxy_charge=proxy_charge, baselines=baselines)
+                 proxy_charge=proxy_charge, baselines=baselines, executor=executor)
 
 
 def _check_names(cfg: TrainConfig, f: _File) -> None:

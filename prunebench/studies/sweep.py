@@ -211,13 +211,15 @@ def sweep_study(study: Study, spec: SweepSpec, points: list[dict[str, Any]] | No
 def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = None, *, sweep: str | None = None,
               out_dir: str | Path | None = None, tracking_uri: str | None = None, data_dir: str | None = None,
               early_stopping: bool | None = None, log: Log | None = None, jobs: int = 1,
-              imports=None, train: bool = True, show=None) -> SweepResult:
+              imports=None, train: bool = True, show=None, executor=None) -> SweepResult:
     """Run (or resume, or join) one sweep of ``study``; returns a :class:`SweepResult`.
 
     Writes ``<out>/sweeps/<name>/`` (``out``: ``out_dir``, else ``results/<study>/``). ``storage``,
     ``n_trials`` and ``early_stopping`` apply to Optuna samplers; ``jobs`` and ``imports`` (results tables
     whose finished cells count as done, e.g. the study's leaderboard for ``full``) to grids and to the
-    ``full`` reference of every sweep. ``train=False`` trains nothing: the tables hold what is done so far
+    ``full`` reference of every sweep; ``executor`` (an :class:`~prunebench.studies.executors.ExecutorSpec`,
+    default the study's ``[executor]``) to grids: Optuna sweeps scale out by starting ``prunebench sweep``
+    workers on each machine with one shared ``--storage``. ``train=False`` trains nothing: the tables hold what is done so far
     (e.g. to report on a sweep that is still running).
     """
     from prunebench.studies.leaderboard import default_out_dir, run_leaderboard
@@ -237,12 +239,17 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
 
     out = sweep_folder(Path(out_dir) if out_dir is not None else default_out_dir(study), spec)
     out.mkdir(parents=True, exist_ok=True)
+    ex = executor if executor is not None else study.executor
+    if spec.sampler != "grid" and ex is not None and ex.kind != "local" and train:
+        raise ConfigError(f"{study.path}: sweeps.{spec.name}: executor {ex.kind} runs grid sweeps; an Optuna sweep "
+                          f"({spec.sampler}) scales out by starting `prunebench sweep` workers on several machines "
+                          f"with one shared --storage (e.g. inside `srun` or a Ray task)")
     if spec.sampler == "grid":
         pts = spec.grid()
         log(f"{study.name}/{spec.name}: grid sweep of {spec.pruner}, {len(pts)} points x {len(spec.seeds)} seeds "
             f"(+ full)")
         res = run_leaderboard(sweep_study(study, spec, pts), out, jobs=jobs, tracking_uri=tracking_uri,
-                              data_dir=data_dir, log=log, imports=imports, train=train, show=show)
+                              data_dir=data_dir, log=log, imports=imports, train=train, show=show, executor=ex)
         trials = None
         warns: list[str] = []
     else:
