@@ -7,7 +7,7 @@
 #
 # As root (slurmd runs jobs as their user). Idempotent: `start` with a running cluster does nothing. The
 # daemons run under `nice -n 19`. KillWait is 5 s so that `scancel` sends SIGKILL 5 s after SIGTERM.
-# Packages: apt-get install -y slurm-wlm munge (.ci/setup.d/30-slurm.sh).
+# Packages: apt-get install -y slurm-wlm munge (scripts/setup-slurm.sh).
 set -euo pipefail
 STATE=${PRUNEBENCH_SLURM_STATE:-/var/lib/prunebench-slurm}
 CONF=/etc/slurm/slurm.conf

@@ -38,7 +38,7 @@ def test_test_script_runs_every_setup_script_then_pytest():
     checks = ["python -m ruff check prunebench tests benchmarks", "python -m ruff format --check prunebench tests benchmarks",
               "python -m mypy"]
     assert all(c in lines for c in checks) and max(lines.index(c) for c in checks) < lines.index('exec python -m pytest -q "$@"')
-    assert sorted(p.name for p in (ROOT / ".ci" / "setup.d").glob("*.sh")) == ["10-postgres.sh", "20-chromium.sh", "30-slurm.sh"]
+    assert sorted(p.name for p in (ROOT / ".ci" / "setup.d").glob("*.sh")) == ["10-postgres.sh", "20-chromium.sh"]
 
 
 def test_everything_the_docs_cite_is_in_the_repository():

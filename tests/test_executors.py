@@ -3,7 +3,7 @@
 
 Ray and Slurm run for real (nothing mocked): a Ray head and a second node started with ``ray start`` on
 127.0.0.1, and a single-node Slurm cluster (``scripts/slurm_local.sh``; Debian's slurm-wlm and munge,
-installed by ``.ci/setup.d/30-slurm.sh``). Every daemon a test starts is stopped by it, by PID.
+installed by ``scripts/setup-slurm.sh``). Every daemon a test starts is stopped by it, by PID.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def slurm():
         pytest.fail("the Slurm test starts slurmctld/slurmd and needs root (CI runs as root)")
     for tool in ("slurmctld", "slurmd", "munged", "sbatch", "scancel"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
-            pytest.fail(f"{tool} not found: install Debian's slurm-wlm and munge (.ci/setup.d/30-slurm.sh)")
+            pytest.fail(f"{tool} not found: install Debian's slurm-wlm and munge (scripts/setup-slurm.sh)")
     state = Path("/tmp") / f"prunebench-slurm-{os.getpid()}"
     env = {**os.environ, "PRUNEBENCH_SLURM_STATE": str(state)}
     p = subprocess.run(
@@ -261,6 +261,7 @@ def _cli(args, cwd, env=None, **kw):
 
 
 @pytest.mark.slow
+@pytest.mark.engines
 def test_slurm_job_array_then_scancel_resumes_from_checkpoint(slurm, tmp_path):
     path = _study(tmp_path, "slurmgrid", seeds=(0,), epochs=25)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -426,6 +427,7 @@ def ray_cluster(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.engines
 def test_ray_grid_survives_losing_a_node(ray_cluster, tmp_path):
     address, env, second = ray_cluster
     path = _study(tmp_path, "raygrid", seeds=(0, 1), epochs=20)
@@ -523,6 +525,7 @@ from test_studies_postgres import postgres  # noqa: E402,F401  (the throw-away P
 
 
 @pytest.mark.slow
+@pytest.mark.engines
 def test_two_drivers_on_postgres_train_each_cell_once(postgres, tmp_path):  # noqa: F811
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient

@@ -28,6 +28,7 @@ torchrun inside its allocation; that is refused with a one-line error for now (o
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -234,12 +235,11 @@ class _StopOnSigterm:
             self._previous = signal.signal(signal.SIGTERM, self._handler)
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         import signal
 
         if self._previous is not None:  # a Ray worker runs later tasks: give SIGTERM back to Ray
             signal.signal(signal.SIGTERM, self._previous)
-        return False
 
     def _handler(self, signum, frame) -> None:
         import threading
@@ -333,7 +333,7 @@ def run_ray(ex: ExecutorSpec, specs: list, log: Callable[[str], None]) -> Iterat
     address = ex.address or os.environ.get("RAY_ADDRESS") or "auto"
     if not ray.is_initialized():
         try:
-            ray.init(address=address, logging_level="WARNING", log_to_driver=False, include_dashboard=False)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
         except ConnectionError as e:
             raise ConfigError(
                 f"--ray-address {address}: no Ray cluster there ({_first_line(e)}); start one "
