@@ -735,8 +735,7 @@ class Trainer:
         if self.plan_scores:
             arrays["plan_scores"] = np.stack([self.plan_scores[e] for e in sorted(self.plan_scores)])
             arrays["plan_score_epochs"] = np.array(sorted(self.plan_scores), dtype=np.int32)
-        if hasattr(self.pruner, "artifacts"):  # static methods: their scores and kept indices
-            arrays.update({f"static_{k}": v for k, v in self.pruner.artifacts().items()})
+        arrays.update({f"static_{k}": v for k, v in self.pruner.artifacts().items()})  # static: scores, kept
         tracker.log_arrays(arrays)
         tracker.log_dict({"config": cfg.to_dict(), "resolved": params, "row": result.row}, "run.json")
         if cfg.log_model:
@@ -800,9 +799,9 @@ class Trainer:
                 break
             if self.total_steps is not None and self.optimizer_steps >= self.total_steps:
                 break
-            if cfg.record_kept and epoch in self.plan_score_epochs and hasattr(self.pruner, "scores_cpu"):
-                # outside the clock: a copy for the reports, not part of the method's cost
-                self.plan_scores[epoch] = self.pruner.scores_cpu().numpy().astype(np.float32)
+            scores = self.pruner.plan_scores() if cfg.record_kept and epoch in self.plan_score_epochs else None
+            if scores is not None:  # outside the clock: a copy for the reports, not part of the method's cost
+                self.plan_scores[epoch] = scores.numpy().astype(np.float32)
             _sync(self.device)
             t0 = time.perf_counter()
             sel_before = self.selection_time

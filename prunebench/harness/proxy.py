@@ -256,7 +256,7 @@ def static_scores(config: TrainConfig | dict[str, Any]) -> dict[str, np.ndarray]
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     tr = Trainer(config)
-    if not hasattr(tr.pruner, "artifacts"):
+    if tr.pruner.granularity != "static":
         raise ConfigError(f"pruner {config.pruner!r} has no static scores to export; valid: the static pruners "
                           f"(prunebench list)")
     tr.pruner.prepare(tr._context())
