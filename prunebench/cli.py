@@ -60,12 +60,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     from prunebench import catalog  # a static index of the registries: no torch import
 
     pruners = [(p["name"], p["granularity"], p["description"]) for p in catalog.pruners()]
-    if args.plugin:  # the static catalog lists the built-in pruners; plugins' come from the registry
-        from prunebench.pruners import get_pruner_class, list_pruners
-
-        known = {n for n, *_ in pruners}
-        pruners += [(n, get_pruner_class(n).granularity, get_pruner_class(n).description)
-                    for n in list_pruners() if n not in known]
     datasets = [(d["name"], d["description"]) for d in catalog.datasets()]
     models = [(m["name"], m["description"]) for m in catalog.models()] + [("tv:<name>", "any torchvision classification model (ImageNet stem), randomly initialised")]
     if args.json:

@@ -28,8 +28,10 @@ _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _LOADED: dict[str, str] = {}  # what loads it again (absolute path or module name) -> module name
 
 
-def _is_path(spec: str) -> bool:
-    return spec.endswith(".py") or "/" in spec or "\\" in spec or spec.startswith(".")
+def _is_path(spec: str, base: str | Path | None) -> bool:
+    """A path: ends with .py, has a folder part, or names something on disk (``notes.txt``); else a module."""
+    return (spec.endswith(".py") or "/" in spec or "\\" in spec or spec.startswith((".", "~"))
+            or (Path(base or ".") / spec).exists())
 
 
 def _module_name(path: Path) -> str:
@@ -44,7 +46,7 @@ def load_plugin(spec: str, base: str | Path | None = None) -> str:
         raise ConfigError(f"plugin {spec!r}: expected a .py file path or a module name (e.g. my_pruner.py, "
                           f"mypkg.pruners)")
     spec = spec.strip()
-    if _is_path(spec):
+    if _is_path(spec, base):
         path = Path(spec).expanduser()
         if not path.is_absolute() and base is not None:
             path = Path(base) / path

@@ -237,7 +237,11 @@ def check_resume(name: str, *, options: dict[str, Any] | None = None, num_sample
     state = _round_trip(killed.state_dict(), who)
     resumed = s.make(prepare=False)
     resumed.context = ctx
-    resumed.load_state_dict(state)
+    try:
+        resumed.load_state_dict(state)
+    except Exception as e:
+        raise ContractError(f"{who}: load_state_dict() failed on what its state_dict() saved "
+                            f"({type(e).__name__}: {' '.join(str(e).split())})") from None
     unsaved = _unsaved_differences(killed, resumed, state)
     trace = _simulate(resumed, range(k + 1, num_epochs), losses)
 
