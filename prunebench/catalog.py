@@ -7,8 +7,8 @@ pruner, dataset or model, regenerate it with
 
     python -m prunebench.catalog > prunebench/catalog_data.py
 
-Third-party pruners (entry points in the ``prunebench.pruners`` group) are not in the index: when any is
-installed, :func:`pruners` imports the real registry.
+Third-party pruners (entry points in the ``prunebench.pruners`` group, ``--plugin`` files and modules)
+are not in the index: when any is installed or loaded, :func:`pruners` reads the real registry.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from typing import Any
 def _third_party_pruners() -> bool:
     from importlib.metadata import entry_points
 
-    return bool(entry_points(group="prunebench.pruners"))
+    from prunebench.plugins import loaded_plugins
+
+    return bool(loaded_plugins()) or bool(entry_points(group="prunebench.pruners"))
 
 
 def pruners() -> list[dict[str, Any]]:

@@ -460,7 +460,12 @@ def _positive_int(v: str, flag: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="prunebench", description="Head-to-head benchmarks of data-pruning methods under one training loop.",
                 allow_abbrev=False)
-    sub = p.add_subparsers(dest="command", parser_class=functools.partial(_Parser, allow_abbrev=False), metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)  # options of every command
+    common.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE",
+                        help="import a pruner plugin first: a .py file or a module name (repeatable; "
+                             "docs/adding-a-pruner.md)")
+    sub = p.add_subparsers(dest="command", parser_class=functools.partial(_Parser, allow_abbrev=False, parents=[common]),
+                           metavar="COMMAND")
 
     pl = sub.add_parser("list", help="pruners, datasets and models")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
@@ -593,6 +598,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handle_sigterm()  # SIGTERM (timeout, docker stop, Slurm, ...) ends a run like Ctrl-C, as KILLED
     try:
+        if args.plugin:
+            from prunebench.plugins import load_plugins
+
+            load_plugins(args.plugin)
         return int(args.func(args) or 0)
     except PrunebenchError as e:
         msg = " ".join(str(e).split("\n"))

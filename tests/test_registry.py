@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from prunebench import testing
 from prunebench.errors import ConfigError
 from prunebench.pruners import (
     BatchPruner,
-    CandidateBatch,
     PruneContext,
-    Selection,
     create_pruner,
     get_pruner_class,
     list_pruners,
@@ -78,59 +77,37 @@ def test_declares_granularity_description_and_frozen_options(name):
     assert issubclass(cls, BatchPruner) == (cls.granularity == "batch")
 
 
+def _kit(check, name, context_factory):
+    """A contract check of ``prunebench.testing`` (the kit plugin authors run) on the registered ``name``."""
+    check(name, options=REQUIRED_OPTIONS.get(name), num_samples=N, num_epochs=E, prune_ratio=_ratio(name),
+          context=context_factory or (lambda n: PruneContext(labels=_labels(n), num_classes=4)))
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_plan_is_valid_selection(name, context_factory):
-    p = _prepared(name, context_factory=context_factory)
-    for epoch in range(2):
-        sel = p.plan_epoch(epoch)
-        assert isinstance(sel, Selection)
-        assert sel.indices.dtype == torch.int64 and sel.indices.dim() == 1
-        assert sel.indices.numel() > 0
-        assert int(sel.indices.min()) >= 0 and int(sel.indices.max()) < N
-        if sel.weights is not None:
-            assert sel.weights.shape == sel.indices.shape and bool(torch.all(sel.weights > 0))
-        p.observe(sel.indices[:50], torch.rand(min(50, sel.indices.numel())))
+    _kit(testing.check_plan_is_valid, name, context_factory)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_plan_epoch_does_not_change_state(name, context_factory):
-    p = _prepared(name, context_factory=context_factory)
-    p.observe(torch.arange(N), torch.rand(N, generator=torch.Generator().manual_seed(1)))
-    before = {k: v for k, v in p.state_dict().items() if k != "generator"}
-    p.plan_epoch(1)
-    after = {k: v for k, v in p.state_dict().items() if k != "generator"}
-    assert before.keys() == after.keys()
-    for k in before:
-        if isinstance(before[k], torch.Tensor):
-            assert torch.equal(before[k], after[k]), k
-        else:
-            assert before[k] == after[k], k
+    _kit(testing.check_plan_keeps_state, name, context_factory)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_same_seed_same_plan_other_seed_other_plan(name, context_factory):
-    a = _prepared(name, seed=3, context_factory=context_factory).plan_epoch(0).indices
-    b = _prepared(name, seed=3, context_factory=context_factory).plan_epoch(0).indices
-    c = _prepared(name, seed=4, context_factory=context_factory).plan_epoch(0).indices
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)  # at least the order differs
+    _kit(testing.check_seeding, name, context_factory)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_does_not_touch_global_rng(name, context_factory):
-    torch.manual_seed(123)
-    np.random.seed(123)
-    t_state, n_state = torch.get_rng_state(), np.random.get_state()[1].copy()
-    p = _prepared(name, context_factory=context_factory)
-    for e in range(2):
-        sel = p.plan_epoch(e)
-        p.observe(sel.indices, torch.rand(sel.indices.numel(), generator=torch.Generator().manual_seed(e)))
-    if isinstance(p, BatchPruner):
-        idx = torch.arange(32)
-        p.select_batch(CandidateBatch(idx, torch.rand(32, generator=torch.Generator().manual_seed(0)),
-                                      torch.zeros(32, 4), idx % 4, 16))
-    assert torch.equal(torch.get_rng_state(), t_state)
-    assert np.array_equal(np.random.get_state()[1], n_state)
+    _kit(testing.check_global_rng, name, context_factory)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_killed_and_resumed_equals_uninterrupted(name, context_factory):
+    """Trained 2 epochs, checkpointed (weights_only round trip), loaded into a fresh pruner: epochs 2..5
+    plan and select exactly as without the interruption (plugins included: ALL is the whole registry)."""
+    _kit(testing.check_resume, name, context_factory)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -141,8 +141,7 @@ def log_result(tr, tracker, result: RunResult, params: dict[str, Any]) -> None:
     if plan_scores:
         arrays["plan_scores"] = np.stack([plan_scores[e] for e in sorted(plan_scores)])
         arrays["plan_score_epochs"] = np.array(sorted(plan_scores), dtype=np.int32)
-    if hasattr(tr.pruner, "artifacts"):  # static methods: their scores and kept indices
-        arrays.update({f"static_{k}": v for k, v in tr.pruner.artifacts().items()})
+    arrays.update({f"static_{k}": v for k, v in tr.pruner.artifacts().items()})  # static: scores, kept
     tracker.log_arrays(arrays)
     tracker.log_dict({"config": tr.config.to_dict(), "resolved": params, "row": result.row}, "run.json")
     if tr.config.log_model:

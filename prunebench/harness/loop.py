@@ -210,9 +210,10 @@ class Trainer:
         cfg = self.config
         while not self.budget.finished(self.epoch):
             epoch = self.epoch
-            if cfg.record_kept and epoch in self.records.plan_score_epochs and hasattr(self.pruner, "scores_cpu"):
-                # outside the clock: a copy for the reports, not part of the method's cost
-                self.records.plan_scores[epoch] = self.pruner.scores_cpu().numpy().astype(np.float32)
+            # outside the clock: a copy for the reports, not part of the method's cost
+            scores = self.pruner.plan_scores() if cfg.record_kept and epoch in self.records.plan_score_epochs else None
+            if scores is not None:
+                self.records.plan_scores[epoch] = scores.numpy().astype(np.float32)
             sync(self.device)
             t0, sel_before = time.perf_counter(), self.meter.selection_time
             stats = self.run_epoch(epoch)
@@ -326,7 +327,7 @@ def static_scores(config: TrainConfig | dict[str, Any]) -> dict[str, np.ndarray]
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     tr = Trainer(config)
-    if not hasattr(tr.pruner, "artifacts"):
+    if tr.pruner.granularity != "static":
         raise ConfigError(f"pruner {config.pruner!r} has no static scores to export; valid: the static pruners "
                           f"(prunebench list)")
     tr.pruner.prepare(tr.context())

@@ -13,17 +13,41 @@ Granularities
             runs a no-grad forward pass and calls :meth:`BatchPruner.select_batch` with the fresh losses,
             which returns the kept subset (and weights). Kept samples accumulate into full backprop
             batches. The candidate forward passes are counted as cost.
+
+Hooks
+-----
+Everything the harness, the studies and the reports may ask of a pruner is a method or attribute declared
+on :class:`Pruner` with a default, so a plugin overrides only what it has (nothing probes with ``hasattr``):
+
+======================================  ==========================================================================
+hook                                    default
+======================================  ==========================================================================
+``state_dict`` / ``load_state_dict``    state for checkpoints: the pruner's generator and every tensor and
+                                        numpy array attribute, plus the names in ``state_attrs``
+``artifacts()``                         arrays logged with the run (static methods: scores, kept indices): ``{}``
+``plan_scores()``                       per-sample scores the next plan ranks by, for the reports' rank plots:
+                                        ``None``
+``rank_keep_probability(...)``          predicted keep probability per score rank, drawn by the report's
+                                        keep-by-rank section: ``None``
+``option_range(option, prune_ratio)``   sweepable options whose range depends on the prune ratio: ``None``;
+                                        ``range_labels`` names the range's ends on figures: ``{}``
+======================================  ==========================================================================
+
+``prunebench.testing.check_pruner`` runs the registry's contract checks (killed-and-resumed equals
+uninterrupted among them) against one pruner.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 import torch
 
 from prunebench.errors import ConfigError
@@ -139,9 +163,13 @@ class Pruner:
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     default_prune_ratio: ClassVar[float] = 0.4
+    #: hook (sweepable options): names for the two ends of an option's :meth:`option_range`, drawn on
+    #: sweep figures, e.g. {"candidate_ratio": ("uniform = random-dynamic", "greedy = loss-topk")}
+    range_labels: ClassVar[dict[str, tuple[str, str]]] = {}
     #: short names used in labels, e.g. {"candidate_ratio": "c"}
     short_names: ClassVar[dict[str, str]] = {}
-    #: names of tensor attributes that make up the pruner's state (checkpointing)
+    #: attributes saved in checkpoints besides the default ones (every tensor and numpy array attribute,
+    #: see :meth:`state_dict`): e.g. a step counter or a list of floats
     state_attrs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, num_samples: int, num_epochs: int, prune_ratio: float, seed: int, options: Any) -> None:
@@ -155,7 +183,8 @@ class Pruner:
 
     @classmethod
     def option_range(cls, option: str, prune_ratio: float) -> tuple[float, float] | None:
-        """The valid ``(low, high)`` of a numeric option when it depends on the prune ratio, else ``None``.
+        """Hook (sweepable options): the valid ``(low, high)`` of a numeric option when it depends on the
+        prune ratio, else ``None``.
 
         Sweeps use it to search such an option by its position in the range (``relative = true``), e.g.
         OrderDP's ``candidate_ratio`` in ``[1 - p, 1]`` while ``p`` varies too.
@@ -195,22 +224,72 @@ class Pruner:
         """Flat dict of the method's resolved options (for the result row)."""
         return {f"pruner.{k}": v for k, v in dataclasses.asdict(self.options).items()}
 
-    # -- state (checkpoint/resume) ---------------------------------------------------------------------
+    # -- hooks: state for checkpoints -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The pruner's state for a checkpoint: its generator and every attribute holding a tensor or a numpy
+        array (tensors copied to the CPU), plus the attributes named in ``state_attrs`` (state of other types:
+        a step counter, a list of floats; it must load with ``torch.load(weights_only=True)``, so tensors,
+        numbers, strings and lists/dicts/tuples of them, no objects).
+
+        Python numbers, lists, dicts and objects that change during training are *not* saved unless named
+        in ``state_attrs`` (or saved by an override of this method and :meth:`load_state_dict`);
+        ``prunebench.testing.check_pruner`` fails a pruner whose resumed run differs and names them.
+        """
         state: dict[str, Any] = {"generator": self.generator.get_state()}
+        for attr, v in vars(self).items():
+            if attr in _NOT_STATE:
+                continue
+            if attr in self.state_attrs or _is_state_value(v):
+                state[attr] = v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v
         for attr in self.state_attrs:
-            v = getattr(self, attr)
-            state[attr] = v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v
+            if attr not in state:  # e.g. a class-level default such as ``subset = None`` before prepare()
+                v = getattr(self, attr)
+                state[attr] = v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into a freshly created pruner (its ``prepare`` is not called on resume).
+
+        Names of ``state_attrs`` must be present; other saved attributes are restored when present (a
+        checkpoint of an older version may lack some), and only as instance attributes: a saved name that
+        is one of the class's methods, properties or nested classes is refused.
+        """
         self.generator.set_state(state["generator"])
         for attr in self.state_attrs:
-            cur = getattr(self, attr, None)
-            v = state[attr]
+            if attr not in state:
+                raise KeyError(f"pruner {self.name!r}: the checkpoint lacks its state {attr!r}")
+        for attr, v in state.items():
+            if attr == "generator" or attr in _NOT_STATE:
+                continue
+            if not attr.isidentifier() or attr.startswith("__") or _class_behaviour(type(self), attr):
+                raise ValueError(f"pruner {self.name!r}: the checkpoint's state {attr!r} is not an attribute name")
+            cur = vars(self).get(attr)
             if isinstance(cur, torch.Tensor) and isinstance(v, torch.Tensor):
                 v = v.to(cur.device)
             setattr(self, attr, v)
+
+    # -- hooks: what the harness logs and the reports draw ------------------------------------------------
+    def artifacts(self) -> dict[str, Any]:
+        """Arrays logged with the run as ``static_<key>.npy`` (numpy arrays; static methods: ``scores``,
+        ``kept_indices``, ...); ``prunebench export-scores`` writes them. Default: none."""
+        return {}
+
+    def plan_scores(self) -> torch.Tensor | None:
+        """The per-sample scores (float, [N], on the CPU) the next :meth:`plan_epoch` ranks by, or ``None``.
+
+        The loop copies them at a few epochs (outside the clock) so reports can rank samples as the pruner
+        did (e.g. the keep-by-rank figure). Read-only: do not modify the returned tensor."""
+        return None
+
+    @classmethod
+    def rank_keep_probability(cls, num_samples: int, prune_ratio: float, options: dict[str, Any]) -> np.ndarray | None:
+        """The probability that one epoch's plan keeps the sample whose :meth:`plan_scores` has rank
+        ``j = 1..N`` (1 = largest), or ``None`` (no prediction).
+
+        ``options`` holds the run's options by name (as logged in the results table). A method declaring it
+        gets the report's keep-by-rank section: the prediction against the keep frequency its runs realized.
+        """
+        return None
 
     # -- helpers ------------------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -235,6 +314,25 @@ class BatchPruner(Pruner):
 
     def select_batch(self, batch: CandidateBatch) -> BatchSelection:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+# attributes every pruner has that are not state (``generator`` is saved by its own key)
+_NOT_STATE = frozenset({"generator", "context", "options"})
+
+
+def _is_state_value(v: Any) -> bool:
+    """What :meth:`Pruner.state_dict` saves by default: tensors and numpy arrays (numbers and flags are often
+    per-epoch modes that ``plan_epoch`` sets; a counter that is state goes into ``state_attrs``)."""
+    return isinstance(v, (torch.Tensor, np.ndarray))
+
+
+def _class_behaviour(cls: type, name: str) -> bool:
+    """Whether ``name`` is a method, property or other descriptor of ``cls`` (never overwritten by state)."""
+    for c in cls.__mro__:
+        if name in vars(c):
+            m = vars(c)[name]
+            return inspect.isroutine(m) or isinstance(m, (property, classmethod, staticmethod, type))
+    return False
 
 
 def keep_count(num_samples: int, prune_ratio: float) -> int:
@@ -264,6 +362,9 @@ class LossScores:
         """The scores on the CPU: a copy from an accelerator, the tensor itself on the CPU (read it, do not
         modify it; planning reads it once per epoch)."""
         return self.scores.detach().cpu()
+
+    def plan_scores(self) -> torch.Tensor | None:
+        return self.scores_cpu()
 
 
 # --------------------------------------------------------------------------------------------------

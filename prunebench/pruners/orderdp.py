@@ -15,7 +15,7 @@ bias.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from prunebench.pruners.base import (
     LossScores,
     Pruner,
     Selection,
+    keep_count,
     register_pruner,
 )
 from prunebench.pruners.rules import topk_mask, uniform_subset
@@ -147,6 +148,16 @@ class OrderDP(LossScores, Pruner):
     def gamma(self) -> np.ndarray:
         """Surrogate weights for this run's ``(N, s, q)``."""
         return gamma(self.num_samples, self.candidate_count, self.keep_count)
+
+    @classmethod
+    def rank_keep_probability(cls, num_samples: int, prune_ratio: float,
+                              options: dict[str, Any]) -> np.ndarray | None:
+        """gamma(N, s, q) of a run with these options (the report's keep-by-rank section)."""
+        c = float(options.get("candidate_ratio", np.nan))
+        if not np.isfinite(c):
+            return None
+        q = keep_count(num_samples, prune_ratio)
+        return gamma(num_samples, min(num_samples, max(q, int(round(c * num_samples)))), q)
 
 
 @dataclass(frozen=True)

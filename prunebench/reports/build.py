@@ -222,21 +222,27 @@ def _usage(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
 
 
 def _gamma_items(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
-    from prunebench.pruners.orderdp import gamma
+    """The keep-by-rank section: every method whose pruner declares ``rank_keep_probability`` (OrderDP's
+    gamma), against the keep frequency per plan-time score rank its runs realized."""
+    from prunebench.errors import ConfigError
+    from prunebench.pruners import get_pruner_class, keep_count
 
     items = []
     for k, g in _groups(ok):
-        if g["pruner"].iloc[0] != "orderdp":
-            continue
         r0 = g.iloc[0]
-        n, p = int(r0["num_samples"]), float(r0["prune_ratio"])
-        c = float(r0.get("pruner.candidate_ratio", np.nan))
-        if np.isnan(c):
+        try:
+            cls = get_pruner_class(str(r0["pruner"]))
+        except ConfigError:  # a plugin not loaded here: no prediction to draw
             continue
-        q = int(round((1.0 - p) * n))
-        s = min(n, max(q, int(round(c * n))))
-        gam = gamma(n, s, q)
-        item = {**k, "n": n, "s": s, "q": q, "c": c, "gamma": gam, "centres": None, "n_epochs": 0}
+        n, p = int(r0["num_samples"]), float(r0["prune_ratio"])
+        opts = {c[len("pruner."):]: r0[c] for c in g.columns if c.startswith("pruner.")}
+        gam = cls.rank_keep_probability(n, p, opts)
+        if gam is None:
+            continue
+        q = keep_count(n, p)
+        last = int(np.flatnonzero(gam > 0)[-1]) + 1  # last rank with a chance to be kept (N - s + q for OrderDP)
+        s = n - last + q  # OrderDP's candidate count s; for another method, what the same zero point implies
+        item = {**k, "n": n, "s": s, "q": q, "gamma": gam, "centres": None, "n_epochs": 0}
         kept_sum, exp_sum, count = np.zeros(n), np.zeros(n), 0
         rng = np.random.default_rng(0)  # the analysis' own tie order; never the runs' generators
         for _, row in g.iterrows():

@@ -235,7 +235,7 @@ def _range_labels(pruner: str, axis: str, p: float | None) -> dict[float, str]:
         cls = get_pruner_class(pruner)
     except Exception:
         return {}
-    labels = getattr(cls, "range_labels", {}).get(name)
+    labels = cls.range_labels.get(name)
     if not labels:
         return {}
     if axis.endswith("@rel"):

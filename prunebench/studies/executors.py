@@ -257,7 +257,7 @@ class _StopOnSigterm:
             raise Terminated
 
 
-def run_cell(spec, threads: int = 1) -> dict[str, Any]:
+def run_cell(spec, threads: int, execute: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     """Train one cell in a remote worker (a Ray task, a Slurm array task) and return its row.
 
     Resumes from the cell's checkpoint when one is there now (a retried cell), quiets the libraries, and
@@ -266,29 +266,27 @@ def run_cell(spec, threads: int = 1) -> dict[str, Any]:
 
     import torch
 
-    from prunebench.studies.leaderboard import execute_cell
-
     torch.set_num_threads(max(1, threads))
     for name in ("alembic", "mlflow", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
     with _StopOnSigterm() as stop:
-        return execute_cell(spec, step_check=stop)
+        return execute(spec, step_check=stop)
 
 
 class SlurmCell:
     """The callable submitit pickles for each array task; on timeout or preemption (``--signal``/USR2)
     submitit requeues it and the requeued task resumes the cell from its checkpoint."""
 
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
+    def __init__(self, threads: int, execute: Callable[..., dict[str, Any]]) -> None:
+        self.threads, self.execute = threads, execute  # execute: leaderboard.execute_cell (pickled by name)
 
     def __call__(self, spec) -> dict[str, Any]:
-        return run_cell(spec, self.threads)
+        return run_cell(spec, self.threads, self.execute)
 
     def checkpoint(self, spec):  # submitit's hook: requeue the same cell (it resumes from its checkpoint)
         import submitit
 
-        return submitit.helpers.DelayedSubmission(SlurmCell(self.threads), spec)
+        return submitit.helpers.DelayedSubmission(SlurmCell(self.threads, self.execute), spec)
 
 
 def _failed_row(spec, error: str) -> dict[str, Any]:
@@ -319,7 +317,9 @@ def _gpus_for(ex: ExecutorSpec, specs, have_gpus: bool) -> float:
     return default_gpus_per_run(specs[0].config.device, have_gpus)
 
 
-def run_ray(ex: ExecutorSpec, specs: list, log: Callable[[str], None]) -> Iterator[tuple[Any, dict[str, Any]]]:
+def run_ray(
+    ex: ExecutorSpec, specs: list, log: Callable[[str], None], execute: Callable[..., dict[str, Any]]
+) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Each cell a Ray task (``num_cpus``/``num_gpus`` from ``ex``) on the running cluster at ``ex.address``;
     yields ``(spec, row)`` as cells end. A task whose worker or node died is retried (``max_retries``) and
     resumes from the cell's checkpoint. Stopping this driver stops its tasks (Ray ties tasks to their
@@ -348,7 +348,7 @@ def run_ray(ex: ExecutorSpec, specs: list, log: Callable[[str], None]) -> Iterat
         f"ray: {len(specs)} cells on {address} ({ex.cpus_per_run} CPU, {gpus:g} GPU each; "
         f"cluster has {ray.cluster_resources().get('CPU', 0):g} CPU, {ray.cluster_resources().get('GPU', 0):g} GPU)"
     )
-    refs = {task.remote(s, ex.cpus_per_run): s for s in specs}
+    refs = {task.remote(s, ex.cpus_per_run, execute): s for s in specs}
     pending = list(refs)
     try:
         while pending:
@@ -367,7 +367,7 @@ def run_ray(ex: ExecutorSpec, specs: list, log: Callable[[str], None]) -> Iterat
 
 
 def run_slurm(
-    ex: ExecutorSpec, specs: list, log: Callable[[str], None], folder: Path
+    ex: ExecutorSpec, specs: list, log: Callable[[str], None], folder: Path, execute: Callable[..., dict[str, Any]]
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """The cells as one Slurm job array through submitit; yields ``(spec, row)`` as array tasks end. A task
     killed (``scancel``, preemption, node failure) yields a FAILED row: its MLflow run is KILLED with the
@@ -397,7 +397,7 @@ def run_slurm(
     if ex.sbatch:
         params["slurm_additional_parameters"] = sbatch_parameters(ex.sbatch)
     executor.update_parameters(**params)
-    jobs = executor.map_array(SlurmCell(ex.cpus_per_run), specs)
+    jobs = executor.map_array(SlurmCell(ex.cpus_per_run, execute), specs)
     log(
         f"slurm: job array {jobs[0].job_id.split('_')[0] if jobs else '-'} of {len(jobs)} cells "
         f"({ex.cpus_per_run} CPU, {int(gpus)} GPU, {ex.time_limit_min} min each; logs in {folder})"
@@ -417,12 +417,14 @@ def run_slurm(
 
 
 def run_remote(
-    ex: ExecutorSpec, specs: list, log: Callable[[str], None], out: Path
+    ex: ExecutorSpec, specs: list, log: Callable[[str], None], out: Path, execute: Callable[..., dict[str, Any]]
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """Run ``specs`` on ``ex`` (``ray`` or ``slurm``); yields ``(spec, row)`` as cells end."""
+    """Run ``specs`` on ``ex`` (``ray`` or ``slurm``); yields ``(spec, row)`` as cells end. ``execute(spec,
+    step_check=...)`` trains one cell in the worker (the leaderboard's ``execute_cell``, handed in so that this
+    module does not import the leaderboard: no import cycle)."""
     specs = [dataclasses.replace(s, config=s.config.replace(resume=False)) for s in specs]  # decided remotely
     if ex.kind == "ray":
-        return run_ray(ex, specs, log)
+        return run_ray(ex, specs, log, execute)
     if ex.kind == "slurm":
-        return run_slurm(ex, specs, log, Path(ex.folder) if ex.folder else out / "slurm")
+        return run_slurm(ex, specs, log, Path(ex.folder) if ex.folder else out / "slurm", execute)
     raise ConfigError(f"executor {ex.kind!r} does not run remotely")

@@ -48,6 +48,7 @@ import pandas as pd
 
 from prunebench.harness.tracking import download_artifact
 from prunebench.harness.identity import FINGERPRINT_TAG, data_fingerprint, data_identity
+from prunebench.plugins import loaded_plugins
 from prunebench.safety import open_nofollow
 from prunebench.errors import ConfigError, PrunebenchError, TrackingUnavailable
 from prunebench.studies.claims import Claim, ClaimLost, heartbeat_s, is_fresh
@@ -323,12 +324,17 @@ def _pool_execute(spec: RunSpec) -> dict[str, Any]:
         _IN_RUN = False
 
 
-def _worker_init(threads: int, parent_pid: int | None = None, queue: Any = None, slots: Any = None) -> None:
+def _worker_init(threads: int, parent_pid: int | None = None, queue: Any = None, slots: Any = None,
+                 plugins: tuple[str, ...] = ()) -> None:
     import logging
 
     if slots is not None:  # this worker's GPU(s), set before torch can initialise CUDA
         os.environ.update(slots.get())
     import torch
+
+    from prunebench.plugins import load_plugins
+
+    load_plugins(plugins)  # the parent's (--plugin, the study file's): the same pruners registered here
 
     global _PROGRESS_QUEUE
     _PROGRESS_QUEUE = queue
@@ -663,7 +669,7 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
         log(f"[{done0 + i}/{total}] {cell_name(s)}: {what}")
 
     if ex.kind != "local" and todo:  # a Ray cluster or Slurm: rows come back as cells end
-        for i, (s, row) in enumerate(run_remote(ex, todo, log, (checkpoints or Path.cwd() / "x").parent), 1):
+        for i, (s, row) in enumerate(run_remote(ex, todo, log, (checkpoints or Path.cwd() / "x").parent, execute_cell), 1):
             rows[s.run_key] = row
             report(i, s, row)
     elif jobs == 1 or len(todo) <= 1:
@@ -696,7 +702,8 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
 
         try:
             with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                                        initargs=(threads, os.getpid(), queue, slots)) as pool:
+                                        initargs=(threads, os.getpid(), queue, slots,
+                                                  tuple(loaded_plugins()))) as pool:
                 futures = {pool.submit(_pool_execute, s): s for s in todo}
                 pending, i = set(futures), 0
                 try:

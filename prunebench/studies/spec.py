@@ -32,7 +32,7 @@ EXECUTION_KEYS = ("data_dir", "download", "num_workers", "eval_batch_size", "rec
 
 TOP_KEYS = ("study", "recipe", "methods", "sweeps", "executor")
 STUDY_KEYS = ("name", "description", "experiment", "tracking_uri", "seeds", "prune_ratios", "proxy_charge",
-              "baselines")
+              "baselines", "plugins")
 PROXY_CHARGES = ("full", "amortised")  # prunebench.reports.stats.PROXY_CHARGES (a study may not import reports)
 BASELINE_KINDS = ("static", "dynamic")
 METHOD_KEYS = ("pruner", "options", "prune_ratios")
@@ -352,6 +352,7 @@ def _check_pruner(pruner: str, options: dict[str, Any], ratios: tuple[float, ...
 
 def load_study(path: str | Path) -> Study:
     """Read and validate a study file; raises :class:`ConfigError` naming the file and key."""
+    from prunebench.plugins import load_plugins
     from prunebench.pruners import get_pruner_class, list_pruners
 
     path = Path(path)
@@ -376,6 +377,13 @@ def load_study(path: str | Path) -> Study:
     if "name" not in st:
         raise f.error("study.name", "missing; give the study a name (letters, digits, _ . + -)")
     name = _str(st["name"], f, "study.name", _NAME)
+    plugins = st.get("plugins", [])  # pruner plugins, imported before the methods are checked
+    if not isinstance(plugins, list):
+        raise f.error("study.plugins", f"expected a list of .py files or module names, got {_tname(plugins)}")
+    try:
+        load_plugins([_str(x, f, "study.plugins") for x in plugins], base=path.parent)
+    except ConfigError as e:
+        raise f.error("study.plugins", str(e)) from None
     description = st.get("description", "")
     if not isinstance(description, str):
         raise f.error("study.description", f"expected a string, got {_tname(description)}")
