@@ -240,8 +240,9 @@ def _gamma_items(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
         if gam is None:
             continue
         q = keep_count(n, p)
-        last = int(np.flatnonzero(gam > 0)[-1]) + 1  # last rank with a chance to be kept (N - s + q for OrderDP)
-        s = n - last + q  # OrderDP's candidate count s; for another method, what the same zero point implies
+        # OrderDP's candidate count s from gamma_1 = s/N (exact for ranks <= q); not from the last non-zero
+        # gamma, which underflows to 0 in float64 long before rank N - s + q (it read s = 40,146 for 40,000)
+        s = int(round(float(gam[0]) * n))
         item = {**k, "n": n, "s": s, "q": q, "gamma": gam, "centres": None, "n_epochs": 0}
         kept_sum, exp_sum, count = np.zeros(n), np.zeros(n), 0
         rng = np.random.default_rng(0)  # the analysis' own tie order; never the runs' generators
