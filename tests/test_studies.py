@@ -449,7 +449,7 @@ def test_train_progress_raising_stop_run_ends_run_killed_with_a_complete_row(tmp
             raise StopRun("stop")
 
     tr = Trainer(TrainConfig.from_dict(dict(dataset="synthetic", model="mlp", epochs=4, tracking_uri=uri,
-                                            experiment="es")), progress=stop)
+                                            experiment="es", pruner="full")), progress=stop)
     with pytest.raises(StopRun):
         tr.run()
     (run,) = mlflow_runs(uri, "es")
@@ -468,7 +468,8 @@ def test_failed_row_is_the_complete_row_without_accuracy():
     def boom(m):
         raise RuntimeError("boom\nsecond line")
 
-    tr = Trainer(TrainConfig.from_dict(dict(dataset="synthetic", model="mlp", epochs=2, tracking=False)), progress=boom)
+    tr = Trainer(TrainConfig.from_dict(dict(dataset="synthetic", model="mlp", epochs=2, tracking=False, pruner="full")),
+                 progress=boom)
     with pytest.raises(RuntimeError) as e:
         tr.run()
     assert tr.status == "FAILED" and tr.error == "RuntimeError: boom"

@@ -234,6 +234,8 @@ def _gamma_items(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
             cls = get_pruner_class(str(r0["pruner"]))
         except ConfigError:  # a plugin not loaded here: no prediction to draw
             continue
+        if pd.isna(r0.get("num_samples", np.nan)):  # a table without the training set's size: nothing to predict
+            continue
         n, p = int(r0["num_samples"]), float(r0["prune_ratio"])
         opts = {c[len("pruner."):]: r0[c] for c in g.columns if c.startswith("pruner.")}
         gam = cls.rank_keep_probability(n, p, opts)
