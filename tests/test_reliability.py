@@ -198,3 +198,39 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     a = np.load(client.download_artifacts(ref["run_id"], "kept_masks_packed.npy", str(d1.mkdir() or d1)))
     b = np.load(client.download_artifacts(res["run_id"], "kept_masks_packed.npy", str(d2.mkdir() or d2)))
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_server_dying_mid_answer_counts_as_unreachable():
+    """A tracking server killed while it answers leaves a truncated chunked body: requests raises
+    ChunkedEncodingError ("Connection broken: IncompleteRead") inside MLflow's MlflowException. That is the
+    server going away (one line, exit 2), not a bug to print as a traceback (CI failure of stop 26)."""
+    import socket
+    import threading
+
+    from mlflow.utils.rest_utils import MlflowHostCreds, http_request
+
+    from prunebench.harness.tracking import _unreachable
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def answer_half():
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n")
+        conn.close()
+
+    t = threading.Thread(target=answer_half, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(Exception) as ei:
+            r = http_request(MlflowHostCreds(f"http://127.0.0.1:{port}"), "/api/2.0/mlflow/runs/log-batch", "POST",
+                             max_retries=0, json={})
+            r.content  # noqa: B018 - reading the body is what fails
+        assert _unreachable(ei.value), repr(ei.value)
+        assert not _unreachable(ValueError("a bad metric value"))
+    finally:
+        t.join(5)
+        srv.close()

@@ -113,10 +113,18 @@ def bound_http_retries() -> None:
 
 def _unreachable(e: BaseException) -> bool:
     """Whether ``e`` says the tracking server did not answer (refused, reset, timed out, 5xx after retries)."""
-    text = f"{type(e).__name__}: {e}"
+    # the server dying mid-answer surfaces as requests' ChunkedEncodingError ("Connection broken:
+    # IncompleteRead") wrapped in an MlflowException: read the whole exception chain, names and messages
+    seen: list[BaseException] = []
+    cur: BaseException | None = e
+    while cur is not None and cur not in seen and len(seen) < 10:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    text = " ".join(f"{type(x).__name__}: {x}" for x in seen)
     return any(w in text for w in ("Max retries exceeded", "Connection refused", "ConnectionError", "timed out",
                                    "Read timed out", "RemoteDisconnected", "Connection aborted", "ConnectTimeout",
-                                   "too many 5", "503 Server Error", "502 Server Error"))
+                                   "Connection broken", "IncompleteRead", "ChunkedEncodingError", "ProtocolError",
+                                   "Connection reset", "too many 5", "503 Server Error", "502 Server Error"))
 
 
 class _Guarded:
