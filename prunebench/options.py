@@ -30,7 +30,11 @@ def option(default: Any = dataclasses.MISSING, *, help: str = "", default_factor
            ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
            **meta: Any) -> Any:
     """A dataclass field with its metadata: ``help``, a numeric range (checked by :func:`check_ranges`;
-    for a tuple, on each element; ``None`` values are not checked) and a config's own keys (``meta``)."""
+    for a tuple, on each element; ``None`` values are not checked) and a config's own keys (``meta``).
+
+    ``omit_default_in_key=True`` (a pruner option added after runs were keyed, whose default is the
+    behaviour before it existed): at its default the option is left out of run keys (:func:`key_options`),
+    so the keys of those runs stay valid; any other value is part of the key."""
     metadata = {"help": help, **{k: v for k, v in zip(_BOUNDS, (ge, gt, le, lt)) if v is not None}, **meta}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
@@ -210,6 +214,13 @@ def build_options(cls: type, raw: dict[str, Any], where: str, strict: bool = Fal
     key = key or (lambda k: f"{where}: option {k!r}")
     values = {k: check_value(v, hints[k], key(k), strict) for k, v in raw.items()}
     return cls(**values)
+
+
+def key_options(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``cls`` (every one, defaults filled in: ``values`` is ``dataclasses.asdict`` of an
+    instance) that a run key hashes: all but those declared ``omit_default_in_key`` left at their default."""
+    omit = {f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("omit_default_in_key")}
+    return {k: v for k, v in values.items() if not (k in omit and v == omit[k])}
 
 
 def fmt_value(v: Any) -> str:

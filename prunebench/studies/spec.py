@@ -182,7 +182,7 @@ class Study:
         name = method.name if isinstance(method, MethodSpec) else method
         cfg = self.base_config().to_dict()
         recipe = {k: cfg[k] for k in RUN_KEY_RECIPE_FIELDS}  # the experiment's fields (TrainConfig's metadata)
-        payload = {"study": self.name, "method": name, "pruner": pruner, "options": full_options(pruner, options),
+        payload = {"study": self.name, "method": name, "pruner": pruner, "options": _key_options(pruner, options),
                    "prune_ratio": float(prune_ratio), "seed": int(seed), "recipe": recipe}
         blob = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -209,6 +209,15 @@ def full_options(pruner: str, options: dict[str, Any]) -> dict[str, Any]:
 
     opts = build_options(get_pruner_class(pruner).Options, options, f"pruner {pruner!r}")
     return dataclasses.asdict(opts)
+
+
+def _key_options(pruner: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What a run key hashes of the options: :func:`full_options`, less options added after runs were keyed
+    that are left at their default (``omit_default_in_key``, :func:`prunebench.options.key_options`)."""
+    from prunebench.options import key_options
+    from prunebench.pruners import get_pruner_class
+
+    return key_options(get_pruner_class(pruner).Options, full_options(pruner, options))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -479,7 +488,7 @@ def _check_names(cfg: TrainConfig, f: _File) -> None:
 
 def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_seeds: tuple[int, ...],
                 epochs: int) -> SweepSpec:
-    from prunebench.pruners import create_pruner, get_pruner_class, list_pruners
+    from prunebench.pruners import get_pruner_class, list_pruners
 
     key = f"sweeps.{sname}"
     _str(sname, f, key, _NAME)
@@ -491,47 +500,10 @@ def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_
         raise f.error(f"{key}.kind", f"{kind!r} is not valid; valid: {', '.join(SWEEP_KINDS)}")
     if "pruner" not in s:
         raise f.error(f"{key}.pruner", f"missing; name the pruner to sweep, one of: {', '.join(list_pruners())}")
-    pruner = _str(s["pruner"], f, f"{key}.pruner")
-    try:
-        cls = get_pruner_class(pruner)
-    except ConfigError:
-        raise f.error(f"{key}.pruner", f"unknown pruner {pruner!r}; valid: {', '.join(list_pruners())}") from None
+    pruner = _pruner_name(s["pruner"], f, f"{key}.pruner")
     options = _pruner_options(pruner, s.get("options", {}), f, f"{key}.options")
-    hints = typing.get_type_hints(cls.Options)
-    declared = tuple(x.name for x in dataclasses.fields(cls.Options))
-
-    space_raw = f.table(s.get("space", {}), f"{key}.space")
-    if not space_raw:
-        raise f.error(f"{key}.space", f"empty; give at least one axis: prune_ratio or an option of {pruner!r} "
-                                      f"({', '.join(declared) or 'none'})")
-    grid_points = _int(s.get("grid_points", 5), f, f"{key}.grid_points", 2)
-    if "prune_ratio" in s and "prune_ratio" in space_raw:
-        raise f.error(f"{key}.prune_ratio", "is also an axis of the space; give one of the two")
-    prune_ratio = _ratio(s["prune_ratio"], f, f"{key}.prune_ratio") if "prune_ratio" in s else None
-    if prune_ratio is None and "prune_ratio" not in space_raw:
-        raise f.error(f"{key}.prune_ratio", "missing; fix it (prune_ratio = 0.5) or search it (space.prune_ratio)")
-    for k in space_raw:
-        if k != "prune_ratio" and k not in declared:
-            raise f.error(f"{key}.space.{k}", f"not an option of pruner {pruner!r}; valid axes: prune_ratio"
-                                              + "".join(f", {d}" for d in declared))
-        if k in options:
-            raise f.error(f"{key}.options.{k}", "is an axis of the space; set it there, not in options")
-    sampler = s.get("sampler")
-    if sampler is not None and sampler not in SAMPLERS:
-        raise f.error(f"{key}.sampler", f"{sampler!r} is not valid; valid: {', '.join(SAMPLERS)}")
-    gridded = all(isinstance(v, dict) and ("values" in v or "points" in v) for v in space_raw.values())
-    if sampler is None:
-        sampler = "grid" if len(space_raw) == 1 or gridded else "tpe"
-    axes = tuple(_axis(k, v, hints.get(k, float), cls, sampler == "grid", grid_points, f, f"{key}.space.{k}")
-                 for k, v in space_raw.items())
-
-    if "seeds" in s:
-        seeds = _seeds(s["seeds"], f, f"{key}.seeds")
-    elif len(study_seeds) >= 2:
-        seeds = study_seeds
-    else:
-        raise f.error(f"{key}.seeds", f"the study has {len(study_seeds)} seed; a sweep point needs >= 2 for an "
-                                      "interval: give seeds = [0, 1] (or seeds = [0] to accept no interval)")
+    prune_ratio, axes, sampler = _sweep_space(s, get_pruner_class(pruner), options, f, key)
+    seeds = _sweep_seeds(s, study_seeds, f, key)
     early = s.get("early_stopping", False)
     if not isinstance(early, bool):
         raise f.error(f"{key}.early_stopping", f"expected true or false, got {_tname(early)} {early!r}")
@@ -557,22 +529,72 @@ def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_
     )
     if sampler == "grid":
         spec = dataclasses.replace(spec, n_trials=len(spec.grid()))
-        corners = spec.grid()
-    else:  # every combination of the axes' ends (or values)
-        import itertools
+    _check_corners(spec, epochs, f, key)
+    return spec
 
-        ends = [a.values if a.values is not None else (a.low, a.high) for a in axes]
-        corners = [dict(zip([a.name for a in axes], c)) for c in itertools.product(*ends)]
+
+def _sweep_space(s: dict[str, Any], cls: type, options: dict[str, Any], f: _File,
+                 key: str) -> tuple[float | None, tuple[Axis, ...], str]:
+    """A sweep's fixed prune ratio (``None`` when it is an axis), its axes and its sampler."""
+    hints = typing.get_type_hints(cls.Options)
+    declared = tuple(x.name for x in dataclasses.fields(cls.Options))
+    space_raw = f.table(s.get("space", {}), f"{key}.space")
+    if not space_raw:
+        raise f.error(f"{key}.space", f"empty; give at least one axis: prune_ratio or an option of {cls.name!r} "
+                                      f"({', '.join(declared) or 'none'})")
+    grid_points = _int(s.get("grid_points", 5), f, f"{key}.grid_points", 2)
+    if "prune_ratio" in s and "prune_ratio" in space_raw:
+        raise f.error(f"{key}.prune_ratio", "is also an axis of the space; give one of the two")
+    prune_ratio = _ratio(s["prune_ratio"], f, f"{key}.prune_ratio") if "prune_ratio" in s else None
+    if prune_ratio is None and "prune_ratio" not in space_raw:
+        raise f.error(f"{key}.prune_ratio", "missing; fix it (prune_ratio = 0.5) or search it (space.prune_ratio)")
+    for k in space_raw:
+        if k != "prune_ratio" and k not in declared:
+            raise f.error(f"{key}.space.{k}", f"not an option of pruner {cls.name!r}; valid axes: prune_ratio"
+                                              + "".join(f", {d}" for d in declared))
+        if k in options:
+            raise f.error(f"{key}.options.{k}", "is an axis of the space; set it there, not in options")
+    sampler = s.get("sampler")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise f.error(f"{key}.sampler", f"{sampler!r} is not valid; valid: {', '.join(SAMPLERS)}")
+    gridded = all(isinstance(v, dict) and ("values" in v or "points" in v) for v in space_raw.values())
+    if sampler is None:
+        sampler = "grid" if len(space_raw) == 1 or gridded else "tpe"
+    axes = tuple(_axis(k, v, hints.get(k, float), cls, sampler == "grid", grid_points, f, f"{key}.space.{k}")
+                 for k, v in space_raw.items())
+    return prune_ratio, axes, sampler
+
+
+def _sweep_seeds(s: dict[str, Any], study_seeds: tuple[int, ...], f: _File, key: str) -> tuple[int, ...]:
+    if "seeds" in s:
+        return _seeds(s["seeds"], f, f"{key}.seeds")
+    if len(study_seeds) >= 2:
+        return study_seeds
+    raise f.error(f"{key}.seeds", f"the study has {len(study_seeds)} seed; a sweep point needs >= 2 for an "
+                                  "interval: give seeds = [0, 1] (or seeds = [0] to accept no interval)")
+
+
+def _check_corners(spec: SweepSpec, epochs: int, f: _File, key: str) -> None:
+    """Build the pruner at every grid point (Optuna samplers: every combination of the axes' ends), so an
+    option value invalid at some prune ratio is an error now, not in the middle of the sweep."""
+    import itertools
+
+    from prunebench.pruners import create_pruner
+
+    if spec.sampler == "grid":
+        corners = spec.grid()
+    else:
+        ends = [a.values if a.values is not None else (a.low, a.high) for a in spec.axes]
+        corners = [dict(zip([a.name for a in spec.axes], c)) for c in itertools.product(*ends)]
     for pt in corners:
         pr, opts = spec.resolve(pt)
         if not 0.0 <= pr < 1.0:
             raise f.error(f"{key}.space.prune_ratio", f"prune ratio {pr:g} is not in [0, 1)")
         where = ", ".join(f"{k}={_fmt(v)}" for k, v in pt.items())
         try:
-            create_pruner(pruner, num_samples=10_000, num_epochs=epochs, prune_ratio=pr, seed=0, **opts)
+            create_pruner(spec.pruner, num_samples=10_000, num_epochs=epochs, prune_ratio=pr, seed=0, **opts)
         except ConfigError as e:
             raise f.error(f"{key}.space", f"at {where}: {e}") from None
-    return spec
 
 
 def _axis(name: str, raw: Any, hint: Any, cls: type, grid: bool, grid_points: int, f: _File, key: str) -> Axis:
