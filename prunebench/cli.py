@@ -108,8 +108,9 @@ def _progress_printer(quiet: bool):
     return show
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`TrainConfig` field declared with ``flag=True``, its help from the declaration.
+def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    """One flag per :class:`TrainConfig` field declared with ``flag=True`` (or per field of ``names``), its
+    help from the declaration.
 
     A boolean field gets the flag that changes its default (``--resume``, ``--no-tracking``); the others
     take a value, validated with the rest of the config (:func:`build_run_config`)."""
@@ -118,7 +119,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     from prunebench.harness.config import FLAG_FIELDS, TrainConfig
 
     for f in dc.fields(TrainConfig):
-        if f.name not in FLAG_FIELDS:
+        if f.name not in (FLAG_FIELDS if names is None else names):
             continue
         flag, text = "--" + f.name.replace("_", "-"), f.metadata["help"]
         if isinstance(f.default, bool):
@@ -586,13 +587,7 @@ def _add_export_scores(sub) -> None:
     pe.add_argument("--pruner", required=True, help="a static pruner (el2n, forgetting, ccs, ...)")
     pe.add_argument("--out", required=True, help="output folder")
     pe.add_argument("--format", choices=("npy", "csv"), default="npy", help="npy (one file per array) or csv")
-    for flag, dest, text in (("--dataset", "dataset", "dataset name (default digits)"),
-                             ("--model", "model", "model (default cnn-small; the proxy's unless proxy_model is set)"),
-                             ("--prune-ratio", "prune_ratio", "target prune ratio p"),
-                             ("--seed", "seed", "run seed (default 0)"), ("--batch-size", "batch_size", "batch size"),
-                             ("--lr", "lr", "peak learning rate"), ("--data-dir", "data_dir", "data folder"),
-                             ("--device", "device", "auto | cpu | cuda")):
-        pe.add_argument(flag, dest=dest, help=text)
+    _add_config_flags(pe, ("dataset", "model", "prune_ratio", "seed", "batch_size", "lr", "data_dir", "device"))
     pe.add_argument("--set", action="append", metavar="KEY=VALUE", help="config field or pruner option (proxy_epochs=5)")
     pe.set_defaults(func=cmd_export_scores, epochs=None, tracking_uri=None, experiment=None)
 
