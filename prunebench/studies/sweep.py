@@ -477,7 +477,6 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
     from prunebench.harness import train
     from prunebench.harness.ending import StopRun, describe, mark_ended
     from prunebench.harness.tracking import MLflowTracker
-    from prunebench.reports import sweeps as sweep_stats
 
     trial.set_user_attr("worker", worker)
     point = {a.name: _suggest(trial, a) for a in spec.axes}
@@ -524,6 +523,14 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
         mark_ended(tr, e, "")
         log(f"  trial {trial.number}: {where}: FAILED: {describe(e)}")
         raise
+    return _finish_trial(trial, tr, runs, spec, where, log)
+
+
+def _finish_trial(trial, tr, runs: list[dict[str, Any]], spec: SweepSpec, where: str, log: Log):
+    """A trial whose runs all finished: its mean accuracy and compute on the trial and its MLflow run; the
+    objective's value (accuracy, or accuracy and compute for a pareto sweep)."""
+    from prunebench.reports import sweeps as sweep_stats
+
     accs = [r["final_acc"] for r in runs]
     cost = [sweep_stats.total_cost(r) for r in runs]
     acc, comp = float(np.mean(accs)), float(np.mean(cost))
