@@ -593,8 +593,8 @@ def _gamma_section(c: _Report, us: Section) -> None:
         for it in gam:
             if it["centres"] is not None:
                 rows += [{"method": it["series"], "prune_ratio": it["prune_ratio"], "N": it["n"], "s": it["s"],
-                          "q": it["q"], "rank_bin_centre": c, "gamma": g, "expected_with_ties": e, "empirical": m}
-                         for c, g, e, m in zip(it["centres"], it["gamma_binned"], it["expected_binned"],
+                          "q": it["q"], "rank_bin_centre": x, "gamma": g, "expected_with_ties": e, "empirical": m}
+                         for x, g, e, m in zip(it["centres"], it["gamma_binned"], it["expected_binned"],
                                                it["empirical_binned"])]
         if rows:
             pd.DataFrame(rows).to_csv(tabdir / "orderdp_keep_by_rank.csv", index=False)
@@ -638,7 +638,6 @@ def _add_notes(c: _Report, header: Section) -> None:
                   "volatility, overlap heatmaps, usage histograms, OrderDP's keep-by-rank) show those numbers."]
     if notes:
         header.add(*[("note", n) for n in dict.fromkeys(notes)])
-
 
 
 def _write(c: _Report, out: Path, title: str | None, sections: list[Section]) -> Path:
