@@ -10,8 +10,14 @@ import pytest
 
 from prunebench.cli import build_parser, build_run_config
 from prunebench.errors import ConfigError
-from prunebench.harness.config import (FLAG_FIELDS, RECIPE_FIELDS, RESUME_FIELDS, RUN_FIELDS, TrainConfig,
-                                       resume_identity)
+from prunebench.harness.config import (
+    FLAG_FIELDS,
+    RECIPE_FIELDS,
+    RESUME_FIELDS,
+    RUN_FIELDS,
+    TrainConfig,
+    resume_identity,
+)
 from prunebench.options import check_value
 from prunebench.studies.spec import load_study
 
@@ -54,7 +60,9 @@ def test_identity_kinds_decide_run_key_and_resume(tmp_path):
     # execution: a CPU and a CUDA run of a cell are the same experiment, resumable on either
     assert _keys(tmp_path, device="cuda") == base
     assert resume_identity(TrainConfig(device="cuda")) == resume_identity(TrainConfig(device="cpu"))
-    assert resume_identity(TrainConfig(num_workers=0, data_dir="/x", eval_batch_size=7)) == resume_identity(TrainConfig())
+    assert resume_identity(TrainConfig(num_workers=0, data_dir="/x", eval_batch_size=7)) == resume_identity(
+        TrainConfig()
+    )
     assert {"record_kept", "compile"} == set(RESUME_FIELDS) - set(RUN_FIELDS)
 
 
@@ -66,13 +74,16 @@ def test_recipe_keys_come_from_the_metadata(tmp_path):
     assert "tracking" not in RECIPE_FIELDS and "device" in RECIPE_FIELDS
 
 
-@pytest.mark.parametrize("extra,message", [
-    ("warmup = 1.0", "recipe: warmup must be in [0, 1), got 1.0"),
-    ("probe_epochs = [1, -2]", "recipe: probe_epochs must be >= 0, got (1, -2)"),
-    ("nesterov = 1", "recipe.nesterov: expected true or false, got an integer 1"),
-    ("probe_epochs = '1,2'", "recipe.probe_epochs: expected a list, got a string '1,2'"),
-    ("image_size = 2.5", "recipe.image_size: expected an integer, got a number 2.5"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ("warmup = 1.0", "recipe: warmup must be in [0, 1), got 1.0"),
+        ("probe_epochs = [1, -2]", "recipe: probe_epochs must be >= 0, got (1, -2)"),
+        ("nesterov = 1", "recipe.nesterov: expected true or false, got an integer 1"),
+        ("probe_epochs = '1,2'", "recipe.probe_epochs: expected a list, got a string '1,2'"),
+        ("image_size = 2.5", "recipe.image_size: expected an integer, got a number 2.5"),
+    ],
+)
 def test_recipe_values_checked_by_declared_type_and_range(tmp_path, extra, message):
     path = tmp_path / "bad.toml"
     path.write_text(textwrap.dedent(RECIPE.format(extra=extra)))

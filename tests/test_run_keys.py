@@ -17,12 +17,16 @@ from prunebench.studies.spec import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 #: (study file, committed table of its runs)
-COMMITTED = [("studies/cifar10-cpu.toml", "reports/cifar10-cpu/tables/runs.csv"),
-             ("studies/digits-quick.toml", "reports/digits-quick/tables/runs.csv"),
-             ("studies/cifar10-cpu-bnstats.toml", "reports/cifar10-cpu-bnstats/results.csv")]
+COMMITTED = [
+    ("studies/cifar10-cpu.toml", "reports/cifar10-cpu/tables/runs.csv"),
+    ("studies/digits-quick.toml", "reports/digits-quick/tables/runs.csv"),
+    ("studies/cifar10-cpu-bnstats.toml", "reports/cifar10-cpu-bnstats/results.csv"),
+]
 #: committed tables of grid-sweep runs: (study file, sweep, table)
-SWEEPS = [("studies/digits-quick.toml", s, f"reports/digits-quick/tables/sweep-{s}-runs.csv")
-          for s in ("split-p0.5", "infobatch-delta", "pareto")]
+SWEEPS = [
+    ("studies/digits-quick.toml", s, f"reports/digits-quick/tables/sweep-{s}-runs.csv")
+    for s in ("split-p0.5", "infobatch-delta", "pareto")
+]
 
 
 def _rows(table: str) -> list[dict[str, str]]:
@@ -66,5 +70,9 @@ def test_execution_fields_do_not_reach_the_key_from_the_command_line():
     """--device, --checkpoint-dir, --data-dir given to a leaderboard leave every key as committed."""
     study = load_study(ROOT / "studies/digits-quick.toml")
     base = [r.run_key for r in study.runs()]
-    assert [r.run_key for r in study.runs(device="cuda", data_dir="/elsewhere", checkpoint_dir="/ck",
-                                           num_workers=0, record_kept=False)] == base
+    assert [
+        r.run_key
+        for r in study.runs(
+            device="cuda", data_dir="/elsewhere", checkpoint_dir="/ck", num_workers=0, record_kept=False
+        )
+    ] == base
