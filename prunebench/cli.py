@@ -108,22 +108,39 @@ def _progress_printer(quiet: bool):
     return show
 
 
+def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    """One flag per :class:`TrainConfig` field declared with ``flag=True`` (or per field of ``names``), its
+    help from the declaration.
+
+    A boolean field gets the flag that changes its default (``--resume``, ``--no-tracking``); the others
+    take a value, validated with the rest of the config (:func:`build_run_config`)."""
+    import dataclasses as dc
+
+    from prunebench.harness.config import FLAG_FIELDS, TrainConfig
+
+    for f in dc.fields(TrainConfig):
+        if f.name not in (FLAG_FIELDS if names is None else names):
+            continue
+        flag, text = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if isinstance(f.default, bool):
+            parser.add_argument(flag if not f.default else "--no-" + flag[2:], dest=f.name, action="store_const",
+                                const=not f.default, default=None, help=text if not f.default else f"do not {text}")
+        else:
+            default = "" if "default" in text or f.default is None else f" (default {f.default})"
+            parser.add_argument(flag, dest=f.name, help=text + default)
+
+
 def build_run_config(args: argparse.Namespace):
-    from prunebench.harness.config import TrainConfig, split_overrides
+    from prunebench.harness.config import FLAG_FIELDS, TrainConfig, split_overrides
 
     cfg_over, opts = split_overrides(parse_set(args.set))
     raw: dict[str, Any] = dict(cfg_over)
-    for key in ("dataset", "model", "pruner", "prune_ratio", "epochs", "seed", "data_dir", "device", "tracking_uri",
-                "experiment", "batch_size", "lr", "checkpoint_dir", "checkpoint_every"):
+    for key in FLAG_FIELDS:
         v = getattr(args, key, None)
         if v is not None:
             if key in raw:
                 raise PrunebenchError(f"{key} given both as an option and with --set; give it once")
             raw[key] = v
-    if getattr(args, "no_tracking", False):
-        raw["tracking"] = False
-    if getattr(args, "resume", False):
-        raw["resume"] = True
     raw["pruner_options"] = opts
     config = TrainConfig.from_dict(raw)
     _check_option_names(config.pruner, opts)
@@ -140,9 +157,6 @@ def _check_names(config) -> None:
     if base not in datasets:
         valid = ", ".join(f"{n}:<{d['arg']}>" if d["arg"] else n for n, d in sorted(datasets.items()))
         raise PrunebenchError(f"unknown dataset {config.dataset!r}; valid: {valid}")
-    p = config.prune_ratio
-    if p is not None and not (math.isfinite(p) and 0.0 <= p < 1.0):  # the pruners' own check, before torch loads
-        raise PrunebenchError(f"prune_ratio must be in [0, 1), got {p!r}")
     models = sorted(m["name"] for m in catalog.models())
     if not config.model.startswith("tv:") and config.model not in models:
         raise PrunebenchError(f"unknown model {config.model!r}; valid: {', '.join(models)}, tv:<torchvision model name>")
@@ -228,7 +242,7 @@ def _print_scoring(row: dict[str, Any]) -> None:
 
 
 def cmd_export_scores(args: argparse.Namespace) -> int:
-    args.no_tracking = True
+    args.tracking = False  # scores only: no MLflow run
     config = build_run_config(args)
     from prunebench.harness.loop import static_scores
     from prunebench.harness.proxy import export_arrays
@@ -466,34 +480,34 @@ def build_parser() -> argparse.ArgumentParser:
                              "docs/adding-a-pruner.md)")
     sub = p.add_subparsers(dest="command", parser_class=functools.partial(_Parser, allow_abbrev=False, parents=[common]),
                            metavar="COMMAND")
+    _add_list(sub)
+    _add_run(sub)
+    _add_leaderboard(sub)
+    _add_status(sub)
+    _add_sweep(sub)
+    _add_report(sub)
+    _add_export_scores(sub)
+    _add_export_coreset(sub)
+    return p
 
+
+def _add_list(sub) -> None:
     pl = sub.add_parser("list", help="pruners, datasets and models")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     pl.set_defaults(func=cmd_list)
 
+
+def _add_run(sub) -> None:
     pr = sub.add_parser("run", help="train one run (default: digits with orderdp)")
-    pr.add_argument("--dataset", help="dataset name (default digits; see prunebench list)")
-    pr.add_argument("--model", help="model name (default cnn-small)")
-    pr.add_argument("--pruner", help="pruner name (default orderdp)")
-    pr.add_argument("--prune-ratio", dest="prune_ratio", help="target prune ratio p in [0, 1) (default: the pruner's)")
-    pr.add_argument("--epochs", help="epochs of the full-data budget (default: the dataset's)")
-    pr.add_argument("--batch-size", dest="batch_size", help="backprop batch size (default 128)")
-    pr.add_argument("--lr", help="peak learning rate (default: per optimizer)")
-    pr.add_argument("--seed", help="run seed (default 0)")
+    _add_config_flags(pr)
     pr.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="any config field (e.g. optimizer=adamw, budget=steps) or pruner option (e.g. candidate_ratio=0.8)")
-    pr.add_argument("--data-dir", dest="data_dir", help="data folder (else $PRUNEBENCH_DATA, else ~/.cache/prunebench/data)")
-    pr.add_argument("--device", help="auto | cpu | cuda (default auto)")
-    pr.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    pr.add_argument("--experiment", help="MLflow experiment name (default prunebench)")
-    pr.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    pr.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="write an atomic checkpoint into DIR every epoch")
-    pr.add_argument("--checkpoint-every", dest="checkpoint_every", help="epochs between checkpoints (default 1)")
-    pr.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir (same config, same MLflow run)")
     pr.add_argument("--json", action="store_true", help="print exactly one JSON object (the result row) on stdout")
     pr.add_argument("--quiet", action="store_true", help="no progress on stderr")
     pr.set_defaults(func=cmd_run)
 
+
+def _add_leaderboard(sub) -> None:
     pb = sub.add_parser("leaderboard", help="run a study file's grid (resumable) and rank the methods")
     pb.add_argument("study", metavar="STUDY.toml", help="study file (see README, Studies)")
     pb.add_argument("--out", help="results folder (default results/<study name>/ under the working directory)")
@@ -515,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     pb.set_defaults(func=cmd_leaderboard)
 
     _add_executor_flags(pb)
+
+
+def _add_status(sub) -> None:
     pst = sub.add_parser("status", help="done / running / failed / pending cells of a study, from the tracking store")
     pst.add_argument("study", metavar="STUDY.toml", help="study file (its leaderboard grid and grid sweeps)")
     pst.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (else the file's, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
@@ -522,6 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     pst.add_argument("--json", action="store_true", help="one JSON list of cells")
     pst.set_defaults(func=cmd_status)
 
+
+def _add_sweep(sub) -> None:
     ps = sub.add_parser("sweep", help="run or join a study file's Optuna sweep(s) (resumable, multi-worker)")
     ps.add_argument("study", metavar="STUDY.toml", help="study file with [sweeps.NAME] tables")
     ps.add_argument("--sweep", help="which sweep (default: each declared sweep in turn)")
@@ -543,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_flags(ps)
     ps.set_defaults(func=cmd_sweep)
 
+
+def _add_report(sub) -> None:
     rp = sub.add_parser("report", help="comparison report (HTML, Markdown, CSV, PNG) of a study's results")
     rp.add_argument("target", metavar="STUDY_OR_EXPERIMENT",
                     help="a results folder (results.parquet), a study .toml file, or an MLflow experiment name")
@@ -559,21 +580,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "[study] proxy_charge) or amortise it over them")
     rp.set_defaults(func=cmd_report)
 
+
+def _add_export_scores(sub) -> None:
     pe = sub.add_parser("export-scores", help="score and select with a static pruner (no final training); "
                         "write scores and kept indices as .npy or .csv")
     pe.add_argument("--pruner", required=True, help="a static pruner (el2n, forgetting, ccs, ...)")
     pe.add_argument("--out", required=True, help="output folder")
     pe.add_argument("--format", choices=("npy", "csv"), default="npy", help="npy (one file per array) or csv")
-    for flag, dest, text in (("--dataset", "dataset", "dataset name (default digits)"),
-                             ("--model", "model", "model (default cnn-small; the proxy's unless proxy_model is set)"),
-                             ("--prune-ratio", "prune_ratio", "target prune ratio p"),
-                             ("--seed", "seed", "run seed (default 0)"), ("--batch-size", "batch_size", "batch size"),
-                             ("--lr", "lr", "peak learning rate"), ("--data-dir", "data_dir", "data folder"),
-                             ("--device", "device", "auto | cpu | cuda")):
-        pe.add_argument(flag, dest=dest, help=text)
+    _add_config_flags(pe, ("dataset", "model", "prune_ratio", "seed", "batch_size", "lr", "data_dir", "device"))
     pe.add_argument("--set", action="append", metavar="KEY=VALUE", help="config field or pruner option (proxy_epochs=5)")
     pe.set_defaults(func=cmd_export_scores, epochs=None, tracking_uri=None, experiment=None)
 
+
+def _add_export_coreset(sub) -> None:
     pe = sub.add_parser("export-coreset", help="write a run's (1-p)N most-used samples as an index file")
     pe.add_argument("run_id", help="MLflow run id of a prunebench run")
     pe.add_argument("--out", required=True, help="index file to write (.npy or .csv), for --pruner from-indices")
@@ -583,7 +602,6 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     pe.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     pe.set_defaults(func=cmd_export_coreset)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -302,23 +302,10 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def tensor_data_from_arrays(
-    name: str,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    *,
-    num_classes: int | None,
-    where: str,
-    channels_last_input: bool = True,
-    **kwargs: Any,
-) -> TensorData:
-    """Validate uint8 image arrays and labels and pack them as a :class:`TensorData`.
-
-    Images are NHWC (``channels_last_input``) or NHW uint8; labels integer in ``[0, num_classes)``.
-    """
-    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+def _check_arrays(arrays: dict[str, np.ndarray], num_classes: int | None, where: str,
+                  channels_last_input: bool) -> int:
+    """Check the images and labels of :func:`tensor_data_from_arrays` (NHW images get a channel axis, in
+    place in ``arrays``); returns the number of classes."""
     for k in ("x_train", "x_test"):
         a = arrays[k]
         if a.dtype != np.uint8:
@@ -347,6 +334,28 @@ def tensor_data_from_arrays(
         y = arrays[yk]
         if y.min() < 0 or y.max() >= n_classes:
             raise DataError(f"{where}: {yk} has labels in [{y.min()}, {y.max()}]; valid: 0..{n_classes - 1}")
+    return n_classes
+
+
+def tensor_data_from_arrays(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    num_classes: int | None,
+    where: str,
+    channels_last_input: bool = True,
+    **kwargs: Any,
+) -> TensorData:
+    """Validate uint8 image arrays and labels and pack them as a :class:`TensorData`.
+
+    Images are NHWC (``channels_last_input``) or NHW uint8; labels integer in ``[0, num_classes)``.
+    """
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    n_classes = _check_arrays(arrays, num_classes, where, channels_last_input)
+
     def to_nchw(a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a))
         return t.permute(0, 3, 1, 2).contiguous() if channels_last_input else t.contiguous()

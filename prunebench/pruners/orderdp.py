@@ -22,6 +22,7 @@ import torch
 from scipy.special import gammaln
 
 from prunebench.errors import ConfigError
+from prunebench.options import option
 from prunebench.pruners.base import (
     BatchPruner,
     BatchSelection,
@@ -163,8 +164,9 @@ class OrderDP(LossScores, Pruner):
 @dataclass(frozen=True)
 class OrderDPFreshOptions:
     candidate_ratio: float = 0.8  # c = s/N, the fraction of samples forwarded as candidates per epoch
-    # BatchNorm statistics of the backprop step: the kept (top-loss) samples' own, or the candidate batch's
-    bn_stats: Literal["kept", "candidates"] = "kept"
+    # BatchNorm statistics of the backprop step: the kept (top-loss) samples' own, or the candidate batch's.
+    # Added after the cifar10-cpu cells ran: its default (the behaviour before it existed) stays out of run keys.
+    bn_stats: Literal["kept", "candidates"] = option("kept", omit_default_in_key=True)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.candidate_ratio <= 1.0:

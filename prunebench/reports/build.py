@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -333,7 +334,48 @@ def build_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.Pa
         store.close()
 
 
+@dataclass
+class _Report:
+    """What every section of one report reads: the results, the derived tables and where to write."""
+
+    src: Source
+    store: RunStore
+    df: pd.DataFrame  # every run
+    ok: pd.DataFrame  # the finished runs, with their costs
+    multi: bool  # more than one (dataset, model): series names carry it
+    colors: dict[str, Any]
+    figdir: Path
+    tabdir: Path
+    charge: str
+    baselines: dict[str, str]
+    lb: pd.DataFrame  # leaderboard table
+    pt: pd.DataFrame  # paired table
+    stab: pd.DataFrame  # stability table
+    hist: pd.DataFrame  # per-epoch histories
+
+    @property
+    def charge_text(self) -> str:
+        return ("a proxy shared by several runs is charged in full to each of them (as if each method ran "
+                "alone)" if self.charge == "full" else "a proxy shared by several runs is amortised: its cost is "
+                "divided among the finished runs that used it")
+
+
 def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dict[str, Any]) -> Path:
+    c = _prepare(src, out, store, opts)
+    header = _provenance_section(c)
+    sections = [header, _leaderboard_section(c), _paired_section(c), _compute_section(c),
+                *sweep_sections(src.sweeps, c.ok, c.figdir, c.tabdir),  # every sweep of the study with results
+                _curves_section(c), _overlap_section(c), _usage_section(c), _gradient_section(c)]
+    _add_notes(c, header)
+    return _write(c, out, title, sections)
+
+
+def _series(d: pd.DataFrame, multi: bool) -> list[str]:
+    return [f"{m} ({ds}/{mo})" if multi else m for m, ds, mo in zip(d["method"], d["dataset"], d["model"])]
+
+
+def _prepare(src: Source, out: Path, store: RunStore, opts: dict[str, Any]) -> _Report:
+    """The finished runs, the report's folders and the tables every section reads (written to tables/)."""
     df = src.table.copy()
     charge, baselines = opts["proxy_charge"], opts["baselines"]
     ok = with_costs(finished(df), charge)
@@ -341,7 +383,7 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
         raise ReportError(f"{src.origin}: no finished runs to report ({len(df)} rows, none with status FINISHED)")
     multi = ok.groupby(["dataset", "model"]).ngroups > 1
     for d in (df, ok):
-        d["series"] = [f"{m} ({ds}/{mo})" if multi else m for m, ds, mo in zip(d["method"], d["dataset"], d["model"])]
+        d["series"] = _series(d, multi)
     colors = figures.palette(sorted(ok["series"].unique(), key=lambda s: (not s.startswith("full"), s)))
 
     out.mkdir(parents=True, exist_ok=True)
@@ -352,9 +394,9 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
 
     lb = leaderboard_table(ok, charge, baselines)
     pt = paired_table(ok, baselines)
-    pt.insert(4, "series", [f"{m} ({ds}/{mo})" if multi else m for m, ds, mo in zip(pt["method"], pt["dataset"], pt["model"])])
+    pt.insert(4, "series", _series(pt, multi))
     pt.to_csv(tabdir / "paired.csv", index=False)
-    lb.insert(4, "series", [f"{m} ({ds}/{mo})" if multi else m for m, ds, mo in zip(lb["method"], lb["dataset"], lb["model"])])
+    lb.insert(4, "series", _series(lb, multi))
     lb.to_csv(tabdir / "leaderboard.csv", index=False)
     df.drop(columns=["series"]).to_csv(tabdir / "runs.csv", index=False)
 
@@ -365,13 +407,13 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
                    .apply(lambda g: curve_volatility(g.set_index("epoch")["value"]), include_groups=False))
         vol = per_run.groupby(GROUP).mean().rename("curve_volatility").reset_index()
     stab = stability_table(ok, vol)
-    stab.insert(4, "series", [f"{m} ({ds}/{mo})" if multi else m for m, ds, mo in zip(stab["method"], stab["dataset"], stab["model"])])
+    stab.insert(4, "series", _series(stab, multi))
     stab.to_csv(tabdir / "stability.csv", index=False)
+    return _Report(src, store, df, ok, multi, colors, figdir, tabdir, charge, baselines, lb, pt, stab, hist)
 
-    sections: list[Section] = []
-    notes = list(src.notes)
 
-    # --- header ---------------------------------------------------------------------------------------
+def _provenance_section(c: _Report) -> Section:
+    src, df, ok = c.src, c.df, c.ok
     prov = [("source", src.origin), ("study file", src.study_path or "none (not a study)"),
             ("runs", f"{len(df)} ({len(ok)} finished, {len(df) - len(ok)} not)"),
             ("report made by prunebench at git SHA", git_sha()),
@@ -387,11 +429,12 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
     if src.study_text:
         header.add(("h3", f"Study file ({src.study_path})"), ("pre", src.study_text, "toml"))
 
-    # --- leaderboard -------------------------------------------------------------------------------------
+    return header
+
+
+def _leaderboard_section(c: _Report) -> Section:
+    df, lb, multi, baselines, charge_text = c.df, c.lb, c.multi, c.baselines, c.charge_text
     lead = Section("Leaderboard", "leaderboard")
-    charge_text = ("a proxy shared by several runs is charged in full to each of them (as if each method ran "
-                   "alone)" if charge == "full" else "a proxy shared by several runs is amortised: its cost is "
-                   "divided among the finished runs that used it")
     lead.add("Final test top-1 over seeds: mean ± sample std and the t-based 95% confidence interval of the "
              f"mean. vs full / vs baseline: the paired difference on the seeds both ran (per-seed method − "
              f"reference, mean and t-based 95% interval, in percentage points) with its verdict — better / worse "
@@ -414,12 +457,14 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
     failed = df[df["status"] != "FINISHED"]
     if len(failed):
         cols = [c for c in ("method", "prune_ratio", "seed", "status", "error") if c in failed.columns]
-        failed[cols].to_csv(tabdir / "failed_runs.csv", index=False)
+        failed[cols].to_csv(c.tabdir / "failed_runs.csv", index=False)
         lead.add(("note", f"{len(failed)} run(s) did not finish and are left out of every number:"),
                  Table(failed[cols].astype(str).reset_index(drop=True), csv="tables/failed_runs.csv", kind="kv"))
-    sections += [header, lead]
+    return lead
 
-    # --- paired comparisons ----------------------------------------------------------------------------------
+
+def _paired_section(c: _Report) -> Section:
+    pt, figdir = c.pt, c.figdir
     pair = Section("Paired comparisons", "paired")
     if pt.empty:
         pair.add(("note", "No pruning method finished: nothing to compare with full data."))
@@ -436,9 +481,11 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
         pair.add(("note", f"{few.drop_duplicates(['method', 'prune_ratio']).shape[0]} (method, ratio) cell(s) have "
                           f"fewer than {FEW_SEEDS} seeds paired with their reference: their intervals are wide or "
                           f"absent and their verdicts weak."))
-    sections.append(pair)
+    return pair
 
-    # --- compute ------------------------------------------------------------------------------------------
+
+def _compute_section(c: _Report) -> Section:
+    ok, lb, colors, figdir, tabdir, charge_text = c.ok, c.lb, c.colors, c.figdir, c.tabdir, c.charge_text
     comp = Section("Accuracy vs compute", "compute")
     points = figures.accuracy_vs_compute(ok, colors, figdir / "accuracy_vs_compute.png")
     points.to_csv(tabdir / "accuracy_vs_compute.csv", index=False)
@@ -458,10 +505,11 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
                     f"at its original training time (a cache hit costs what the miss cost; {charge_text}). Error "
                     "bar: ± one std of the total over seeds; dots: each seed's total. Evaluation is excluded "
                     "everywhere."))
-    sections.append(comp)
-    sections += sweep_sections(src.sweeps, ok, figdir, tabdir)  # every sweep of the study with results
+    return comp
 
-    # --- curves and stability ------------------------------------------------------------------------------
+
+def _curves_section(c: _Report) -> Section:
+    hist, stab, colors, figdir, tabdir = c.hist, c.stab, c.colors, c.figdir, c.tabdir
     curves = Section("Training curves and stability", "curves")
     if not hist.empty and (hist["key"] == "test_acc").any():
         figures.accuracy_curves(hist, colors, figdir / "accuracy_curves.png")
@@ -483,9 +531,11 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
         "range final top-1 (pp)": sd["final_acc_range"].map(lambda x: _pct(x)),
         "curve volatility (pp)": (sd["curve_volatility"] if "curve_volatility" in sd else pd.Series(np.nan, index=sd.index)).map(lambda x: _pct(x)),
     }), csv="tables/stability.csv"))
-    sections.append(curves)
+    return curves
 
-    # --- overlap ---------------------------------------------------------------------------------------------
+
+def _overlap_section(c: _Report) -> Section:
+    hist, ok, store, figdir, tabdir = c.hist, c.ok, c.store, c.figdir, c.tabdir
     ov = Section("Kept-set overlap (Jaccard)", "jaccard")
     jac = hist[(hist["key"] == "jaccard") & ~hist["series"].str.startswith("full")] if not hist.empty else hist
     if not jac.empty:
@@ -511,9 +561,11 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
     else:
         ov.add(("note", "No cross-seed overlap: it needs kept masks (kept_masks_packed.npy) of at least two seeds "
                         "of a method."))
-    sections.append(ov)
+    return ov
 
-    # --- usage and OrderDP -------------------------------------------------------------------------------------
+
+def _usage_section(c: _Report) -> Section:
+    ok, store, colors, figdir, tabdir = c.ok, c.store, c.colors, c.figdir, c.tabdir
     us = Section("Sample usage and OrderDP's weights", "usage")
     usage = _usage(ok, store)
     if usage:
@@ -528,6 +580,12 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
                       "at 0 = samples never trained on; a wide spread = the method concentrates on some samples."))
     else:
         us.add(("note", "No usage counts (usage_counts.npy) of dynamic methods in MLflow."))
+    _gamma_section(c, us)
+    return us
+
+
+def _gamma_section(c: _Report, us: Section) -> None:
+    ok, store, figdir, tabdir = c.ok, c.store, c.figdir, c.tabdir
     gam = _gamma_items(ok, store)
     if gam:
         figures.orderdp_gamma(gam, figdir / "orderdp_gamma.png")
@@ -535,8 +593,8 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
         for it in gam:
             if it["centres"] is not None:
                 rows += [{"method": it["series"], "prune_ratio": it["prune_ratio"], "N": it["n"], "s": it["s"],
-                          "q": it["q"], "rank_bin_centre": c, "gamma": g, "expected_with_ties": e, "empirical": m}
-                         for c, g, e, m in zip(it["centres"], it["gamma_binned"], it["expected_binned"],
+                          "q": it["q"], "rank_bin_centre": x, "gamma": g, "expected_with_ties": e, "empirical": m}
+                         for x, g, e, m in zip(it["centres"], it["gamma_binned"], it["expected_binned"],
                                                it["empirical_binned"])]
         if rows:
             pd.DataFrame(rows).to_csv(tabdir / "orderdp_keep_by_rank.csv", index=False)
@@ -553,9 +611,10 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
         if any(it["centres"] is None for it in gam):
             us.add(("note", "Some OrderDP runs logged no plan-time scores (plan_scores.npy; older runs): their "
                             "panel shows gamma only."))
-    sections.append(us)
 
-    # --- gradient probe ---------------------------------------------------------------------------------------
+
+def _gradient_section(c: _Report) -> Section:
+    hist, colors, figdir = c.hist, c.colors, c.figdir
     gr = Section("Gradient direction", "gradient")
     if not hist.empty and hist["key"].isin(["grad_cosine", "grad_norm_kept"]).any():
         figures.gradient_probe(hist[hist["key"].str.startswith("grad_")], colors, figdir / "gradient_probe.png")
@@ -566,8 +625,11 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
     else:
         gr.add(("note", "The gradient probe did not run for these runs (no grad_cosine / grad_norm_kept "
                         "metrics in MLflow): no gradient figure."))
-    sections.append(gr)
+    return gr
 
+
+def _add_notes(c: _Report, header: Section) -> None:
+    notes, store = list(c.src.notes), c.store
     notes += store.notes
     if store.prior is not None and store.prior.used:
         prior_lines = store.prior.summary()
@@ -577,6 +639,9 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
     if notes:
         header.add(*[("note", n) for n in dict.fromkeys(notes)])
 
+
+def _write(c: _Report, out: Path, title: str | None, sections: list[Section]) -> Path:
+    src, ok = c.src, c.ok
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     doc = Document(title or f"prunebench report: {src.name}",
                    f"{ok['method'].nunique() - int((ok['method'] == 'full').any())} methods and full data, "

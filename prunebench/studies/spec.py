@@ -14,21 +14,18 @@ import json
 import math
 import re
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from prunebench.errors import ConfigError
-from prunebench.harness.config import TrainConfig
+from prunebench.harness.config import RECIPE_FIELDS, RUN_KEY_RECIPE_FIELDS, TrainConfig
+from prunebench.options import check_value, type_name
 
-#: TrainConfig fields a study owns itself (per run, or in [study]); they may not appear in [recipe]
-_NOT_IN_RECIPE = ("pruner", "prune_ratio", "pruner_options", "seed", "tags", "experiment", "tracking",
-                  "tracking_uri", "run_name")
-RECIPE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_IN_RECIPE)
-#: recipe fields that change where or how a run executes but not what it computes: left out of run keys
-EXECUTION_KEYS = ("data_dir", "download", "num_workers", "eval_batch_size", "record_kept", "log_model")
+#: the TrainConfig fields [recipe] may set (the field metadata says which: ``recipe=False`` for those a study
+#: owns itself, per run or in [study])
+RECIPE_KEYS = RECIPE_FIELDS
 
 TOP_KEYS = ("study", "recipe", "methods", "sweeps", "executor")
 STUDY_KEYS = ("name", "description", "experiment", "tracking_uri", "seeds", "prune_ratios", "proxy_charge",
@@ -184,8 +181,8 @@ class Study:
         """Stable hash of study + method + pruner options (defaults filled in) + ratio + seed + recipe."""
         name = method.name if isinstance(method, MethodSpec) else method
         cfg = self.base_config().to_dict()
-        recipe = {k: v for k, v in cfg.items() if k in RECIPE_KEYS and k not in EXECUTION_KEYS}
-        payload = {"study": self.name, "method": name, "pruner": pruner, "options": full_options(pruner, options),
+        recipe = {k: cfg[k] for k in RUN_KEY_RECIPE_FIELDS}  # the experiment's fields (TrainConfig's metadata)
+        payload = {"study": self.name, "method": name, "pruner": pruner, "options": _key_options(pruner, options),
                    "prune_ratio": float(prune_ratio), "seed": int(seed), "recipe": recipe}
         blob = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -214,6 +211,15 @@ def full_options(pruner: str, options: dict[str, Any]) -> dict[str, Any]:
     return dataclasses.asdict(opts)
 
 
+def _key_options(pruner: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What a run key hashes of the options: :func:`full_options`, less options added after runs were keyed
+    that are left at their default (``omit_default_in_key``, :func:`prunebench.options.key_options`)."""
+    from prunebench.options import key_options
+    from prunebench.pruners import get_pruner_class
+
+    return key_options(get_pruner_class(pruner).Options, full_options(pruner, options))
+
+
 # ---------------------------------------------------------------------------------------------------
 # loading and validation
 # ---------------------------------------------------------------------------------------------------
@@ -240,48 +246,12 @@ class _File:
                 raise self.error(where, f"unknown key; valid keys{' in ' + key if key else ''}: {', '.join(valid)}")
 
 
-def _tname(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(v), type(v).__name__)
+_tname = type_name
 
 
 def _check_type(value: Any, annotation: Any, f: _File, key: str) -> None:
     """TOML values are typed: reject a string where a number is meant, a number for a boolean, ..."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _check_type(value, a, f, key)
-            except ConfigError:
-                pass
-        names = " or ".join(_ann_name(a) for a in args if a is not type(None))
-        raise f.error(key, f"expected {names}, got {_tname(value)} {value!r}")
-    if origin is Literal:
-        if value not in args or isinstance(value, bool):
-            raise f.error(key, f"{value!r} is not valid; valid: {', '.join(map(repr, args))}")
-        return
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise f.error(key, f"expected a list, got {_tname(value)} {value!r}")
-        for v in value:
-            _check_type(v, args[0] if args else str, f, key)
-        return
-    ok = {bool: lambda v: isinstance(v, bool),
-          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          str: lambda v: isinstance(v, str),
-          dict: lambda v: isinstance(v, dict)}.get(annotation)
-    if ok is not None and not ok(value):
-        raise f.error(key, f"expected {_ann_name(annotation)}, got {_tname(value)} {value!r}")
-
-
-def _ann_name(a: Any) -> str:
-    if typing.get_origin(a) is Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(a)))
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a table"}.get(
-        a, getattr(a, "__name__", str(a)))
+    check_value(value, annotation, f"{f.name}: {key}", strict=True)
 
 
 def _ratio(v: Any, f: _File, key: str) -> float:
@@ -352,11 +322,37 @@ def _check_pruner(pruner: str, options: dict[str, Any], ratios: tuple[float, ...
 
 def load_study(path: str | Path) -> Study:
     """Read and validate a study file; raises :class:`ConfigError` naming the file and key."""
-    from prunebench.plugins import load_plugins
-    from prunebench.pruners import get_pruner_class, list_pruners
-
     path = Path(path)
     f = _File(path)
+    text, raw = _read_toml(path)
+    f.unknown(raw, TOP_KEYS, "")
+    st = _study_table(raw, f)
+    name = _str(st["name"], f, "study.name", _NAME)
+    experiment = _str(st.get("experiment", name), f, "study.experiment")
+    seeds = _seeds(st["seeds"], f, "study.seeds")
+    recipe, base = _load_recipe(raw, f, experiment)
+    epochs = base.epochs or 10
+    default_ratios = _ratios(st["prune_ratios"], f, "study.prune_ratios") if "prune_ratios" in st else None
+    methods = _load_methods(f.table(raw.get("methods", {}), "methods"), f, default_ratios, epochs)
+    sweeps_raw = f.table(raw.get("sweeps", {}), "sweeps")
+    sweeps = {sname: _load_sweep(sname, f.table(s, f"sweeps.{sname}"), f, name, seeds, epochs)
+              for sname, s in sweeps_raw.items()}
+    proxy_charge = st.get("proxy_charge", "full")
+    if proxy_charge not in PROXY_CHARGES:
+        raise f.error("study.proxy_charge", f"{proxy_charge!r} is not valid; valid: {', '.join(PROXY_CHARGES)}")
+    baselines = _baselines(st, f, [m.name for m in methods])
+    if len(methods) == 1 and not sweeps:
+        raise f.error("methods", "no methods: add at least one [methods.NAME] table (or a [sweeps.NAME] table)")
+    from prunebench.studies.executors import parse_executor
+
+    executor = parse_executor(raw.get("executor", {}), f"{path}: executor")
+    return Study(name=name, path=path, source=text, description=st.get("description", ""), experiment=experiment,
+                 tracking_uri=_str(st["tracking_uri"], f, "study.tracking_uri") if "tracking_uri" in st else None,
+                 seeds=seeds, recipe=dict(recipe), methods=tuple(methods), sweeps=sweeps,
+                 proxy_charge=proxy_charge, baselines=baselines, executor=executor)
+
+
+def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -364,73 +360,81 @@ def load_study(path: str | Path) -> Study:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the study file ({e})") from None
     try:
-        raw = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    f.unknown(raw, TOP_KEYS, "")
 
-    # [study]
+
+def _study_table(raw: dict[str, Any], f: _File) -> dict[str, Any]:
+    """[study], its required keys present and its description a string (the rest is checked where read);
+    the study's pruner plugins are imported here, before its methods are checked."""
+    from prunebench.plugins import load_plugins
+
     if "study" not in raw:
         raise f.error("study", "missing table [study] (needs at least name and seeds)")
     st = f.table(raw["study"], "study")
     f.unknown(st, STUDY_KEYS, "study")
     if "name" not in st:
         raise f.error("study.name", "missing; give the study a name (letters, digits, _ . + -)")
-    name = _str(st["name"], f, "study.name", _NAME)
+    _str(st["name"], f, "study.name", _NAME)
     plugins = st.get("plugins", [])  # pruner plugins, imported before the methods are checked
     if not isinstance(plugins, list):
         raise f.error("study.plugins", f"expected a list of .py files or module names, got {_tname(plugins)}")
     try:
-        load_plugins([_str(x, f, "study.plugins") for x in plugins], base=path.parent)
+        load_plugins([_str(x, f, "study.plugins") for x in plugins], base=Path(f.name).parent)
     except ConfigError as e:
         raise f.error("study.plugins", str(e)) from None
-    description = st.get("description", "")
-    if not isinstance(description, str):
-        raise f.error("study.description", f"expected a string, got {_tname(description)}")
-    experiment = _str(st.get("experiment", name), f, "study.experiment")
-    tracking_uri = _str(st["tracking_uri"], f, "study.tracking_uri") if "tracking_uri" in st else None
+    if not isinstance(st.get("description", ""), str):
+        raise f.error("study.description", f"expected a string, got {_tname(st['description'])}")
+    _str(st.get("experiment", st["name"]), f, "study.experiment")
+    if "tracking_uri" in st:
+        _str(st["tracking_uri"], f, "study.tracking_uri")
     if "seeds" not in st:
         raise f.error("study.seeds", "missing; give a list of run seeds, e.g. seeds = [0, 1, 2]")
-    seeds = _seeds(st["seeds"], f, "study.seeds")
-    default_ratios = _ratios(st["prune_ratios"], f, "study.prune_ratios") if "prune_ratios" in st else None
+    _seeds(st["seeds"], f, "study.seeds")
+    if "prune_ratios" in st:
+        _ratios(st["prune_ratios"], f, "study.prune_ratios")
+    return st
 
-    # [recipe]
+
+def _load_recipe(raw: dict[str, Any], f: _File, experiment: str) -> tuple[dict[str, Any], TrainConfig]:
+    """[recipe] as given (the run key hashes these values) and as a validated :class:`TrainConfig`.
+
+    Which keys are valid, their types and ranges all come from :class:`TrainConfig`'s field metadata."""
     recipe = f.table(raw.get("recipe", {}), "recipe")
-    hints = typing.get_type_hints(TrainConfig)
-    for k, v in recipe.items():
+    fields = {x.name for x in dataclasses.fields(TrainConfig)}
+    for k in recipe:
         if k not in RECIPE_KEYS:
-            owned = f" ({k} is set by the study itself)" if k in _NOT_IN_RECIPE else ""
+            owned = f" ({k} is set by the study itself)" if k in fields else ""
             raise f.error(f"recipe.{k}", f"unknown key{owned}; valid keys in recipe: {', '.join(RECIPE_KEYS)}")
-        _check_type(v, hints[k], f, f"recipe.{k}")
     try:
-        base = TrainConfig.from_dict({**recipe, "experiment": experiment}, where=f"{path}: recipe")
+        base = TrainConfig.from_dict({**recipe, "experiment": experiment}, where=f"{f.name}: recipe", strict=True,
+                                     key=lambda k: f"{f.name}: recipe.{k}")
     except ConfigError as e:
         msg = str(e)
-        raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: recipe: {msg.removeprefix('config: ')}") from None
+        raise ConfigError(msg if msg.startswith(f.name) else f"{f.name}: recipe: {msg.removeprefix('config: ')}") from None
     _check_names(base, f)
-    epochs = base.epochs or 10
+    return recipe, base
 
-    # [methods.NAME]
-    methods_raw = f.table(raw.get("methods", {}), "methods")
+
+def _load_methods(methods_raw: dict[str, Any], f: _File, default_ratios: tuple[float, ...] | None,
+                  epochs: int) -> list[MethodSpec]:
+    """[methods.NAME] tables, after the reference ``full`` (always in the grid, once per seed)."""
     methods: list[MethodSpec] = [MethodSpec(REFERENCE, REFERENCE, {}, (0.0,))]
     for mname, m in methods_raw.items():
         key = f"methods.{mname}"
         _str(mname, f, key, _NAME)
         m = f.table(m, key)
         f.unknown(m, METHOD_KEYS, key)
-        pruner = _str(m.get("pruner", mname), f, f"{key}.pruner")
-        try:
-            get_pruner_class(pruner)
-        except ConfigError:
-            hint = "" if "pruner" in m else " (the method name is used when pruner is not given)"
-            raise f.error(f"{key}.pruner", f"unknown pruner {pruner!r}{hint}; valid: {', '.join(list_pruners())}") from None
+        pruner = _pruner_name(m.get("pruner", mname), f, f"{key}.pruner",
+                              "" if "pruner" in m else " (the method name is used when pruner is not given)")
         options = _pruner_options(pruner, m.get("options", {}), f, f"{key}.options")
         if mname == REFERENCE or pruner == REFERENCE:
             if mname != REFERENCE or pruner != REFERENCE:
                 raise f.error(key, f"the reference method must be named {REFERENCE!r} with pruner {REFERENCE!r}")
             if "prune_ratios" in m and _ratios(m["prune_ratios"], f, f"{key}.prune_ratios") != (0.0,):
                 raise f.error(f"{key}.prune_ratios", "full trains on all data: its only prune ratio is 0")
-            continue  # `full` is always in the grid, once per seed
+            continue
         if "prune_ratios" in m:
             ratios = _ratios(m["prune_ratios"], f, f"{key}.prune_ratios")
         elif default_ratios is not None:
@@ -439,32 +443,31 @@ def load_study(path: str | Path) -> Study:
             raise f.error(f"{key}.prune_ratios", "missing, and [study] has no prune_ratios to inherit")
         _check_pruner(pruner, options, ratios, epochs, f, f"{key}.options" if options else key)
         methods.append(MethodSpec(mname, pruner, options, ratios))
+    return methods
 
-    # [sweeps.NAME]
-    sweeps_raw = f.table(raw.get("sweeps", {}), "sweeps")
-    sweeps = {}
-    for sname, s in sweeps_raw.items():
-        sweeps[sname] = _load_sweep(sname, f.table(s, f"sweeps.{sname}"), f, name, seeds, epochs)
-    proxy_charge = st.get("proxy_charge", "full")
-    if proxy_charge not in PROXY_CHARGES:
-        raise f.error("study.proxy_charge", f"{proxy_charge!r} is not valid; valid: {', '.join(PROXY_CHARGES)}")
+
+def _pruner_name(v: Any, f: _File, key: str, hint: str = "") -> str:
+    """A registered pruner's name, else one line listing the valid ones."""
+    from prunebench.pruners import get_pruner_class, list_pruners
+
+    pruner = _str(v, f, key)
+    try:
+        get_pruner_class(pruner)
+    except ConfigError:
+        raise f.error(key, f"unknown pruner {pruner!r}{hint}; valid: {', '.join(list_pruners())}") from None
+    return pruner
+
+
+def _baselines(st: dict[str, Any], f: _File, names: list[str]) -> dict[str, str]:
     baselines = {"static": "random-static", "dynamic": "random-dynamic"}
     if "baselines" in st:
         b = f.table(st["baselines"], "study.baselines")
         f.unknown(b, BASELINE_KINDS, "study.baselines")
-        names = [m.name for m in methods]
         for kind, v in b.items():
             if v not in names:
                 raise f.error(f"study.baselines.{kind}", f"{v!r} is not a method of this study; valid: {', '.join(names)}")
             baselines[kind] = v
-    if len(methods) == 1 and not sweeps:
-        raise f.error("methods", "no methods: add at least one [methods.NAME] table (or a [sweeps.NAME] table)")
-    from prunebench.studies.executors import parse_executor
-
-    executor = parse_executor(raw.get("executor", {}), f"{path}: executor")
-    return Study(name=name, path=path, source=text, description=description, experiment=experiment,
-                 tracking_uri=tracking_uri, seeds=seeds, recipe=dict(recipe), methods=tuple(methods), sweeps=sweeps,
-                 proxy_charge=proxy_charge, baselines=baselines, executor=executor)
+    return baselines
 
 
 def _check_names(cfg: TrainConfig, f: _File) -> None:
@@ -485,7 +488,7 @@ def _check_names(cfg: TrainConfig, f: _File) -> None:
 
 def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_seeds: tuple[int, ...],
                 epochs: int) -> SweepSpec:
-    from prunebench.pruners import create_pruner, get_pruner_class, list_pruners
+    from prunebench.pruners import get_pruner_class, list_pruners
 
     key = f"sweeps.{sname}"
     _str(sname, f, key, _NAME)
@@ -497,47 +500,10 @@ def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_
         raise f.error(f"{key}.kind", f"{kind!r} is not valid; valid: {', '.join(SWEEP_KINDS)}")
     if "pruner" not in s:
         raise f.error(f"{key}.pruner", f"missing; name the pruner to sweep, one of: {', '.join(list_pruners())}")
-    pruner = _str(s["pruner"], f, f"{key}.pruner")
-    try:
-        cls = get_pruner_class(pruner)
-    except ConfigError:
-        raise f.error(f"{key}.pruner", f"unknown pruner {pruner!r}; valid: {', '.join(list_pruners())}") from None
+    pruner = _pruner_name(s["pruner"], f, f"{key}.pruner")
     options = _pruner_options(pruner, s.get("options", {}), f, f"{key}.options")
-    hints = typing.get_type_hints(cls.Options)
-    declared = tuple(x.name for x in dataclasses.fields(cls.Options))
-
-    space_raw = f.table(s.get("space", {}), f"{key}.space")
-    if not space_raw:
-        raise f.error(f"{key}.space", f"empty; give at least one axis: prune_ratio or an option of {pruner!r} "
-                                      f"({', '.join(declared) or 'none'})")
-    grid_points = _int(s.get("grid_points", 5), f, f"{key}.grid_points", 2)
-    if "prune_ratio" in s and "prune_ratio" in space_raw:
-        raise f.error(f"{key}.prune_ratio", "is also an axis of the space; give one of the two")
-    prune_ratio = _ratio(s["prune_ratio"], f, f"{key}.prune_ratio") if "prune_ratio" in s else None
-    if prune_ratio is None and "prune_ratio" not in space_raw:
-        raise f.error(f"{key}.prune_ratio", "missing; fix it (prune_ratio = 0.5) or search it (space.prune_ratio)")
-    for k in space_raw:
-        if k != "prune_ratio" and k not in declared:
-            raise f.error(f"{key}.space.{k}", f"not an option of pruner {pruner!r}; valid axes: prune_ratio"
-                                              + "".join(f", {d}" for d in declared))
-        if k in options:
-            raise f.error(f"{key}.options.{k}", "is an axis of the space; set it there, not in options")
-    sampler = s.get("sampler")
-    if sampler is not None and sampler not in SAMPLERS:
-        raise f.error(f"{key}.sampler", f"{sampler!r} is not valid; valid: {', '.join(SAMPLERS)}")
-    gridded = all(isinstance(v, dict) and ("values" in v or "points" in v) for v in space_raw.values())
-    if sampler is None:
-        sampler = "grid" if len(space_raw) == 1 or gridded else "tpe"
-    axes = tuple(_axis(k, v, hints.get(k, float), cls, sampler == "grid", grid_points, f, f"{key}.space.{k}")
-                 for k, v in space_raw.items())
-
-    if "seeds" in s:
-        seeds = _seeds(s["seeds"], f, f"{key}.seeds")
-    elif len(study_seeds) >= 2:
-        seeds = study_seeds
-    else:
-        raise f.error(f"{key}.seeds", f"the study has {len(study_seeds)} seed; a sweep point needs >= 2 for an "
-                                      "interval: give seeds = [0, 1] (or seeds = [0] to accept no interval)")
+    prune_ratio, axes, sampler = _sweep_space(s, get_pruner_class(pruner), options, f, key)
+    seeds = _sweep_seeds(s, study_seeds, f, key)
     early = s.get("early_stopping", False)
     if not isinstance(early, bool):
         raise f.error(f"{key}.early_stopping", f"expected true or false, got {_tname(early)} {early!r}")
@@ -563,22 +529,72 @@ def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_
     )
     if sampler == "grid":
         spec = dataclasses.replace(spec, n_trials=len(spec.grid()))
-        corners = spec.grid()
-    else:  # every combination of the axes' ends (or values)
-        import itertools
+    _check_corners(spec, epochs, f, key)
+    return spec
 
-        ends = [a.values if a.values is not None else (a.low, a.high) for a in axes]
-        corners = [dict(zip([a.name for a in axes], c)) for c in itertools.product(*ends)]
+
+def _sweep_space(s: dict[str, Any], cls: type, options: dict[str, Any], f: _File,
+                 key: str) -> tuple[float | None, tuple[Axis, ...], str]:
+    """A sweep's fixed prune ratio (``None`` when it is an axis), its axes and its sampler."""
+    hints = typing.get_type_hints(cls.Options)
+    declared = tuple(x.name for x in dataclasses.fields(cls.Options))
+    space_raw = f.table(s.get("space", {}), f"{key}.space")
+    if not space_raw:
+        raise f.error(f"{key}.space", f"empty; give at least one axis: prune_ratio or an option of {cls.name!r} "
+                                      f"({', '.join(declared) or 'none'})")
+    grid_points = _int(s.get("grid_points", 5), f, f"{key}.grid_points", 2)
+    if "prune_ratio" in s and "prune_ratio" in space_raw:
+        raise f.error(f"{key}.prune_ratio", "is also an axis of the space; give one of the two")
+    prune_ratio = _ratio(s["prune_ratio"], f, f"{key}.prune_ratio") if "prune_ratio" in s else None
+    if prune_ratio is None and "prune_ratio" not in space_raw:
+        raise f.error(f"{key}.prune_ratio", "missing; fix it (prune_ratio = 0.5) or search it (space.prune_ratio)")
+    for k in space_raw:
+        if k != "prune_ratio" and k not in declared:
+            raise f.error(f"{key}.space.{k}", f"not an option of pruner {cls.name!r}; valid axes: prune_ratio"
+                                              + "".join(f", {d}" for d in declared))
+        if k in options:
+            raise f.error(f"{key}.options.{k}", "is an axis of the space; set it there, not in options")
+    sampler = s.get("sampler")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise f.error(f"{key}.sampler", f"{sampler!r} is not valid; valid: {', '.join(SAMPLERS)}")
+    gridded = all(isinstance(v, dict) and ("values" in v or "points" in v) for v in space_raw.values())
+    if sampler is None:
+        sampler = "grid" if len(space_raw) == 1 or gridded else "tpe"
+    axes = tuple(_axis(k, v, hints.get(k, float), cls, sampler == "grid", grid_points, f, f"{key}.space.{k}")
+                 for k, v in space_raw.items())
+    return prune_ratio, axes, sampler
+
+
+def _sweep_seeds(s: dict[str, Any], study_seeds: tuple[int, ...], f: _File, key: str) -> tuple[int, ...]:
+    if "seeds" in s:
+        return _seeds(s["seeds"], f, f"{key}.seeds")
+    if len(study_seeds) >= 2:
+        return study_seeds
+    raise f.error(f"{key}.seeds", f"the study has {len(study_seeds)} seed; a sweep point needs >= 2 for an "
+                                  "interval: give seeds = [0, 1] (or seeds = [0] to accept no interval)")
+
+
+def _check_corners(spec: SweepSpec, epochs: int, f: _File, key: str) -> None:
+    """Build the pruner at every grid point (Optuna samplers: every combination of the axes' ends), so an
+    option value invalid at some prune ratio is an error now, not in the middle of the sweep."""
+    import itertools
+
+    from prunebench.pruners import create_pruner
+
+    if spec.sampler == "grid":
+        corners = spec.grid()
+    else:
+        ends = [a.values if a.values is not None else (a.low, a.high) for a in spec.axes]
+        corners = [dict(zip([a.name for a in spec.axes], c)) for c in itertools.product(*ends)]
     for pt in corners:
         pr, opts = spec.resolve(pt)
         if not 0.0 <= pr < 1.0:
             raise f.error(f"{key}.space.prune_ratio", f"prune ratio {pr:g} is not in [0, 1)")
         where = ", ".join(f"{k}={_fmt(v)}" for k, v in pt.items())
         try:
-            create_pruner(pruner, num_samples=10_000, num_epochs=epochs, prune_ratio=pr, seed=0, **opts)
+            create_pruner(spec.pruner, num_samples=10_000, num_epochs=epochs, prune_ratio=pr, seed=0, **opts)
         except ConfigError as e:
             raise f.error(f"{key}.space", f"at {where}: {e}") from None
-    return spec
 
 
 def _axis(name: str, raw: Any, hint: Any, cls: type, grid: bool, grid_points: int, f: _File, key: str) -> Axis:

@@ -308,8 +308,6 @@ def annotate(results: pd.DataFrame, spec: SweepSpec, study: Study | None = None)
 def _run_optuna(study: Study, spec: SweepSpec, out: Path, storage: str | None, n_trials: int | None,
                 tracking_uri: str | None, data_dir: str | None, early: bool, log: Log, train: bool = True,
                 show=None):
-    import optuna
-
     from prunebench.harness.tracking import MLflowTracker, resolve_tracking_uri
     from prunebench.reports import sweeps as sweep_stats
     from prunebench.studies.leaderboard import _data_for
@@ -320,6 +318,47 @@ def _run_optuna(study: Study, spec: SweepSpec, out: Path, storage: str | None, n
     base = study.base_config(tracking_uri=uri, **({"data_dir": data_dir} if data_dir else {}))
     data = _data_for(base)
     epochs = base.epochs or data.default_epochs
+
+    ostudy, creator = _open_study(spec, url, early)
+    tracker = MLflowTracker(uri, study.experiment)
+    parent = _sweep_run(ostudy, creator, tracker, study, spec, url, early, target)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    log(f"{study.name}/{spec.name}: {spec.kind} sweep ({spec.sampler}), study {spec.study_name!r} in {_redact(url)}; "
+        f"{len(ostudy.trials)} trials so far, target {target} finished; early stopping of trials "
+        f"{'on' if early else 'off'}")
+
+    def objective(trial):
+        return _objective(trial, study, spec, base, data, epochs, tracker.uri, parent, early, worker, log, show)
+
+    t0 = time.perf_counter()
+    ran = _optimize(ostudy, objective, spec, target, worker) if train else 0
+    if not train:
+        _fail_stale(ostudy)  # the tables then count a dead worker's trial as failed, as a run would
+    log(f"{study.name}/{spec.name}: this worker ran {ran} trials in {time.perf_counter() - t0:.1f}s; "
+        f"the study holds {len(ostudy.trials)} trials")
+    trials = trials_table(ostudy, spec)
+    book = sweep_stats.trial_bookkeeping(trials, target)
+    rows = []
+    for t in ostudy.get_trials(deepcopy=False):
+        if t.state.name != "COMPLETE":
+            continue  # early-stopped and failed trials are listed in trials.csv, never in the results
+        pt = _trial_point(t, spec)
+        for r in t.user_attrs.get("runs", []):
+            rows.append({**r, "study": study.name, "method": spec.label(pt), "pruner": spec.pruner, "status": "FINISHED",
+                         "trial": t.number, **{f"axis.{a.column}": pt[a.name] for a in spec.axes}})
+    tracker.run_id = parent
+    try:
+        tracker.log_metrics({"trials_complete": len(book["complete"]), "trials_early_stopped": len(book["stopped"]),
+                             "trials_failed": len(book["failed"])})
+        tracker.client.set_terminated(parent, status="FINISHED")
+    except Exception:
+        pass
+    return trials, rows, book["warnings"]
+
+
+def _open_study(spec: SweepSpec, url: str, early: bool):
+    """The Optuna study of ``spec`` in the storage ``url``, created by exactly one worker: (study, created)."""
+    import optuna
 
     directions = ["maximize"] if spec.kind == "accuracy" else ["maximize", "minimize"]
     rdb = _storage(url)
@@ -342,25 +381,27 @@ def _run_optuna(study: Study, spec: SweepSpec, out: Path, storage: str | None, n
     if [d.name.lower() for d in ostudy.directions] != directions:
         raise ConfigError(f"Optuna study {spec.study_name!r} in {_redact(url)} has directions "
                           f"{[d.name.lower() for d in ostudy.directions]}, this {spec.kind} sweep needs {directions}")
+    return ostudy, creator
 
-    tracker = MLflowTracker(uri, study.experiment)
-    parent = _sweep_run(ostudy, creator, tracker, study, spec, url, early, target)
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    log(f"{study.name}/{spec.name}: {spec.kind} sweep ({spec.sampler}), study {spec.study_name!r} in {_redact(url)}; "
-        f"{len(ostudy.trials)} trials so far, target {target} finished; early stopping of trials "
-        f"{'on' if early else 'off'}")
 
-    def objective(trial):
-        return _objective(trial, study, spec, base, data, epochs, tracker.uri, parent, early, worker, log, show)
+def _fail_stale(ostudy) -> None:
+    """Trials of workers that died (no heartbeat) are marked failed, so they count neither way."""
+    import optuna
 
-    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(ostudy)
+
+
+def _optimize(ostudy, objective, spec: SweepSpec, target: int, worker: str) -> int:
+    """Run trials one at a time until the study holds ``target`` finished ones; the number this worker ran.
+
+    Three failed trials of this worker in a row stop it (the data or the recipe is broken, not a point)."""
     ran = 0
     consecutive_failures = 0
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(ostudy)
-        if not train or _finished_count(ostudy) >= target:
+        _fail_stale(ostudy)
+        if _finished_count(ostudy) >= target:
             break
         before = len(ostudy.trials)
         ostudy.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
@@ -373,26 +414,7 @@ def _run_optuna(study: Study, spec: SweepSpec, out: Path, storage: str | None, n
                                       f"{last[-1].user_attrs.get('error', '?')}); stopping this worker")
         else:
             consecutive_failures = 0
-    log(f"{study.name}/{spec.name}: this worker ran {ran} trials in {time.perf_counter() - t0:.1f}s; "
-        f"the study holds {len(ostudy.trials)} trials")
-    trials = trials_table(ostudy, spec)
-    book = sweep_stats.trial_bookkeeping(trials, target)
-    rows = []
-    for t in ostudy.get_trials(deepcopy=False):
-        if t.state.name != "COMPLETE":
-            continue  # early-stopped and failed trials are listed in trials.csv, never in the results
-        pt = _trial_point(t, spec)
-        for r in t.user_attrs.get("runs", []):
-            rows.append({**r, "study": study.name, "method": spec.label(pt), "pruner": spec.pruner, "status": "FINISHED",
-                         "trial": t.number, **{f"axis.{a.column}": pt[a.name] for a in spec.axes}})
-    tracker.run_id = parent
-    try:
-        tracker.log_metrics({"trials_complete": len(book["complete"]), "trials_early_stopped": len(book["stopped"]),
-                             "trials_failed": len(book["failed"])})
-        tracker.client.set_terminated(parent, status="FINISHED")
-    except Exception:
-        pass
-    return trials, rows, book["warnings"]
+    return ran
 
 
 def _trial_point(t, spec: SweepSpec) -> dict[str, Any]:
@@ -455,7 +477,6 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
     from prunebench.harness import train
     from prunebench.harness.ending import StopRun, describe, mark_ended
     from prunebench.harness.tracking import MLflowTracker
-    from prunebench.reports import sweeps as sweep_stats
 
     trial.set_user_attr("worker", worker)
     point = {a.name: _suggest(trial, a) for a in spec.axes}
@@ -502,6 +523,14 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
         mark_ended(tr, e, "")
         log(f"  trial {trial.number}: {where}: FAILED: {describe(e)}")
         raise
+    return _finish_trial(trial, tr, runs, spec, where, log)
+
+
+def _finish_trial(trial, tr, runs: list[dict[str, Any]], spec: SweepSpec, where: str, log: Log):
+    """A trial whose runs all finished: its mean accuracy and compute on the trial and its MLflow run; the
+    objective's value (accuracy, or accuracy and compute for a pareto sweep)."""
+    from prunebench.reports import sweeps as sweep_stats
+
     accs = [r["final_acc"] for r in runs]
     cost = [sweep_stats.total_cost(r) for r in runs]
     acc, comp = float(np.mean(accs)), float(np.mean(cost))
