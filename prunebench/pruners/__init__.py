@@ -6,9 +6,9 @@
 >>> sel.indices.shape
 torch.Size([600])
 
-Adding a method: write one file in this folder with a ``@register_pruner("name")`` class and add its
-module to ``_METHOD_MODULES`` below (third-party packages can instead expose an entry point in the
-``prunebench.pruners`` group).
+Adding a method: write one file in this folder with a ``@register_pruner("name")`` class; every module
+here is imported (third-party packages can instead expose an entry point in the ``prunebench.pruners``
+group, or be given with ``--plugin``).
 """
 
 from __future__ import annotations
@@ -32,20 +32,19 @@ from prunebench.pruners.base import (
 )
 
 # explicit import list: the registry never scans globals
-_METHOD_MODULES = (
-    "full",
-    "random",
-    "orderdp",
-    "infobatch",
-    "loss_topk",
-    "static",
-    "bandit",
-    "selective_backprop",
-    "importance",
-    "from_indices",
-)
+#: modules of this folder that hold no method (the contract, rules and score functions they use)
+_LIBRARY_MODULES = frozenset({"base", "rules", "scores", "coverage"})
 
-for _m in _METHOD_MODULES:
+
+def _method_modules() -> list[str]:
+    """Every module of this folder but the library ones, in name order: a new method is one new file."""
+    import pkgutil
+
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _LIBRARY_MODULES
+                  and not m.name.startswith("_"))
+
+
+for _m in _method_modules():
     importlib.import_module(f"prunebench.pruners.{_m}")
 
 for _ep in entry_points(group="prunebench.pruners"):  # third-party plugins
