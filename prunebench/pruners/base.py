@@ -55,6 +55,10 @@ from prunebench.options import build_options, fmt_value
 from prunebench.seeding import make_generator
 
 GRANULARITIES = ("static", "epoch", "batch")
+#: what a method may spend besides training on its kept samples (``Pruner.cost_profile``): a proxy run on
+#: full data, no-grad forward passes over candidates, a model trained on a holdout split, extra
+#: backward passes (e.g. per-sample gradients)
+COST_PROFILE_ITEMS = ("proxy run", "extra forwards", "holdout model", "extra backwards")
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,16 @@ class Pruner:
     range_labels: ClassVar[dict[str, tuple[str, str]]] = {}
     #: short names used in labels, e.g. {"candidate_ratio": "c"}
     short_names: ClassVar[dict[str, str]] = {}
+    #: method-table metadata (docs/methods-table.md, ``prunebench list --long``): the method's family (e.g.
+    #: "score ranking", "coverage", "submodular", "gradient matching", "uncertainty", "random", "loss-based",
+    #: "bandit", "importance sampling", "curriculum"), its paper ("Authors, Venue Year: title"), what it
+    #: spends besides training on the kept samples (items of COST_PROFILE_ITEMS; empty: nothing), whether
+    #: it trains with per-sample loss weights, and where its option defaults come from
+    family: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    cost_profile: ClassVar[tuple[str, ...]] = ()
+    uses_weights: ClassVar[bool] = False
+    defaults_source: ClassVar[str] = ""
     #: attributes saved in checkpoints besides the default ones (every tensor and numpy array attribute,
     #: see :meth:`state_dict`): e.g. a step counter or a list of floats
     state_attrs: ClassVar[tuple[str, ...]] = ()
