@@ -431,20 +431,25 @@ def read_results_table(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def imported_rows(paths, specs: list[RunSpec], fingerprint: str | None = None
+def imported_rows(paths, specs: list[RunSpec], fingerprint: str | None = None, aliases: dict[str, str] | None = None
                   ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """FINISHED rows of the tables at ``paths`` whose run key is a cell of ``specs`` (the first table
     naming a key wins), and one summary line per table. Every table is validated first
     (:func:`~prunebench.studies.imports.validate_results_table`). With ``fingerprint``, a row whose
     ``data_fingerprint`` names other data is not a cell of this grid; rows without one (written before
-    the column existed) are matched by their run key alone."""
+    the column existed) are matched by their run key alone. ``aliases`` (:meth:`Study.reused_keys`) maps
+    run keys of other studies' cells to this grid's cells of the same configuration: such rows are
+    imported under this grid's key."""
     from prunebench.studies.imports import validate_results_table
 
     keys = {s.run_key for s in specs}
+    aliases = {k: v for k, v in (aliases or {}).items() if v in keys}
     rows: dict[str, dict[str, Any]] = {}
     lines = []
     for path in paths or ():
         df = validate_results_table(read_results_table(path), path)
+        if aliases:
+            df = df.assign(run_key=[aliases.get(str(k), str(k)) for k in df["run_key"]])
         ok = df[(df["status"].astype(str) == "FINISHED") & df["run_key"].astype(str).isin(keys)]
         other = 0
         if fingerprint is not None and "data_fingerprint" in df.columns:
@@ -501,7 +506,7 @@ def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = N
 
     uri = resolve_tracking_uri(tracking_uri or study.tracking_uri)
     specs = study.runs(**({"data_dir": data_dir} if data_dir else {}))
-    imported, _ = imported_rows(imports, specs)
+    imported, _ = imported_rows(imports, specs, aliases=study.reused_keys())
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         existing = {}  # no store yet: nothing is done, and a dry run creates none
     else:
@@ -554,7 +559,8 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     specs = study.runs(**changes)
     # fail fast on missing data (one line, exit 2) rather than recording every cell as failed
     data = _data_for(specs[0].config)
-    imported, import_lines = imported_rows(imports, specs, data_fingerprint(data))  # bad tables fail here
+    imported, import_lines = imported_rows(imports, specs, data_fingerprint(data),  # bad tables fail here
+                                           aliases=study.reused_keys())
     _check_on_data(study, specs)
     from prunebench.harness.tracking import MLflowTracker
 
@@ -836,6 +842,11 @@ def leaderboard_table(results: pd.DataFrame, proxy_charge: str = "full",
     :func:`prunebench.reports.tables.leaderboard_table`'s columns. ``proxy_charge`` and ``baselines``:
     the study's ``[study]`` options (see :func:`prunebench.reports.stats.with_costs`).
     """
+    if "epochs" in results.columns and results["epochs"].nunique() > 1:  # a budget axis: one board per budget
+        boards = [leaderboard_table(part, proxy_charge, baselines).assign(epochs=int(e))
+                  for e, part in results.groupby("epochs", sort=True)]
+        board = pd.concat(boards, ignore_index=True)
+        return board[["epochs", *[c for c in board.columns if c != "epochs"]]]
     from prunebench.reports.stats import PROXY_CHARGES
     from prunebench.reports.tables import leaderboard_table as report_table
 
@@ -874,7 +885,8 @@ def format_leaderboard(board: pd.DataFrame) -> str:
     def pct(v: float, nd: int = 2) -> str:
         return "-" if v is None or pd.isna(v) else f"{100 * v:.{nd}f}"
 
-    head = ["p", "#", "method", "seeds", "acc %", "± ci95", "vs full pp [95% CI]", "vs baseline pp [95% CI]",
+    budgets = "epochs" in board.columns
+    head = [*(["epochs"] if budgets else []), "p", "#", "method", "seeds", "acc %", "± ci95", "vs full pp [95% CI]", "vs baseline pp [95% CI]",
             "saved %", "train-only %", "cost s"]
     lines = []
     for _, r in board.iterrows():
@@ -885,11 +897,11 @@ def format_leaderboard(board: pd.DataFrame) -> str:
                 f"{format_diff(r['vs_baseline_mean'], r['vs_baseline_ci_low'], r['vs_baseline_ci_high'], r['vs_baseline_n_pairs'], r['vs_baseline_verdict'])} ({r['baseline']})")
         full = ("-" if pd.isna(r.get("vs_full_mean")) else
                 format_diff(r["vs_full_mean"], r["vs_full_ci_low"], r["vs_full_ci_high"], r["vs_full_n_pairs"], r["vs_full_verdict"]))
-        lines.append([f"{r['prune_ratio']:g}", rank, r["method"], seeds, pct(r["acc_mean"]), pct(r["acc_ci95"]), full,
+        lines.append([*([f"{int(r['epochs'])}"] if budgets else []), f"{r['prune_ratio']:g}", rank, r["method"], seeds, pct(r["acc_mean"]), pct(r["acc_ci95"]), full,
                       base, pct(r["compute_saved"], 1), pct(r["train_compute_saved"], 1),
                       "-" if pd.isna(r["total_cost_s"]) else f"{r['total_cost_s']:.1f}"])
-    widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
-    left = {2, 3, 6, 7}
+    widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(head)]
+    left = {i + budgets for i in (2, 3, 6, 7)}
     fmt = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     rule = "  ".join("-" * w for w in widths)
     legend = ["", "# = rank by mean top-1 within the ratio; '=' = not distinguishable from rank 1 (paired by seed, "

@@ -29,7 +29,8 @@ RECIPE_KEYS = RECIPE_FIELDS
 
 TOP_KEYS = ("study", "recipe", "methods", "sweeps", "executor")
 STUDY_KEYS = ("name", "description", "experiment", "tracking_uri", "seeds", "prune_ratios", "proxy_charge",
-              "baselines", "plugins")
+              "baselines", "plugins", "epochs", "ratios_by_epochs", "probe", "reuse")
+PROBE_KEYS = ("methods", "at")
 PROXY_CHARGES = ("full", "amortised")  # prunebench.reports.stats.PROXY_CHARGES (a study may not import reports)
 BASELINE_KINDS = ("static", "dynamic")
 METHOD_KEYS = ("pruner", "options", "prune_ratios")
@@ -154,6 +155,19 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class ProbePlan:
+    """``[study] probe``: the gradient-direction probe for the named methods, after the epochs at the given
+    fractions of each run (``at = [0.5, 1.0]`` on an 18-epoch run: after epochs 9 and 18, i.e. indices 8 and 17)."""
+
+    methods: tuple[str, ...]
+    at: tuple[float, ...]
+
+    def epochs(self, total: int) -> tuple[int, ...]:
+        """0-based epoch indices of a ``total``-epoch run (each fraction rounded to a whole epoch, at least 1)."""
+        return tuple(sorted({min(total, max(1, round(f * total))) - 1 for f in self.at}))
+
+
+@dataclass(frozen=True)
 class Study:
     """A validated study file. Build it with :func:`load_study`."""
 
@@ -170,6 +184,10 @@ class Study:
     proxy_charge: str = "full"  # a proxy shared by several runs: charged in full to each, or "amortised"
     baselines: dict[str, str] = field(default_factory=lambda: {"static": "random-static", "dynamic": "random-dynamic"})
     executor: Any = None  # [executor] table: an executors.ExecutorSpec (where cells run; not part of run keys)
+    epochs: tuple[int, ...] = ()  # the budget axis ([study] epochs; empty: the recipe's epochs only)
+    ratios_by_epochs: dict[int, tuple[float, ...]] = field(default_factory=dict)  # prune ratios kept at a budget
+    probe: ProbePlan | None = None  # [study] probe: which methods run the gradient probe, when
+    reuse: tuple[Path, ...] = ()  # other study files whose cells of the same configuration count here
 
     def base_config(self, **changes: Any) -> TrainConfig:
         """The recipe as a :class:`TrainConfig` with the study's experiment, plus ``changes``."""
@@ -177,29 +195,86 @@ class Study:
         return TrainConfig(**raw)
 
     def run_key(self, method: MethodSpec | str, pruner: str, options: dict[str, Any], prune_ratio: float,
-                seed: int) -> str:
-        """Stable hash of study + method + pruner options (defaults filled in) + ratio + seed + recipe."""
+                seed: int, recipe: dict[str, Any] | None = None) -> str:
+        """Stable hash of study + method + pruner options (defaults filled in) + ratio + seed + recipe
+        (``recipe``: the cell's changes to [recipe], e.g. its epochs on a budget axis)."""
         name = method.name if isinstance(method, MethodSpec) else method
-        cfg = self.base_config().to_dict()
-        recipe = {k: cfg[k] for k in RUN_KEY_RECIPE_FIELDS}  # the experiment's fields (TrainConfig's metadata)
-        payload = {"study": self.name, "method": name, "pruner": pruner, "options": _key_options(pruner, options),
-                   "prune_ratio": float(prune_ratio), "seed": int(seed), "recipe": recipe}
-        blob = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        payload = {"study": self.name, "method": name, **self._identity(pruner, options, prune_ratio, seed, recipe)}
+        return _digest(payload)
+
+    def cell_identity(self, pruner: str, options: dict[str, Any], prune_ratio: float, seed: int,
+                      recipe: dict[str, Any] | None = None) -> str:
+        """What a cell trains, whatever the study and method are called: the run key's payload less the
+        study and method names. Equal identities in two study files are the same run (``[study] reuse``)."""
+        return _digest(self._identity(pruner, options, prune_ratio, seed, recipe))
+
+    def _identity(self, pruner: str, options: dict[str, Any], prune_ratio: float, seed: int,
+                  recipe: dict[str, Any] | None) -> dict[str, Any]:
+        cfg = self.base_config(**(recipe or {})).to_dict()
+        fields = {k: cfg[k] for k in RUN_KEY_RECIPE_FIELDS}  # the experiment's fields (TrainConfig's metadata)
+        return {"pruner": pruner, "options": _key_options(pruner, options), "prune_ratio": float(prune_ratio),
+                "seed": int(seed), "recipe": fields}
+
+    def budgets(self) -> tuple[int | None, ...]:
+        """The epochs axis: ``[study] epochs``, or ``(None,)`` (the recipe's epochs)."""
+        return self.epochs or (None,)
+
+    def cell_recipe(self, method: MethodSpec, epochs: int | None) -> dict[str, Any]:
+        """A cell's changes to [recipe]: its budget's epochs, and the probe where ``[study] probe`` names it."""
+        out: dict[str, Any] = {} if epochs is None else {"epochs": epochs}
+        if self.probe is not None and method.name in self.probe.methods:
+            total = epochs if epochs is not None else int(self.base_config().epochs or 10)
+            out["probe_epochs"] = self.probe.epochs(total)
+        return out
+
+    def cells(self) -> list[tuple[int, int | None, MethodSpec, float]]:
+        """(seed, epochs, method, prune ratio) of every cell: budget by budget (shortest first), then seed by
+        seed, then the methods in file order; at a budget of ``ratios_by_epochs`` only the ratios it lists."""
+        out = []
+        for e in self.budgets():
+            for seed in self.seeds:
+                for m in self.methods:
+                    allowed = self.ratios_by_epochs.get(e) if e is not None else None
+                    out += [(seed, e, m, p) for p in m.prune_ratios
+                            if m.name == REFERENCE or allowed is None or p in allowed]
+        return out
 
     def runs(self, **config_changes: Any) -> list[RunSpec]:
-        """The grid: every method x its prune ratios x the seeds (``full`` once per seed), in file order."""
+        """The grid: every method x its prune ratios x the seeds (``full`` once per seed) x the budgets."""
         out = []
-        for seed in self.seeds:
-            for m in self.methods:
-                for p in m.prune_ratios:
-                    key = self.run_key(m, m.pruner, m.options, p, seed)
-                    tags = {"prunebench.study": self.name, "prunebench.method": m.name, "prunebench.run_key": key,
-                            "prunebench.kind": "leaderboard"}
-                    cfg = self.base_config(pruner=m.pruner, prune_ratio=p, pruner_options=dict(m.options), seed=seed,
-                                           tags=tags, run_name=f"{m.name} p={p:g} seed={seed}", **config_changes)
-                    out.append(RunSpec(m.name, m.pruner, dict(m.options), p, seed, key, cfg))
+        for seed, e, m, p in self.cells():
+            recipe = self.cell_recipe(m, e)
+            key = self.run_key(m, m.pruner, m.options, p, seed, recipe)
+            tags = {"prunebench.study": self.name, "prunebench.method": m.name, "prunebench.run_key": key,
+                    "prunebench.kind": "leaderboard"}
+            name = f"{m.name} p={p:g} seed={seed}" + (f" epochs={e}" if e is not None else "")
+            cfg = self.base_config(pruner=m.pruner, prune_ratio=p, pruner_options=dict(m.options), seed=seed,
+                                   tags=tags, run_name=name, **recipe, **config_changes)
+            out.append(RunSpec(m.name, m.pruner, dict(m.options), p, seed, key, cfg))
         return out
+
+    def reused_keys(self) -> dict[str, str]:
+        """Run keys of the ``[study] reuse`` studies' cells -> the run key of this study's cell with the same
+        :meth:`cell_identity` (the cells this study can take from those studies' results tables)."""
+        mine: dict[str, str] = {}
+        for seed, e, m, p in self.cells():
+            recipe = self.cell_recipe(m, e)
+            mine[self.cell_identity(m.pruner, m.options, p, seed, recipe)] = self.run_key(m, m.pruner, m.options,
+                                                                                          p, seed, recipe)
+        out: dict[str, str] = {}
+        for path in self.reuse:
+            other = load_study(path)
+            for seed, e, m, p in other.cells():
+                recipe = other.cell_recipe(m, e)
+                own = mine.get(other.cell_identity(m.pruner, m.options, p, seed, recipe))
+                if own is not None:
+                    out[other.run_key(m, m.pruner, m.options, p, seed, recipe)] = own
+        return out
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    blob = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def full_options(pruner: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -331,9 +406,10 @@ def load_study(path: str | Path) -> Study:
     experiment = _str(st.get("experiment", name), f, "study.experiment")
     seeds = _seeds(st["seeds"], f, "study.seeds")
     recipe, base = _load_recipe(raw, f, experiment)
+    budgets = _budgets(st, f)
     epochs = base.epochs or 10
     default_ratios = _ratios(st["prune_ratios"], f, "study.prune_ratios") if "prune_ratios" in st else None
-    methods = _load_methods(f.table(raw.get("methods", {}), "methods"), f, default_ratios, epochs)
+    methods = _load_methods(f.table(raw.get("methods", {}), "methods"), f, default_ratios, budgets or (epochs,))
     sweeps_raw = f.table(raw.get("sweeps", {}), "sweeps")
     sweeps = {sname: _load_sweep(sname, f.table(s, f"sweeps.{sname}"), f, name, seeds, epochs)
               for sname, s in sweeps_raw.items()}
@@ -349,7 +425,65 @@ def load_study(path: str | Path) -> Study:
     return Study(name=name, path=path, source=text, description=st.get("description", ""), experiment=experiment,
                  tracking_uri=_str(st["tracking_uri"], f, "study.tracking_uri") if "tracking_uri" in st else None,
                  seeds=seeds, recipe=dict(recipe), methods=tuple(methods), sweeps=sweeps,
-                 proxy_charge=proxy_charge, baselines=baselines, executor=executor)
+                 proxy_charge=proxy_charge, baselines=baselines, executor=executor, epochs=budgets,
+                 ratios_by_epochs=_ratios_by_epochs(st, f, budgets), probe=_probe(st, f, [m.name for m in methods]),
+                 reuse=_reuse(st, f, path))
+
+
+def _budgets(st: dict[str, Any], f: _File) -> tuple[int, ...]:
+    """``[study] epochs``: the budget axis (each cell once per value), increasing, no repeats."""
+    if "epochs" not in st:
+        return ()
+    v = st["epochs"]
+    if not isinstance(v, list) or not v or any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in v):
+        raise f.error("study.epochs", f"expected a non-empty list of epoch counts >= 1, e.g. [6, 18, 54], got {v!r}")
+    if len(set(v)) != len(v):
+        raise f.error("study.epochs", f"epoch counts repeat: {v}")
+    return tuple(sorted(v))
+
+
+def _ratios_by_epochs(st: dict[str, Any], f: _File, budgets: tuple[int, ...]) -> dict[int, tuple[float, ...]]:
+    """``[study] ratios_by_epochs = { "54" = [0.5] }``: at that budget only these prune ratios run."""
+    raw = f.table(st.get("ratios_by_epochs", {}), "study.ratios_by_epochs")
+    out: dict[int, tuple[float, ...]] = {}
+    for k, v in raw.items():
+        key = f"study.ratios_by_epochs.{k}"
+        if not k.isdigit() or int(k) not in budgets:
+            raise f.error(key, f"{k!r} is not one of [study] epochs {list(budgets) or '(none given)'}")
+        out[int(k)] = _ratios(v, f, key)
+    return out
+
+
+def _probe(st: dict[str, Any], f: _File, names: list[str]) -> ProbePlan | None:
+    """``[study] probe = { methods = [...], at = [0.25, 0.5, 0.75, 1.0] }``."""
+    if "probe" not in st:
+        return None
+    raw = f.table(st["probe"], "study.probe")
+    f.unknown(raw, PROBE_KEYS, "study.probe")
+    methods = raw.get("methods")
+    if not isinstance(methods, list) or not methods or any(m not in names for m in methods):
+        raise f.error("study.probe.methods", f"expected a non-empty list of this study's methods "
+                      f"({', '.join(names)}), got {methods!r}")
+    at = raw.get("at", [1.0])
+    if (not isinstance(at, list) or not at
+            or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x <= 1 for x in at)):
+        raise f.error("study.probe.at", f"expected a non-empty list of run fractions in (0, 1], got {at!r}")
+    return ProbePlan(tuple(methods), tuple(float(x) for x in at))
+
+
+def _reuse(st: dict[str, Any], f: _File, path: Path) -> tuple[Path, ...]:
+    """``[study] reuse = ["cifar10-cpu.toml"]``: study files (relative to this one) whose results tables,
+    given with ``--import``, supply this study's cells of the same configuration."""
+    raw = st.get("reuse", [])
+    if not isinstance(raw, list):
+        raise f.error("study.reuse", f"expected a list of study files, got {_tname(raw)}")
+    out = []
+    for x in raw:
+        p = path.parent / _str(x, f, "study.reuse")
+        if not p.is_file() or p.resolve() == path.resolve():
+            raise f.error("study.reuse", f"{x!r}: no such study file next to this one (or this file itself)")
+        out.append(p)
+    return tuple(out)
 
 
 def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
@@ -418,7 +552,7 @@ def _load_recipe(raw: dict[str, Any], f: _File, experiment: str) -> tuple[dict[s
 
 
 def _load_methods(methods_raw: dict[str, Any], f: _File, default_ratios: tuple[float, ...] | None,
-                  epochs: int) -> list[MethodSpec]:
+                  budgets: tuple[int, ...]) -> list[MethodSpec]:
     """[methods.NAME] tables, after the reference ``full`` (always in the grid, once per seed)."""
     methods: list[MethodSpec] = [MethodSpec(REFERENCE, REFERENCE, {}, (0.0,))]
     for mname, m in methods_raw.items():
@@ -441,7 +575,8 @@ def _load_methods(methods_raw: dict[str, Any], f: _File, default_ratios: tuple[f
             ratios = default_ratios
         else:
             raise f.error(f"{key}.prune_ratios", "missing, and [study] has no prune_ratios to inherit")
-        _check_pruner(pruner, options, ratios, epochs, f, f"{key}.options" if options else key)
+        for epochs in budgets:
+            _check_pruner(pruner, options, ratios, epochs, f, f"{key}.options" if options else key)
         methods.append(MethodSpec(mname, pruner, options, ratios))
     return methods
 
