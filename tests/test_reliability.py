@@ -234,3 +234,27 @@ def test_a_server_dying_mid_answer_counts_as_unreachable():
     finally:
         t.join(5)
         srv.close()
+
+
+def test_a_lost_claim_whose_run_was_deleted_marks_nothing(caplog):
+    """A leaderboard cell that lost its claim deleted its own new MLflow run: its ending must not try to
+    mark that run FAILED (it logged "could not mark the MLflow run FAILED (... deleted)" three retries later)."""
+    from prunebench.harness.ending import mark_ended
+    from prunebench.studies.claims import ClaimLost
+
+    class Tracker:
+        def __init__(self):
+            self.ended, self.tags = [], []
+
+        def end(self, status):
+            self.ended.append(status)
+
+        def set_tags(self, tags):
+            self.tags.append(tags)
+
+    t = Tracker()
+    status, error = mark_ended(t, ClaimLost("abc", deleted=True), "")
+    assert (status, t.ended, t.tags) == ("FAILED", [], []) and "claimed by MLflow run abc" in error
+    kept = Tracker()  # a resumed run that lost its claim was not deleted: it is marked as usual
+    mark_ended(kept, ClaimLost("abc"), "")
+    assert kept.ended == ["FAILED"] and kept.tags

@@ -21,6 +21,13 @@ class StopRun(Exception):
     ends KILLED and is tagged ``prunebench.early_stopped``; it is not a failure."""
 
 
+class RunWithdrawn(Exception):
+    """Raised by a run's start hook (e.g. a leaderboard's cell claim) that found the cell is another run's;
+    ``deleted``: the hook deleted this run's MLflow record, so its ending marks nothing there."""
+
+    deleted: bool = False
+
+
 def describe(e: BaseException) -> str:
     """``"Type: first line of the message"``, the ``error`` column of a row."""
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -38,6 +45,8 @@ def mark_ended(tracker, e: BaseException, stopped_at: str) -> tuple[str, str]:
     RUNNING; a server that does not answer is not.
     """
     status, error = status_of(e), describe(e)
+    if isinstance(e, RunWithdrawn) and e.deleted:  # no MLflow run left to mark
+        return status, error
     tags = {"prunebench.early_stopped": stopped_at} if isinstance(e, StopRun) else {"prunebench.error": error[:5000]}
     with deferred_sigint():
         for attempt in range(3):

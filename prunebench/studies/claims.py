@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from prunebench.errors import PrunebenchError
+from prunebench.harness.ending import RunWithdrawn
 
 HEARTBEAT_TAG = "prunebench.heartbeat"
 CLAIMED_TAG = "prunebench.claimed_at"
@@ -62,13 +63,15 @@ def placement_tags() -> dict[str, str]:
     return tags
 
 
-class ClaimLost(PrunebenchError):
-    """Another process holds this cell (a fresh RUNNING run with an earlier claim), or it finished."""
+class ClaimLost(PrunebenchError, RunWithdrawn):
+    """Another process holds this cell (a fresh RUNNING run with an earlier claim), or it finished;
+    ``deleted``: this process's new run was deleted from the store (nothing to mark FAILED)."""
 
-    def __init__(self, other_run_id: str, finished: bool = False) -> None:
+    def __init__(self, other_run_id: str, finished: bool = False, deleted: bool = False) -> None:
         super().__init__(f"cell {'finished' if finished else 'claimed'} by MLflow run {other_run_id}")
         self.other_run_id = other_run_id
         self.finished = finished
+        self.deleted = deleted
 
 
 def last_beat(run: Any) -> float:
@@ -153,6 +156,7 @@ class Claim:
                 if not self.resumed:  # our new run is not a result of anything: out of the way
                     try:
                         client.delete_run(run_id)
+                        lost.deleted = True
                     except Exception:
                         pass
                 raise lost
