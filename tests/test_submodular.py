@@ -5,7 +5,6 @@ brute force, numpy least squares), then the pruners on a real tiny proxy run."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import numpy as np
 import pytest
@@ -183,7 +182,6 @@ def test_logdet_past_the_kernels_rank_stays_finite_and_picks_distinct():
 def _omp_reference(f: np.ndarray, k: int, lam: float) -> tuple[list[int], np.ndarray]:
     """OMP on explicit features: residual projections, ridge refits by numpy, final non-negative ridge fit by
     NNLS on the stacked system [F_S^T; sqrt(lam) I] w = [b; 0]."""
-    n = f.shape[0]
     b = f.sum(axis=0)
     r = b.copy()
     sel: list[int] = []
@@ -303,8 +301,9 @@ def test_gradmatch_subset_matches_the_class_gradients(proxy_context):
     from prunebench.pruners.base import ProxyRequest
 
     rec = ctx.proxy(ProxyRequest(epochs=p.options.proxy_epochs, seeds=(0,), record=()))
-    f = S.last_layer_grad_features(torch.as_tensor(rec["probs"][0]), ctx.labels, torch.as_tensor(rec["embeddings"][0]),
-                                   rec["label_smoothing"]).double()
+    f = S.last_layer_grad_features(
+        torch.as_tensor(rec["probs"][0]), ctx.labels, torch.as_tensor(rec["embeddings"][0]), rec["label_smoothing"]
+    ).double()
     w = torch.zeros(N, dtype=torch.float64)
     w[p.subset] = p.subset_weights.double()
     gen = torch.Generator().manual_seed(0)
@@ -324,9 +323,17 @@ def _scaled_error(v: torch.Tensor, t: torch.Tensor) -> float:
     return float((s * v - t).norm() / t.norm())
 
 
-@pytest.mark.parametrize("name,bad", [("gradmatch", {"lam": 0.0}), ("gradmatch", {"lam": float("inf")}),
-                                      ("graphcut", {"lam": -1.0}), ("logdet", {"ridge": 0.0}),
-                                      ("logdet", {"ridge": float("nan")}), ("craig", {"proxy_epochs": 0})])
+@pytest.mark.parametrize(
+    "name,bad",
+    [
+        ("gradmatch", {"lam": 0.0}),
+        ("gradmatch", {"lam": float("inf")}),
+        ("graphcut", {"lam": -1.0}),
+        ("logdet", {"ridge": 0.0}),
+        ("logdet", {"ridge": float("nan")}),
+        ("craig", {"proxy_epochs": 0}),
+    ],
+)
 def test_bad_options_rejected(name, bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         create_pruner(name, num_samples=N, num_epochs=3, prune_ratio=0.5, seed=0, **bad)

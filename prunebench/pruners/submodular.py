@@ -26,7 +26,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import scipy.optimize
 import torch
 
@@ -39,8 +38,13 @@ from prunebench.pruners.static import SHORT, FacilityLocation, ProxyOptions, Sta
 # --------------------------------------------------------------------------------------------------
 
 
-def grad_factors(probs: torch.Tensor, targets: torch.Tensor, embeddings: torch.Tensor, label_smoothing: float = 0.0,
-                 bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_factors(
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    embeddings: torch.Tensor,
+    label_smoothing: float = 0.0,
+    bias: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The factors ``(g [N, C], a [N, d(+1)])`` of the last-layer gradient features ``f_i = g_i (x) a_i``:
     ``g = softmax - onehot`` (label-smoothed as the training loss), ``a = [1, e]`` (``e`` without the head bias).
     ``vec(g (x) a)`` reorders :func:`prunebench.pruners.scores.last_layer_grad_features` (with ``bias``)."""
@@ -71,8 +75,9 @@ def _work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def graph_cut_greedy(g: torch.Tensor, a: torch.Tensor, k: int, lam: float, generator: torch.Generator
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def graph_cut_greedy(
+    g: torch.Tensor, a: torch.Tensor, k: int, lam: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy maximisation of the graph-cut function ``F(S) = lam sum_{i in V, j in S} s_ij - sum_{i, j in S} s_ij``
     on :func:`gradient_cosine_similarity` (DeepCore's ``GraphCut``; Iyer et al., ALT 2021). Returns ``(indices in
     the order picked, the gain of each pick)``.
@@ -102,8 +107,9 @@ def graph_cut_greedy(g: torch.Tensor, a: torch.Tensor, k: int, lam: float, gener
     return perm[picked], gains
 
 
-def logdet_greedy(g: torch.Tensor, a: torch.Tensor, k: int, ridge: float, generator: torch.Generator
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def logdet_greedy(
+    g: torch.Tensor, a: torch.Tensor, k: int, ridge: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy maximisation of ``F(S) = log det(K_S + ridge I)`` with ``K`` the
     :func:`gradient_cosine_similarity` (the log-determinant function of DeepCore's ``LogDeterminant``; Iyer et al.,
     ALT 2021). Returns ``(indices in the order picked, the gain of each pick)``.
@@ -138,8 +144,9 @@ def logdet_greedy(g: torch.Tensor, a: torch.Tensor, k: int, ridge: float, genera
     return perm[picked], gains
 
 
-def omp_nonneg(g: torch.Tensor, a: torch.Tensor, k: int, lam: float, generator: torch.Generator
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def omp_nonneg(
+    g: torch.Tensor, a: torch.Tensor, k: int, lam: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """GradMatch's orthogonal matching pursuit (Killamsetty et al., ICML 2021, Algorithm 1; DeepCore's
     ``orthogonal_matching_pursuit``): approximately ``min_{|S| = k, w >= 0} ||sum_{i in S} w_i f_i - b||^2 +
     lam ||w||^2`` with ``f_i = g_i (x) a_i`` and the target ``b = sum_i f_i``, the summed gradient (the paper's
@@ -187,8 +194,9 @@ def omp_nonneg(g: torch.Tensor, a: torch.Tensor, k: int, lam: float, generator: 
     return perm[picked], torch.from_numpy(w_nn)
 
 
-def gradmatch_select(g: torch.Tensor, a: torch.Tensor, k: int, lam: float, generator: torch.Generator
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def gradmatch_select(
+    g: torch.Tensor, a: torch.Tensor, k: int, lam: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """GradMatch's subset of ``k`` of the ``n`` rows with weights: :func:`omp_nonneg`'s picks and weights, and, as
     GradMatch's code (github decile-team/cords, ``GradMatchStrategy.select``), every pick the fit weights 0 replaced by a
     uniformly random unpicked row with weight 1 (the pick itself, with weight 1, when none is left).
@@ -216,7 +224,7 @@ def gradmatch_select(g: torch.Tensor, a: torch.Tensor, k: int, lam: float, gener
 
 @dataclass(frozen=True)
 class CraigOptions(ProxyOptions):
-    class_balanced: bool = True  # per class (DeepCore's main.py --balance True); false: one greedy, class-block similarity
+    class_balanced: bool = True  # per class (DeepCore main.py --balance True); false: one greedy, class-block sim.
     weighted: bool = True  # train with CRAIG's cluster-size weights (Mirzasoleiman et al. 2020; normalised to mean 1)
     #: CRAIG's similarity space (fixed; ``facility-location`` offers embeddings too)
     features: ClassVar[Literal["gradients"]] = "gradients"
@@ -270,8 +278,13 @@ class _GradientPruner(StaticPruner):
     cost_profile: ClassVar[tuple[str, ...]] = ("proxy run",)
 
     def _factors(self, rec: dict[str, Any], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return grad_factors(torch.as_tensor(rec["probs"][0]), labels, torch.as_tensor(rec["embeddings"][0]),
-                            rec["label_smoothing"], bias=bool(rec["head_bias"]))
+        return grad_factors(
+            torch.as_tensor(rec["probs"][0]),
+            labels,
+            torch.as_tensor(rec["embeddings"][0]),
+            rec["label_smoothing"],
+            bias=bool(rec["head_bias"]),
+        )
 
 
 @register_pruner("craig")
@@ -289,10 +302,14 @@ class Craig(FacilityLocation):
     (see ``facility-location``): weights of cluster size + 1, and gradients of the batch's mean loss.
     """
 
-    description = "facility location on last-layer gradients per class, cluster-size weights (CRAIG, ICML 2020; DeepCore)"
-    Options = CraigOptions
+    description = (
+        "facility location on last-layer gradients per class, cluster-size weights (CRAIG, ICML 2020; DeepCore)"
+    )
+    Options = CraigOptions  # type: ignore[assignment]  # facility location's fields, features fixed (a ClassVar)
     family = "submodular"
-    paper = "Mirzasoleiman, Bilmes & Leskovec, ICML 2020: Coresets for data-efficient training of machine learning models"
+    paper = (
+        "Mirzasoleiman, Bilmes & Leskovec, ICML 2020: Coresets for data-efficient training of machine learning models"
+    )
     cost_profile = ("proxy run",)
     uses_weights = True
     defaults_source = "DeepCore main.py (--balance True, LazyGreedy); CRAIG's cluster-size weights"
@@ -322,11 +339,15 @@ class GradMatch(_GradientPruner):
     validation set (its ``main.py``) matches the training gradient, as here. Cost: ``O(q_c^3 + q_c n_c (C + d))`` per class.
     """
 
-    description = "orthogonal matching pursuit on last-layer gradients per class, with weights (GradMatch, ICML 2021; DeepCore)"
+    description = (
+        "orthogonal matching pursuit on last-layer gradients per class, with weights (GradMatch, ICML 2021; DeepCore)"
+    )
     Options = GradMatchOptions
     family = "gradient matching"
-    paper = ("Killamsetty, Sivasubramanian, Ramakrishnan, De & Iyer, ICML 2021: GRAD-MATCH, gradient matching based "
-             "data subset selection for efficient deep model training")
+    paper = (
+        "Killamsetty, Sivasubramanian, Ramakrishnan, De & Iyer, ICML 2021: GRAD-MATCH, gradient matching based "
+        "data subset selection for efficient deep model training"
+    )
     uses_weights = True
     defaults_source = "GradMatch's code (cords, lam=0.5); DeepCore main.py --balance True"
 
@@ -359,10 +380,14 @@ class GraphCut(_GradientPruner):
     has cosine 0 here (DeepCore: NaN).
     """
 
-    description = "greedy graph-cut submodular selection on last-layer-gradient cosine similarity (Iyer et al. 2021; DeepCore)"
+    description = (
+        "greedy graph-cut submodular selection on last-layer-gradient cosine similarity (Iyer et al. 2021; DeepCore)"
+    )
     Options = GraphCutOptions
     paper = "Iyer, Khargonkar, Bilmes & Asnani, ALT 2021: Submodular combinatorial information measures; " + _DEEPCORE
-    defaults_source = "DeepCore (GraphCut lam=1.; main.py --submodular GraphCut --submodular_greedy LazyGreedy --balance True)"
+    defaults_source = (
+        "DeepCore (GraphCut lam=1.; main.py --submodular GraphCut --submodular_greedy LazyGreedy --balance True)"
+    )
 
     def select(self, rec, labels, num_classes):
         g, a = self._factors(rec, labels)
@@ -399,5 +424,15 @@ class LogDeterminant(_GradientPruner):
         return self._per_class(labels, num_classes, rule), None
 
 
-__all__ = ["Craig", "GradMatch", "GraphCut", "LogDeterminant", "grad_factors", "gradient_cosine_similarity",
-           "graph_cut_greedy", "logdet_greedy", "omp_nonneg", "gradmatch_select"]
+__all__ = [
+    "Craig",
+    "GradMatch",
+    "GraphCut",
+    "LogDeterminant",
+    "grad_factors",
+    "gradient_cosine_similarity",
+    "graph_cut_greedy",
+    "logdet_greedy",
+    "omp_nonneg",
+    "gradmatch_select",
+]
