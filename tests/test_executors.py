@@ -49,9 +49,14 @@ def _study(tmp_path: Path, name: str = "ex", seeds=(0,), epochs: int = 2, extra:
 
 
 def _runs(uri: str, experiment: str):
+    """The experiment's runs; the store opened under prunebench's lock beside it (``<db>.lock``): MLflow
+    creating a fresh SQLite store's schema from two processes at once can leave it broken."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    from prunebench.safety import file_lock
+
+    with file_lock(uri[len("sqlite:///"):] + ".lock"):
+        client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
 
@@ -304,7 +309,9 @@ def _slurm_scancel_then_resume(drv, args, env, uri, tmp_path, t0):
             if r.info.status == "RUNNING" and "prunebench.slurm_job_id" in r.data.tags and ck.is_file():
                 victim = r
                 break
-    assert victim is not None, "no cell reached its first checkpoint while running on Slurm"
+    if victim is None:
+        out, err = drv.communicate(timeout=60) if drv.poll() is not None else ("", "(driver still running)")
+        raise AssertionError(f"no cell reached its first checkpoint while running on Slurm: {err[-3000:]}")
     subprocess.run(["scancel", victim.data.tags["prunebench.slurm_job_id"]], check=True, timeout=30)
     out, err = drv.communicate(timeout=900)
     first_s = time.perf_counter() - t0

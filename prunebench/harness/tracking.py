@@ -167,6 +167,15 @@ def _client(uri: str, cls):
                               f"use another --tracking-uri or repair the store") from None
 
 
+def open_client(uri: str):
+    """An ``MlflowClient`` on ``uri``, created under the store's init lock (a fresh SQLite store gets its
+    schema from one process at a time: MLflow migrating it from two at once can leave it broken)."""
+    from mlflow.tracking import MlflowClient
+
+    with _store_init_lock(uri):
+        return _client(uri, MlflowClient)
+
+
 class MLflowTracker:
     """One MLflow run: params, per-epoch metrics, artifacts, final status."""
 

@@ -118,9 +118,9 @@ class Claim:
         self._thread: threading.Thread | None = None
 
     def _client(self):
-        from mlflow.tracking import MlflowClient
+        from prunebench.harness.tracking import open_client
 
-        return MlflowClient(tracking_uri=self.uri)
+        return open_client(self.uri)
 
     def _same_cell(self, client) -> list[Any]:
         from mlflow.entities import ViewType

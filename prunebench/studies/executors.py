@@ -403,17 +403,69 @@ def run_slurm(
         f"({ex.cpus_per_run} CPU, {int(gpus)} GPU, {ex.time_limit_min} min each; logs in {folder})"
     )
     pending = dict(zip((j.job_id for j in jobs), zip(jobs, specs)))
+    queue = _SlurmQueue(jobs[0].job_id.split("_")[0] if jobs else "")
     while pending:
         time.sleep(1.0)
         for jid, (job, s) in list(pending.items()):
-            if not job.done():
+            ended = queue.ended_without_result(jid)  # submitit asks sacct, which a cluster may not have
+            if not job.done() and ended is None:
                 continue
             del pending[jid]
+            if ended is not None and not job.done():
+                yield s, _failed_row(s, f"slurm job {jid}: {ended}")
+                continue
             try:
                 row = job.result()
             except Exception as e:
                 row = _failed_row(s, f"slurm job {jid}: {_first_line(e)}")
             yield s, row
+
+
+class _SlurmQueue:
+    """The array's task states from ``squeue`` (every few seconds): submitit learns that a task ended
+    without a result (cancelled, failed, timed out) from ``sacct``, which answers nothing on a cluster
+    without accounting storage, so the driver would wait forever for a cancelled task."""
+
+    TERMINAL = ("CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+                "COMPLETED", "PREEMPTED")
+
+    def __init__(self, array_id: str, every_s: float = 5.0) -> None:
+        self.array_id, self.every_s = array_id, every_s
+        self.states: dict[str, str] = {}
+        self.seen: set[str] = set()
+        self.at = 0.0
+        self.ended_at: dict[str, float] = {}
+
+    def _refresh(self) -> None:
+        import subprocess
+
+        if time.time() - self.at < self.every_s:
+            return
+        self.at = time.time()
+        try:
+            p = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", self.array_id, "-o", "%i|%T"],
+                               capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        if p.returncode != 0:
+            return
+        self.states = dict(line.split("|", 1) for line in p.stdout.split() if "|" in line)
+        self.seen |= set(self.states)
+
+    def ended_without_result(self, job_id: str) -> str | None:
+        """Why task ``job_id`` ended (``"CANCELLED"``, ...), once it has been ended for 30 s (time for its
+        result file to appear), else ``None``. A task that was queued and left the queue counts as ended."""
+        if not self.array_id:
+            return None
+        self._refresh()
+        state = self.states.get(job_id)
+        if state is None and job_id in self.seen:
+            state = "left the queue"
+        if state is None or not state.startswith(self.TERMINAL + ("left",)):
+            self.ended_at.pop(job_id, None)
+            return None
+        first = self.ended_at.setdefault(job_id, time.time())
+        return f"{state.lower()} without a result" if time.time() - first >= 30 else None
 
 
 def run_remote(

@@ -70,9 +70,9 @@ def default_out_dir(study: Study) -> Path:
 
 
 def _client(tracking_uri: str):
-    from mlflow.tracking import MlflowClient
+    from prunebench.harness.tracking import open_client
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    return open_client(tracking_uri)
 
 
 def study_runs(study: Study, tracking_uri: str, fingerprint: str | None = None) -> dict[str, list[Any]]:
