@@ -132,7 +132,7 @@ class ProxyRequest:
         idx = np.sort(self.train_on.detach().cpu().numpy().astype(np.int64))
         return hashlib.sha256(idx.tobytes()).hexdigest()[:24]
 
-    def token(self) -> tuple:
+    def token(self) -> tuple[Any, ...]:
         """A hashable identity of the request (what it would compute), for memos of its records."""
         return (self.epochs, tuple(self.seeds), self.model, tuple(self.record), self.train_on_digest(),
                 self.deepfool_max_iter if "deepfool_norm" in self.record else None)
