@@ -10,7 +10,7 @@ import torch
 
 from prunebench.errors import ConfigError
 from prunebench.harness.loop import train
-from prunebench.harness.proxy import deepfool
+from prunebench.harness.deepfool import deepfool
 from prunebench.pruners import PruneContext, create_pruner
 from tests.conftest import fast_config
 

@@ -108,3 +108,12 @@ def test_run_counts_the_il_model_and_never_trains_on_the_holdout(synthetic, tmp_
     assert again["scoring_cache_hit"] is True
     assert again["scoring_samples_backprop"] == 2 * m and again["scoring_samples_forward"] == n
     assert again["final_train_loss"] == row["final_train_loss"]
+
+
+def test_proxy_rejects_a_bad_train_on(proxy_context):
+    from prunebench.pruners import ProxyRequest
+
+    ctx = proxy_context(200)
+    for bad in (torch.tensor([0, 0]), torch.tensor([200]), torch.tensor([-1]), torch.zeros(0, dtype=torch.int64)):
+        with pytest.raises(ConfigError, match="train_on"):
+            ctx.proxy(ProxyRequest(epochs=1, train_on=bad))

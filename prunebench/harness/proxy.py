@@ -8,16 +8,10 @@ every presentation, whether the training forward pass classified it correctly, i
 eval mode over the un-augmented training set records the softmax outputs and the penultimate
 embeddings (the input of :func:`~prunebench.harness.models.classifier_head`).
 
-Two requests go further (both in the cache key only when used, so plain requests keep their keys):
-
-* ``train_on`` (indices): the proxy trains on those samples only, through the ``from-indices`` pruner (a
-  holdout split: RHO-LOSS's irreducible-loss model); the final pass still covers every training sample.
-* the ``deepfool_norm`` record: after training, DeepFool (Moosavi-Dezfooli et al., CVPR 2016, as DeepCore's
-  ``DeepFool``) against the trained proxy, batched over the un-augmented training set (see
-  :func:`deepfool_norms`). Its passes are cost: every forward pass of a sample counts one forward, and every
-  backward pass (one per class logit and DeepFool iteration) two, the cost model's ratio (a
-  forward-backward visit is three forwards); so ``samples_forward`` of such a proxy holds forward-pass
-  equivalents, and its ``relative_compute`` is exact.
+Two requests go further (in the cache key only when used: plain requests keep their keys): ``train_on``
+trains the proxy on those indices only, through the ``from-indices`` pruner (RHO-LOSS's holdout; the final
+pass still covers every sample); the ``deepfool_norm`` record runs DeepFool against the trained proxy
+(:mod:`prunebench.harness.deepfool`), its passes counted in ``samples_forward`` as forward equivalents.
 
 Records of one proxy seed are cached on disk, keyed by the dataset, the proxy model, the recipe, the run
 seed, the proxy seed and the code version; every static method with the same proxy recipe reuses them.
@@ -46,6 +40,7 @@ from prunebench.errors import ConfigError
 from prunebench.harness.checkpoint import atomic_write
 from prunebench.harness.config import TrainConfig
 from prunebench.harness.cost import sync
+from prunebench.harness.deepfool import deepfool_norms
 from prunebench.harness.models import classifier_head
 from prunebench.pruners.base import ProxyRequest, PruneContext
 from prunebench.pruners.scores import prob_margin
@@ -164,13 +159,10 @@ class ProxyRunner:
     def _check_train_on(self, train_on: torch.Tensor | None) -> np.ndarray | None:
         if train_on is None:
             return None
-        n = int(self.data.num_train)
-        idx = train_on.detach().cpu()
-        if idx.dim() != 1 or idx.numel() == 0 or idx.dtype not in (torch.int64, torch.int32):
-            raise ConfigError(f"proxy: train_on must be a non-empty 1-D integer tensor, got shape "
-                              f"{tuple(idx.shape)} dtype {idx.dtype}")
-        if int(idx.min()) < 0 or int(idx.max()) >= n or torch.unique(idx).numel() != idx.numel():
-            raise ConfigError(f"proxy: train_on must hold unique indices in [0, {n})")
+        n, idx = int(self.data.num_train), train_on.detach().cpu()
+        if (idx.dim() != 1 or idx.numel() == 0 or idx.dtype not in (torch.int64, torch.int32) or int(idx.min()) < 0
+                or int(idx.max()) >= n or torch.unique(idx).numel() != idx.numel()):
+            raise ConfigError(f"proxy: train_on must be a non-empty 1-D tensor of unique indices in [0, {n})")
         return np.sort(idx.numpy().astype(np.int64))
 
     def report(self) -> dict[str, Any]:
@@ -303,80 +295,6 @@ def final_pass(trainer) -> tuple[torch.Tensor, torch.Tensor]:
     finally:
         hook.remove()
     return torch.cat(probs), torch.cat(feats).flatten(1)
-
-
-def deepfool(model: torch.nn.Module, x: torch.Tensor, max_iter: int) -> tuple[torch.Tensor, int]:
-    """DeepFool (Moosavi-Dezfooli, Fawzi & Frossard, CVPR 2016, Algorithm 2) against ``model`` on the batch
-    ``x``: for each sample, the L2 norm of the accumulated perturbation ``r_tot`` that moves it off its
-    predicted class ``k0``, and the cost spent in forward-pass equivalents.
-
-    Each iteration linearises the classifier at the current point: with ``f'_k = f_k - f_k0`` and
-    ``w'_k = grad f_k - grad f_k0``, the nearest linearised boundary is ``l = argmin_{k != k0} |f'_k| / ||w'_k||``
-    and the step ``r = |f'_l| / ||w'_l||^2 w'_l``. A sample stops as soon as its prediction differs from
-    ``k0``, or after ``max_iter`` steps. As DeepCore's ``DeepFool.deep_fool`` (checked at 74ec709): no
-    overshoot and no ``1e-4`` added to the step (the paper's code has both), the prediction ``k0`` is the
-    model's, not the label. Runs in float32 without autocast (the step divides by gradient norms) and with
-    the parameters' ``requires_grad`` switched off meanwhile (restored after).
-
-    Cost: every forward of a sample counts 1, every backward pass through it 2 (one per class logit and
-    iteration: ``C`` of them), the cost model's ratio.
-    """
-    n = x.shape[0]
-    x0 = x.detach().float()
-    r_tot = torch.zeros_like(x0)
-    active = torch.arange(n, device=x0.device)
-    k0: torch.Tensor | None = None
-    cost = 0
-    for _ in range(max_iter):
-        xa = (x0[active] + r_tot[active]).requires_grad_(True)
-        f = model(xa).float()
-        c = f.shape[1]
-        cost += active.numel()
-        pred = f.argmax(dim=1)
-        if k0 is None:
-            k0 = pred
-        going = pred == k0[active]  # the forward at the new point also tests whether the last step flipped it
-        if not bool(going.any()):
-            break
-        # gradients of every class logit w.r.t. the input, one backward pass per class (the rows are independent)
-        grads = torch.stack([torch.autograd.grad(f[:, k].sum(), xa, retain_graph=k + 1 < c)[0].flatten(1)
-                             for k in range(c)], dim=1)  # [a, C, D]
-        cost += 2 * c * active.numel()
-        grads, f, xa_idx = grads[going], f.detach()[going], active[going]
-        k_a = k0[xa_idx]
-        rows = torch.arange(xa_idx.numel(), device=x0.device)
-        w = grads - grads[rows, k_a][:, None, :]  # w'_k [a, C, D]
-        df = (f - f[rows, k_a][:, None]).abs()  # |f'_k| [a, C]
-        wn = w.norm(dim=2)
-        dist = torch.where(wn > 0, df / wn, torch.full_like(df, float("inf")))
-        dist[rows, k_a] = float("inf")
-        l_hat = dist.argmin(dim=1)
-        wl, nl = w[rows, l_hat], wn[rows, l_hat]
-        scale = torch.where(nl > 0, df[rows, l_hat] / nl.clamp_min(1e-30).pow(2), torch.zeros_like(nl))
-        r_tot[xa_idx] += (scale[:, None] * wl).reshape(x0[xa_idx].shape)
-        active = xa_idx
-    return r_tot.flatten(1).norm(dim=1), cost
-
-
-def deepfool_norms(trainer, max_iter: int) -> tuple[torch.Tensor, int]:
-    """:func:`deepfool` over every training sample of ``trainer`` (un-augmented, eval mode), in batches of
-    the eval batch size: the perturbation norms [N] (CPU) and the cost in forward-pass equivalents."""
-    model = trainer.model
-    model.eval()
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    norms, cost = [], 0
-    try:
-        with torch.enable_grad():
-            for x in trainer.batches.in_order(trainer.config.eval_batch_size):
-                r, c = deepfool(model, x, max_iter)
-                norms.append(r.cpu())
-                cost += c
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-    return torch.cat(norms), cost
 
 
 def resolve_cache_dir(config: TrainConfig) -> Path | None:
