@@ -78,7 +78,7 @@ def default_context(num_samples: int = NUM_SAMPLES) -> PruneContext:
         memo: dict[tuple, dict[str, Any]] = {}
 
         def proxy(req, runner=runner):
-            key = (req.epochs, tuple(req.seeds), req.model, tuple(req.record))
+            key = req.token()
             if key not in memo:
                 memo[key] = runner(req)
             return memo[key]

@@ -62,7 +62,7 @@ def proxy_context():
             ctx, runner = make_context(cfg, data, torch.device("cpu"))
 
             def proxy(req, runner=runner, n=n):
-                key = (n, req.epochs, tuple(req.seeds), req.model, tuple(req.record))
+                key = (n, req.token())
                 if key not in memo:
                     memo[key] = runner(req)
                 return memo[key]

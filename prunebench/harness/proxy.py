@@ -8,6 +8,11 @@ every presentation, whether the training forward pass classified it correctly, i
 eval mode over the un-augmented training set records the softmax outputs and the penultimate
 embeddings (the input of :func:`~prunebench.harness.models.classifier_head`).
 
+Two requests go further (in the cache key only when used: plain requests keep their keys): ``train_on``
+trains the proxy on those indices only, through the ``from-indices`` pruner (RHO-LOSS's holdout; the final
+pass still covers every sample); the ``deepfool_norm`` record runs DeepFool against the trained proxy
+(:mod:`prunebench.harness.deepfool`), its passes counted in ``samples_forward`` as forward equivalents.
+
 Records of one proxy seed are cached on disk, keyed by the dataset, the proxy model, the recipe, the run
 seed, the proxy seed and the code version; every static method with the same proxy recipe reuses them.
 The runner totals the proxy's cost (wall-clock, sample-visits) so the run row reports it beside the
@@ -23,6 +28,7 @@ import hashlib
 import json
 import logging
 import time
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +40,7 @@ from prunebench.errors import ConfigError
 from prunebench.harness.checkpoint import atomic_write
 from prunebench.harness.config import TrainConfig
 from prunebench.harness.cost import sync
+from prunebench.harness.deepfool import deepfool_norms
 from prunebench.harness.models import classifier_head
 from prunebench.pruners.base import ProxyRequest, PruneContext
 from prunebench.pruners.scores import prob_margin
@@ -45,7 +52,7 @@ log = logging.getLogger("prunebench.proxy")
 TrainerFactory = Callable[[TrainConfig, Any], Any]
 
 #: what a proxy run can record; all but ``train_probs`` ([E, N, C], large) are always recorded
-RECORDS = ("correct", "margin", "probs", "embeddings", "train_probs")
+RECORDS = ("correct", "margin", "probs", "embeddings", "train_probs", "deepfool_norm")
 _ALWAYS = ("correct", "margin", "probs", "embeddings")
 #: config fields that change what the proxy computes (part of the cache key)
 _RECIPE_FIELDS = ("batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup",
@@ -129,16 +136,34 @@ class ProxyRunner:
         bad = [r for r in request.record if r not in RECORDS]
         if bad:
             raise ConfigError(f"proxy: cannot record {bad[0]!r}; valid: {', '.join(RECORDS)}")
+        it = request.deepfool_max_iter
+        if isinstance(it, bool) or not isinstance(it, int) or it < 1:
+            raise ConfigError(f"proxy: deepfool_max_iter must be a positive integer, got {it!r}")
+        train_on = self._check_train_on(request.train_on)
         model = request.model or self.config.model
         with_tp = "train_probs" in request.record
+        extra: dict[str, Any] = {}
+        if train_on is not None:
+            extra["train_on"] = request.train_on_digest()
+        if "deepfool_norm" in request.record:
+            extra["deepfool_max_iter"] = it
         t0 = time.perf_counter()
-        per_seed = [self._one(model, request.epochs, s, with_tp) for s in request.seeds]
+        per_seed = [self._one(model, request.epochs, s, with_tp, extra, train_on) for s in request.seeds]
         self.wall_s += time.perf_counter() - t0
         out: dict[str, Any] = {k: torch.stack([torch.from_numpy(r[k]) for r in per_seed])
                                for k in per_seed[0] if k not in ("label_smoothing", "head_bias")}
         out["label_smoothing"] = float(self.config.label_smoothing)
         out["head_bias"] = bool(per_seed[0]["head_bias"])
         return out
+
+    def _check_train_on(self, train_on: torch.Tensor | None) -> np.ndarray | None:
+        if train_on is None:
+            return None
+        n, idx = int(self.data.num_train), train_on.detach().cpu()
+        if (idx.dim() != 1 or idx.numel() == 0 or idx.dtype not in (torch.int64, torch.int32) or int(idx.min()) < 0
+                or int(idx.max()) >= n or torch.unique(idx).numel() != idx.numel()):
+            raise ConfigError(f"proxy: train_on must be a non-empty 1-D tensor of unique indices in [0, {n})")
+        return np.sort(idx.numpy().astype(np.int64))
 
     def report(self) -> dict[str, Any]:
         """Cost of the proxy runs the scores came from (``cache_hit`` only once a request was made)."""
@@ -151,13 +176,19 @@ class ProxyRunner:
         return out
 
     # -- one proxy seed, cached ---------------------------------------------------------------------------
-    def _key(self, model: str, epochs: int, seed: int, with_tp: bool) -> tuple[str, str]:
-        full = json.dumps({"base": json.loads(self.base_key), "model": model, "epochs": epochs, "proxy_seed": seed,
-                           "train_probs": with_tp}, sort_keys=True)
+    def _key(self, model: str, epochs: int, seed: int, with_tp: bool,
+             extra: dict[str, Any] | None = None) -> tuple[str, str]:
+        """The cache key; ``extra`` (``train_on``'s digest, ``deepfool_max_iter``) joins it only when not empty,
+        so the keys of plain requests never change."""
+        key = {"base": json.loads(self.base_key), "model": model, "epochs": epochs, "proxy_seed": seed,
+               "train_probs": with_tp, **(extra or {})}
+        full = json.dumps(key, sort_keys=True)
         return hashlib.sha256(full.encode()).hexdigest()[:24], full
 
-    def _one(self, model: str, epochs: int, seed: int, with_tp: bool) -> dict[str, Any]:
-        digest, full_key = self._key(model, epochs, seed, with_tp)
+    def _one(self, model: str, epochs: int, seed: int, with_tp: bool, extra: dict[str, Any] | None = None,
+             train_on: np.ndarray | None = None) -> dict[str, Any]:
+        extra = extra or {}
+        digest, full_key = self._key(model, epochs, seed, with_tp, extra)
         path = self.cache_dir / f"proxy-{digest}.npz" if self.cache_dir is not None else None
         if path is not None and path.exists():
             try:
@@ -172,7 +203,7 @@ class ProxyRunner:
                 log.info("proxy records reused from cache %s (%s, %d epochs, proxy seed %d)", path, model, epochs, seed)
                 rec["head_bias"] = meta["head_bias"]
                 return rec
-        rec, meta = self._train(model, epochs, seed, with_tp)
+        rec, meta = self._train(model, epochs, seed, with_tp, train_on, extra.get("deepfool_max_iter"))
         self.misses += 1
         self._add_cost(meta)
         if path is not None:
@@ -194,14 +225,23 @@ class ProxyRunner:
         atomic_write(path, write)  # parallel runs never read a half-written file
 
     # -- the proxy run itself -----------------------------------------------------------------------------
-    def _train(self, model: str, epochs: int, seed: int, with_tp: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def _train(self, model: str, epochs: int, seed: int, with_tp: bool, train_on: np.ndarray | None = None,
+               deepfool_max_iter: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         cfg = self.config.replace(
             model=model, epochs=epochs, seed=derive_seed(self.config.seed, f"proxy/{seed}") % (2**31),
             pruner="full", prune_ratio=None, pruner_options={}, budget="epochs", tracking=False, record_kept=False,
             eval_every=epochs, run_name=None, tags={}, checkpoint_dir=None, resume=False, probe_epochs=(),
         )
         t0 = time.perf_counter()
-        tr = self.trainer(cfg, self.data)  # the proxy runs in one process (rank 0 under DDP)
+        if train_on is None:
+            tr = self.trainer(cfg, self.data)  # the proxy runs in one process (rank 0 under DDP)
+        else:  # train on the subset only: the from-indices pruner reads it (in its constructor) from a private file
+            with tempfile.TemporaryDirectory(prefix="prunebench-proxy-") as d:
+                path = Path(d) / "train_on.npy"
+                path.write_bytes(npy_bytes(train_on))
+                n_all = int(self.data.num_train)
+                tr = self.trainer(cfg.replace(pruner="from-indices", prune_ratio=1.0 - train_on.size / n_all,
+                                              pruner_options={"indices_file": str(path)}), self.data)
         n, c = tr.n, self.data.num_classes
         correct = torch.zeros(epochs, n, dtype=torch.bool)
         margin = torch.zeros(epochs, n)
@@ -218,13 +258,19 @@ class ProxyRunner:
         tr.step_observers.append(observe)
         result = tr.run()
         probs, emb = final_pass(tr)
+        df_forward = 0
+        if deepfool_max_iter is not None:
+            norms, df_forward = deepfool_norms(tr, deepfool_max_iter)
         sync(tr.device)
         dt = time.perf_counter() - t0
         rec = {"correct": correct.numpy(), "margin": margin.numpy(), "probs": probs.numpy(), "embeddings": emb.numpy()}
         if train_probs is not None:
             rec["train_probs"] = train_probs.numpy()
+        if deepfool_max_iter is not None:
+            rec["deepfool_norm"] = norms.numpy()
         head = classifier_head(tr.model)
-        meta = {"samples_backprop": result.row["samples_backprop"], "samples_forward": result.row["samples_forward"] + n,
+        meta = {"samples_backprop": result.row["samples_backprop"],
+                "samples_forward": result.row["samples_forward"] + n + df_forward,
                 "time_s": dt, "proxy_acc": result.row["final_acc"], "head_bias": head.bias is not None}
         log.info("proxy run: %s, %d epochs, proxy seed %d: %.1fs", model, epochs, seed, dt)
         return rec, meta

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -109,12 +110,32 @@ class BatchSelection:
 
 @dataclass
 class ProxyRequest:
-    """What a static method asks the harness's proxy run to record (see the static-methods docs)."""
+    """What a method asks the harness's proxy run to record (see the static-methods docs).
+
+    ``train_on`` trains the proxy on those dataset indices only (a holdout split, e.g. RHO-LOSS's
+    irreducible-loss model); its records still cover every training sample. ``deepfool_max_iter`` caps the
+    DeepFool iterations of the ``deepfool_norm`` record. Both enter the proxy's cache key only when used, so
+    the keys of plain requests are those of before they existed.
+    """
 
     epochs: int
     seeds: tuple[int, ...] = (0,)
     model: str | None = None
     record: tuple[str, ...] = ()
+    train_on: torch.Tensor | None = None
+    deepfool_max_iter: int = 50
+
+    def train_on_digest(self) -> str | None:
+        """A digest of ``train_on`` (sorted int64 indices), or ``None`` when the proxy trains on all samples."""
+        if self.train_on is None:
+            return None
+        idx = np.sort(self.train_on.detach().cpu().numpy().astype(np.int64))
+        return hashlib.sha256(idx.tobytes()).hexdigest()[:24]
+
+    def token(self) -> tuple[Any, ...]:
+        """A hashable identity of the request (what it would compute), for memos of its records."""
+        return (self.epochs, tuple(self.seeds), self.model, tuple(self.record), self.train_on_digest(),
+                self.deepfool_max_iter if "deepfool_norm" in self.record else None)
 
 
 @dataclass

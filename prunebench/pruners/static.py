@@ -139,15 +139,19 @@ class StaticPruner(Pruner):
         if context.proxy is None:
             raise ConfigError(f"pruner {self.name!r} scores samples with a proxy run; run it through the harness "
                               f"(prunebench run, harness.train) or give PruneContext(proxy=...)")
-        o = self.options
-        rec = context.proxy(ProxyRequest(epochs=o.proxy_epochs, seeds=tuple(range(getattr(o, "proxy_seeds", 1))),
-                                         model=o.proxy_model, record=self.records))
+        rec = context.proxy(self.proxy_request())
         labels = context.labels.cpu().long()
         self.scores = self.score(rec, labels, context.num_classes)
         kept, weights = self.select(rec, labels, context.num_classes)
         if kept.numel() != self.keep_count:  # every rule is exact; a mismatch is a bug, never a result
             raise RuntimeError(f"{self.name}: selected {kept.numel()} samples, expected {self.keep_count}")
         self.subset, self.subset_weights = kept, weights
+
+    def proxy_request(self) -> ProxyRequest:
+        """What :meth:`prepare` asks the proxy run for (a method needing more fields overrides it)."""
+        o = self.options
+        return ProxyRequest(epochs=o.proxy_epochs, seeds=tuple(range(getattr(o, "proxy_seeds", 1))),
+                            model=o.proxy_model, record=self.records)
 
     def score(self, rec: dict[str, Any], labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
         """Per-sample scores [N] (None for the greedy covers)."""
