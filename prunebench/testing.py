@@ -162,9 +162,24 @@ def _simulate(p: Pruner, epochs: range, losses: _Losses, batch_size: int = BATCH
             for i in range(0, sel.indices.numel(), batch_size):
                 idx = sel.indices[i : i + batch_size]
                 p.observe(idx, losses.train[e, idx])
+                _observe_predictions(p, idx, losses.logits[e, idx], losses.labels[idx])
+        refresh = p.refresh_indices(e)
+        if refresh is not None:
+            decisions.append(("refresh", refresh.clone(), None))
+            for i in range(0, refresh.numel(), batch_size):
+                idx = refresh[i : i + batch_size]
+                p.observe(idx, losses.fresh[e, idx])
+                _observe_predictions(p, idx, losses.logits[e, idx], losses.labels[idx])
         p.epoch_end(e)
         trace.append(decisions)
     return trace
+
+
+def _observe_predictions(p: Pruner, idx: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """The loop's ``observe_predictions`` call (only for pruners that declare ``observes_predictions``)."""
+    if p.observes_predictions:
+        conf, pred = torch.softmax(logits, dim=1).max(dim=1)
+        p.observe_predictions(idx, conf, pred == labels)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -192,6 +207,8 @@ def _first_difference(ref: list[list[Any]], got: list[list[Any]], first_epoch: i
     for e, (r, g) in enumerate(zip(ref, got), first_epoch):
         for k, (x, y) in enumerate(zip(r, g)):
             if not all(_same(u, v) for u, v in zip(x, y)):
+                if x[0] == "refresh":
+                    return f"epoch {e}'s refresh_indices"
                 return f"epoch {e}'s plan" if k == 0 else f"epoch {e}'s selection in candidate batch {k - 1}"
         if len(r) != len(g):
             return f"epoch {e}'s number of candidate batches"

@@ -55,7 +55,7 @@ def test_params_tags_metrics_and_model_weights(synthetic, tracking_uri, tmp_path
     assert params["num_classes"] == "4"
     final = {"final_acc", "best_acc", "samples_backprop", "relative_compute", "realized_prune_ratio", "train_time_s"}
     assert final <= set(metrics)
-    per_epoch = {"test_acc", "train_loss", "kept_fraction", "jaccard", "epoch_time_s", "lr", "kept"}
+    per_epoch = {"test_acc", "train_loss", "kept_fraction", "jaccard", "epoch_time_s", "lr", "lr_scale", "kept"}
     assert set(metrics) - per_epoch - final <= {"selection_time_s", "scoring_time_s", "eval_time_s", "probe_time_s",
                                                "total_time_s", "samples_forward", "optimizer_steps", "jaccard_mean",
                                                "final_top5", "final_train_loss", "epochs_run"} | {

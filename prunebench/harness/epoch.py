@@ -5,6 +5,10 @@
 * Batch granularity (selective backprop, orderdp-fresh, ...): candidate batches are scored without
   gradients; the pruner keeps part of each; the kept samples are accumulated into full backprop batches
   (the remainder is flushed at the end of the epoch).
+
+Either way the pruner's ``lr_scale(epoch)`` multiplies the schedule for the epoch's steps, and the samples of
+its ``refresh_indices(epoch)`` are forwarded without gradients after the last step (e.g. KAKURENBO's hidden
+samples).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from prunebench.harness.augment import AugParams
 from prunebench.harness.batches import Batch, FolderBatches, TensorBatches
 from prunebench.harness.batchnorm import CandidateBNStats, FrozenBNStats
 from prunebench.harness.cost import Budget, CostMeter
-from prunebench.harness.step import Precision, Step
+from prunebench.harness.step import Precision, Step, predictions
 from prunebench.pruners import BatchPruner, CandidateBatch, Pruner
 
 
@@ -74,12 +78,26 @@ class Epoch:
         )
         t0 = time.perf_counter()
         plan = self.pruner.plan_epoch(epoch)
+        self.step.lr_scale = float(self.pruner.lr_scale(epoch))
         self.meter.selection_time += time.perf_counter() - t0
         if isinstance(self.pruner, BatchPruner):
             self.batch_epoch(epoch, plan.indices, stats)
         else:
             self.sample_epoch(epoch, plan.indices, plan.weights, stats)
+        refresh = self.pruner.refresh_indices(epoch)
+        if refresh is not None and refresh.numel() > 0:
+            self.refresh(refresh)
         return stats
+
+    def refresh(self, indices: torch.Tensor) -> None:
+        """Forward ``indices`` without gradients (augmented as in training, BatchNorm statistics untouched) and
+        hand the pruner their losses (and predictions); counted as forward passes."""
+        for idx, _, y, logits, losses, _ in self._scored(indices, self.bs):
+            self.meter.samples_forward += idx.numel()
+            self.pruner.observe(idx, losses)
+            if self.pruner.observes_predictions:
+                conf, correct = predictions(logits, y).unbind(1)
+                self.pruner.observe_predictions(idx, conf, correct.bool())
 
     def sample_epoch(self, epoch: int, indices: torch.Tensor, weights: torch.Tensor | None, stats: EpochStats) -> None:
         left = self.budget.steps_left()

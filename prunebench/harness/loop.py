@@ -240,7 +240,8 @@ class Trainer:
         metrics = {"epoch": epoch, "train_loss": mean_loss, "kept": stats.samples, "kept_fraction": stats.samples / self.n,
                    "jaccard": jac, "epoch_time_s": dt, "selection_time_s": selection_s,
                    "samples_backprop": m.samples_backprop, "samples_forward": m.samples_forward,
-                   "optimizer_steps": m.optimizer_steps, "lr": self.step.lr_at(min(1.0, self.budget.progress(epoch, 1.0)))}
+                   "optimizer_steps": m.optimizer_steps, "lr": self.step.lr_at(min(1.0, self.budget.progress(epoch, 1.0))),
+                   "lr_scale": self.step.lr_scale}
         if epoch in self.probe_epochs:
             metrics.update(self.probe(stats.counts, stats.weight_sums))
         if self.budget.finished(epoch + 1) or (epoch + 1) % self.config.eval_every == 0:

@@ -37,6 +37,13 @@ class Precision:
         return F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=self.label_smoothing)
 
 
+def predictions(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[b, 2]`` float: each sample's largest softmax probability and whether its argmax is the label (0/1),
+    for :meth:`Pruner.observe_predictions` (stacked so that DDP gathers them in one call)."""
+    conf, pred = torch.softmax(logits.float(), dim=1).max(dim=1)
+    return torch.stack([conf, (pred == y).float()], dim=1)
+
+
 class Step:
     """``step(x, y, idx, w, t, real, m) -> (idx, losses)``: one optimizer step at schedule progress ``t``.
 
@@ -63,9 +70,12 @@ class Step:
         self.precision, self.meter, self.dist = precision, meter, dist
         self.lr, self.schedule, self.warmup = lr, schedule, warmup
         self.observers: list[StepObserver] = []
+        #: the pruner's factor on the schedule for the current epoch (``Pruner.lr_scale``, set by the epoch);
+        #: ``x * 1.0 == x`` exactly, so the default leaves every run bitwise unchanged
+        self.lr_scale = 1.0
 
     def lr_at(self, t: float) -> float:
-        return self.lr * lr_multiplier(self.schedule, t, warmup=self.warmup)
+        return self.lr * lr_multiplier(self.schedule, t, warmup=self.warmup) * self.lr_scale
 
     def __call__(
         self,
@@ -90,11 +100,15 @@ class Step:
         self.optimizer.step()
         losses = losses.detach()
         self.meter.local_steps += 1
+        local_idx = idx
         idx, losses = self.dist.gather_observed(idx, losses, real)
         if self.observers:
             for f in self.observers:
                 f(idx, logits.detach(), y, losses)
         self.pruner.observe(idx, losses)
+        if self.pruner.observes_predictions:
+            conf, correct = self.dist.gather_observed(local_idx, predictions(logits.detach(), y), real)[1].unbind(1)
+            self.pruner.observe_predictions(idx, conf, correct.bool())
         self.meter.samples_backprop += idx.numel()
         self.meter.optimizer_steps += 1
         return idx, losses

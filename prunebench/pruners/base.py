@@ -31,6 +31,15 @@ hook                                    default
                                         keep-by-rank section: ``None``
 ``option_range(option, prune_ratio)``   sweepable options whose range depends on the prune ratio: ``None``;
                                         ``range_labels`` names the range's ends on figures: ``{}``
+``lr_scale(epoch)``                     factor on the schedule's learning rate for every step of ``epoch``, asked
+                                        right after ``plan_epoch(epoch)`` (e.g. KAKURENBO's ``1/(1-F_e)``):
+                                        ``1.0`` (the loop logs it as the ``lr_scale`` metric)
+``observe_predictions(...)``            per trained (and refreshed) sample the softmax confidence and whether
+                                        the prediction was correct, called after :meth:`Pruner.observe` only
+                                        when ``observes_predictions`` is true: ``False``, nothing called
+``refresh_indices(epoch)``              samples the loop forwards without gradients after the epoch's last
+                                        step, handing their losses (and predictions) to ``observe``; counted
+                                        as forward passes: ``None``
 ======================================  ==========================================================================
 
 ``prunebench.testing.check_pruner`` runs the registry's contract checks (killed-and-resumed equals
@@ -203,6 +212,9 @@ class Pruner:
     cost_profile: ClassVar[tuple[str, ...]] = ()
     uses_weights: ClassVar[bool] = False
     defaults_source: ClassVar[str] = ""
+    #: hook: whether the loop hands :meth:`observe_predictions` each observed sample's softmax confidence and
+    #: correctness (off by default: the hot path then computes nothing)
+    observes_predictions: ClassVar[bool] = False
     #: attributes saved in checkpoints besides the default ones (every tensor and numpy array attribute,
     #: see :meth:`state_dict`): e.g. a step counter or a list of floats
     state_attrs: ClassVar[tuple[str, ...]] = ()
@@ -243,7 +255,29 @@ class Pruner:
         """Record detached per-sample losses of samples just trained on (default: ignore)."""
 
     def epoch_end(self, epoch: int) -> None:
-        """Called by the loop after the last step of ``epoch`` (default: nothing)."""
+        """Called by the loop after the last step of ``epoch`` (and its :meth:`refresh_indices` forwards);
+        default: nothing."""
+
+    # -- hooks: what the loop does for a pruner besides training its plan ---------------------------------
+    def lr_scale(self, epoch: int) -> float:
+        """Hook: the factor on the schedule's learning rate for every step of ``epoch`` (default ``1.0``,
+        which leaves a run bitwise unchanged).
+
+        The loop asks right after :meth:`plan_epoch` of the same epoch, so the factor may depend on the plan;
+        it must be a function of the pruner's saved state (a run resumed at that epoch asks again)."""
+        return 1.0
+
+    def observe_predictions(self, indices: torch.Tensor, confidence: torch.Tensor, correct: torch.Tensor) -> None:
+        """Hook, called only when ``observes_predictions`` is true, right after :meth:`observe` with the same
+        ``indices``: ``confidence`` (float, the largest softmax probability of the logits the losses came
+        from) and ``correct`` (bool, whether its class is the label). Default: ignore."""
+
+    def refresh_indices(self, epoch: int) -> torch.Tensor | None:
+        """Hook: dataset indices (1-D int64) the loop forwards without gradients after the last step of
+        ``epoch``, in batches, calling :meth:`observe` (and :meth:`observe_predictions`) with their fresh
+        losses, before :meth:`epoch_end`. They count as forward passes (``samples_forward``). Default
+        ``None``: nothing."""
+        return None
 
     # -- naming ---------------------------------------------------------------------------------------
     @property
