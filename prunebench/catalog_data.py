@@ -79,6 +79,11 @@ PRUNERS = [{'name': 'aum',
   'description': 'drop well-learned (loss < mean) samples w.p. r, rescale by 1/(1-r), anneal (Qin et al. ICLR '
                  '2024)',
   'options': ('delta',)},
+ {'name': 'kakurenbo',
+  'granularity': 'epoch',
+  'description': 'hide low-loss, confidently-correct samples (max fraction F, decayed), lr x 1/(1-F) (Nguyen et '
+                 'al. NeurIPS 2023)',
+  'options': ('threshold',)},
  {'name': 'kcenter-greedy',
   'granularity': 'static',
   'description': 'farthest-point greedy k-center on proxy embeddings (Sener & Savarese, ICLR 2018)',
