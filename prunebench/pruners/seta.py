@@ -15,8 +15,8 @@ from prunebench.pruners.rules import shuffle, uniform_subset
 
 @dataclass(frozen=True)
 class SeTaOptions:
-    num_group: int = 5  # k: k-means clusters of the losses (release's scripts/cifar.sh; its ImageNet main.py: 10)
-    window_scale: float = 0.9  # the window spans round(k * window_scale) clusters (scripts/cifar.sh; ImageNet: 0.6)
+    num_group: int = 5  # k: k-means clusters of the losses (the release's CIFAR script; its ImageNet main.py: 10)
+    window_scale: float = 0.9  # the window spans round(k * window_scale) clusters (CIFAR script; ImageNet: 0.6)
     delta: float = 0.875  # prune while epoch + 1 <= delta * epochs (0-based), then partial annealing (release)
 
     def __post_init__(self) -> None:
@@ -105,7 +105,7 @@ def _lloyd(x: torch.Tensor, centers: torch.Tensor, max_iter: int, tol: float) ->
     """Lloyd iterations on sorted 1-D ``x`` from sorted ``centers``; returns the ``k - 1`` cut positions
     (cluster ``i`` is ``x[cut[i-1]:cut[i]]``) of the assignment to the final centers."""
     prefix = torch.cat([x.new_zeros(1), torch.cumsum(x, 0)])
-    n, k = x.numel(), centers.numel()
+    n = x.numel()
 
     def assign(c: torch.Tensor) -> torch.Tensor:
         return torch.searchsorted(x, (c[1:] + c[:-1]) / 2, right=True)
@@ -174,14 +174,14 @@ class SeTa(LossScores, Pruner):
     description: ClassVar[str] = ("random pruning, k-means on losses, a sliding easy-to-hard window over the "
                                   "clusters, partial annealing (Zhou et al., CVPR 2025)")
     Options = SeTaOptions
-    default_prune_ratio: ClassVar[float] = 0.1  # the release's scripts/cifar.sh ("lossless" setting)
+    default_prune_ratio: ClassVar[float] = 0.1  # the release's CIFAR script, its "lossless" setting
     short_names: ClassVar[dict[str, str]] = {"num_group": "k", "window_scale": "ws"}
     state_attrs = ("scores",)
     initial_score: ClassVar[float] = 3.0
     family = "curriculum"
     paper = "Zhou, Gao & Wang, CVPR 2025: Scale efficient training for large datasets"
     cost_profile = ()
-    defaults_source = ("num_group=5, window_scale=0.9, delta=0.875, r=0.1: the release's scripts/cifar.sh "
+    defaults_source = ("num_group=5, window_scale=0.9, delta=0.875, r=0.1: the release's CIFAR script cifar.sh "
                        "(commit 341df62); ImageNet there: num_group=10, window_scale=0.6, r=0")
 
     def __init__(self, *args, **kwargs) -> None:
