@@ -137,7 +137,7 @@ def test_nearest_neighbours_never_self_even_with_duplicates():
     x = torch.tensor([[0.0], [0.0], [0.0], [5.0]])
     nb = nearest_neighbours(x, 2)
     assert all(i not in nb[i].tolist() for i in range(4))
-    assert nb[0].tolist() == [1, 2] and nb[3].tolist() == [0, 1]
+    assert sorted(nb[0].tolist()) == [1, 2] and set(nb[3].tolist()) < {0, 1, 2}
 
 
 @pytest.mark.parametrize("divergence", ["symmetric", "neighbour-to-sample"])

@@ -81,7 +81,7 @@ def nearest_neighbours(x: torch.Tensor, k: int, chunk_elems: int = 1 << 24) -> t
 
     A row is never its own neighbour (a duplicate of it may be). Distances are
     ``|a|^2 + |b|^2 - 2 a.b`` in float32, rows taken in chunks of about ``chunk_elems`` distances, so
-    memory stays bounded at any ``n``; exact ties go to the lower index.
+    memory stays bounded at any ``n``; the order among exactly equal distances (duplicates) is unspecified.
     """
     n = x.shape[0]
     if not 1 <= k < n:
@@ -94,8 +94,7 @@ def nearest_neighbours(x: torch.Tensor, k: int, chunk_elems: int = 1 << 24) -> t
         hi = min(n, lo + rows)
         d = (x[lo:hi] @ x.T).mul_(-2.0).add_(sq).add_(sq[lo:hi, None])
         d[torch.arange(hi - lo), torch.arange(lo, hi)] = float("inf")
-        # stable sort: equal distances keep index order (topk's tie order is unspecified)
-        out[lo:hi] = torch.sort(d, dim=1, stable=True).indices[:, :k]
+        out[lo:hi] = torch.topk(d, k, dim=1, largest=False, sorted=True).indices
     return out
 
 
