@@ -40,7 +40,8 @@ class ContextualDiversity(StaticPruner):
     entropy-weighted mean softmax of the regions predicted as ``c``) and sums the symmetric KL over the
     classes both images predict; with one region per image (classification) that reduces to the softmax
     itself, which is what DeepCore (and so prunebench) uses; the entropy weighting and the per-class sum
-    are not applied.
+    are not applied. (The paper's text was not in the stored reference material: this summary of its
+    definition is unverified there; the implementation follows DeepCore's code, which was read.)
 
     Departures from DeepCore: probabilities are floored at float32's smallest normal number (DeepCore's
     ``torch.log(aa / bb)`` gives NaN or inf when a float32 softmax underflows to 0, and the greedy then
