@@ -11,12 +11,19 @@ from __future__ import annotations
 import torch
 
 
-def kcenter_greedy(x: torch.Tensor, k: int, generator: torch.Generator, block: int = 8) -> torch.Tensor:
+def kcenter_greedy(x: torch.Tensor, k: int, generator: torch.Generator, block: int = 8,
+                   metric: str = "euclidean") -> torch.Tensor:
     """Farthest-point greedy k-center (Sener & Savarese, ICLR 2018), from a uniformly random first
     center (as DeepCore). Returns the ``k`` row indices of ``x [n, d]`` in the order picked.
 
+    ``metric``: ``"euclidean"`` (the rows of ``x`` are points; squared Euclidean distances, whose
+    farthest-point order is the Euclidean one) or ``"symmetric-kl"`` (the rows are probability vectors;
+    ``D(a, b) = 1/2 KL(a || b) + 1/2 KL(b || a)``, the distance of contextual diversity, see
+    :func:`symmetric_kl`). Both are ``D(i, j) = s_i + s_j + scale * <u_i, v_j>`` (:func:`_bilinear`), so
+    each greedy step is the same matrix product whichever the metric.
+
     Exact greedy, evaluated lazily (as Minoux's lazy greedy): every point keeps ``bound``, its smallest
-    squared distance to the first ``last`` centers. Distances to the set only shrink as centers are
+    distance to the first ``last`` centers. Distances to the set only shrink as centers are
     added, so a stale bound is an upper bound. Each step takes the ``block`` largest bounds, brings the
     stale ones up to date against only the centers added since (one matrix product), and accepts the
     best of them once it is at least every other bound (else it doubles the block). Work per step is a
@@ -26,20 +33,19 @@ def kcenter_greedy(x: torch.Tensor, k: int, generator: torch.Generator, block: i
     embeddings). Rounding can differ from a full recomputation in the last bits, so near-ties may
     resolve differently than in a naive implementation.
     """
-    n, d = x.shape
+    n = x.shape[0]
     perm = torch.randperm(n, generator=generator)
-    x = x[perm].float().contiguous()
-    sq = (x * x).sum(dim=1)
+    u, v, sq, scale = _bilinear(x[perm], metric)
     picked = torch.empty(k, dtype=torch.int64)
-    centers = torch.empty(k, d)
-    csq = torch.empty(k)
+    centers = torch.empty(k, v.shape[1], dtype=v.dtype)
+    csq = torch.empty(k, dtype=sq.dtype)
     # position 0 of a uniform permutation is a uniformly random first center
-    bound = torch.mv(x, x[0]).mul_(-2.0).add_(sq).add_(sq[0]).clamp_min_(0.0)
+    bound = torch.mv(u, v[0]).mul_(scale).add_(sq).add_(sq[0]).clamp_min_(0.0)
     last = torch.ones(n, dtype=torch.int64)
     j = 0
     for t in range(k):
         picked[t] = j
-        centers[t] = x[j]
+        centers[t] = v[j]
         csq[t] = sq[j]
         bound[j] = float("-inf")  # never picked again, even when duplicates make every distance zero
         if t + 1 == k:
@@ -52,8 +58,8 @@ def kcenter_greedy(x: torch.Tensor, k: int, generator: torch.Generator, block: i
             stale = cand[last[cand] < now]
             if stale.numel():
                 lo = int(last[stale].min())
-                dist = x[stale] @ centers[lo:now].T
-                dist.mul_(-2.0).add_(csq[lo:now]).add_(sq[stale, None]).clamp_min_(0.0)
+                dist = u[stale] @ centers[lo:now].T
+                dist.mul_(scale).add_(csq[lo:now]).add_(sq[stale, None]).clamp_min_(0.0)
                 bound[stale] = torch.minimum(bound[stale], dist.min(dim=1).values)
                 last[stale] = now
             vals = bound[cand]
@@ -64,6 +70,39 @@ def kcenter_greedy(x: torch.Tensor, k: int, generator: torch.Generator, block: i
                 break
             b = min(2 * b, n)
     return perm[picked]
+
+
+#: the smallest probability a softmax output is taken to have (a float32 softmax underflows to 0 for logit
+#: gaps beyond ~104; the KL divergence of an exact 0 is infinite): float32's smallest normal number
+PROB_FLOOR = float(torch.finfo(torch.float32).tiny)
+
+
+def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``D[i, j] = 1/2 KL(p_i || q_j) + 1/2 KL(q_j || p_i) = 1/2 sum_c (p_ic - q_jc)(log p_ic - log q_jc)``
+    for probability rows ``p [m, C]`` and ``q [n, C]`` (float64, ``[m, n]``); probabilities are floored at
+    :data:`PROB_FLOOR`. The distance of contextual diversity (Agarwal et al., ECCV 2020; DeepCore's
+    ``ContextualDiversity._metric``) and of Cal's neighbour divergence (DeepCore's ``Cal.calc_kl``)."""
+    u, v, s, scale = _bilinear(p, "symmetric-kl")
+    uq, vq, sq, _ = _bilinear(q, "symmetric-kl")
+    return (u @ vq.T).mul_(scale).add_(sq).add_(s[:, None]).clamp_min_(0.0)
+
+
+def _bilinear(x: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """``(u, v, s, scale)`` with ``D(i, j) = s_i + s_j + scale * <u_i, v_j>`` for the rows of ``x``.
+
+    ``euclidean``: ``u = v = x`` (float32), ``s = |x|^2``, ``scale = -2`` (squared distances).
+    ``symmetric-kl``: with ``L = log p``, ``u = [p, L]``, ``v = [L, p]``, ``s = 1/2 sum_c p L``,
+    ``scale = -1/2``, in float64 (the expansion cancels terms of size ``|log p|``; float64 keeps the
+    result exact to ~1e-13 where float32 would leave ~1e-5).
+    """
+    if metric == "euclidean":
+        x = x.float().contiguous()
+        return x, x, (x * x).sum(dim=1), -2.0
+    if metric == "symmetric-kl":
+        p = x.to(torch.float64).clamp_min(PROB_FLOOR)
+        logp = p.log()
+        return torch.cat([p, logp], dim=1), torch.cat([logp, p], dim=1), 0.5 * (p * logp).sum(dim=1), -0.5
+    raise ValueError(f"unknown metric {metric!r}; valid: 'euclidean', 'symmetric-kl'")
 
 
 def herding(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
