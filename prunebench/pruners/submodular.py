@@ -10,7 +10,8 @@ The ``C (d+1)``-dimensional features are never formed here: ``<g (x) a, h (x) b>
 inner product, kernel column and residual projection is computed from the factors ``g [n, C]`` and
 ``a = [1, e] [n, d+1]`` (one ``[n, C] @ [C]`` and one ``[n, d+1] @ [d+1]`` product per kernel column). Each
 greedy step is a handful of batched tensor operations over all candidates; the only Python loop runs over
-the ``k`` picks. Inputs are permuted by the generator first, so ties go uniformly at random.
+the ``k`` picks (benchmarks/selectors_bench.py times them at CIFAR-10 scale). Inputs are permuted by the
+generator first, so ties go uniformly at random.
 
 Against DeepCore, for all four: its per-sample gradients are those of the batch's *mean* loss (each divided by
 the selection batch size, the last, partial batch's less), a bug not copied here (per-sample gradients); the
@@ -26,7 +27,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-import scipy.optimize
 import torch
 
 from prunebench.errors import ConfigError
@@ -75,6 +75,66 @@ def _work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+#: the greedy selectors keep an ``n x n`` kernel (or Schur complement) when ``n`` is at most this (``n^2`` floats:
+#: 200 MB in float64 at CIFAR-10's 5,000 per class); graph cut falls back to a kernel column per pick beyond
+_DENSE_MAX_N = 12_000
+_BLOCK = 128  # picks per blocked Schur-complement update (one GEMM of ``n x n x _BLOCK``)
+
+
+def _cos_kernel(gu: torch.Tensor, au: torch.Tensor) -> torch.Tensor:
+    """``[n, n]`` :func:`gradient_cosine_similarity` of unit-row factors, as two GEMMs."""
+    kern = gu @ gu.T
+    kern.mul_(au @ au.T).mul_(0.5).add_(0.5)
+    return kern
+
+
+class _Schur:
+    """The Schur complement ``R = K - U U^T`` of a kernel matrix against the picks so far, for greedy selectors
+    that need, per pick ``j``, the column ``R[:, j]`` over all candidates (incremental Cholesky: ``U``'s column
+    ``t`` is ``R_t[:, j_t] / sqrt(R_t[j_t, j_t])``). Right-looking and blocked: ``R`` is updated once every
+    ``block`` picks by one GEMM, and each column in between is corrected by the at most ``block`` new columns
+    (a small matrix-vector product). Rows of picked candidates are dropped whenever they are a fifth of the rows.
+
+    The per-pick cost is then ``O(n block)`` instead of the ``O(n t)`` of the left-looking form (a
+    matrix-vector product over all previous columns, memory-bound), and the ``O(n^2 k)`` bulk runs as GEMM."""
+
+    def __init__(self, kern: torch.Tensor, taken: torch.Tensor) -> None:
+        n, block = kern.shape[0], _BLOCK
+        self.r, self.taken = kern, taken  # r: owned, updated in place
+        self.act = torch.arange(n)  # original index of each row of r
+        self.row = torch.arange(n)  # original index -> row of r (while it has one)
+        self.u = torch.empty(block, n, dtype=kern.dtype)
+        self.nb = 0
+
+    def column(self, j: int) -> torch.Tensor:
+        """The current Schur column of original index ``j`` over the rows of ``act`` (a new tensor)."""
+        i = int(self.row[j])
+        col = self.r[i].clone()  # symmetric: the row is the column, contiguous
+        if self.nb:
+            col.addmv_(self.u[: self.nb].T, self.u[: self.nb, i], alpha=-1.0)
+        return col
+
+    def push(self, col: torch.Tensor) -> None:
+        """Add a column of ``U`` (over the rows of ``act``)."""
+        self.u[self.nb] = col
+        self.nb += 1
+        if self.nb == self.u.shape[0]:
+            self._flush()
+
+    def _flush(self) -> None:
+        u = self.u[: self.nb]
+        self.r.addmm_(u.T, u, alpha=-1.0)
+        self.nb = 0
+        alive = ~self.taken[self.act]
+        m = int(alive.sum())
+        if m <= 0.8 * self.act.numel():
+            keep = torch.nonzero(alive).flatten()
+            self.r = self.r[keep[:, None], keep]
+            self.act = self.act[keep]
+            self.row[self.act] = torch.arange(m)
+            self.u = torch.empty(self.u.shape[0], m, dtype=self.r.dtype)
+
+
 def graph_cut_greedy(
     g: torch.Tensor, a: torch.Tensor, k: int, lam: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +144,8 @@ def graph_cut_greedy(
 
     The marginal gain of ``x`` is ``lam colsum(x) - 2 sum_{j in S} s_jx - s_xx``; each step adds one kernel
     column to the running ``sum_{j in S} s_jx`` of every candidate, so every gain is exact at every step (exact
-    greedy: the picks of DeepCore's ``LazyGreedy`` up to ties). ``colsum`` needs no ``N x N`` matrix:
+    greedy: the picks of DeepCore's ``LazyGreedy`` up to ties). The kernel is formed once (two GEMMs) when
+    ``n <= 12,000``, else each pick's column is computed from the factors. ``colsum`` needs no ``N x N`` matrix:
     ``sum_i cos(i, x) = gu_x^T (gu^T au) au_x``.
     """
     n = g.shape[0]
@@ -94,16 +155,21 @@ def graph_cut_greedy(
     colsum = 0.5 * n + 0.5 * ((gu @ (gu.T @ au)) * au).sum(dim=1)
     diag = 0.5 + 0.5 * (gu * gu).sum(dim=1) * (au * au).sum(dim=1)  # 1, or 0.5 for a zero gradient
     base = lam * colsum - diag
+    kern = _cos_kernel(gu, au) if n <= _DENSE_MAX_N else None
     acc = torch.zeros(n, dtype=dt)  # sum_{j in S} s_jx
+    gain = torch.empty(n, dtype=dt)
     taken = torch.zeros(n, dtype=torch.bool)
     picked = torch.empty(k, dtype=torch.int64)
     gains = torch.empty(k, dtype=dt)
     for t in range(k):
-        gain = (base - 2.0 * acc).masked_fill_(taken, float("-inf"))
+        torch.add(base, acc, alpha=-2.0, out=gain).masked_fill_(taken, float("-inf"))
         j = int(torch.argmax(gain))
         picked[t], gains[t] = j, gain[j]
         taken[j] = True
-        acc += 0.5 + 0.5 * (gu @ gu[j]) * (au @ au[j])
+        if kern is not None:
+            acc += kern[j]
+        else:
+            acc += 0.5 + 0.5 * (gu @ gu[j]) * (au @ au[j])
     return perm[picked], gains
 
 
@@ -116,32 +182,71 @@ def logdet_greedy(
 
     The gain of ``x`` is ``log d_x^2``, ``d_x^2`` the Schur complement ``K'_xx - K'_xS K'_S^-1 K'_Sx`` of
     ``K' = K + ridge I``; all of them are kept exact with an incremental Cholesky factorisation (the fast greedy
-    MAP inference of Chen, Zhang & Zhou, NeurIPS 2018): per pick one kernel column and one ``[n, t]``
-    matrix-vector product, ``O(n k^2)`` in all and ``O(n k)`` memory, never the ``N x N`` kernel. Exact greedy
-    (DeepCore's ``LazyGreedy`` picks the same up to ties). ``d^2 >= ridge`` in exact arithmetic; rounding below
-    is clamped there.
+    MAP inference of Chen, Zhang & Zhou, NeurIPS 2018), here right-looking and blocked (:class:`_Schur`): ``O(n^2
+    k)`` as GEMM and ``O(n^2)`` memory. Exact greedy (DeepCore's ``LazyGreedy`` picks the same up to ties).
+    ``d^2 >= ridge`` in exact arithmetic; rounding below is clamped there.
     """
     n = g.shape[0]
     perm = torch.randperm(n, generator=generator)
     dt = _work_dtype(g)
     gu, au = _unit_rows(g[perm].to(dt)), _unit_rows(a[perm].to(dt))
-    d2 = 0.5 + 0.5 * (gu * gu).sum(dim=1) * (au * au).sum(dim=1) + ridge
-    chol = torch.zeros(n, k, dtype=dt)  # row i: the Cholesky coefficients of candidate i against the picks
+    kern = _cos_kernel(gu, au)
+    kern.diagonal().add_(ridge)
+    d2 = kern.diagonal().clone()
     taken = torch.zeros(n, dtype=torch.bool)
+    schur = _Schur(kern, taken)
     picked = torch.empty(k, dtype=torch.int64)
     gains = torch.empty(k, dtype=dt)
+    score = torch.empty(n, dtype=dt)
     for t in range(k):
-        score = d2.masked_fill(taken, float("-inf"))
+        score.copy_(d2).masked_fill_(taken, float("-inf"))
         j = int(torch.argmax(score))
-        picked[t], gains[t] = j, math.log(float(d2[j]))
+        dj = float(d2[j])
+        picked[t], gains[t] = j, math.log(dj)
         taken[j] = True
         if t + 1 == k:
             break
-        col = 0.5 + 0.5 * (gu @ gu[j]) * (au @ au[j])  # K[:, j] (K'[:, j] off the diagonal)
-        e = (col - chol[:, :t] @ chol[j, :t]) / math.sqrt(float(d2[j]))
-        chol[:, t] = e
-        d2 = (d2 - e * e).clamp_min_(ridge)
+        e = schur.column(j).div_(math.sqrt(dj))
+        d2.index_add_(0, schur.act, e * e, alpha=-1.0)
+        d2.clamp_min_(ridge)
+        schur.push(e)
     return perm[picked], gains
+
+
+def nnls_gram(h: torch.Tensor, c: torch.Tensor, max_iter: int = 200) -> torch.Tensor:
+    """``argmin_{w >= 0} w^T H w / 2 - c^T w`` for a symmetric positive definite ``H`` (the non-negative least
+    squares ``min_{w >= 0} ||F^T w - b||^2`` in its Gram form, ``H = F F^T``, ``c = F b``), by block principal
+    pivoting (Kim & Park, SIAM J. Sci. Comput. 2011, Algorithm 2; Judice & Pires 1994): exchange every variable
+    that violates the KKT conditions between the free and the zero set, one Cholesky solve per exchange, with the
+    backup rule that guarantees termination. The minimiser is unique (``H`` positive definite), the one scipy's
+    Lawson-Hanson ``nnls`` finds, which adds one variable per iteration (minutes at ``k`` = 2,500)."""
+    k = c.numel()
+    free = torch.ones(k, dtype=torch.bool)  # start from the unconstrained minimiser
+    scale = float(c.abs().max()) if k else 0.0
+    tol = 1e-12 * max(scale, 1.0)
+    best, alpha = k + 1, 3
+    w = torch.zeros_like(c)
+    for _ in range(max_iter):
+        f = torch.nonzero(free).flatten()
+        w.zero_()
+        if f.numel():
+            low = torch.linalg.cholesky(h[f[:, None], f])
+            w[f] = torch.cholesky_solve(c[f, None], low).flatten()
+        y = h @ w - c  # the gradient: 0 on the free set, must be >= 0 on the zero set
+        bad = (free & (w < 0)) | (~free & (y < -tol))
+        nbad = int(bad.sum())
+        if nbad == 0:
+            return w.clamp_min_(0.0)
+        if nbad < best:
+            best, alpha = nbad, 3
+            free ^= bad
+        elif alpha > 0:
+            alpha -= 1
+            free ^= bad
+        else:
+            i = int(torch.nonzero(bad).flatten()[-1])
+            free[i] = ~free[i]
+    raise RuntimeError(f"nnls_gram did not converge in {max_iter} exchanges")
 
 
 def omp_nonneg(
@@ -156,11 +261,14 @@ def omp_nonneg(
     Each step adds the unpicked ``i`` with the largest projection ``<f_i, r>`` on the residual (signed, as
     DeepCore and GradMatch's ``positive=True``), then refits ``w_S`` by ridge regression ``(K_SS + lam I) w =
     F_S b`` (``K`` the Gram matrix) and sets ``r = b - sum w_i f_i``. After ``k`` steps the weights are the
-    non-negative ridge fit ``argmin_{w >= 0} ||F_S^T w - b||^2 + lam ||w||^2`` (scipy's NNLS on the Cholesky
-    factor). Returns ``(indices in the order picked, weights)``; weights may be 0.
+    non-negative ridge fit ``argmin_{w >= 0} ||F_S^T w - b||^2 + lam ||w||^2`` (:func:`nnls_gram` on
+    ``K_SS + lam I`` and ``F_S b``). Returns ``(indices in the order picked, weights)``; weights may be 0.
 
-    Per step: one kernel column, one ``[C, t] @ [t, d+1]`` product for the residual and one ``[n, C] @ [C, d+1]``
-    for the projections (the features are never formed), and two triangular solves of size ``t``.
+    The refit is never solved: with ``L L^T = K_SS + lam I`` (incremental Cholesky, :class:`_Schur` on
+    ``K + lam I``), ``c = L^-1 F_S b`` and ``E = K_{.S} L^-T`` (the Cholesky coefficients of every candidate),
+    the projections are ``<f_i, r> = <f_i, b> - E_i c``; a pick adds one column ``e`` to ``E`` and one entry
+    ``c_t = <f_j, r> / L_tt`` to ``c``, so every projection drops by ``c_t e_i`` (Batch-OMP, Rubinstein et al.
+    2008; the ridge is the Cholesky factor of ``K_SS + lam I`` instead of ``K_SS``). Float64 throughout.
     """
     n = g.shape[0]
     perm = torch.randperm(n, generator=generator)
@@ -168,30 +276,29 @@ def omp_nonneg(
     target = g.T @ a  # b as a [C, d+1] matrix
     p0 = ((g @ target) * a).sum(dim=1)  # <f_i, b>
     proj = p0.clone()
-    chol = torch.zeros(k, k, dtype=torch.float64)  # lower Cholesky factor of K_SS + lam I
+    kern = g @ g.T
+    kern.mul_(a @ a.T).diagonal().add_(lam)  # K + lam I
     taken = torch.zeros(n, dtype=torch.bool)
+    schur = _Schur(kern, taken)
     picked = torch.empty(k, dtype=torch.int64)
-    w = torch.zeros(0, dtype=torch.float64)
+    score = torch.empty(n, dtype=torch.float64)
     for t in range(k):
-        j = int(torch.argmax(proj.masked_fill(taken, float("-inf"))))
+        score.copy_(proj).masked_fill_(taken, float("-inf"))
+        j = int(torch.argmax(score))
         picked[t] = j
         taken[j] = True
-        kcol = (g[picked[:t]] @ g[j]) * (a[picked[:t]] @ a[j])  # K_Sj
-        kjj = float((g[j] @ g[j]) * (a[j] @ a[j]))
-        if t:
-            row = torch.linalg.solve_triangular(chol[:t, :t], kcol[:, None], upper=False).flatten()
-            chol[t, :t] = row
-            chol[t, t] = math.sqrt(max(kjj + lam - float(row @ row), lam))
-        else:
-            chol[0, 0] = math.sqrt(kjj + lam)
-        w = torch.cholesky_solve(p0[picked[: t + 1], None], chol[: t + 1, : t + 1]).flatten()
-        resid = target - g[picked[: t + 1]].T @ (w[:, None] * a[picked[: t + 1]])
-        proj = ((g @ resid) * a).sum(dim=1)
-    # ||F_S^T w - b||^2 + lam ||w||^2 = ||L^T w - L^-1 F_S b||^2 + const, with L L^T = K_SS + lam I
-    low = chol.numpy()
-    rhs = torch.linalg.solve_triangular(chol, p0[picked][:, None], upper=False).flatten().numpy()
-    w_nn, _ = scipy.optimize.nnls(low.T, rhs, maxiter=max(50 * k, 1000))
-    return perm[picked], torch.from_numpy(w_nn)
+        if t + 1 == k:
+            break
+        col = schur.column(j)
+        ltt = math.sqrt(max(float(col[int(schur.row[j])]), lam))  # d_j^2 >= lam in exact arithmetic
+        col.div_(ltt)
+        proj.index_add_(0, schur.act, col, alpha=-float(proj[j]) / ltt)
+        schur.push(col)
+    del schur, kern
+    gs, as_ = g[picked], a[picked]
+    gram = gs @ gs.T
+    gram.mul_(as_ @ as_.T).diagonal().add_(lam)
+    return perm[picked], nnls_gram(gram, p0[picked])
 
 
 def gradmatch_select(
@@ -336,7 +443,8 @@ class GradMatch(_GradientPruner):
     the summed gradient and ``lam`` applies to them as the paper's objective reads, with GradMatch's own default
     ``lam = 0.5`` (DeepCore's ``lam = 1`` on its mean target and batch-mean gradients is ``lam = 256^2 n_c^2``
     here: so strong a ridge that its weights are nearly proportional to the projections). DeepCore without a
-    validation set (its ``main.py``) matches the training gradient, as here. Cost: ``O(q_c^3 + q_c n_c (C + d))`` per class.
+    validation set (its ``main.py``) matches the training gradient, as here. Cost per class: ``O(n_c^2 (C + d + q_c))``
+    (the Gram matrix and the blocked Cholesky, GEMM) and ``O(n_c^2)`` memory (float64: 200 MB at ``n_c`` = 5,000).
     """
 
     description = (
@@ -400,7 +508,7 @@ class LogDeterminant(_GradientPruner):
     """LogDeterminant (the log-determinant submodular function; Iyer et al., ALT 2021; DeepCore's
     ``Submodular(function="LogDeterminant")``): greedy maximisation of ``log det(K_S + ridge I)`` with
     ``K_ij = 0.5 + 0.5 cos(f_i, f_j)`` on last-layer gradients ``f``, within each class (``class_balanced``) or
-    over all samples with the full kernel (DeepCore's ``balance=False``; then ``O(N q)`` memory). Unweighted.
+    over all samples with the full kernel (DeepCore's ``balance=False``; then ``O(N^2)`` memory). Unweighted.
 
     Exact greedy (:func:`logdet_greedy`, the fast greedy MAP of Chen et al., NeurIPS 2018): the picks of a lazy
     greedy up to ties. Departures and DeepCore bugs not copied: DeepCore's ``LogDeterminant.calc_gain`` returns
@@ -434,5 +542,6 @@ __all__ = [
     "graph_cut_greedy",
     "logdet_greedy",
     "omp_nonneg",
+    "nnls_gram",
     "gradmatch_select",
 ]
