@@ -121,12 +121,16 @@ def change_text(r: dict[str, Any]) -> str:
     """``orderdp p=0.5: the gap to full shrinks from -1.71 pp at 6 epochs to -0.40 pp at 54; the change
     +1.31 pp [+0.52, +2.10] (3 paired seeds) is distinguishable from 0``."""
     a, b = r["gap_from"], r["gap_to"]
-    if np.sign(a) != np.sign(b) and a != 0 and b != 0:
+    ra, rb = round(1e4 * a), round(1e4 * b)  # compared as displayed, to 0.01 pp
+    if ra * rb < 0:
         how = "changes sign"
     else:
-        how = "shrinks" if abs(b) < abs(a) else ("grows" if abs(b) > abs(a) else "stays")
+        how = "shrinks" if abs(rb) < abs(ra) else ("grows" if abs(rb) > abs(ra) else "stays")
     head = (f"{r['method']} p={r['prune_ratio']:g}: the gap to full {how} from {_pp(a)} at {r['epochs_from']} "
             f"epochs to {_pp(b)} at {r['epochs_to']}")
+    if how == "stays":
+        head = (f"{r['method']} p={r['prune_ratio']:g}: the gap to full stays at {_pp(a)} from {r['epochs_from']} "
+                f"to {r['epochs_to']} epochs")
     if r["n_pairs"] < 2 or pd.isna(r["change_ci_low"]):
         return f"{head}; the change cannot be tested ({r['n_pairs']} seed(s) in all four cells)"
     ci = f"{_pp(r['change_mean'])} [{100 * r['change_ci_low']:+.2f}, {100 * r['change_ci_high']:+.2f}]"
@@ -192,7 +196,7 @@ def versus_baseline(values: pd.DataFrame, claimed_positive: bool = True, baselin
         mine = g.groupby("unit")["value"].mean()
         m, _, lo, hi = t_interval(mine.to_numpy(float))
         rec.update(n_units=int(mine.size), mean=m, ci_low=lo, ci_high=hi)
-        if rec["method"] != baseline:
+        if rec["method"] not in (baseline, "full"):  # full data: shown, never compared
             at = values[(values["dataset"] == rec["dataset"]) & (values["model"] == rec["model"])
                         & (values["epochs"] == rec["epochs"]) & (values["method"] == baseline)
                         & np.isclose(values["prune_ratio"].astype(float), float(rec["prune_ratio"]))]

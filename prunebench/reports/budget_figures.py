@@ -15,6 +15,7 @@ MARKERS = "osD^vP*X"
 
 def _budget_axis(ax, epochs: list[int]) -> None:
     ax.set_xscale("log")
+    ax.set_xlim(min(epochs) / 1.35, max(epochs) * 1.35)
     ax.set_xticks(epochs, [str(e) for e in epochs])
     ax.minorticks_off()
     ax.set_xlabel("training budget (epochs, log scale)")

@@ -162,8 +162,9 @@ def _orderdp_section(ok: pd.DataFrame, hist: pd.DataFrame, store: RunStore, colo
                        "Per method and prune ratio: mean over seeds (cross-seed: over pairs of seeds) with the "
                        "t-based 95% interval, at each budget. Independent uniform subsets keeping a fraction "
                        "k = 1 − p overlap about k / (2 − k): 0.54 at p = 0.3, 0.33 at p = 0.5."))
-    _overlap_tables(sec, cons, cross)
-    _gradient_tables(sec, hist, cos, points, corr, colors, figdir, tabdir)
+    orderdp = set(ok.loc[ok["pruner"].astype(str).isin(ORDERDP_PRUNERS), "method"])
+    _overlap_tables(sec, cons, cross, orderdp)
+    _gradient_tables(sec, hist, cos, points, corr, orderdp, (figdir, tabdir), colors)
     return sec
 
 
@@ -182,9 +183,9 @@ def _evidence(t: pd.DataFrame, cell: tuple, unit: str) -> tuple[str, str]:
     if r is None or pd.isna(r["mean"]):
         return "not measured", "no data for this method"
     if b is None or pd.isna(b["mean"]) or not r["n_pairs"]:
-        return "not measured", f"{_num(r['mean'])} over {r['n_units']} {unit}(s); no {bd.BASELINE} data to compare"
+        return "not measured", f"{_num(r['mean'])} over {int(r['n_units'])} {unit}(s); no {bd.BASELINE} data to compare"
     ev = (f"{_num(r['mean'])} vs {bd.BASELINE} {_num(b['mean'])}: difference "
-          f"{_interval(r['diff_mean'], r['diff_ci_low'], r['diff_ci_high'], signed=True)} over {r['n_pairs']} {unit}s")
+          f"{_interval(r['diff_mean'], r['diff_ci_low'], r['diff_ci_high'], signed=True)} over {int(r['n_pairs'])} {unit}s")
     return str(r["claim"]), ev
 
 
@@ -214,7 +215,10 @@ def _claims(ok: pd.DataFrame, cons: pd.DataFrame, cross: pd.DataFrame, cos: pd.D
     return pd.DataFrame(rows, columns=["claim", "method", "epochs", "verdict", "evidence"])
 
 
-def _claim_display(t: pd.DataFrame, unit: str) -> pd.DataFrame:
+def _claim_display(t: pd.DataFrame, unit: str, orderdp: set[str]) -> pd.DataFrame:
+    """One row per cell; the claim column only for OrderDP's methods (the baseline: "reference")."""
+    claim = [("reference" if m == bd.BASELINE else str(c) if m in orderdp and isinstance(c, str) else "–")
+             for m, c in zip(t["method"], t["claim"])]
     return pd.DataFrame({
         "epochs": t["epochs"].astype(int).astype(str), "method": t["method"],
         "prune ratio": t["prune_ratio"].map(lambda p: f"{p:g}"),
@@ -223,18 +227,18 @@ def _claim_display(t: pd.DataFrame, unit: str) -> pd.DataFrame:
         f"− {bd.BASELINE} [95% CI]": ["–" if pd.isna(m) else _interval(m, lo, hi, signed=True) + f" (n={int(n)})"
                                        for m, lo, hi, n in zip(t["diff_mean"], t["diff_ci_low"], t["diff_ci_high"],
                                                                t["n_pairs"].fillna(0))],
-        "claim": t["claim"].fillna("reference").astype(str)})
+        "OrderDP's claim": claim})
 
 
-def _overlap_tables(sec: Section, cons: pd.DataFrame, cross: pd.DataFrame) -> None:
+def _overlap_tables(sec: Section, cons: pd.DataFrame, cross: pd.DataFrame, orderdp: set[str]) -> None:
     sec.add(("h3", "Kept-set overlap across consecutive epochs, by budget (the paper's Table 8)"))
     if cons.empty:
         sec.add(("note", "Not measured: the results table has no jaccard_mean of dynamic methods."))
     else:
         sec.add("Per run, the mean over epochs 2..E of the Jaccard overlap |A ∩ B| / |A ∪ B| between an "
                 "epoch's kept set and the previous epoch's (the results' jaccard_mean); mean over seeds. Higher "
-                "= more stable. The claim column applies to OrderDP (others are shown for comparison).",
-                Table(_claim_display(cons, "seed"), csv="tables/orderdp_consecutive_by_budget.csv"))
+                "= more stable. The claim is OrderDP's; other methods are shown for comparison.",
+                Table(_claim_display(cons, "seed", orderdp), csv="tables/orderdp_consecutive_by_budget.csv"))
     sec.add(("h3", "Kept-set overlap across seeds, by budget (the paper's Table 9)"))
     if cross.empty:
         sec.add(("note", "Not measured: no kept masks (kept_masks_packed.npy) of two seeds of a method in MLflow."))
@@ -242,11 +246,13 @@ def _overlap_tables(sec: Section, cons: pd.DataFrame, cross: pd.DataFrame) -> No
         sec.add("Per pair of seeds, the Jaccard overlap of the two runs' kept sets at the same epoch, averaged "
                 "over the epochs; mean over the pairs of seeds. The difference to random-dynamic is paired by "
                 "seed pair; pairs share seeds, so its interval is only approximate.",
-                Table(_claim_display(cross, "seed pair"), csv="tables/orderdp_cross_seed_by_budget.csv"))
+                Table(_claim_display(cross, "seed pair", orderdp), csv="tables/orderdp_cross_seed_by_budget.csv"))
 
 
 def _gradient_tables(sec: Section, hist: pd.DataFrame, cos: pd.DataFrame, points: pd.DataFrame,
-                     corr: pd.DataFrame, colors: dict[str, Any], figdir: Path, tabdir: Path) -> None:
+                     corr: pd.DataFrame, orderdp: set[str], figdir_tabdir: tuple[Path, Path],
+                     colors: dict[str, Any]) -> None:
+    figdir, tabdir = figdir_tabdir
     sec.add(("h3", "Gradient direction against the full-data gradient, by budget (the paper's Table 11)"))
     if cos.empty:
         sec.add(("note", "Not measured: no grad_cosine histories (the gradient probe did not run)."))
@@ -258,7 +264,7 @@ def _gradient_tables(sec: Section, hist: pd.DataFrame, cos: pd.DataFrame, points
                 "gradient of the plain mean loss on a fixed uniform sample of the training set, at the same "
                 "parameters. Per run the mean over its probe points; mean over seeds. Full data's own value is "
                 "the ceiling that sampling noise leaves (two different samples of the same data).",
-                Table(_claim_display(cos, "seed"), csv="tables/orderdp_grad_cosine_by_budget.csv"))
+                Table(_claim_display(cos, "seed", orderdp), csv="tables/orderdp_grad_cosine_by_budget.csv"))
         disp = prof.copy()
         for c in disp.columns:
             if str(c).endswith("%"):
