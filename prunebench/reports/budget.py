@@ -273,7 +273,7 @@ def gradnorm_accuracy(hist: pd.DataFrame, ok: pd.DataFrame, key: str = "grad_nor
     rows = []
     for key_, g in d.groupby(SETTING + ["epochs"], sort=True):
         r = pearson_fisher(g["value"].to_numpy(), g["final_acc"].to_numpy())
-        claim = "not measured" if r["n"] < 2 else claim_verdict(r["n"], r["ci_low"], r["ci_high"])
+        claim = "not measured" if r["n"] < 2 else claim_verdict(int(r["n"]), r["ci_low"], r["ci_high"])
         rows.append({**dict(zip(SETTING + ["epochs"], key_)), **r, "claim": claim,
                      "methods": ", ".join(sorted(g["method"].unique()))})
     return pd.DataFrame(rows, columns=SETTING + ["epochs", "n", "r", "ci_low", "ci_high", "claim", "methods"])
