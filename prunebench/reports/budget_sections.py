@@ -198,7 +198,7 @@ def _claims(ok: pd.DataFrame, cons: pd.DataFrame, cross: pd.DataFrame, cos: pd.D
     for claim, t, unit in (("consecutive", cons, "seed"), ("cross_seed", cross, "seed pair"), ("cosine", cos, "seed")):
         for cell in cells:
             verdict, ev = _evidence(t, cell, unit)
-            rows.append({"claim": CLAIMS[claim], "method": f"{cell[4]} p={cell[3]:g}", "epochs": str(cell[2]),
+            rows.append({"claim": CLAIMS[claim], "method": f"{cell[4]} p={cell[3]:g}", "epochs": str(int(cell[2])),
                          "verdict": verdict, "evidence": ev})
     for e in bd.budgets(ok):
         r = corr[corr["epochs"] == e]
