@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prunebench.reports import analysis, figures
+from prunebench.reports import analysis, budget, figures
+from prunebench.reports.budget_sections import budget_sections
 from prunebench.reports.inputs import (HISTORY_KEYS, PriorReport, ReportError, RunStore, Source, finished,
                                        resolve_source)
 from prunebench.reports.sweeps import sweep_sections
@@ -162,6 +163,13 @@ def _histories(ok: pd.DataFrame, store: RunStore) -> pd.DataFrame:
                                       "value": s.to_numpy()}))
     cols = ["series", "method", "dataset", "model", "prune_ratio", "seed", "run_id", "key", "epoch", "value"]
     return pd.concat(recs, ignore_index=True) if recs else pd.DataFrame(columns=cols)
+
+
+def _own_histories(hist: pd.DataFrame, ok: pd.DataFrame) -> pd.DataFrame:
+    """The histories (read once for a larger table) of the runs of ``ok``, with ``ok``'s series names."""
+    names = ok[["run_id", "series"]].dropna(subset=["run_id"]).drop_duplicates("run_id")
+    mine = hist[hist["run_id"].isin(names["run_id"])].drop(columns=["series"]).merge(names, on="run_id", how="left")
+    return mine[list(hist.columns)].reset_index(drop=True)
 
 
 def _row_label(series: str, p: float) -> str:
@@ -327,7 +335,8 @@ def build_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.Pa
     store = RunStore(prior)
     try:
         # built in a staging folder and swapped in whole: a failure part way keeps the previous report
-        with staged_dir(out, REPORT_ENTRIES) as stage:
+        entries = REPORT_ENTRIES + tuple(f"epochs-{e}" for e in budget.budgets(src.table))
+        with staged_dir(out, entries) as stage:
             _build(src, stage, store, title, opts)
         return out / "index.html"
     finally:
@@ -360,8 +369,11 @@ class _Report:
                 "divided among the finished runs that used it")
 
 
-def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dict[str, Any]) -> Path:
-    c = _prepare(src, out, store, opts)
+def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dict[str, Any],
+           hist: pd.DataFrame | None = None) -> Path:
+    if len(budget.budgets(src.table)) > 1:
+        return _build_budgets(src, out, store, title, opts)
+    c = _prepare(src, out, store, opts, hist)
     header = _provenance_section(c)
     sections = [header, _leaderboard_section(c), _paired_section(c), _compute_section(c),
                 *sweep_sections(src.sweeps, c.ok, c.figdir, c.tabdir),  # every sweep of the study with results
@@ -370,28 +382,77 @@ def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dic
     return _write(c, out, title, sections)
 
 
+def _per_budget(ok: pd.DataFrame, make) -> pd.DataFrame:
+    """``make(runs of one budget)`` for each budget, concatenated, with an ``epochs`` first column."""
+    parts = [make(g).assign(epochs=int(e)) for e, g in ok.groupby("epochs", sort=True)]
+    out = pd.concat(parts, ignore_index=True)
+    return out[["epochs", *[c for c in out.columns if c != "epochs"]]]
+
+
+def _build_budgets(src: Source, out: Path, store: RunStore, title: str | None, opts: dict[str, Any]) -> Path:
+    """A study with several epoch budgets: the leaderboard per budget, the Budget and OrderDP-by-budget
+    sections, and one complete single-budget report per budget in ``epochs-<E>/`` (every per-method section
+    of a single-budget report, never mixing budgets), linked from here."""
+    df, ok, multi, colors, figdir, tabdir = _setup(src, out, opts)
+    charge, baselines = opts["proxy_charge"], opts["baselines"]
+    lb = _per_budget(ok, lambda g: leaderboard_table(g, charge, baselines))
+    pt = _per_budget(ok, lambda g: paired_table(g, baselines))
+    for t in (lb, pt):
+        t.insert(5, "series", _series(t, multi))
+    lb.to_csv(tabdir / "leaderboard.csv", index=False)
+    pt.to_csv(tabdir / "paired.csv", index=False)
+    df.drop(columns=["series"]).to_csv(tabdir / "runs.csv", index=False)
+    hist = _histories(ok, store)
+    if not hist.empty:
+        hist.to_csv(tabdir / "histories.csv", index=False)
+    c = _Report(src, store, df, ok, multi, colors, figdir, tabdir, charge, baselines, lb, pt, pd.DataFrame(), hist)
+    header = _provenance_section(c)
+    details = Section("Per-budget reports", "per-budget")
+    details.add("Every per-method section of a single-budget report (paired comparisons, accuracy vs compute, "
+                "training curves and stability, kept-set overlap, sample usage and OrderDP's weights, gradient "
+                "direction) for the runs of one budget at a time, so that no figure or table mixes budgets:")
+    for e in budget.budgets(ok):
+        part = src.table[pd.to_numeric(src.table["epochs"], errors="coerce") == e]
+        sub = Source(part.reset_index(drop=True), f"{src.name} ({e} epochs)", f"{src.origin}, the runs of {e} epochs",
+                     src.study_text, src.study_path)
+        _build(sub, out / f"epochs-{e}", store, f"{title or f'prunebench report: {src.name}'} — {e} epochs", opts,
+               hist=hist)
+        details.add(("link", f"epochs-{e}/index.html", f"{e} epochs: epochs-{e}/index.html"),
+                    ("link", f"epochs-{e}/README.md", f"{e} epochs (Markdown): epochs-{e}/README.md"))
+    sections = [header, _leaderboard_section(c), *budget_sections(ok, hist, store, colors, figdir, tabdir),
+                *sweep_sections(src.sweeps, ok, figdir, tabdir), details]
+    _add_notes(c, header)
+    return _write(c, out, title, sections)
+
+
 def _series(d: pd.DataFrame, multi: bool) -> list[str]:
     return [f"{m} ({ds}/{mo})" if multi else m for m, ds, mo in zip(d["method"], d["dataset"], d["model"])]
 
 
-def _prepare(src: Source, out: Path, store: RunStore, opts: dict[str, Any]) -> _Report:
-    """The finished runs, the report's folders and the tables every section reads (written to tables/)."""
+def _setup(src: Source, out: Path, opts: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, bool, dict, Path, Path]:
+    """Every run, the finished runs with their costs and series names, the colours and the (emptied)
+    ``figures/`` and ``tables/`` folders of ``out``."""
     df = src.table.copy()
-    charge, baselines = opts["proxy_charge"], opts["baselines"]
-    ok = with_costs(finished(df), charge)
+    ok = with_costs(finished(df), opts["proxy_charge"])
     if ok.empty:
         raise ReportError(f"{src.origin}: no finished runs to report ({len(df)} rows, none with status FINISHED)")
     multi = ok.groupby(["dataset", "model"]).ngroups > 1
     for d in (df, ok):
         d["series"] = _series(d, multi)
     colors = figures.palette(sorted(ok["series"].unique(), key=lambda s: (not s.startswith("full"), s)))
-
     out.mkdir(parents=True, exist_ok=True)
     for sub in ("figures", "tables"):
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir()
-    figdir, tabdir = out / "figures", out / "tables"
+    return df, ok, multi, colors, out / "figures", out / "tables"
 
+
+def _prepare(src: Source, out: Path, store: RunStore, opts: dict[str, Any], hist: pd.DataFrame | None = None
+             ) -> _Report:
+    """The finished runs, the report's folders and the tables every section reads (written to tables/);
+    ``hist``: the runs' histories when already read (a budget report's sub-reports)."""
+    df, ok, multi, colors, figdir, tabdir = _setup(src, out, opts)
+    charge, baselines = opts["proxy_charge"], opts["baselines"]
     lb = leaderboard_table(ok, charge, baselines)
     pt = paired_table(ok, baselines)
     pt.insert(4, "series", _series(pt, multi))
@@ -400,7 +461,7 @@ def _prepare(src: Source, out: Path, store: RunStore, opts: dict[str, Any]) -> _
     lb.to_csv(tabdir / "leaderboard.csv", index=False)
     df.drop(columns=["series"]).to_csv(tabdir / "runs.csv", index=False)
 
-    hist = _histories(ok, store)
+    hist = _histories(ok, store) if hist is None else _own_histories(hist, ok)
     vol = pd.DataFrame()
     if not hist.empty and (hist["key"] == "test_acc").any():
         per_run = (hist[hist["key"] == "test_acc"].groupby(GROUP + ["run_id"])
@@ -445,14 +506,16 @@ def _leaderboard_section(c: _Report) -> Section:
              f"the leader's) are highlighted — only accuracy is ever highlighted. {COST_DEFINITION} Here {charge_text}. "
              "Compute saved (training only) leaves the scoring out; cost s = total seconds, mean ± std over seeds; "
              "wall-clock saved = 1 − cost s / full's on the same seeds.")
-    settings = lb.groupby(["dataset", "model"], sort=True)
-    for (ds, mo), t in settings:
+    by_budget = "epochs" in lb.columns  # a budget report: one board per budget, full data of that budget
+    for key, t in lb.groupby(["dataset", "model"] + (["epochs"] if by_budget else []), sort=True):
+        ds, mo = key[0], key[1]
         full_rows = t[t["method"] == "full"]
         ratios = sorted(t.loc[t["method"] != "full", "prune_ratio"].unique()) or [0.0]
         for p in ratios:
             sub = pd.concat([full_rows, t[(t["prune_ratio"] == p) & (t["method"] != "full")]]).reset_index(drop=True)
             disp, bold = leaderboard_display(sub)
-            lead.add(("h3", f"prune ratio {p:g}" + (f" — {ds} / {mo}" if multi else "")),
+            lead.add(("h3", (f"{int(key[2])} epochs, " if by_budget else "") + f"prune ratio {p:g}"
+                      + (f" — {ds} / {mo}" if multi else "")),
                      Table(disp, bold, csv="tables/leaderboard.csv" if p == ratios[-1] else None))
     failed = df[df["status"] != "FINISHED"]
     if len(failed):

@@ -30,7 +30,8 @@ class Figure:
 class Section:
     title: str
     anchor: str
-    blocks: list = field(default_factory=list)  # str (paragraph), Table, Figure, ("note", str), ("pre", str)
+    blocks: list = field(default_factory=list)  # str (paragraph), Table, Figure, ("note", str), ("pre", str),
+    # ("h3", str), ("link", relative path inside the report folder, text)
 
     def add(self, *blocks) -> "Section":
         self.blocks.extend(blocks)
@@ -109,6 +110,8 @@ def to_html(doc: Document) -> str:
                 parts.append(f"<pre>{_esc(b[1])}</pre>")
             elif isinstance(b, tuple) and b[0] == "h3":
                 parts.append(f"<h3>{_esc(b[1])}</h3>")
+            elif isinstance(b, tuple) and b[0] == "link":  # ("link", relative path inside the folder, text)
+                parts.append(f"<p><a href=\"{_esc(b[1])}\">{_esc(b[2])}</a></p>")
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -158,4 +161,6 @@ def to_markdown(doc: Document) -> str:
                 parts += [f"```{lang}", b[1].rstrip("\n"), "```", ""]
             elif isinstance(b, tuple) and b[0] == "h3":
                 parts += [f"### {b[1]}", ""]
+            elif isinstance(b, tuple) and b[0] == "link":
+                parts += [f"[{_md_cell(b[2], False)}]({b[1]})", ""]
     return "\n".join(parts).rstrip() + "\n"
