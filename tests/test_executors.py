@@ -282,7 +282,6 @@ def test_slurm_job_array_then_scancel_resumes_from_checkpoint(slurm, tmp_path):
         "slurm",
         "--time-limit",
         "10",
-        "--quiet",
     ]
     t0 = time.perf_counter()
     drv = _cli(args, tmp_path, env)
@@ -312,7 +311,10 @@ def _slurm_scancel_then_resume(drv, args, env, uri, tmp_path, t0):
     if victim is None:
         out, err = drv.communicate(timeout=60) if drv.poll() is not None else ("", "(driver still running)")
         raise AssertionError(f"no cell reached its first checkpoint while running on Slurm: {err[-3000:]}")
-    subprocess.run(["scancel", victim.data.tags["prunebench.slurm_job_id"]], check=True, timeout=30)
+    # the task as <array job>_<task>: task 0's SLURM_JOB_ID equals the array's id, which scancel reads as the whole array
+    tags = victim.data.tags
+    subprocess.run(["scancel", f"{tags['prunebench.slurm_array_job_id']}_{tags['prunebench.slurm_array_task_id']}"],
+                   check=True, timeout=30)
     out, err = drv.communicate(timeout=900)
     first_s = time.perf_counter() - t0
     assert drv.returncode == 1, err[-3000:]  # one cell did not finish

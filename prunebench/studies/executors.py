@@ -380,6 +380,11 @@ def run_slurm(
     gpus = _gpus_for(ex, specs, False)
     if 0 < gpus < 1:
         raise ConfigError(f"gpus_per_run {gpus:g}: Slurm allocates whole GPUs; use 1")
+    import logging
+
+    # submitit warns on every poll that sacct failed (a cluster without accounting storage): the driver
+    # reads task states from squeue itself (_SlurmQueue), so those warnings only bury its progress lines
+    logging.getLogger("submitit").setLevel(logging.ERROR)
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     params: dict[str, Any] = {
         "timeout_min": ex.time_limit_min,
