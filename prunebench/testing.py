@@ -278,16 +278,7 @@ def check_resume(
     killed = s.make()
     _simulate(killed, range(k + 1), losses)
     who = f"pruner {name!r}"
-    state = _round_trip(killed.state_dict(), who)
-    resumed = s.make(prepare=False)
-    resumed.context = ctx
-    try:
-        resumed.load_state_dict(state)
-    except Exception as e:
-        raise ContractError(
-            f"{who}: load_state_dict() failed on what its state_dict() saved "
-            f"({type(e).__name__}: {' '.join(str(e).split())})"
-        ) from None
+    resumed, state = _resumed(s, killed, ctx, who)
     unsaved = _unsaved_differences(killed, resumed, state)
     trace = _simulate(resumed, range(k + 1, num_epochs), losses)
 
@@ -311,6 +302,22 @@ def check_resume(
         f"and numpy-array attribute: name other state (a counter, a list, a dict) in state_attrs, keep it in "
         f"a tensor, or override state_dict()/load_state_dict()"
     )
+
+
+def _resumed(s: _Setup, killed: Pruner, ctx: PruneContext, who: str) -> tuple[Pruner, dict[str, Any]]:
+    """A fresh pruner (``prepare`` not called, the context set) loaded from ``killed``'s state after a
+    round trip through the checkpoint format, as on ``--resume``; and that state."""
+    state = _round_trip(killed.state_dict(), who)
+    resumed = s.make(prepare=False)
+    resumed.context = ctx
+    try:
+        resumed.load_state_dict(state)
+    except Exception as e:
+        raise ContractError(
+            f"{who}: load_state_dict() failed on what its state_dict() saved "
+            f"({type(e).__name__}: {' '.join(str(e).split())})"
+        ) from None
+    return resumed, state
 
 
 def check_plan_is_valid(
