@@ -33,6 +33,7 @@ import torch
 from prunebench.pruners import (
     BatchPruner,
     CandidateBatch,
+    ProxyRequest,
     PruneContext,
     Pruner,
     Selection,
@@ -75,9 +76,9 @@ def default_context(num_samples: int = NUM_SAMPLES) -> PruneContext:
             dict(dataset=name, model="mlp", batch_size=64, tracking=False, score_cache=None, device="cpu")
         )
         ctx, runner = prune_context(cfg, load_dataset(name), torch.device("cpu"))
-        memo: dict[tuple, dict[str, Any]] = {}
+        memo: dict[tuple[Any, ...], dict[str, Any]] = {}
 
-        def proxy(req, runner=runner):
+        def proxy(req: ProxyRequest, runner: Callable[[ProxyRequest], dict[str, Any]] = runner) -> dict[str, Any]:
             key = req.token()
             if key not in memo:
                 memo[key] = runner(req)
@@ -259,7 +260,8 @@ def _round_trip(state: dict[str, Any], who: str) -> dict[str, Any]:
     try:
         torch.save(to_safe(state), buf)
         buf.seek(0)
-        return from_safe(torch.load(buf, weights_only=True))
+        loaded: dict[str, Any] = from_safe(torch.load(buf, weights_only=True))
+        return loaded
     except Exception as e:
         raise ContractError(
             f"{who}: its state_dict() cannot go into a checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); "

@@ -43,7 +43,7 @@ import socket
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -370,9 +370,12 @@ def _open_study(spec: SweepSpec, url: str, early: bool):
     """The Optuna study of ``spec`` in the storage ``url``, created by exactly one worker: (study, created)."""
     import optuna
 
-    directions = ["maximize"] if spec.kind == "accuracy" else ["maximize", "minimize"]
+    directions: list[Literal["minimize", "maximize"]] = (
+        ["maximize"] if spec.kind == "accuracy" else ["maximize", "minimize"]
+    )
     rdb = _storage(url)
-    ostudy, creator = None, False
+    ostudy: optuna.Study | None = None
+    creator = False
     for attempt in range(5):
         try:  # the storage's unique study name makes exactly one worker the creator
             ostudy = optuna.create_study(storage=rdb, study_name=spec.study_name, directions=directions,
@@ -388,6 +391,7 @@ def _open_study(spec: SweepSpec, url: str, early: bool):
                 raise PrunebenchError(f"cannot create or load Optuna study {spec.study_name!r} in "
                                       f"{_redact(url)}: {str(e).splitlines()[0][:300]}") from None
             time.sleep(0.5 + attempt)
+    assert ostudy is not None  # the loop either set it or raised
     if [d.name.lower() for d in ostudy.directions] != directions:
         raise ConfigError(f"Optuna study {spec.study_name!r} in {_redact(url)} has directions "
                           f"{[d.name.lower() for d in ostudy.directions]}, this {spec.kind} sweep needs {directions}")
