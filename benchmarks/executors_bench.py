@@ -23,24 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from study_cli import leaderboard, study_toml  # benchmarks/study_cli.py (the same folder)
+
 REPO = Path(__file__).resolve().parents[1]
 
-STUDY = """
-[study]
-name = "exbench"
-seeds = [0, 1]
-prune_ratios = [0.5]
-
-[recipe]
-dataset = "digits"
-model = "mlp"
-epochs = 4
-batch_size = 32
-device = "cpu"
-
-[methods.random-dynamic]
-[methods.loss-topk]
-"""
+STUDY = study_toml(
+    "exbench",
+    [0, 1],
+    {"dataset": "digits", "model": "mlp", "epochs": 4, "batch_size": 32, "device": "cpu"},
+    ["random-dynamic", "loss-topk"],
+)
 
 
 def _free_port() -> int:
@@ -50,41 +42,17 @@ def _free_port() -> int:
 
 
 def run(work: Path, name: str, extra: list[str], env: dict, workers: int) -> dict:
-    from mlflow.tracking import MlflowClient
-
-    d = work / name
-    d.mkdir()
-    study = d / "exbench.toml"
-    study.write_text(STUDY)
-    uri = f"sqlite:///{d / 'mlflow.db'}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "prunebench",
-        "leaderboard",
-        str(study),
-        "--out",
-        str(d / "out"),
-        "--tracking-uri",
-        uri,
-        "--quiet",
-        *extra,
-    ]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        return {"error": p.stderr[-1500:], "wall_s": wall}
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("exbench")
-    runs = client.search_runs([exp.experiment_id])
+    lb = leaderboard(work / name, STUDY, extra, env=env)
+    if lb.proc.returncode != 0:
+        return {"error": lb.proc.stderr[-1500:], "wall_s": lb.wall_s}
+    runs = lb.runs("exbench")
     run_s = sum((r.info.end_time - r.info.start_time) / 1000 for r in runs)
     return {
         "cells": len(runs),
         "workers": workers,
-        "wall_s": wall,
+        "wall_s": lb.wall_s,
         "sum_run_s": run_s,
-        "overhead_per_cell_s": (wall * workers - run_s) / len(runs),
+        "overhead_per_cell_s": (lb.wall_s * workers - run_s) / len(runs),
     }
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,58 +25,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-STUDY = """
-[study]
-name = "gpu-check"
-seeds = [0]
-prune_ratios = [0.5]
+from study_cli import leaderboard, study_toml  # noqa: E402  # benchmarks/study_cli.py (the same folder)
 
-[recipe]
-dataset = "cifar10"
-model = "cnn-small"
-epochs = 2
-batch_size = 512
-device = "cuda"
-
-[methods.random-dynamic]
-"""
+STUDY = study_toml(
+    "gpu-check",
+    [0],
+    {"dataset": "cifar10", "model": "cnn-small", "epochs": 2, "batch_size": 512, "device": "cuda"},
+    ["random-dynamic"],
+)
 
 
-def leaderboard(work: Path, data_dir: str, extra: list[str], methods: str) -> dict:
-    study = work / "gpu-check.toml"
-    study.write_text(STUDY)
-    uri = f"sqlite:///{work}/mlflow.db"
-    cmd = [
-        sys.executable,
-        "-m",
-        "prunebench",
-        "leaderboard",
-        str(study),
-        "--methods",
-        methods,
-        "--out",
-        str(work / "out"),
-        "--tracking-uri",
-        uri,
-        "--data-dir",
-        data_dir,
-        "--quiet",
-        *extra,
-    ]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    wall = time.perf_counter() - t0
-    out = {"command": " ".join(cmd[1:]), "returncode": p.returncode, "wall_s": wall}
-    if p.returncode != 0:
-        out["stderr_tail"] = p.stderr[-2000:]
+def run_leaderboard(work: Path, data_dir: str, extra: list[str], methods: str) -> dict:
+    lb = leaderboard(work, STUDY, ["--methods", methods, "--data-dir", data_dir, *extra], timeout=300)
+    out = {"command": " ".join(lb.cmd[1:]), "returncode": lb.proc.returncode, "wall_s": lb.wall_s}
+    if lb.proc.returncode != 0:
+        out["stderr_tail"] = lb.proc.stderr[-2000:]
         return out
     import pandas as pd
-    from mlflow.tracking import MlflowClient
 
-    res = pd.read_csv(work / "out" / "results.csv")
+    res = pd.read_csv(lb.out / "results.csv")
     out["cells"] = res[["method", "status", "final_acc", "train_time_s", "device"]].to_dict("records")
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("gpu-check")
     out["placement"] = [
         {
             "method": r.data.tags.get("prunebench.method"),
@@ -85,7 +52,7 @@ def leaderboard(work: Path, data_dir: str, extra: list[str], methods: str) -> di
             "cuda_visible_devices": r.data.tags.get("prunebench.cuda_visible_devices"),
             "pid": r.data.tags.get("prunebench.pid"),
         }
-        for r in client.search_runs([exp.experiment_id])
+        for r in lb.runs("gpu-check")
     ]
     return out
 
@@ -127,11 +94,11 @@ def main(argv=None) -> int:
     print(f"throughput: {json.dumps(report['throughput'])}", flush=True)
     save()
     with tempfile.TemporaryDirectory() as d:
-        report["leaderboard_cell"] = leaderboard(Path(d), args.data_dir, [], "full")
+        report["leaderboard_cell"] = run_leaderboard(Path(d), args.data_dir, [], "full")
     print(f"leaderboard cell: {json.dumps(report['leaderboard_cell'], default=str)}", flush=True)
     save()
     with tempfile.TemporaryDirectory() as d:
-        r = leaderboard(Path(d), args.data_dir, ["--jobs", "2", "--gpus-per-run", "0.5"], "full,random-dynamic")
+        r = run_leaderboard(Path(d), args.data_dir, ["--jobs", "2", "--gpus-per-run", "0.5"], "full,random-dynamic")
         devs = [p["cuda_visible_devices"] for p in r.get("placement", [])]
         r["same_gpu"] = len(devs) == 2 and devs[0] is not None and devs[0] == devs[1]
         report["two_jobs_one_gpu"] = r

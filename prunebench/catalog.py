@@ -26,7 +26,8 @@ def _third_party_pruners() -> bool:
 
 
 def pruners() -> list[dict[str, Any]]:
-    """``[{name, granularity, description, options}]`` sorted by name (options: the Options field names)."""
+    """``[{name, granularity, description, options, family, paper, cost_profile, uses_weights,
+    defaults_source, defaults}]`` sorted by name (see :func:`pruner_entry`)."""
     if _third_party_pruners():
         return live()["PRUNERS"]
     from prunebench.catalog_data import PRUNERS
@@ -56,23 +57,40 @@ def augments() -> tuple[str, ...]:
 
 def live() -> dict[str, Any]:
     """The same index built from the real registries (imports torch)."""
-    import dataclasses
-
     from prunebench.datasets import dataset_description, list_datasets
     from prunebench.datasets.base import parse_dataset_name
     from prunebench.harness.augment import AUGMENTS
     from prunebench.harness.models import list_models, model_description
     from prunebench.pruners import get_pruner_class, list_pruners
 
-    out_p = []
-    for n in list_pruners():
-        cls = get_pruner_class(n)
-        out_p.append({"name": n, "granularity": cls.granularity, "description": cls.description,
-                      "options": tuple(f.name for f in dataclasses.fields(cls.Options))})
+    out_p = [pruner_entry(n, get_pruner_class(n)) for n in list_pruners()]
     out_d = [{"name": n, "description": dataset_description(n), "arg": parse_dataset_name(n)[0].arg}
              for n in list_datasets()]
     out_m = [{"name": n, "description": model_description(n)} for n in list_models()]
     return {"PRUNERS": out_p, "DATASETS": out_d, "MODELS": out_m, "AUGMENTS": tuple(AUGMENTS)}
+
+
+def pruner_entry(name: str, cls: Any) -> dict[str, Any]:
+    """One pruner's index entry: name, granularity, description, options (the Options field names), the
+    method-table metadata (family, paper, cost_profile, uses_weights, defaults_source) and ``defaults``
+    (option name -> its default as Python source, ``"required"`` without one)."""
+    import dataclasses
+
+    fields = dataclasses.fields(cls.Options)
+    return {"name": name, "granularity": cls.granularity, "description": cls.description,
+            "options": tuple(f.name for f in fields), "family": cls.family, "paper": cls.paper,
+            "cost_profile": tuple(cls.cost_profile), "uses_weights": bool(cls.uses_weights),
+            "defaults_source": cls.defaults_source, "defaults": {f.name: _default(f) for f in fields}}
+
+
+def _default(field: Any) -> str:
+    import dataclasses
+
+    if field.default is not dataclasses.MISSING:
+        return repr(field.default)
+    if field.default_factory is not dataclasses.MISSING:
+        return repr(field.default_factory())
+    return "required"
 
 
 def render() -> str:

@@ -59,20 +59,22 @@ def parse_set(pairs: Sequence[str] | None) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     from prunebench import catalog  # a static index of the registries: no torch import
 
-    pruners = [(p["name"], p["granularity"], p["description"]) for p in catalog.pruners()]
     datasets = [(d["name"], d["description"]) for d in catalog.datasets()]
     models = [(m["name"], m["description"]) for m in catalog.models()] + [("tv:<name>", "any torchvision classification model (ImageNet stem), randomly initialised")]
     if args.json:
         print(json.dumps({
-            "pruners": [{"name": n, "granularity": g, "description": d} for n, g, d in pruners],
+            "pruners": [p if args.long else {k: p[k] for k in ("name", "granularity", "description")}
+                        for p in catalog.pruners()],
             "datasets": [{"name": n, "description": d} for n, d in datasets],
             "models": [{"name": n, "description": d} for n, d in models],
-        }, indent=2))
+        }, indent=2, default=list))
         return 0
-    w = max(len(n) for n, *_ in pruners)
+    w = max(len(p["name"]) for p in catalog.pruners())
     print("Pruners")
-    for n, g, d in pruners:
-        print(f"  {n:<{w}}  {g:<6}  {d}")
+    for p in catalog.pruners():
+        print(f"  {p['name']:<{w}}  {p['granularity']:<6}  {p['description']}")
+        if args.long:
+            print(pruner_details(p, " " * (w + 12)))
     print("\nDatasets")
     for n, d in datasets:
         print(f"  {n:<{w}}  {d}")
@@ -81,6 +83,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     for n, d in models:
         print(f"  {n:<{w}}  {d}")
     return 0
+
+
+def pruner_details(p: dict[str, Any], indent: str) -> str:
+    """The method-table lines of one catalog entry (``prunebench list --long``)."""
+    defaults = ", ".join(f"{k}={v}" for k, v in p["defaults"].items()) or "-"
+    return "\n".join(f"{indent}{k:<9} {v}" for k, v in (
+        ("family", p["family"]), ("paper", p["paper"]), ("cost", ", ".join(p["cost_profile"]) or "none"),
+        ("weights", "yes (per-sample loss weights)" if p["uses_weights"] else "no"),
+        ("defaults", defaults), ("source", p["defaults_source"])))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -494,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_list(sub) -> None:
     pl = sub.add_parser("list", help="pruners, datasets and models")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.add_argument("--long", action="store_true", help="per pruner also its family, paper, cost profile, "
+                    "whether it weights losses, and its option defaults with their sources")
     pl.set_defaults(func=cmd_list)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ import torch
 from prunebench.pruners import (
     BatchPruner,
     CandidateBatch,
+    ProxyRequest,
     PruneContext,
     Pruner,
     Selection,
@@ -75,9 +76,9 @@ def default_context(num_samples: int = NUM_SAMPLES) -> PruneContext:
             dict(dataset=name, model="mlp", batch_size=64, tracking=False, score_cache=None, device="cpu")
         )
         ctx, runner = prune_context(cfg, load_dataset(name), torch.device("cpu"))
-        memo: dict[tuple, dict[str, Any]] = {}
+        memo: dict[tuple[Any, ...], dict[str, Any]] = {}
 
-        def proxy(req, runner=runner):
+        def proxy(req: ProxyRequest, runner: Callable[[ProxyRequest], dict[str, Any]] = runner) -> dict[str, Any]:
             key = req.token()
             if key not in memo:
                 memo[key] = runner(req)
@@ -123,6 +124,42 @@ def _setup(
 ) -> _Setup:
     get_pruner_class(name)  # an unknown name fails here, naming the registered ones
     return _Setup(name, dict(options or {}), num_samples, num_epochs, prune_ratio, context or default_context)
+
+
+class Check(Protocol):
+    """A contract check: run on the registered pruner ``name`` (with ``options``, e.g. a mandatory one, on
+    ``num_samples`` samples for ``num_epochs`` epochs, at ``prune_ratio``, default the pruner's own, with
+    ``context(num_samples)`` as its :class:`PruneContext`, default :func:`default_context`); raises
+    :class:`ContractError` naming what is wrong."""
+
+    def __call__(
+        self,
+        name: str,
+        *,
+        options: dict[str, Any] | None = None,
+        num_samples: int = NUM_SAMPLES,
+        num_epochs: int = NUM_EPOCHS,
+        prune_ratio: float | None = None,
+        context: ContextFactory | None = None,
+    ) -> None: ...
+
+
+def _pruner_check(body: Callable[[_Setup], None]) -> Check:
+    """The public form (:class:`Check`) of a check written on one pruner configuration."""
+
+    def check(
+        name: str,
+        *,
+        options: dict[str, Any] | None = None,
+        num_samples: int = NUM_SAMPLES,
+        num_epochs: int = NUM_EPOCHS,
+        prune_ratio: float | None = None,
+        context: ContextFactory | None = None,
+    ) -> None:
+        body(_setup(name, options, num_samples, num_epochs, prune_ratio, context))
+
+    check.__name__, check.__qualname__, check.__doc__ = body.__name__, body.__qualname__, body.__doc__
+    return check
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,7 +260,8 @@ def _round_trip(state: dict[str, Any], who: str) -> dict[str, Any]:
     try:
         torch.save(to_safe(state), buf)
         buf.seek(0)
-        return from_safe(torch.load(buf, weights_only=True))
+        loaded: dict[str, Any] = from_safe(torch.load(buf, weights_only=True))
+        return loaded
     except Exception as e:
         raise ContractError(
             f"{who}: its state_dict() cannot go into a checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); "
@@ -278,16 +316,7 @@ def check_resume(
     killed = s.make()
     _simulate(killed, range(k + 1), losses)
     who = f"pruner {name!r}"
-    state = _round_trip(killed.state_dict(), who)
-    resumed = s.make(prepare=False)
-    resumed.context = ctx
-    try:
-        resumed.load_state_dict(state)
-    except Exception as e:
-        raise ContractError(
-            f"{who}: load_state_dict() failed on what its state_dict() saved "
-            f"({type(e).__name__}: {' '.join(str(e).split())})"
-        ) from None
+    resumed, state = _resumed(s, killed, ctx, who)
     unsaved = _unsaved_differences(killed, resumed, state)
     trace = _simulate(resumed, range(k + 1, num_epochs), losses)
 
@@ -313,101 +342,85 @@ def check_resume(
     )
 
 
-def check_plan_is_valid(
-    name: str,
-    *,
-    options: dict[str, Any] | None = None,
-    num_samples: int = NUM_SAMPLES,
-    num_epochs: int = NUM_EPOCHS,
-    prune_ratio: float | None = None,
-    context: ContextFactory | None = None,
-) -> None:
+def _resumed(s: _Setup, killed: Pruner, ctx: PruneContext, who: str) -> tuple[Pruner, dict[str, Any]]:
+    """A fresh pruner (``prepare`` not called, the context set) loaded from ``killed``'s state after a
+    round trip through the checkpoint format, as on ``--resume``; and that state."""
+    state = _round_trip(killed.state_dict(), who)
+    resumed = s.make(prepare=False)
+    resumed.context = ctx
+    try:
+        resumed.load_state_dict(state)
+    except Exception as e:
+        raise ContractError(
+            f"{who}: load_state_dict() failed on what its state_dict() saved "
+            f"({type(e).__name__}: {' '.join(str(e).split())})"
+        ) from None
+    return resumed, state
+
+
+@_pruner_check
+def check_plan_is_valid(s: _Setup) -> None:
     """``plan_epoch`` returns a non-empty :class:`Selection` of indices in ``[0, N)`` with positive weights."""
-    s = _setup(name, options, num_samples, num_epochs, prune_ratio, context)
     p = s.make()
     g = torch.Generator().manual_seed(0)
     for epoch in range(2):
         sel = p.plan_epoch(epoch)
-        at = f"pruner {name!r}: plan_epoch({epoch})"
+        at = f"pruner {s.name!r}: plan_epoch({epoch})"
         if not isinstance(sel, Selection):
             raise ContractError(f"{at} returned {type(sel).__name__}, not a Selection")
         if sel.indices.numel() == 0:
             raise ContractError(f"{at} selected no sample")
         lo, hi = int(sel.indices.min()), int(sel.indices.max())
-        if lo < 0 or hi >= num_samples:
-            raise ContractError(f"{at} selected index {lo if lo < 0 else hi}, outside [0, {num_samples})")
+        if lo < 0 or hi >= s.num_samples:
+            raise ContractError(f"{at} selected index {lo if lo < 0 else hi}, outside [0, {s.num_samples})")
         if sel.weights is not None and not bool(torch.all(sel.weights > 0)):
             raise ContractError(f"{at} returned a weight <= 0")
         n = min(50, sel.indices.numel())
         p.observe(sel.indices[:n], torch.rand(n, generator=g))
 
 
-def check_plan_keeps_state(
-    name: str,
-    *,
-    options: dict[str, Any] | None = None,
-    num_samples: int = NUM_SAMPLES,
-    num_epochs: int = NUM_EPOCHS,
-    prune_ratio: float | None = None,
-    context: ContextFactory | None = None,
-) -> None:
+@_pruner_check
+def check_plan_keeps_state(s: _Setup) -> None:
     """Planning an epoch changes no saved state but the generator (a plan is a decision, not an update)."""
-    s = _setup(name, options, num_samples, num_epochs, prune_ratio, context)
     p = s.make()
-    p.observe(torch.arange(num_samples), torch.rand(num_samples, generator=torch.Generator().manual_seed(1)))
+    p.observe(torch.arange(s.num_samples), torch.rand(s.num_samples, generator=torch.Generator().manual_seed(1)))
     before = {k: v for k, v in p.state_dict().items() if k != "generator"}
     p.plan_epoch(1)
     after = {k: v for k, v in p.state_dict().items() if k != "generator"}
     changed = sorted(k for k in before.keys() | after.keys() if not _same(before.get(k), after.get(k)))
     if changed:
         raise ContractError(
-            f"pruner {name!r}: plan_epoch(1) changed its state {', '.join(changed)}; update state "
+            f"pruner {s.name!r}: plan_epoch(1) changed its state {', '.join(changed)}; update state "
             f"in observe() or epoch_end(), plan from it in plan_epoch()"
         )
 
 
-def check_seeding(
-    name: str,
-    *,
-    options: dict[str, Any] | None = None,
-    num_samples: int = NUM_SAMPLES,
-    num_epochs: int = NUM_EPOCHS,
-    prune_ratio: float | None = None,
-    context: ContextFactory | None = None,
-) -> None:
+@_pruner_check
+def check_seeding(s: _Setup) -> None:
     """Same seed, same plan; another seed, another plan (at least another order)."""
-    s = _setup(name, options, num_samples, num_epochs, prune_ratio, context)
     a, b, c = (s.make(seed=seed).plan_epoch(0).indices for seed in (3, 3, 4))
     if not torch.equal(a, b):
         raise ContractError(
-            f"pruner {name!r}: two pruners with seed 3 planned epoch 0 differently; draw only from self.generator"
+            f"pruner {s.name!r}: two pruners with seed 3 planned epoch 0 differently; draw only from self.generator"
         )
     if torch.equal(a, c):
         raise ContractError(
-            f"pruner {name!r}: seeds 3 and 4 planned the same epoch 0 (same samples, same order); "
+            f"pruner {s.name!r}: seeds 3 and 4 planned the same epoch 0 (same samples, same order); "
             f"draw the order from self.generator"
         )
 
 
-def check_global_rng(
-    name: str,
-    *,
-    options: dict[str, Any] | None = None,
-    num_samples: int = NUM_SAMPLES,
-    num_epochs: int = NUM_EPOCHS,
-    prune_ratio: float | None = None,
-    context: ContextFactory | None = None,
-) -> None:
+@_pruner_check
+def check_global_rng(s: _Setup) -> None:
     """Creating, preparing, planning, observing and selecting leave torch's and numpy's global RNG alone."""
-    s = _setup(name, options, num_samples, num_epochs, prune_ratio, context)
-    ctx = s.context(num_samples)  # the proxy run, if any, is the harness's business: outside the check
+    ctx = s.context(s.num_samples)  # the proxy run, if any, is the harness's business: outside the check
     with torch.random.fork_rng(devices=[]):
         saved_np = np.random.get_state()
         try:
             torch.manual_seed(123)
             np.random.seed(123)
             t_state, n_state = torch.get_rng_state(), np.random.get_state()[1].copy()  # type: ignore[index]  # the legacy state is a tuple
-            losses = _Losses(num_samples, num_epochs, ctx.labels, ctx.num_classes)
+            losses = _Losses(s.num_samples, s.num_epochs, ctx.labels, ctx.num_classes)
             _simulate(s.make(), range(2), losses)
             touched = [
                 what
@@ -421,31 +434,24 @@ def check_global_rng(
             np.random.set_state(saved_np)
     if touched:
         raise ContractError(
-            f"pruner {name!r} drew from (or reseeded) the global {' and '.join(touched)} RNG; "
+            f"pruner {s.name!r} drew from (or reseeded) the global {' and '.join(touched)} RNG; "
             f"draw only from self.generator"
         )
 
 
-CHECKS = (check_plan_is_valid, check_plan_keeps_state, check_seeding, check_global_rng, check_resume)
+CHECKS: tuple[Check, ...] = (check_plan_is_valid, check_plan_keeps_state, check_seeding, check_global_rng, check_resume)
 
 
-def check_pruner(
-    name: str,
-    *,
-    options: dict[str, Any] | None = None,
-    num_samples: int = NUM_SAMPLES,
-    num_epochs: int = NUM_EPOCHS,
-    prune_ratio: float | None = None,
-    context: ContextFactory | None = None,
-) -> None:
+@_pruner_check
+def check_pruner(s: _Setup) -> None:
     """Run every contract check on the registered pruner ``name`` (with ``options``, e.g. a mandatory one);
     raises :class:`ContractError` at the first failure."""
     for check in CHECKS:
         check(
-            name,
-            options=options,
-            num_samples=num_samples,
-            num_epochs=num_epochs,
-            prune_ratio=prune_ratio,
-            context=context,
+            s.name,
+            options=s.options,
+            num_samples=s.num_samples,
+            num_epochs=s.num_epochs,
+            prune_ratio=s.prune_ratio,
+            context=s.context,
         )

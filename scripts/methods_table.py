@@ -11,7 +11,6 @@ documents this repository.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -22,48 +21,63 @@ HEADER = """\
 # Methods table (generated)
 
 Generated from the pruner registry by `python scripts/methods_table.py`: do not edit by hand
-(`tests/test_docs.py` fails when this table and the registry differ). Every option is set with
-`--set key=value` on the command line or `options = {...}` in a study file. What each method does and how
-it departs from its authors' code: [pruners.md](pruners.md), [methods.md](methods.md), [orderdp.md](orderdp.md)
-and each class's docstring.
+(`tests/test_docs.py` fails when this table and the registry differ; `prunebench list --long` prints the
+same). Every option is set with `--set key=value` on the command line or `options = {...}` in a study
+file. What each method does and how it departs from its authors' code: [pruners.md](pruners.md),
+[methods.md](methods.md), [orderdp.md](orderdp.md) and each class's docstring.
 
-Granularity: `static` scores once (from a proxy run) and trains on a fixed subset; `epoch` plans a subset
-each epoch; `batch` selects within each candidate batch.
-
-| name | granularity | what (paper) | options (default) | file |
-|---|---|---|---|---|
+Cost: what a method spends besides training on its kept samples (`proxy run`: a shared training run on
+full data that scores every sample; `extra forwards`: no-grad forward passes of candidates; `none`:
+nothing), all of it counted in `relative_compute`. Weights: whether it trains with per-sample loss
+weights.
 """
 
-
-def _default(field: dataclasses.Field) -> str:  # type: ignore[type-arg]
-    if field.default is not dataclasses.MISSING:
-        return repr(field.default)
-    if field.default_factory is not dataclasses.MISSING:
-        return repr(field.default_factory())
-    return "required"
+GRANULARITIES = {
+    "static": "Static: score once (from a proxy run) and train on a fixed subset",
+    "epoch": "Per epoch: plan a subset each epoch",
+    "batch": "Per batch: select within each candidate batch",
+}
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render() -> str:
-    """The markdown of docs/methods-table.md for the current registry (built-in pruners only)."""
+def _builtin() -> list[tuple[dict, str]]:
+    """(catalog entry, source path) of every built-in pruner, by name."""
+    from prunebench.catalog import pruner_entry
     from prunebench.pruners import get_pruner_class, list_pruners
 
-    rows = []
+    out = []
     for name in list_pruners():
         cls = get_pruner_class(name)
-        module = cls.__module__
-        if not module.startswith("prunebench.pruners."):
-            continue
-        options = ", ".join(f"`{f.name}={_default(f)}`" for f in dataclasses.fields(cls.Options)) or "-"
-        path = module.replace(".", "/") + ".py"
-        rows.append(
-            f"| `{name}` | {cls.granularity} | {_cell(cls.description)} | {_cell(options)} "
-            f"| [{Path(path).name}](../{path}) |"
-        )
-    return HEADER + "\n".join(rows) + "\n"
+        if cls.__module__.startswith("prunebench.pruners."):
+            out.append((pruner_entry(name, cls), cls.__module__.replace(".", "/") + ".py"))
+    return out
+
+
+def render() -> str:
+    """The markdown of docs/methods-table.md for the current registry (built-in pruners only)."""
+    entries = _builtin()
+    parts = [HEADER]
+    for gran, title in GRANULARITIES.items():
+        rows = [
+            f"| `{p['name']}` | {_cell(p['family'])} | {', '.join(p['cost_profile']) or 'none'} "
+            f"| {'yes' if p['uses_weights'] else 'no'} | {_cell(p['description'])} "
+            f"| {_cell(', '.join(f'`{k}={v}`' for k, v in p['defaults'].items()) or '-')} |"
+            for p, _ in entries
+            if p["granularity"] == gran
+        ]
+        if rows:
+            head = "| name | family | cost | weights | what | options (default) |\n|---|---|---|---|---|---|\n"
+            parts.append(f"## {title}\n\n" + head + "\n".join(rows) + "\n")
+    rows = [
+        f"| `{p['name']}` | {_cell(p['paper'])} | {_cell(p['defaults_source'])} | [{Path(path).name}](../{path}) |"
+        for p, path in entries
+    ]
+    head = "| name | paper | where the defaults come from | file |\n|---|---|---|---|\n"
+    parts.append("## Papers and the sources of the defaults\n\n" + head + "\n".join(rows) + "\n")
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,8 @@ def _cli(*argv: str) -> tuple[subprocess.CompletedProcess, list[str]]:
 @pytest.mark.parametrize("argv, rc, fragment", [
     (["list"], 0, "orderdp"),
     (["list", "--json"], 0, '"granularity"'),
+    (["list", "--long"], 0, "Jin, Xu, Wang, Jia, Chen & Zeng, ICLR 2026"),
+    (["list", "--long", "--json"], 0, '"defaults_source"'),
     (["--help"], 0, "leaderboard"),
     (["run", "--help"], 0, "--prune-ratio"),
     (["run", "--pruner", "orderdpp"], 2, "unknown pruner 'orderdpp'; valid: aum"),

@@ -122,14 +122,25 @@ def test_methods_table_is_generated_from_the_registry():
     spec.loader.exec_module(mod)
     committed = (ROOT / "docs" / "methods-table.md").read_text()
     assert committed == mod.render(), "docs/methods-table.md is stale: run python scripts/methods_table.py"
-    # independent of render(): every built-in pruner is a row with its granularity and each option
-    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([\w-]+)` \|.*$", committed, re.M)}
+    # independent of render(): every built-in pruner is a row of its granularity's table (family, cost,
+    # weights, each option) and of the papers table (paper, sources of the defaults)
     builtin = [n for n in list_pruners() if get_pruner_class(n).__module__.startswith("prunebench.pruners.")]
-    assert sorted(rows) == sorted(builtin) and len(rows) >= 20
+    sections = {s.split("\n", 1)[0]: s for s in committed.split("\n## ")[1:]}
+    by_gran = {g: next(s for t, s in sections.items() if t.lower().startswith(w))
+               for g, w in (("static", "static"), ("epoch", "per epoch"), ("batch", "per batch"))}
+    papers = sections["Papers and the sources of the defaults"]
+    row = lambda text, n: re.search(rf"^\| `{re.escape(n)}` \|.*$", text, re.M)  # noqa: E731
     import dataclasses
 
+    assert len(builtin) >= 20
     for n in builtin:
         cls = get_pruner_class(n)
-        assert f"| {cls.granularity} |" in rows[n]
+        r = row(by_gran[cls.granularity], n)
+        assert r, (n, cls.granularity)
+        cost = ", ".join(cls.cost_profile) or "none"
+        assert f"| {cls.family} | {cost} | {'yes' if cls.uses_weights else 'no'} |" in r.group(0), n
         for f in dataclasses.fields(cls.Options):
-            assert f"`{f.name}=" in rows[n], (n, f.name)
+            assert f"`{f.name}=" in r.group(0), (n, f.name)
+        p = row(papers, n)
+        assert p and cls.paper in p.group(0) and cls.defaults_source.replace("|", "\\|") in p.group(0), n
+    assert sum(len(re.findall(r"^\| `[\w-]+` \|", s, re.M)) for s in by_gran.values()) == len(builtin)

@@ -20,6 +20,7 @@ from prunebench.pruners import (
     register_pruner,
 )
 from prunebench.pruners.base import Pruner
+from prunebench.pruners.static import StaticPruner
 
 N, E = 200, 6
 ALL = list_pruners()
@@ -157,3 +158,38 @@ def test_fixed_budget_exact(name, context_factory):
     expected = N if name == "full" else round(0.6 * N)
     assert sel.indices.numel() == expected
     assert torch.unique(sel.indices).numel() == expected  # no duplicates for without-replacement rules
+
+
+BUILTIN = [n for n in ALL if get_pruner_class(n).__module__.startswith("prunebench.pruners.")]
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_pruner_declares_its_method_table_entry(name):
+    """Every built-in method says its family, paper, cost profile and where its defaults come from
+    (docs/methods-table.md and ``prunebench list --long`` show them)."""
+    from prunebench.pruners.base import COST_PROFILE_ITEMS
+
+    cls = get_pruner_class(name)
+    for attr in ("family", "paper", "defaults_source"):
+        value = getattr(cls, attr)
+        assert isinstance(value, str) and value.strip(), f"{name}: {attr} is empty"
+    assert isinstance(cls.cost_profile, tuple), f"{name}: cost_profile must be a tuple"
+    bad = [c for c in cls.cost_profile if c not in COST_PROFILE_ITEMS]
+    assert not bad, f"{name}: cost_profile items {bad} not in {COST_PROFILE_ITEMS}"
+    assert len(set(cls.cost_profile)) == len(cls.cost_profile), f"{name}: cost_profile repeats an item"
+    assert isinstance(cls.uses_weights, bool), f"{name}: uses_weights must be a bool"
+    # a method that scores from the shared proxy run says so, and only those do
+    assert ("proxy run" in cls.cost_profile) == issubclass(cls, StaticPruner), name
+
+
+def test_uses_weights_matches_what_the_pruner_returns():
+    """``uses_weights`` is true exactly for the methods that hand the loop loss weights (checked on a
+    planned epoch for epoch-level methods: InfoBatch's second epoch rescales its kept samples)."""
+    assert {n for n in BUILTIN if get_pruner_class(n).uses_weights} >= {"infobatch", "importance-sampling",
+                                                                        "facility-location"}
+    for name in ("infobatch", "full", "orderdp", "random-dynamic", "ucb"):
+        p = _prepared(name)
+        p.observe(torch.arange(N), torch.rand(N, generator=torch.Generator().manual_seed(0)))
+        p.epoch_end(0)
+        weighted = p.plan_epoch(1).weights is not None
+        assert weighted == get_pruner_class(name).uses_weights, name

@@ -31,6 +31,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 _BN = nn.modules.batchnorm._BatchNorm
 
@@ -47,7 +48,7 @@ class CandidateBNStats:
         """Keep each BatchNorm layer's batch mean and biased variance of the forward run inside."""
         self.stats = {}
 
-        def hook(m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        def hook(m: _BatchNorm, args: tuple[torch.Tensor, ...]) -> None:
             if id(m) in self.stats:
                 raise RuntimeError(f"{type(m).__name__} called twice in one forward: batch statistics are ambiguous")
             x = args[0].detach()
@@ -71,7 +72,7 @@ class CandidateBNStats:
             raise RuntimeError("CandidateBNStats.apply() before a recorded forward through every BatchNorm layer")
         saved: dict[int, tuple[bool, torch.Tensor | None, torch.Tensor | None]] = {}
 
-        def pre(m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        def pre(m: _BatchNorm, args: tuple[torch.Tensor, ...]) -> None:
             mean, var = self.stats[id(m)]
             saved[id(m)] = (m.training, m.running_mean, m.running_var)
             # the layer's own forward runs in eval mode on the candidate statistics (no running-statistics
@@ -79,7 +80,7 @@ class CandidateBNStats:
             m.training = False
             m.running_mean, m.running_var = mean, var
 
-        def post(m: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        def post(m: _BatchNorm, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
             m.training, m.running_mean, m.running_var = saved.pop(id(m))
             return _renormalise(m, args[0], *self.stats[id(m)]).to(out.dtype)
 
@@ -94,7 +95,7 @@ class CandidateBNStats:
                     m.training, m.running_mean, m.running_var = saved.pop(id(m))
 
 
-def _renormalise(m: nn.Module, x: torch.Tensor, mean_c: torch.Tensor, var_c: torch.Tensor) -> torch.Tensor:
+def _renormalise(m: _BatchNorm, x: torch.Tensor, mean_c: torch.Tensor, var_c: torch.Tensor) -> torch.Tensor:
     """``(x - mean_c) / sqrt(var_c + eps)`` (affine), differentiated through ``x``'s own batch statistics."""
     shape = (1, -1) + (1,) * (x.dim() - 2)
     xf = x.to(torch.promote_types(x.dtype, torch.float32))

@@ -38,7 +38,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 2  # 2: numpy as tagged tensors; 1 (still read): plain numpy arrays, read with 3 numpy globals allowed
 _ND = "__ndarray__"
 # what unpickling a plain numeric numpy array needs (no object, string or structured dtypes)
-_NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype] + [
+_NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype] + [  # type: ignore[attr-defined]
     getattr(np.dtypes, n) for n in ("BoolDType", "Int8DType", "UInt8DType", "Int16DType", "UInt16DType", "Int32DType",
                                     "UInt32DType", "Int64DType", "UInt64DType", "Float16DType", "Float32DType",
                                     "Float64DType", "LongDType", "ULongDType", "LongLongDType", "ULongLongDType")

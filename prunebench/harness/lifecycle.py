@@ -133,7 +133,7 @@ def log_result(tr, tracker, result: RunResult, params: dict[str, Any]) -> None:
     }
     tracker.log_metrics({k: v for k, v in numbers.items() if is_metric(k)})
     tracker.log_params({k: v for k, v in numbers.items() if not is_metric(k)})
-    arrays = {"usage_counts": result.usage.astype(np.int32)}
+    arrays: dict[str, Any] = {"usage_counts": result.usage.astype(np.int32)}
     if tr.records.kept_masks:
         arrays["kept_masks_packed"] = result.kept_masks
         arrays["last_kept_indices"] = np.flatnonzero(result.kept_mask(len(tr.records.kept_masks) - 1))

@@ -64,7 +64,7 @@ def is_metric(key: str) -> bool:
 def accuracy_columns(history: list[dict[str, Any]]) -> dict[str, float]:
     """Final and best accuracy, final top-5 and final training loss (NaN before any evaluation)."""
     accs = [h["test_acc"] for h in history if "test_acc" in h]
-    final = next((h for h in reversed(history) if "test_acc" in h), {})
+    final: dict[str, Any] = next((h for h in reversed(history) if "test_acc" in h), {})
     return {
         "final_acc": final.get("test_acc", float("nan")),
         "best_acc": max(accs) if accs else float("nan"),

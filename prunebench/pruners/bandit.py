@@ -93,6 +93,12 @@ class UCB(EMALossStats, Pruner):
 
     granularity: ClassVar[str] = "epoch"
     description: ClassVar[str] = "keep top-(1-p)N by EMA loss mean + c * EMA std (UCB; Raju et al. 2021)"
+    family: ClassVar[str] = "bandit"
+    paper: ClassVar[str] = (
+        "Raju, Daruwalla & Lipasti 2021 (arXiv:2111.12621): Accelerating deep learning with dynamic data pruning"
+    )
+    cost_profile: ClassVar[tuple[str, ...]] = ()
+    defaults_source: ClassVar[str] = "c=1, ema=0.9: prunebench's (the paper sweeps them)"
     Options = UCBOptions
     state_attrs = ("mu", "var", "seen")
 
@@ -137,6 +143,12 @@ class EpsilonGreedy(EMALossStats, Pruner):
 
     granularity: ClassVar[str] = "epoch"
     description: ClassVar[str] = "(1-eps) of the budget top EMA loss, eps uniform from the rest (Raju et al. 2021)"
+    family: ClassVar[str] = "bandit"
+    paper: ClassVar[str] = (
+        "Raju, Daruwalla & Lipasti 2021 (arXiv:2111.12621): Accelerating deep learning with dynamic data pruning"
+    )
+    cost_profile: ClassVar[tuple[str, ...]] = ()
+    defaults_source: ClassVar[str] = "eps=0.1, ema=0.9: prunebench's (the paper sweeps them)"
     Options = EpsilonGreedyOptions
     state_attrs = ("mu", "var", "seen")
 

@@ -53,7 +53,7 @@ import fnmatch
 import hashlib
 import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -166,7 +166,6 @@ class PruneContext:
     proxy: Callable[[ProxyRequest], dict[str, Any]] | None = None
     cache_dir: Path | None = None
     cache_key: str = ""
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,12 @@ class FromIndices(Pruner):
 
     granularity: ClassVar[str] = "static"
     description: ClassVar[str] = "a fixed subset read from indices_file (e.g. exported from a dynamic run; DeepCore-style transfer)"
+    family: ClassVar[str] = "given subset"
+    paper: ClassVar[str] = (
+        "none: trains a subset chosen elsewhere (the transfer protocol of DeepCore, Guo, Zhao & Bai, DEXA 2022)"
+    )
+    cost_profile: ClassVar[tuple[str, ...]] = ()
+    defaults_source: ClassVar[str] = "no defaults: indices_file is required and fixes the budget"
     Options = FromIndicesOptions
     short_names: ClassVar[dict[str, str]] = {"indices_file": "file"}
     state_attrs = ("subset",)

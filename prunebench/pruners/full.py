@@ -15,6 +15,10 @@ class Full(Pruner):
 
     granularity: ClassVar[str] = "epoch"
     description: ClassVar[str] = "all data every epoch (no pruning; the reference)"
+    family: ClassVar[str] = "reference"
+    paper: ClassVar[str] = "none: the unpruned baseline"
+    cost_profile: ClassVar[tuple[str, ...]] = ()
+    defaults_source: ClassVar[str] = "no options"
     default_prune_ratio: ClassVar[float] = 0.0
 
     def __init__(self, *args, **kwargs) -> None:

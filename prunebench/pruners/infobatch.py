@@ -50,6 +50,15 @@ class InfoBatch(LossScores, Pruner):
 
     granularity: ClassVar[str] = "epoch"
     description: ClassVar[str] = "drop well-learned (loss < mean) samples w.p. r, rescale by 1/(1-r), anneal (Qin et al. ICLR 2024)"
+    family: ClassVar[str] = "loss-based"
+    paper: ClassVar[str] = (
+        "Qin et al., ICLR 2024: InfoBatch: lossless training speed up by unbiased dynamic data pruning"
+    )
+    cost_profile: ClassVar[tuple[str, ...]] = ()
+    uses_weights: ClassVar[bool] = True
+    defaults_source: ClassVar[str] = (
+        "delta=0.875 and r=0.5 (prune_ratio): InfoBatch's own recipe (the release's defaults)"
+    )
     Options = InfoBatchOptions
     default_prune_ratio: ClassVar[float] = 0.5
     short_names: ClassVar[dict[str, str]] = {}

@@ -26,6 +26,13 @@ class LossTopK(LossScores, Pruner):
 
     granularity: ClassVar[str] = "epoch"
     description: ClassVar[str] = "keep the top-(1-p)N stored losses each epoch (greedy, biased; OrderDP with s=N)"
+    family: ClassVar[str] = "loss-based"
+    paper: ClassVar[str] = (
+        "Jin et al., ICLR 2026: OrderDP with s = N (the greedy baseline; cf. Loshchilov & Hutter 2015, Online "
+        "batch selection)"
+    )
+    cost_profile: ClassVar[tuple[str, ...]] = ()
+    defaults_source: ClassVar[str] = "initial_score=3.0: OrderDP's CIFAR release"
     Options = LossTopKOptions
     short_names = {"initial_score": "init"}
     state_attrs = ("scores",)

@@ -124,6 +124,13 @@ class OrderDP(LossScores, Pruner):
 
     granularity: ClassVar[str] = "epoch"
     description: ClassVar[str] = "uniform candidate set, keep top-q by stored loss (Jin et al. ICLR 2026)"
+    family: ClassVar[str] = "loss-based"
+    paper: ClassVar[str] = "Jin, Xu, Wang, Jia, Chen & Zeng, ICLR 2026: OrderDP (github shengze-xu/OrderDP)"
+    cost_profile: ClassVar[tuple[str, ...]] = ()
+    defaults_source: ClassVar[str] = (
+        "candidate_ratio=0.8: the paper's CIFAR and ResNet-18 setting; initial_score=3.0: the CIFAR release "
+        "(ImageNet release: 1.0)"
+    )
     Options = OrderDPOptions
     short_names: ClassVar[dict[str, str]] = {"candidate_ratio": "c", "initial_score": "init"}
     #: the named ends of candidate_ratio's range [1-p, 1] (figures label them)
@@ -206,6 +213,16 @@ class OrderDPFresh(BatchPruner):
     """
 
     description: ClassVar[str] = "per-step top-k of a fresh uniform candidate batch: Ordered SGD's selection at a fixed ratio (Kawaguchi & Lu 2020)"
+    family: ClassVar[str] = "loss-based"
+    paper: ClassVar[str] = (
+        "Kawaguchi & Lu, AISTATS 2020: Ordered SGD: a new stochastic optimization framework for empirical risk "
+        "minimization; Jin et al., ICLR 2026 (OrderDP)"
+    )
+    cost_profile: ClassVar[tuple[str, ...]] = ('extra forwards',)
+    defaults_source: ClassVar[str] = (
+        "candidate_ratio=0.8: as orderdp; bn_stats=kept: prunebench's (the release normalises with the candidate "
+        "batch's statistics)"
+    )
     Options = OrderDPFreshOptions
     short_names: ClassVar[dict[str, str]] = {"candidate_ratio": "c", "bn_stats": "bn"}
 

@@ -27,6 +27,10 @@ class RandomStatic(Pruner):
 
     granularity: ClassVar[str] = "static"
     description: ClassVar[str] = "one uniform random subset before training (coreset baseline; DeepCore, Guo et al. 2022)"
+    family: ClassVar[str] = "random"
+    paper: ClassVar[str] = "Guo, Zhao & Bai, DEXA 2022: DeepCore (the uniform coreset baseline)"
+    cost_profile: ClassVar[tuple[str, ...]] = ()
+    defaults_source: ClassVar[str] = "class_balanced=false: prunebench's (DeepCore: per class)"
     Options = RandomStaticOptions
     state_attrs = ("subset",)
 
@@ -61,6 +65,12 @@ class RandomDynamic(Pruner):
 
     granularity: ClassVar[str] = "epoch"
     description: ClassVar[str] = "fresh uniform subset each epoch (Raju et al. 2021, dynamic data pruning)"
+    family: ClassVar[str] = "random"
+    paper: ClassVar[str] = (
+        "Raju, Daruwalla & Lipasti 2021 (arXiv:2111.12621): Accelerating deep learning with dynamic data pruning"
+    )
+    cost_profile: ClassVar[tuple[str, ...]] = ()
+    defaults_source: ClassVar[str] = "no options"
 
     def plan_epoch(self, epoch: int) -> Selection:
         return Selection(uniform_subset(self.num_samples, self.keep_count, self.generator))

@@ -125,6 +125,7 @@ class StaticPruner(Pruner):
     """Score with the proxy run in :meth:`prepare`, select once, train on the same subset every epoch."""
 
     granularity: ClassVar[str] = "static"
+    cost_profile: ClassVar[tuple[str, ...]] = ("proxy run",)  # scores from the harness's shared proxy run
     short_names: ClassVar[dict[str, str]] = SHORT
     state_attrs = ("subset", "subset_weights", "scores")
     #: proxy records beyond the standard ones (``train_probs`` for TDDS)
@@ -217,6 +218,12 @@ class EL2N(RankPruner):
     """
 
     description = "keep the largest error L2 norm after a short proxy run (Paul et al., NeurIPS 2021)"
+    family = "score ranking"
+    paper = "Paul, Ganguli & Dziugaite, NeurIPS 2021: Deep learning on a data diet"
+    defaults_source = (
+        "proxy_epochs=10, proxy_model=the run's: prunebench's short proxy run on full data (the paper: epoch 20 "
+        "of 200); proxy_seeds=1: prunebench's (the paper averages 10)"
+    )
     Options = SeededRankOptions
     keep = "largest"
 
@@ -239,6 +246,12 @@ class GraNd(RankPruner):
     """
 
     description = "keep the largest expected last-layer gradient norm (Paul et al., NeurIPS 2021; DeepCore)"
+    family = "score ranking"
+    paper = "Paul, Ganguli & Dziugaite, NeurIPS 2021: Deep learning on a data diet"
+    defaults_source = (
+        "proxy_epochs=10, proxy_model=the run's: prunebench's short proxy run on full data (the paper scores at "
+        "initialisation); proxy_seeds=1: prunebench's (DeepCore: repeat=10)"
+    )
     Options = SeededRankOptions
     keep = "largest"
 
@@ -260,6 +273,12 @@ class Forgetting(RankPruner):
     """
 
     description = "keep the most forgotten samples during a proxy run (Toneva et al., ICLR 2019)"
+    family = "score ranking"
+    paper = "Toneva et al., ICLR 2019: An empirical study of example forgetting during deep neural network learning"
+    defaults_source = (
+        "proxy_epochs=10, proxy_model=the run's: prunebench's short proxy run on full data (Toneva et al. count "
+        "over whole training runs); class_balanced=false: prunebench's"
+    )
     Options = RankOptions
     keep = "largest"
 
@@ -275,6 +294,16 @@ class AUM(RankPruner):
     """
 
     description = "keep the lowest area under the margin (hardest; Pleiss et al., NeurIPS 2020)"
+    family = "score ranking"
+    paper = (
+        "Pleiss, Zhang, Elenberg & Weinberger, NeurIPS 2020: Identifying mislabeled data using the area under the"
+        " margin ranking"
+    )
+    defaults_source = (
+        "proxy_epochs=10, proxy_model=the run's: prunebench's short proxy run on full data (the paper ranks over "
+        "a whole training run); class_balanced=false: prunebench's (DeepCore: per class); margin on softmax as "
+        "the CCS code"
+    )
     Options = RankOptions
     keep = "smallest"
 
@@ -293,6 +322,12 @@ class LeastConfidence(RankPruner):
     keeps the least confident, as here."""
 
     description = "keep the least confident proxy predictions (Coleman et al., ICLR 2020; DeepCore)"
+    family = "uncertainty"
+    paper = "Coleman et al., ICLR 2020: Selection via proxy: efficient data selection for deep learning"
+    defaults_source = (
+        "proxy_epochs=10, proxy_model=the run's: prunebench's short proxy run on full data; class_balanced=false:"
+        " prunebench's (DeepCore: per class)"
+    )
     Options = RankOptions
     keep = "largest"
 
@@ -307,6 +342,12 @@ class Entropy(RankPruner):
     keeps the lowest entropy instead: a bug, not copied (its per-class path is right)."""
 
     description = "keep the highest predictive entropy of the proxy (Coleman et al., ICLR 2020; DeepCore)"
+    family = "uncertainty"
+    paper = "Coleman et al., ICLR 2020: Selection via proxy: efficient data selection for deep learning"
+    defaults_source = (
+        "proxy_epochs=10, proxy_model=the run's: prunebench's short proxy run on full data; class_balanced=false:"
+        " prunebench's (DeepCore: per class)"
+    )
     Options = RankOptions
     keep = "largest"
 
@@ -322,6 +363,12 @@ class Margin(RankPruner):
     right)."""
 
     description = "keep the smallest top-1/top-2 probability margin (Coleman et al., ICLR 2020; DeepCore)"
+    family = "uncertainty"
+    paper = "Coleman et al., ICLR 2020: Selection via proxy: efficient data selection for deep learning"
+    defaults_source = (
+        "proxy_epochs=10, proxy_model=the run's: prunebench's short proxy run on full data; class_balanced=false:"
+        " prunebench's (DeepCore: per class)"
+    )
     Options = RankOptions
     keep = "smallest"
 
@@ -339,6 +386,16 @@ class TDDS(RankPruner):
     """
 
     description = "keep the highest temporal dual-depth scores of a proxy run (Zhang et al., CVPR 2024)"
+    family = "score ranking"
+    paper = (
+        "Zhang et al., CVPR 2024: Spanning training progress: temporal dual-depth scoring (TDDS) for enhanced "
+        "dataset pruning"
+    )
+    defaults_source = (
+        "window=5: prunebench's, so a 10-epoch proxy gives 6 windows (the release: W=10 over 10 epochs, one "
+        "window); decay=0.9: the paper's beta; proxy_epochs=10, proxy_model=the run's: prunebench's short proxy "
+        "run on full data"
+    )
     Options = TDDSOptions
     records = ("train_probs",)
     keep = "largest"
@@ -356,6 +413,15 @@ class ModerateDS(RankPruner):
     """
 
     description = "keep the central band of distances to the class median embedding (Xia et al., ICLR 2023)"
+    family = "geometry"
+    paper = (
+        "Xia et al., ICLR 2023: Moderate coreset: a universal method of data selection for real-world "
+        "data-efficient deep learning"
+    )
+    defaults_source = (
+        "global ranks (class_balanced=false) as the paper's code; proxy_epochs=10, proxy_model=the run's: "
+        "prunebench's short proxy run on full data"
+    )
     Options = RankOptions
     keep = "central"
 
@@ -381,6 +447,12 @@ class CCS(StaticPruner):
     """
 
     description = "stratified coverage sampling over difficulty after a hard cutoff (Zheng et al., ICLR 2023)"
+    family = "coverage"
+    paper = "Zheng, Liu, Li & Prakash, ICLR 2023: Coverage-centric coreset selection for high pruning rates"
+    defaults_source = (
+        "difficulty=aum, strata=50: the CCS code's; hard_cutoff=0.1: prunebench's (the paper tunes beta per "
+        "dataset and ratio); proxy_epochs=10, proxy_model=the run's: prunebench's short proxy run on full data"
+    )
     Options = CCSOptions
 
     def score(self, rec, labels, num_classes):
@@ -419,6 +491,12 @@ class KCenterGreedy(StaticPruner):
     DeepCore). ``kept_indices`` are in the order picked."""
 
     description = "farthest-point greedy k-center on proxy embeddings (Sener & Savarese, ICLR 2018)"
+    family = "geometry"
+    paper = "Sener & Savarese, ICLR 2018: Active learning for convolutional neural networks: a core-set approach"
+    defaults_source = (
+        "random first center as DeepCore; class_balanced=false: prunebench's (DeepCore: per class); "
+        "proxy_epochs=10, proxy_model=the run's: prunebench's short proxy run on full data"
+    )
     Options = KCenterOptions
 
     def select(self, rec, labels, num_classes):
@@ -437,6 +515,15 @@ class Herding(StaticPruner):
     """
 
     description = "greedy moment matching of proxy embeddings per class (Welling 2009; Chen et al. 2010)"
+    family = "geometry"
+    paper = (
+        "Welling, ICML 2009: Herding dynamical weights to learn; Chen, Welling & Smola, UAI 2010: Super-samples "
+        "from kernel herding"
+    )
+    defaults_source = (
+        "class_balanced=true as DeepCore's balance=True; proxy_epochs=10, proxy_model=the run's: prunebench's "
+        "short proxy run on full data"
+    )
     Options = HerdingOptions
 
     def select(self, rec, labels, num_classes):
@@ -460,6 +547,17 @@ class FacilityLocation(StaticPruner):
     """
 
     description = "per-class lazy-greedy facility location with cluster-size weights (CRAIG, ICML 2020; DeepCore)"
+    family = "submodular"
+    paper = (
+        "Mirzasoleiman, Bilmes & Leskovec, ICML 2020: Coresets for data-efficient training of machine learning "
+        "models (CRAIG)"
+    )
+    uses_weights = True
+    defaults_source = (
+        "class_balanced=true as CRAIG and DeepCore; weighted=true: CRAIG's cluster-size weights; "
+        "features=embeddings: prunebench's (CRAIG, DeepCore: last-layer gradients); proxy_epochs=10, "
+        "proxy_model=the run's: prunebench's short proxy run on full data"
+    )
     Options = FacilityOptions
 
     def select(self, rec, labels, num_classes):

@@ -94,53 +94,25 @@ def parse_executor(table: Any, where: str = "executor", **flags: Any) -> Executo
     if kind not in KINDS:
         raise ConfigError(f"{where}.kind: {kind!r} is not an executor; valid: {', '.join(KINDS)}")
     out: dict[str, Any] = {"kind": kind}
-
-    def number(key: str, cast, low: float, integer: bool) -> None:
-        if key not in raw:
-            return
-        v = raw[key]
-        try:
-            if isinstance(v, bool):
-                raise ValueError
-            x = cast(v)
-            if integer and float(v) != x:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"{where}.{key}: expected {'an integer' if integer else 'a number'} >= {low:g}, got {v!r}"
-            ) from None
-        if not x >= low or (isinstance(x, float) and not math.isfinite(x)):
-            raise ConfigError(f"{where}.{key}: expected a value >= {low:g}, got {v!r}")
-        out[key] = x
-
-    number("gpus_per_run", float, 0, False)
-    number("cpus_per_run", int, 1, True)
-    number("max_retries", int, 0, True)
-    number("time_limit_min", int, 1, True)
-    number("array_parallelism", int, 0, True)
-    g = out.get("gpus_per_run")
-    if g is not None and g > 1 and g != int(g):
-        raise ConfigError(f"{where}.gpus_per_run: above 1 it must be a whole number of GPUs, got {g:g}")
-    if g is not None and 0 < g < 1 and abs(1 / g - round(1 / g)) > 1e-9:
-        raise ConfigError(f"{where}.gpus_per_run: a fraction of a GPU must be 1/k (0.5, 0.25, ...), got {g:g}")
+    for key, cast, low in (
+        ("gpus_per_run", float, 0),
+        ("cpus_per_run", int, 1),
+        ("max_retries", int, 0),
+        ("time_limit_min", int, 1),
+        ("array_parallelism", int, 0),
+    ):
+        if key in raw:
+            out[key] = _number(raw[key], f"{where}.{key}", cast, low)
+    _check_gpus_per_run(out.get("gpus_per_run"), where)
     for key in ("address", "partition", "folder"):
         if key in raw:
             if not isinstance(raw[key], str) or not raw[key].strip():
                 raise ConfigError(f"{where}.{key}: expected a non-empty string, got {raw[key]!r}")
             out[key] = raw[key]
     if "gpus" in raw:
-        v = raw["gpus"]
-        ids = v.split(",") if isinstance(v, str) else v
-        if not isinstance(ids, (list, tuple)) or not ids or not all(str(i).strip().isdigit() for i in ids):
-            raise ConfigError(f'{where}.gpus: expected GPU indices, e.g. ["0", "1"] or "0,1", got {v!r}')
-        out["gpus"] = tuple(str(i).strip() for i in ids)
+        out["gpus"] = _gpu_ids(raw["gpus"], where)
     if "sbatch" in raw:
-        v = raw["sbatch"]
-        if not isinstance(v, (list, tuple)) or not all(
-            isinstance(o, str) and o.startswith("--") and len(o) > 2 for o in v
-        ):
-            raise ConfigError(f'{where}.sbatch: expected a list of sbatch options like "--qos=normal", got {v!r}')
-        out["sbatch"] = tuple(v)
+        out["sbatch"] = _sbatch_options(raw["sbatch"], where)
     spec = ExecutorSpec(**out)
     if spec.kind != "local" and (spec.gpus_per_run or 0) > 1:
         raise ConfigError(
@@ -148,6 +120,46 @@ def parse_executor(table: Any, where: str = "executor", **flags: Any) -> Executo
             f"torchrun inside the allocation, which prunebench does not do yet; use 1 (or local)"
         )
     return spec
+
+
+def _number(v: Any, name: str, cast: type[int] | type[float], low: float) -> int | float:
+    """``v`` as an ``int`` or ``float`` (``cast``) that is finite and ``>= low``; booleans and
+    fractional integers are refused."""
+    integer = cast is int
+    try:
+        if isinstance(v, bool):
+            raise ValueError
+        x = cast(v)
+        if integer and float(v) != x:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected {'an integer' if integer else 'a number'} >= {low:g}, got {v!r}") from None
+    if not x >= low or (isinstance(x, float) and not math.isfinite(x)):
+        raise ConfigError(f"{name}: expected a value >= {low:g}, got {v!r}")
+    return x
+
+
+def _check_gpus_per_run(g: float | None, where: str) -> None:
+    """A whole number of GPUs above 1, or a fraction 1/k below."""
+    if g is not None and g > 1 and g != int(g):
+        raise ConfigError(f"{where}.gpus_per_run: above 1 it must be a whole number of GPUs, got {g:g}")
+    if g is not None and 0 < g < 1 and abs(1 / g - round(1 / g)) > 1e-9:
+        raise ConfigError(f"{where}.gpus_per_run: a fraction of a GPU must be 1/k (0.5, 0.25, ...), got {g:g}")
+
+
+def _gpu_ids(v: Any, where: str) -> tuple[str, ...]:
+    """``["0", "1"]`` or ``"0,1"`` -> ``("0", "1")``."""
+    ids = v.split(",") if isinstance(v, str) else v
+    if not isinstance(ids, (list, tuple)) or not ids or not all(str(i).strip().isdigit() for i in ids):
+        raise ConfigError(f'{where}.gpus: expected GPU indices, e.g. ["0", "1"] or "0,1", got {v!r}')
+    return tuple(str(i).strip() for i in ids)
+
+
+def _sbatch_options(v: Any, where: str) -> tuple[str, ...]:
+    """A list of ``--key=value`` / ``--flag`` sbatch options."""
+    if not isinstance(v, (list, tuple)) or not all(isinstance(o, str) and o.startswith("--") and len(o) > 2 for o in v):
+        raise ConfigError(f'{where}.sbatch: expected a list of sbatch options like "--qos=normal", got {v!r}')
+    return tuple(v)
 
 
 def sbatch_parameters(options: tuple[str, ...]) -> dict[str, Any]:

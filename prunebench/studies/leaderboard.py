@@ -550,13 +550,8 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     uri = resolve_tracking_uri(tracking_uri or study.tracking_uri)
     if dry_run:
         return plan(study, uri, data_dir, retry_failed, imports)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(study)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder")
-    changes: dict[str, Any] = {"tracking_uri": uri}
-    if data_dir:
-        changes["data_dir"] = data_dir
-    specs = study.runs(**changes)
+    out = _out_folder(study, out_dir)
+    specs = study.runs(tracking_uri=uri, **({"data_dir": data_dir} if data_dir else {}))
     # fail fast on missing data (one line, exit 2) rather than recording every cell as failed
     data = _data_for(specs[0].config)
     imported, import_lines = imported_rows(imports, specs, data_fingerprint(data),  # bad tables fail here
@@ -582,6 +577,14 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
         board = leaderboard_table(results, study.proxy_charge, study.baselines)
         _write_atomic(out, results, board, study)
     return results
+
+
+def _out_folder(study: Study, out_dir: str | Path | None) -> Path:
+    """The leaderboard's output folder (``out_dir``, else :func:`default_out_dir`); not a file."""
+    out = Path(out_dir) if out_dir is not None else default_out_dir(study)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    return out
 
 
 def _check_on_data(study: Study, specs: list[RunSpec]) -> None:
@@ -633,9 +636,44 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
               log: Log, checkpoints: Path | None = None,
               imported: dict[str, dict[str, Any]] | None = None, train: bool = True,
               show: Show | None = None, data: Any = None, executor: Any = None) -> dict[str, dict[str, Any]]:
-    from prunebench.studies.executors import ExecutorSpec, local_slots, run_remote, visible_gpus
+    from prunebench.studies.executors import ExecutorSpec, run_remote
 
     ex = executor or ExecutorSpec()
+    rows, todo, elsewhere, n_imported = _sort_cells(study, specs, uri, retry_failed, log, checkpoints,
+                                                    imported, train, data)
+    total = len(specs)
+    done0 = total - len(todo) - len(elsewhere)
+    log(_grid_summary(study, total, todo, elsewhere, n_imported, jobs, ex, train))
+    if not train:
+        return rows
+    t_start = time.perf_counter()
+
+    def report(i: int, s: RunSpec, row: dict[str, Any]) -> None:
+        log(f"[{done0 + i}/{total}] {cell_name(s)}: {_cell_outcome(row)}")
+
+    if ex.kind != "local" and todo:  # a Ray cluster or Slurm: rows come back as cells end
+        for i, (s, row) in enumerate(run_remote(ex, todo, log, (checkpoints or Path.cwd() / "x").parent, execute_cell), 1):
+            rows[s.run_key] = row
+            report(i, s, row)
+    elif jobs == 1 or len(todo) <= 1:
+        for i, s in enumerate(todo, 1):
+            rows[s.run_key] = execute_run(s, show)
+            report(i, s, rows[s.run_key])
+    else:
+        _run_pool(todo, jobs, ex, show, rows, report)
+    elsewhere += [s for s in todo if rows[s.run_key].get("status") == ELSEWHERE]
+    if todo:
+        log(f"{study.name}: ran {len(todo)} runs in {time.perf_counter() - t_start:.1f}s")
+    _await_elsewhere(study, elsewhere, uri, rows, retry_failed, log, checkpoints, imported, data)
+    return rows
+
+
+def _sort_cells(study: Study, specs: list[RunSpec], uri: str, retry_failed: bool, log: Log,
+                checkpoints: Path | None, imported: dict[str, dict[str, Any]] | None, train: bool, data: Any
+                ) -> tuple[dict[str, dict[str, Any]], list[RunSpec], list[RunSpec], int]:
+    """Sort the grid's cells by their state in MLflow (and the imported tables): the rows of the done
+    ones, the cells to run here (with their checkpoint folders), the cells another leaderboard trains,
+    and how many were imported."""
     client = _client(uri)
     existing = study_runs(study, uri, data_fingerprint(data) if data is not None else None)
     rows: dict[str, dict[str, Any]] = {}
@@ -653,96 +691,107 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
             elsewhere.append(s)
         else:
             todo.append(with_checkpoint(s, checkpoints, log, data) if checkpoints is not None else s)
+    return rows, todo, elsewhere, n_imported
+
+
+def _grid_summary(study: Study, total: int, todo: list[RunSpec], elsewhere: list[RunSpec], n_imported: int,
+                  jobs: int, ex: Any, train: bool) -> str:
+    """The one line that says what a leaderboard is about to do."""
     resumed = sum(s.config.resume for s in todo)
-    total = len(specs)
     done0 = total - len(todo) - len(elsewhere)
-    log(f"{study.name}: {total} runs, {done0 - n_imported} already in MLflow, "
-        + (f"{n_imported} imported, " if n_imported else "") + f"{len(todo)} to run"
-        + (f", {len(elsewhere)} running in another leaderboard" if elsewhere else "")
-        + (f" ({resumed} from their checkpoints)" if resumed else "")
-        + (f" ({jobs} at a time)" if jobs > 1 and todo and ex.kind == "local" else "")
-        + (f" on {ex.describe()}" if ex.kind != "local" and todo else "")
-        + ("; tabulating the done ones, training nothing" if not train else ""))
-    if not train:
-        return rows
-    t_start = time.perf_counter()
+    return (f"{study.name}: {total} runs, {done0 - n_imported} already in MLflow, "
+            + (f"{n_imported} imported, " if n_imported else "") + f"{len(todo)} to run"
+            + (f", {len(elsewhere)} running in another leaderboard" if elsewhere else "")
+            + (f" ({resumed} from their checkpoints)" if resumed else "")
+            + (f" ({jobs} at a time)" if jobs > 1 and todo and ex.kind == "local" else "")
+            + (f" on {ex.describe()}" if ex.kind != "local" and todo else "")
+            + ("; tabulating the done ones, training nothing" if not train else ""))
 
-    def report(i: int, s: RunSpec, row: dict[str, Any]) -> None:
-        what = (f"acc {row['final_acc']:.4f}  compute {row.get('relative_compute', float('nan')):.3f}  "
-                f"{row.get('train_time_s', float('nan')):.1f}s" if row.get("status") == "FINISHED"
-                else f"another leaderboard trains it ({row.get('error', '')}); waiting for it"
-                if row.get("status") == ELSEWHERE else f"FAILED: {row.get('error', '')}")
-        log(f"[{done0 + i}/{total}] {cell_name(s)}: {what}")
 
-    if ex.kind != "local" and todo:  # a Ray cluster or Slurm: rows come back as cells end
-        for i, (s, row) in enumerate(run_remote(ex, todo, log, (checkpoints or Path.cwd() / "x").parent, execute_cell), 1):
-            rows[s.run_key] = row
-            report(i, s, row)
-    elif jobs == 1 or len(todo) <= 1:
-        for i, s in enumerate(todo, 1):
-            rows[s.run_key] = execute_run(s, show)
+def _cell_outcome(row: dict[str, Any]) -> str:
+    """How a cell ended, for its progress line."""
+    if row.get("status") == "FINISHED":
+        return (f"acc {row['final_acc']:.4f}  compute {row.get('relative_compute', float('nan')):.3f}  "
+                f"{row.get('train_time_s', float('nan')):.1f}s")
+    if row.get("status") == ELSEWHERE:
+        return f"another leaderboard trains it ({row.get('error', '')}); waiting for it"
+    return f"FAILED: {row.get('error', '')}"
+
+
+def _gpu_slots(ctx: Any, todo: list[RunSpec], jobs: int, ex: Any) -> Any:
+    """A queue of each pool worker's CUDA_VISIBLE_DEVICES (executors.local_slots), taken once at its
+    start; None when the cells use no GPU."""
+    from prunebench.studies.executors import local_slots, visible_gpus
+
+    gpus = ex.gpus if ex.gpus is not None else visible_gpus()
+    per_run = ex.gpus_per_run if ex.gpus_per_run is not None else (
+        1.0 if todo[0].config.device == "cuda" or (todo[0].config.device == "auto" and gpus) else 0.0)
+    envs = local_slots(jobs, per_run, gpus)
+    if envs is None:
+        return None
+    slots = ctx.Queue()
+    for env in envs:
+        slots.put(env)
+    return slots
+
+
+def _run_pool(todo: list[RunSpec], jobs: int, ex: Any, show: Show | None, rows: dict[str, dict[str, Any]],
+              report: Callable[[int, RunSpec, dict[str, Any]], None]) -> None:
+    """Train ``todo`` on ``jobs`` spawned worker processes of this machine, filling ``rows``."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = multiprocessing.get_context("spawn")
+    # workers' progress comes back on a queue handed to them at start (no manager process, which
+    # would outlive a leaderboard killed with kill -9)
+    queue = ctx.Queue() if show is not None else None
+    slots = _gpu_slots(ctx, todo, jobs, ex)
+
+    def drain() -> None:
+        while queue is not None and show is not None:
+            try:
+                cell, text = queue.get_nowait()
+            except Exception:
+                return
+            show(cell, text)
+
+    try:
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                                    initargs=(threads, os.getpid(), queue, slots,
+                                              tuple(loaded_plugins()))) as pool:
+            futures = {pool.submit(_pool_execute, s): s for s in todo}
+            try:
+                _collect(pool, futures, drain, show, rows, report)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: workers mark their runs KILLED and exit
+                pool.shutdown(wait=False, cancel_futures=True)
+                for child in multiprocessing.active_children():
+                    child.terminate()
+                raise
+    finally:
+        drain()
+        if queue is not None:
+            queue.close()
+
+
+def _collect(pool: cf.ProcessPoolExecutor, futures: dict[cf.Future, RunSpec], drain: Callable[[], None],
+             show: Show | None, rows: dict[str, dict[str, Any]],
+             report: Callable[[int, RunSpec, dict[str, Any]], None]) -> None:
+    """Take the pool's rows as its cells end (a worker that died gives its cell a failed row)."""
+    pending, i = set(futures), 0
+    while pending:
+        done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+        drain()
+        for fut in done:
+            i += 1
+            s = futures[fut]
+            try:
+                rows[s.run_key] = fut.result()
+            except TrackingUnavailable:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            except Exception as e:  # the worker process itself died
+                rows[s.run_key] = {**_minimal_row(s), "error": f"{type(e).__name__}: {e}"}
+                if show is not None:
+                    show(cell_name(s), None)
             report(i, s, rows[s.run_key])
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        ctx = multiprocessing.get_context("spawn")
-        # workers' progress comes back on a queue handed to them at start (no manager process, which
-        # would outlive a leaderboard killed with kill -9)
-        queue = ctx.Queue() if show is not None else None
-        slots = None  # each worker's CUDA_VISIBLE_DEVICES (executors.local_slots), taken once at its start
-        gpus = ex.gpus if ex.gpus is not None else visible_gpus()
-        per_run = ex.gpus_per_run if ex.gpus_per_run is not None else (
-            1.0 if todo[0].config.device == "cuda" or (todo[0].config.device == "auto" and gpus) else 0.0)
-        envs = local_slots(jobs, per_run, gpus)
-        if envs is not None:
-            slots = ctx.Queue()
-            for env in envs:
-                slots.put(env)
-
-        def drain() -> None:
-            while queue is not None:
-                try:
-                    cell, text = queue.get_nowait()
-                except Exception:
-                    return
-                show(cell, text)
-
-        try:
-            with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                                        initargs=(threads, os.getpid(), queue, slots,
-                                                  tuple(loaded_plugins()))) as pool:
-                futures = {pool.submit(_pool_execute, s): s for s in todo}
-                pending, i = set(futures), 0
-                try:
-                    while pending:
-                        done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
-                        drain()
-                        for fut in done:
-                            i += 1
-                            s = futures[fut]
-                            try:
-                                rows[s.run_key] = fut.result()
-                            except TrackingUnavailable:
-                                pool.shutdown(wait=False, cancel_futures=True)
-                                raise
-                            except Exception as e:  # the worker process itself died
-                                rows[s.run_key] = {**_minimal_row(s), "error": f"{type(e).__name__}: {e}"}
-                                if show is not None:
-                                    show(cell_name(s), None)
-                            report(i, s, rows[s.run_key])
-                except KeyboardInterrupt:  # Ctrl-C or SIGTERM: workers mark their runs KILLED and exit
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    for child in multiprocessing.active_children():
-                        child.terminate()
-                    raise
-        finally:
-            drain()
-            if queue is not None:
-                queue.close()
-    elsewhere += [s for s in todo if rows[s.run_key].get("status") == ELSEWHERE]
-    if todo:
-        log(f"{study.name}: ran {len(todo)} runs in {time.perf_counter() - t_start:.1f}s")
-    _await_elsewhere(study, elsewhere, uri, rows, retry_failed, log, checkpoints, imported, data)
-    return rows
 
 
 def _abandon(client, running: list[Any]) -> None:

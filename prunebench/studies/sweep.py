@@ -43,7 +43,7 @@ import socket
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -226,24 +226,11 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
 
     spec = pick_sweep(study, sweep)
     log = log or (lambda s: None)
-    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
-        raise ConfigError(f"n_trials must be an integer >= 1, got {n_trials!r}")
     early = spec.early_stopping if early_stopping is None else bool(early_stopping)
-    if early and spec.kind == "pareto":
-        raise ConfigError(f"{study.path}: sweeps.{spec.name}: early stopping of trials needs one objective; "
-                          "a pareto sweep has two")
-    if early and spec.sampler == "grid":
-        raise ConfigError(f"{study.path}: sweeps.{spec.name}: a grid sweep runs every point to the end; early "
-                          "stopping of trials needs an Optuna sampler")
-    from prunebench.reports import sweeps as sweep_stats
-
+    ex = executor if executor is not None else study.executor
+    _check_sweep_run(study, spec, n_trials, early, ex, train)
     out = sweep_folder(Path(out_dir) if out_dir is not None else default_out_dir(study), spec)
     out.mkdir(parents=True, exist_ok=True)
-    ex = executor if executor is not None else study.executor
-    if spec.sampler != "grid" and ex is not None and ex.kind != "local" and train:
-        raise ConfigError(f"{study.path}: sweeps.{spec.name}: executor {ex.kind} runs grid sweeps; an Optuna sweep "
-                          f"({spec.sampler}) scales out by starting `prunebench sweep` workers on several machines "
-                          f"with one shared --storage (e.g. inside `srun` or a Ray task)")
     if spec.sampler == "grid":
         pts = spec.grid()
         log(f"{study.name}/{spec.name}: grid sweep of {spec.pruner}, {len(pts)} points x {len(spec.seeds)} seeds "
@@ -265,7 +252,30 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
         res = pd.concat([ref, pd.DataFrame(rows)], ignore_index=True) if rows else ref
         if res.empty:
             res = pd.DataFrame(columns=["method", "seed", "status", "final_acc", "relative_compute"])
-    results = annotate(res, spec, study)
+    return _write_sweep(out, spec, annotate(res, spec, study), trials, warns)
+
+
+def _check_sweep_run(study: Study, spec: SweepSpec, n_trials: int | None, early: bool, ex: Any, train: bool) -> None:
+    """Refuse settings the sweep cannot honour (one line each)."""
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
+        raise ConfigError(f"n_trials must be an integer >= 1, got {n_trials!r}")
+    if early and spec.kind == "pareto":
+        raise ConfigError(f"{study.path}: sweeps.{spec.name}: early stopping of trials needs one objective; "
+                          "a pareto sweep has two")
+    if early and spec.sampler == "grid":
+        raise ConfigError(f"{study.path}: sweeps.{spec.name}: a grid sweep runs every point to the end; early "
+                          "stopping of trials needs an Optuna sampler")
+    if spec.sampler != "grid" and ex is not None and ex.kind != "local" and train:
+        raise ConfigError(f"{study.path}: sweeps.{spec.name}: executor {ex.kind} runs grid sweeps; an Optuna sweep "
+                          f"({spec.sampler}) scales out by starting `prunebench sweep` workers on several machines "
+                          f"with one shared --storage (e.g. inside `srun` or a Ray task)")
+
+
+def _write_sweep(out: Path, spec: SweepSpec, results: pd.DataFrame, trials: pd.DataFrame | None,
+                 warns: list[str]) -> SweepResult:
+    """Write the sweep's tables (``results.csv``, ``points.csv``, ``trials.csv``, ``sweep.json``) atomically."""
+    from prunebench.reports import sweeps as sweep_stats
+
     pts_table = sweep_stats.point_table(results, spec.kind)
     atomic_write(out / "results.csv", lambda t: results.to_csv(t, index=False))
     atomic_write(out / "points.csv", lambda t: pts_table.to_csv(t, index=False))
@@ -360,9 +370,12 @@ def _open_study(spec: SweepSpec, url: str, early: bool):
     """The Optuna study of ``spec`` in the storage ``url``, created by exactly one worker: (study, created)."""
     import optuna
 
-    directions = ["maximize"] if spec.kind == "accuracy" else ["maximize", "minimize"]
+    directions: list[Literal["minimize", "maximize"]] = (
+        ["maximize"] if spec.kind == "accuracy" else ["maximize", "minimize"]
+    )
     rdb = _storage(url)
-    ostudy, creator = None, False
+    ostudy: optuna.Study | None = None
+    creator = False
     for attempt in range(5):
         try:  # the storage's unique study name makes exactly one worker the creator
             ostudy = optuna.create_study(storage=rdb, study_name=spec.study_name, directions=directions,
@@ -378,6 +391,7 @@ def _open_study(spec: SweepSpec, url: str, early: bool):
                 raise PrunebenchError(f"cannot create or load Optuna study {spec.study_name!r} in "
                                       f"{_redact(url)}: {str(e).splitlines()[0][:300]}") from None
             time.sleep(0.5 + attempt)
+    assert ostudy is not None  # the loop either set it or raised
     if [d.name.lower() for d in ostudy.directions] != directions:
         raise ConfigError(f"Optuna study {spec.study_name!r} in {_redact(url)} has directions "
                           f"{[d.name.lower() for d in ostudy.directions]}, this {spec.kind} sweep needs {directions}")
