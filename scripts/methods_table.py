@@ -32,6 +32,16 @@ nothing), all of it counted in `relative_compute`. Weights: whether it trains wi
 weights.
 """
 
+#: methods a reader of the OrderDP paper expects that are not built in, and why (issue 21: where a paper's
+#: definition cannot be found in the stored material, say so rather than guess)
+NOT_IMPLEMENTED = """\
+## Requested but not implemented
+
+| method | why |
+|---|---|
+| RePB (ICLR 2026, "Inconsistency Biases in Dynamic Data Pruning": score-drift and gradient-bias corrections) | its definition is not in the material this project can read: the OpenReview abstract (forum Zw1Uw7u6Su) and a paper summary name its parts (local window pruning, uniform resampling, cumulative temporal reweighting by historical selection frequency) but give no equations, window size or weight formula, and its code (github mrazhou/RePB) has no stored snapshot. Not registered rather than guessed. |
+"""
+
 GRANULARITIES = {
     "static": "Static: score once (from a proxy run) and train on a fixed subset",
     "epoch": "Per epoch: plan a subset each epoch",
@@ -77,6 +87,7 @@ def render() -> str:
     ]
     head = "| name | paper | where the defaults come from | file |\n|---|---|---|---|\n"
     parts.append("## Papers and the sources of the defaults\n\n" + head + "\n".join(rows) + "\n")
+    parts.append(NOT_IMPLEMENTED)
     return "\n".join(parts)
 
 
