@@ -39,7 +39,9 @@ def _time(src: Path, argv: list[str]) -> float:
     env.pop("MLFLOW_TRACKING_URI", None)
     with tempfile.TemporaryDirectory() as work:
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "prunebench", *argv], cwd=work, env=env, capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "prunebench", *argv], cwd=work, env=env, capture_output=True, text=True
+        )
         dt = time.perf_counter() - t0
     if r.returncode not in (0, 2):
         raise SystemExit(f"{src}: prunebench {' '.join(argv)} failed ({r.returncode}): {r.stderr[-500:]}")
@@ -56,7 +58,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ref_src = Path(tmp) / "ref"
         ref_src.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", a.ref, "prunebench"], check=True, capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", a.ref, "prunebench"], check=True, capture_output=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(ref_src)], input=archive, check=True)
         variants = {a.ref: ref_src, "working tree": ROOT}
         times: dict[str, dict[str, list[float]]] = {c: {v: [] for v in variants} for c in COMMANDS}
@@ -74,11 +78,23 @@ def main() -> None:
         ref, new = statistics.median(per[a.ref]), statistics.median(per["working tree"])
         target = TARGET.get(cmd, 1.0)
         print(f"{cmd:<32} {ref:>12.2f} {new:>17.2f} {'< ' + format(target, 'g'):>8}")
-        rows.append({"command": cmd, "ref": a.ref, "ref_s": ref, "new_s": new, "target_s": target,
-                     "ref_all": per[a.ref], "new_all": per["working tree"]})
+        rows.append(
+            {
+                "command": cmd,
+                "ref": a.ref,
+                "ref_s": ref,
+                "new_s": new,
+                "target_s": target,
+                "ref_all": per[a.ref],
+                "new_all": per["working tree"],
+            }
+        )
     if a.json:
-        Path(a.json).write_text(json.dumps({"repeats": a.repeats, "cpu_count": os.cpu_count(),
-                                            "load_avg": os.getloadavg(), "rows": rows}, indent=2))
+        Path(a.json).write_text(
+            json.dumps(
+                {"repeats": a.repeats, "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "rows": rows}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":

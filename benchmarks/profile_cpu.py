@@ -36,13 +36,26 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=15)
     args = ap.parse_args(argv)
     root = Path(args.data_dir)
-    data = (load_dataset("cifar10", root, download=False) if (root / "cifar10.npz").exists()
-            else load_dataset("synthetic:n=10000,test=1000,classes=10,size=32,channels=3"))
+    data = (
+        load_dataset("cifar10", root, download=False)
+        if (root / "cifar10.npz").exists()
+        else load_dataset("synthetic:n=10000,test=1000,classes=10,size=32,channels=3")
+    )
     n = args.batch_size * args.steps
     data = TensorData(**{**data.__dict__, "x_train": data.x_train[:n], "y_train": data.y_train[:n]})
-    cfg = TrainConfig(dataset="cifar10", model=args.model, pruner=args.pruner, epochs=3, batch_size=args.batch_size,
-                      tracking=False, eval_every=10**6, device="cpu", record_kept=False,
-                      precision=args.precision, channels_last=args.channels_last)
+    cfg = TrainConfig(
+        dataset="cifar10",
+        model=args.model,
+        pruner=args.pruner,
+        epochs=3,
+        batch_size=args.batch_size,
+        tracking=False,
+        eval_every=10**6,
+        device="cpu",
+        record_kept=False,
+        precision=args.precision,
+        channels_last=args.channels_last,
+    )
     tr = Trainer(cfg, data=data)
     tr.pruner.prepare(tr.context())
     tr.run_epoch(0)  # warm-up (oneDNN primitive caches)
@@ -60,11 +73,15 @@ def main(argv=None) -> int:
     # each autograd node's evaluation is one top-level range: their totals add up to the backward pass
     backward = sum(e.cpu_time_total for e in ev if e.key.startswith("autograd::engine::evaluate_function"))
     model = part["model.forward"] + part["optimizer.step"] + backward
-    print(f"# {args.model}, {args.pruner}, batch {args.batch_size}, {args.steps} steps, {args.precision}"
-          f"{', channels_last' if args.channels_last else ''}, threads {torch.get_num_threads()}")
-    print(f"epoch {total / 1e3:.1f} ms: model forward {part['model.forward'] / total:.1%}, backward "
-          f"{backward / total:.1%}, optimizer {part['optimizer.step'] / total:.1%}; "
-          f"everything else {max(0.0, 1 - model / total):.1%}")
+    print(
+        f"# {args.model}, {args.pruner}, batch {args.batch_size}, {args.steps} steps, {args.precision}"
+        f"{', channels_last' if args.channels_last else ''}, threads {torch.get_num_threads()}"
+    )
+    print(
+        f"epoch {total / 1e3:.1f} ms: model forward {part['model.forward'] / total:.1%}, backward "
+        f"{backward / total:.1%}, optimizer {part['optimizer.step'] / total:.1%}; "
+        f"everything else {max(0.0, 1 - model / total):.1%}"
+    )
     print(ev.table(sort_by="self_cpu_time_total", row_limit=args.top))
     return 0
 

@@ -30,8 +30,9 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,8 +59,15 @@ def _data(args) -> TensorData:
         d = load_dataset("synthetic:n=10000,test=1000,classes=10,size=32,channels=3")
         src = "synthetic 32x32"
     if args.n and args.n < d.num_train:
-        d = TensorData(**{**d.__dict__, "x_train": d.x_train[: args.n], "y_train": d.y_train[: args.n],
-                          "x_test": d.x_test[:1000], "y_test": d.y_test[:1000]})
+        d = TensorData(
+            **{
+                **d.__dict__,
+                "x_train": d.x_train[: args.n],
+                "y_train": d.y_train[: args.n],
+                "x_test": d.x_test[:1000],
+                "y_test": d.y_test[:1000],
+            }
+        )
     print(f"# data: {src}, N={d.num_train}, threads={torch.get_num_threads()}", flush=True)
     return d
 
@@ -78,11 +86,31 @@ def _median_time(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str,
 # ---------------------------------------------------------------------------------------------------
 
 
-def _harness_epoch(data: TensorData, model: str, bs: int, pruner: str = "full", p: float | None = None,
-                   epochs: int = 1, seed: int = 0, fast: bool = False) -> tuple[float, dict]:
-    cfg = TrainConfig(dataset="cifar10", model=model, pruner=pruner, prune_ratio=p, epochs=epochs, batch_size=bs,
-                      tracking=False, eval_every=10**6, device="cpu", record_kept=False, seed=seed,
-                      precision="bf16" if fast else "fp32", channels_last=fast)
+def _harness_epoch(
+    data: TensorData,
+    model: str,
+    bs: int,
+    pruner: str = "full",
+    p: float | None = None,
+    epochs: int = 1,
+    seed: int = 0,
+    fast: bool = False,
+) -> tuple[float, dict]:
+    cfg = TrainConfig(
+        dataset="cifar10",
+        model=model,
+        pruner=pruner,
+        prune_ratio=p,
+        epochs=epochs,
+        batch_size=bs,
+        tracking=False,
+        eval_every=10**6,
+        device="cpu",
+        record_kept=False,
+        seed=seed,
+        precision="bf16" if fast else "fp32",
+        channels_last=fast,
+    )
     tr = Trainer(cfg, data=data)
     # evaluation is excluded from train_time_s by the harness; measure only the epochs
     tr.config = cfg
@@ -134,12 +162,19 @@ def bench_overhead(args, data) -> dict[str, Any]:
     cheaper there, so the same harness work is a larger fraction of the step)."""
     out = {}
     for mode, fast in (("fp32", False), ("bf16+channels_last", True)):
-        res = _median_time({
-            "handwritten": lambda: _handwritten_epoch(data, args.model, args.batch_size, fast=fast),
-            "harness": lambda: _harness_epoch(data, args.model, args.batch_size, fast=fast)[0],
-        }, args.repeats)
-        out[mode] = {"handwritten_s": res["handwritten"], "harness_s": res["harness"],
-                     "ratio": res["harness"] / res["handwritten"], "target": "<= 1.03"}
+        res = _median_time(
+            {
+                "handwritten": lambda: _handwritten_epoch(data, args.model, args.batch_size, fast=fast),
+                "harness": lambda: _harness_epoch(data, args.model, args.batch_size, fast=fast)[0],
+            },
+            args.repeats,
+        )
+        out[mode] = {
+            "handwritten_s": res["handwritten"],
+            "harness_s": res["harness"],
+            "ratio": res["harness"] / res["handwritten"],
+            "target": "<= 1.03",
+        }
     return out
 
 
@@ -159,6 +194,7 @@ def bench_savings(args, data) -> list[dict[str, Any]]:
             dt, info = _harness_epoch(data, args.model, args.batch_size, pruner, p, epochs=epochs)
             realized[f"{pruner}@{p}"] = 1 - info["samples_backprop"] / (epochs * data.num_train)
             return dt
+
         return fn
 
     variants["full@0"] = make("full", None)
@@ -170,8 +206,15 @@ def bench_savings(args, data) -> list[dict[str, Any]]:
     for key, t in times.items():
         pruner, p = key.split("@")
         keep = 1 - realized[key]
-        rows.append({"pruner": pruner, "prune_ratio": float(p), "time_ratio": t / full, "realized_keep": keep,
-                     "gap": t / full - keep})
+        rows.append(
+            {
+                "pruner": pruner,
+                "prune_ratio": float(p),
+                "time_ratio": t / full,
+                "realized_keep": keep,
+                "gap": t / full - keep,
+            }
+        )
     return rows
 
 
@@ -248,8 +291,12 @@ def bench_static(args) -> dict[str, Any]:
     from prunebench.pruners.rules import class_balanced
 
     n, d = 50_000, 512
-    sets = {f"gaussian {n:,} x {d} (worst case)": (torch.randn(n, d, generator=torch.Generator().manual_seed(0)),
-                                                    torch.arange(n) % 10)}
+    sets = {
+        f"gaussian {n:,} x {d} (worst case)": (
+            torch.randn(n, d, generator=torch.Generator().manual_seed(0)),
+            torch.arange(n) % 10,
+        )
+    }
     real = _cached_cifar_embeddings(args)
     if real is not None:
         sets[real[0]] = (real[1], real[2])
@@ -257,8 +304,11 @@ def bench_static(args) -> dict[str, Any]:
     for name, (emb, labels) in sets.items():
         row: dict[str, float] = {}
         k = emb.shape[0] // 2
-        for fn_name, modes in (("kcenter_greedy", ("global", "per class")), ("herding", ("per class",) + (("global",) if args.static_global else ())),
-                               ("facility_location", ("per class",))):
+        for fn_name, modes in (
+            ("kcenter_greedy", ("global", "per class")),
+            ("herding", ("per class",) + (("global",) if args.static_global else ())),
+            ("facility_location", ("per class",)),
+        ):
             fn = getattr(coverage, fn_name)
             for mode in modes:
                 g = torch.Generator().manual_seed(0)
@@ -288,8 +338,18 @@ def bench_gpu(args, data) -> dict[str, Any]:
     out = {}
     for model in ("cnn-small", "resnet18"):
         for compile_ in (False, True) if args.compile else (False,):
-            cfg = TrainConfig(dataset="cifar10", model=model, pruner="full", epochs=2, batch_size=512,
-                              tracking=False, eval_every=10**6, device="cuda", record_kept=False, compile=compile_)
+            cfg = TrainConfig(
+                dataset="cifar10",
+                model=model,
+                pruner="full",
+                epochs=2,
+                batch_size=512,
+                tracking=False,
+                eval_every=10**6,
+                device="cuda",
+                record_kept=False,
+                compile=compile_,
+            )
             tr = Trainer(cfg, data=data)
             tr.pruner.prepare(tr.context())
             tr.run_epoch(0)  # warm-up (cudnn autotune, compile)
@@ -314,7 +374,9 @@ def bench_gpu(args, data) -> dict[str, Any]:
             torch.cuda.synchronize()
             model_only = time.perf_counter() - t1
             out[f"{model}{'+compile' if compile_ else ''}"] = {
-                "images_per_s": data.num_train / dt, "outside_model_fraction": max(0.0, 1 - model_only / dt)}
+                "images_per_s": data.num_train / dt,
+                "outside_model_fraction": max(0.0, 1 - model_only / dt),
+            }
     return out
 
 
@@ -329,8 +391,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="cnn-small")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats of the overhead timings (median)")
-    ap.add_argument("--savings-repeats", type=int, default=9,
-                    help="interleaved repeats of the savings timings (median; epoch times vary ~10%% on a shared VM)")
+    ap.add_argument(
+        "--savings-repeats",
+        type=int,
+        default=9,
+        help="interleaved repeats of the savings timings (median; epoch times vary ~10%% on a shared VM)",
+    )
     ap.add_argument("--savings-epochs", type=int, default=2)
     ap.add_argument("--selection-repeats", type=int, default=21, help="plan_epoch calls per pruner (median)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile on CUDA")
@@ -338,21 +404,32 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results.json")
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
-    report: dict[str, Any] = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                                          "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-                                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
+    report: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        }
+    }
     data = _data(args) if only & {"overhead", "savings", "gpu"} else None
     if "overhead" in only:
         report["overhead"] = bench_overhead(args, data)
         for mode, r in report["overhead"].items():
-            print(f"1. overhead ({mode}): harness {r['harness_s']:.2f}s vs hand-written {r['handwritten_s']:.2f}s "
-                  f"per epoch -> ratio {r['ratio']:.3f} (target <= 1.03)", flush=True)
+            print(
+                f"1. overhead ({mode}): harness {r['harness_s']:.2f}s vs hand-written {r['handwritten_s']:.2f}s "
+                f"per epoch -> ratio {r['ratio']:.3f} (target <= 1.03)",
+                flush=True,
+            )
     if "savings" in only:
         rows = report["savings"] = bench_savings(args, data)
         print("2. savings (train time / full time vs realized keep fraction):")
         print(f"   {'pruner':<16}{'p':>5}{'time ratio':>12}{'keep':>8}{'gap':>8}")
         for r in rows:
-            print(f"   {r['pruner']:<16}{r['prune_ratio']:>5.1f}{r['time_ratio']:>12.3f}{r['realized_keep']:>8.3f}{r['gap']:>+8.3f}")
+            print(
+                f"   {r['pruner']:<16}{r['prune_ratio']:>5.1f}{r['time_ratio']:>12.3f}{r['realized_keep']:>8.3f}{r['gap']:>+8.3f}"
+            )
     if "selection" in only:
         r = report["selection"] = bench_selection(args)
         print("3. selection at N=1,281,167 (median ms per plan_epoch):")

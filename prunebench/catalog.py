@@ -64,8 +64,9 @@ def live() -> dict[str, Any]:
     from prunebench.pruners import get_pruner_class, list_pruners
 
     out_p = [pruner_entry(n, get_pruner_class(n)) for n in list_pruners()]
-    out_d = [{"name": n, "description": dataset_description(n), "arg": parse_dataset_name(n)[0].arg}
-             for n in list_datasets()]
+    out_d = [
+        {"name": n, "description": dataset_description(n), "arg": parse_dataset_name(n)[0].arg} for n in list_datasets()
+    ]
     out_m = [{"name": n, "description": model_description(n)} for n in list_models()]
     return {"PRUNERS": out_p, "DATASETS": out_d, "MODELS": out_m, "AUGMENTS": tuple(AUGMENTS)}
 
@@ -77,10 +78,18 @@ def pruner_entry(name: str, cls: Any) -> dict[str, Any]:
     import dataclasses
 
     fields = dataclasses.fields(cls.Options)
-    return {"name": name, "granularity": cls.granularity, "description": cls.description,
-            "options": tuple(f.name for f in fields), "family": cls.family, "paper": cls.paper,
-            "cost_profile": tuple(cls.cost_profile), "uses_weights": bool(cls.uses_weights),
-            "defaults_source": cls.defaults_source, "defaults": {f.name: _default(f) for f in fields}}
+    return {
+        "name": name,
+        "granularity": cls.granularity,
+        "description": cls.description,
+        "options": tuple(f.name for f in fields),
+        "family": cls.family,
+        "paper": cls.paper,
+        "cost_profile": tuple(cls.cost_profile),
+        "uses_weights": bool(cls.uses_weights),
+        "defaults_source": cls.defaults_source,
+        "defaults": {f.name: _default(f) for f in fields},
+    }
 
 
 def _default(field: Any) -> str:

@@ -26,9 +26,17 @@ FLOAT32_MAX = 3.4028234663852886e38
 _BOUNDS = ("ge", "gt", "le", "lt")
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING,
-           ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
-           **meta: Any) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str = "",
+    default_factory: Any = dataclasses.MISSING,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    **meta: Any,
+) -> Any:
     """A dataclass field with its metadata: ``help``, a numeric range (checked by :func:`check_ranges`;
     for a tuple, on each element; ``None`` values are not checked) and a config's own keys (``meta``).
 
@@ -55,8 +63,12 @@ def range_text(meta: typing.Mapping[str, Any]) -> str:
 
 
 def _in_range(v: Any, meta: typing.Mapping[str, Any]) -> bool:
-    return not (("ge" in meta and v < meta["ge"]) or ("gt" in meta and v <= meta["gt"])
-                or ("le" in meta and v > meta["le"]) or ("lt" in meta and v >= meta["lt"]))
+    return not (
+        ("ge" in meta and v < meta["ge"])
+        or ("gt" in meta and v <= meta["gt"])
+        or ("le" in meta and v > meta["le"])
+        or ("lt" in meta and v >= meta["lt"])
+    )
 
 
 def check_ranges(obj: Any, where: str) -> None:
@@ -77,8 +89,15 @@ def check_ranges(obj: Any, where: str) -> None:
 
 def type_name(v: Any) -> str:
     """``'a string'``, ``'an integer'``, ...: how an error names the type of a value it got."""
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            tuple: "a list", dict: "a table"}.get(type(v), type(v).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        tuple: "a list",
+        dict: "a table",
+    }.get(type(v), type(v).__name__)
 
 
 def annotation_name(a: Any) -> str:
@@ -88,7 +107,8 @@ def annotation_name(a: Any) -> str:
     if typing.get_origin(a) is tuple:
         return "a list"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a table"}.get(
-        a, getattr(a, "__name__", str(a)))
+        a, getattr(a, "__name__", str(a))
+    )
 
 
 def _literal(value: Any, args: tuple, where: str, strict: bool) -> Any:
@@ -98,8 +118,9 @@ def _literal(value: Any, args: tuple, where: str, strict: bool) -> Any:
 
 
 def _union(value: Any, args: tuple, where: str, strict: bool) -> Any:
-    if type(None) in args and (value is None or (not strict and isinstance(value, str)
-                                                 and value.lower() in ("none", "null"))):
+    if type(None) in args and (
+        value is None or (not strict and isinstance(value, str) and value.lower() in ("none", "null"))
+    ):
         return None
     errors = []
     for a in args:
@@ -169,8 +190,9 @@ def _tuple(value: Any, args: tuple, where: str, strict: bool) -> tuple:
     if not isinstance(value, (list, tuple)) or (strict and not isinstance(value, list)):
         raise ConfigError(f"{where}: expected a list, got {_got(value, strict)}")
     inner = args[0] if args else str
-    return tuple(check_value(v.strip() if isinstance(v, str) and not strict else v, inner, where, strict)
-                 for v in value)
+    return tuple(
+        check_value(v.strip() if isinstance(v, str) and not strict else v, inner, where, strict) for v in value
+    )
 
 
 def _dict(value: Any, where: str, strict: bool) -> Any:
@@ -197,8 +219,9 @@ def check_value(value: Any, annotation: Any, where: str, strict: bool = False) -
     return simple(value, where, strict) if simple is not None else value
 
 
-def build_options(cls: type, raw: dict[str, Any], where: str, strict: bool = False,
-                  key: typing.Callable[[str], str] | None = None) -> Any:
+def build_options(
+    cls: type, raw: dict[str, Any], where: str, strict: bool = False, key: typing.Callable[[str], str] | None = None
+) -> Any:
     """Instantiate the frozen dataclass ``cls`` from ``raw``, rejecting unknown keys.
 
     Values are checked by the field annotation (:func:`check_value`; ``strict`` for TOML values), each

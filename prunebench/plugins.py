@@ -19,8 +19,8 @@ import importlib
 import importlib.util
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from prunebench.errors import ConfigError, PrunebenchError
 

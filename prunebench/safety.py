@@ -16,8 +16,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from prunebench.errors import ConfigError, Terminated
 
@@ -29,8 +30,10 @@ def safe_component(name: object, what: str) -> str:
     s = str(name)
     if not NAME_RE.match(s):
         shown = s if len(s) <= 60 else s[:57] + "..."
-        raise ConfigError(f"{what} {shown!r} cannot name a folder; valid: letters, digits and _ . + - "
-                          f"(not starting with a symbol, at most 128 characters)")
+        raise ConfigError(
+            f"{what} {shown!r} cannot name a folder; valid: letters, digits and _ . + - "
+            f"(not starting with a symbol, at most 128 characters)"
+        )
     return s
 
 
@@ -40,8 +43,9 @@ def open_nofollow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int
         return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
     except OSError:
         if Path(path).is_symlink():
-            raise ConfigError(f"{path} is a symbolic link; prunebench does not write through links "
-                              f"(remove it)") from None
+            raise ConfigError(
+                f"{path} is a symbolic link; prunebench does not write through links (remove it)"
+            ) from None
         raise
 
 
@@ -143,7 +147,7 @@ def remove_stale_temps(final: str | Path) -> None:
     final = Path(final)
     with contextlib.suppress(OSError):
         for t in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
-            parts = t.name[len(final.name) + 2:].split(".")
+            parts = t.name[len(final.name) + 2 :].split(".")
             if not parts or not parts[0].isdigit() or int(parts[0]) == os.getpid():
                 continue
             try:

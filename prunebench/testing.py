@@ -24,8 +24,9 @@ pruners get a real proxy run on a tiny synthetic dataset (an MLP, CPU, a few sec
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch

@@ -34,8 +34,8 @@ for f in .ci/setup.d/*.sh; do
 done
 
 echo "== ruff, mypy" >&2
-python -m ruff check prunebench tests benchmarks
-python -m ruff format --check prunebench tests benchmarks
+python -m ruff check prunebench tests benchmarks scripts
+python -m ruff format --check prunebench tests benchmarks scripts
 python -m mypy
 
 exec python -m pytest -q "$@"

@@ -48,17 +48,25 @@ def proxy_context():
     cache); records are memoised per request so contract tests over the registry stay fast."""
     import torch
 
+    from prunebench.datasets import load_dataset
     from prunebench.harness.config import TrainConfig
     from prunebench.harness.loop import prune_context as make_context
-    from prunebench.datasets import load_dataset
 
     contexts, memo = {}, {}
 
     def factory(n: int):
         if n not in contexts:
             data = load_dataset(f"synthetic:n={n}")
-            cfg = TrainConfig.from_dict(dict(dataset=f"synthetic:n={n}", model="mlp", batch_size=64, tracking=False,
-                                             score_cache=None, device="cpu"))
+            cfg = TrainConfig.from_dict(
+                dict(
+                    dataset=f"synthetic:n={n}",
+                    model="mlp",
+                    batch_size=64,
+                    tracking=False,
+                    score_cache=None,
+                    device="cpu",
+                )
+            )
             ctx, runner = make_context(cfg, data, torch.device("cpu"))
 
             def proxy(req, runner=runner, n=n):

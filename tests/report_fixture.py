@@ -42,27 +42,71 @@ def make_study(root: Path) -> tuple[Path, str]:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     data = load_dataset(DATASET)
     rows = []
-    base = dict(dataset=DATASET, model="mlp", epochs=3, batch_size=64, tracking=True, tracking_uri=uri,
-                experiment=EXPERIMENT)
+    base = dict(
+        dataset=DATASET, model="mlp", epochs=3, batch_size=64, tracking=True, tracking_uri=uri, experiment=EXPERIMENT
+    )
     for method, pruner, ratios, opts in METHODS:
         for p in ratios:
             for seed in SEEDS:
                 key = f"{method}/p={p:g}/seed={seed}"
-                r = train({**base, "pruner": pruner, "prune_ratio": p, "seed": seed, "pruner_options": opts,
-                           "tags": {"study": STUDY, "method": method, "run_key": key}}, data=data)
-                rows.append({**r.row, "study": STUDY, "method": method, "run_key": key, "tracking_uri": uri,
-                             "experiment": EXPERIMENT})
+                r = train(
+                    {
+                        **base,
+                        "pruner": pruner,
+                        "prune_ratio": p,
+                        "seed": seed,
+                        "pruner_options": opts,
+                        "tags": {"study": STUDY, "method": method, "run_key": key},
+                    },
+                    data=data,
+                )
+                rows.append(
+                    {
+                        **r.row,
+                        "study": STUDY,
+                        "method": method,
+                        "run_key": key,
+                        "tracking_uri": uri,
+                        "experiment": EXPERIMENT,
+                    }
+                )
     # a run that diverges: the study runner records it as FAILED with its error
     from prunebench.errors import TrainingError
 
     try:
-        train({**base, "pruner": "full", "prune_ratio": 0.0, "seed": 2, "lr": 1e12, "schedule": "constant",
-               "momentum": 0.0, "tags": {"study": STUDY}}, data=data)
+        train(
+            {
+                **base,
+                "pruner": "full",
+                "prune_ratio": 0.0,
+                "seed": 2,
+                "lr": 1e12,
+                "schedule": "constant",
+                "momentum": 0.0,
+                "tags": {"study": STUDY},
+            },
+            data=data,
+        )
     except TrainingError as e:
-        rows.append({"run_id": None, "status": "FAILED", "error": f"TrainingError: {e}", "dataset": DATASET,
-                     "model": "mlp", "pruner": "full", "label": "full", "seed": 2, "prune_ratio": 0.0,
-                     "final_acc": np.nan, "study": STUDY, "method": "full", "run_key": "full/p=0/seed=2",
-                     "tracking_uri": uri, "experiment": EXPERIMENT})
+        rows.append(
+            {
+                "run_id": None,
+                "status": "FAILED",
+                "error": f"TrainingError: {e}",
+                "dataset": DATASET,
+                "model": "mlp",
+                "pruner": "full",
+                "label": "full",
+                "seed": 2,
+                "prune_ratio": 0.0,
+                "final_acc": np.nan,
+                "study": STUDY,
+                "method": "full",
+                "run_key": "full/p=0/seed=2",
+                "tracking_uri": uri,
+                "experiment": EXPERIMENT,
+            }
+        )
     folder = root / "results" / STUDY
     folder.mkdir(parents=True)
     df = pd.DataFrame(rows)

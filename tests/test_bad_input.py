@@ -14,8 +14,12 @@ from prunebench.cli import main
 
 def _npz(path: Path, **over):
     rng = np.random.default_rng(0)
-    arrays = dict(x_train=rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), y_train=np.arange(40) % 10,
-                  x_test=rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8), y_test=np.arange(20) % 10)
+    arrays = dict(
+        x_train=rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8),
+        y_train=np.arange(40) % 10,
+        x_test=rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8),
+        y_test=np.arange(20) % 10,
+    )
     arrays.update(over)
     path.mkdir(parents=True, exist_ok=True)
     np.savez(path / "cifar10.npz", **arrays)
@@ -49,8 +53,16 @@ CASES = [
     ("ratio-above-1", [*RUN, "--prune-ratio", "1.5"], "prune_ratio must be in [0, 1), got 1.5"),
     ("ratio-negative", [*RUN, "--prune-ratio", "-0.2"], "prune_ratio must be in [0, 1)"),
     ("ratio-not-number", [*RUN, "--prune-ratio", "half"], "expected a number, got 'half'"),
-    ("ratio-leaves-nothing", [*RUN, "--pruner", "random-dynamic", "--prune-ratio", "0.9999"], "keeps round((1-p)*1438) = 0 samples"),
-    ("c-below-keep", [*RUN, "--prune-ratio", "0.1", "--set", "candidate_ratio=0.8"], "valid: 0.9 <= candidate_ratio <= 1"),
+    (
+        "ratio-leaves-nothing",
+        [*RUN, "--pruner", "random-dynamic", "--prune-ratio", "0.9999"],
+        "keeps round((1-p)*1438) = 0 samples",
+    ),
+    (
+        "c-below-keep",
+        [*RUN, "--prune-ratio", "0.1", "--set", "candidate_ratio=0.8"],
+        "valid: 0.9 <= candidate_ratio <= 1",
+    ),
     ("c-above-1", [*RUN, "--set", "candidate_ratio=1.2"], "candidate_ratio must be in (0, 1]"),
     ("unknown-set-key", [*RUN, "--set", "lrate=0.1"], "unknown --set key 'lrate'"),
     ("malformed-set", [*RUN, "--set", "lr"], "--set expects key=value"),
@@ -76,20 +88,55 @@ CASES = [
     ("imagefolder-no-path", [*RUN, "--dataset", "imagefolder"], "needs a path"),
     ("imagefolder-empty", [*RUN, "--dataset", "imagefolder:{tmp}"], "expected"),
     ("missing-data-dir", [*RUN, "--dataset", "cifar10", "--data-dir", "{tmp}/nope"], "does not exist"),
-    ("no-cifar-in-dir", [*RUN, "--dataset", "cifar10", "--data-dir", "{tmp}"], "looked for cifar10.npz and cifar-10-batches-py/"),
+    (
+        "no-cifar-in-dir",
+        [*RUN, "--dataset", "cifar10", "--data-dir", "{tmp}"],
+        "looked for cifar10.npz and cifar-10-batches-py/",
+    ),
     ("corrupt-npz", [*RUN, "--dataset", "cifar10", "--data-dir", "{data:corrupt}"], "not a readable .npz file"),
-    ("mismatched-npz", [*RUN, "--dataset", "cifar10", "--data-dir", "{data:mismatched}"], "has 40 images but y_train has 39 labels"),
+    (
+        "mismatched-npz",
+        [*RUN, "--dataset", "cifar10", "--data-dir", "{data:mismatched}"],
+        "has 40 images but y_train has 39 labels",
+    ),
     ("wrong-image-shape", [*RUN, "--dataset", "cifar10", "--data-dir", "{data:shape}"], "must have 1 or 3 channels"),
     ("float-images", [*RUN, "--dataset", "cifar10", "--data-dir", "{data:float}"], "must be uint8 images"),
-    ("labels-out-of-range", [*RUN, "--dataset", "cifar10", "--data-dir", "{data:labels}"], "labels in [0, 11]; valid: 0..9"),
-    ("empty-class-balanced", [*RUN, "--dataset", "cifar10", "--data-dir", "{data:noclass9}", "--model", "mlp",
-                              "--pruner", "random-static", "--set", "class_balanced=true"], "class 9 has no training sample"),
+    (
+        "labels-out-of-range",
+        [*RUN, "--dataset", "cifar10", "--data-dir", "{data:labels}"],
+        "labels in [0, 11]; valid: 0..9",
+    ),
+    (
+        "empty-class-balanced",
+        [
+            *RUN,
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            "{data:noclass9}",
+            "--model",
+            "mlp",
+            "--pruner",
+            "random-static",
+            "--set",
+            "class_balanced=true",
+        ],
+        "class 9 has no training sample",
+    ),
     ("resume-no-dir", [*RUN, "--resume"], "resume needs checkpoint_dir"),
     ("unknown-executor", ["leaderboard", str(_STUDY), "--executor", "k8s"], "invalid choice: 'k8s'"),
     ("gpu-fraction", ["leaderboard", str(_STUDY), "--gpus-per-run", "0.3"], "a fraction of a GPU must be 1/k"),
     ("ray-multi-gpu", ["leaderboard", str(_STUDY), "--executor", "ray", "--gpus-per-run", "2"], "DDP under torchrun"),
-    ("slurm-bad-sbatch", ["sweep", str(_STUDY), "--executor", "slurm", "--sbatch", "qos=x"], "expected a list of sbatch options"),
-    ("checkpoint-every-0", [*RUN, "--checkpoint-dir", "{tmp}/ck", "--checkpoint-every", "0"], "checkpoint_every must be >= 1"),
+    (
+        "slurm-bad-sbatch",
+        ["sweep", str(_STUDY), "--executor", "slurm", "--sbatch", "qos=x"],
+        "expected a list of sbatch options",
+    ),
+    (
+        "checkpoint-every-0",
+        [*RUN, "--checkpoint-dir", "{tmp}/ck", "--checkpoint-every", "0"],
+        "checkpoint_every must be >= 1",
+    ),
     ("tracking-unreachable", [*RUN, "--tracking-uri", "http://127.0.0.1:9"], "is unreachable"),
     ("unknown-command", ["frobnicate"], "invalid choice: 'frobnicate'"),
     ("unknown-flag", ["run", "--epoch", "3"], "unrecognized arguments"),
@@ -103,7 +150,7 @@ def test_bad_input(case, tmp_path, monkeypatch, capsys):
     work.mkdir()
     monkeypatch.chdir(work)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    argv = [_data(a[len("{data:"):-1], tmp_path) if a.startswith("{data:") else a for a in argv]
+    argv = [_data(a[len("{data:") : -1], tmp_path) if a.startswith("{data:") else a for a in argv]
     with pytest.raises(SystemExit) as ei:
         raise SystemExit(main(argv))
     err = capsys.readouterr().err

@@ -79,7 +79,8 @@ def test_kept_forward_uses_the_candidate_batch_statistics():
     sh = (1, -1, 1, 1)
     xh = (x2 - mk.reshape(sh)) / np.sqrt(vk.reshape(sh) + bn1.eps)
     want_grad = (w1 / np.sqrt(v1 + bn1.eps)).reshape(sh) * (
-        gn - gn.mean(axis=(0, 2, 3), keepdims=True) - xh * (gn * xh).mean(axis=(0, 2, 3), keepdims=True))
+        gn - gn.mean(axis=(0, 2, 3), keepdims=True) - xh * (gn * xh).mean(axis=(0, 2, 3), keepdims=True)
+    )
     np.testing.assert_allclose(xk2.grad.numpy(), want_grad, rtol=1e-8, atol=1e-12)
     assert xk.grad is not None and conv.weight.grad is not None
     # the kept pass leaves the running statistics and the train mode alone
@@ -95,8 +96,16 @@ def _record_bn_calls(trainer: Trainer) -> list[tuple[bool, np.ndarray, np.ndarra
     def hook(m, args, out):
         if not trainer.model.training:  # evaluation
             return
-        calls.append((torch.is_grad_enabled(), args[0].detach().float().numpy(), out.detach().float().numpy(),
-                      m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy(), m.eps))
+        calls.append(
+            (
+                torch.is_grad_enabled(),
+                args[0].detach().float().numpy(),
+                out.detach().float().numpy(),
+                m.weight.detach().numpy().copy(),
+                m.bias.detach().numpy().copy(),
+                m.eps,
+            )
+        )
 
     bn.register_forward_hook(hook)
     return calls
@@ -104,9 +113,18 @@ def _record_bn_calls(trainer: Trainer) -> list[tuple[bool, np.ndarray, np.ndarra
 
 @pytest.mark.parametrize("mode", ["candidates", "kept"])
 def test_loop_kept_forward_bn_statistics(mode):
-    cfg = dict(dataset="synthetic:n=200", model="cnn-small", epochs=1, batch_size=32, tracking=False,
-               pruner="orderdp-fresh", prune_ratio=0.5, precision="fp32", channels_last=False,
-               pruner_options={"candidate_ratio": 0.8, "bn_stats": mode})
+    cfg = dict(
+        dataset="synthetic:n=200",
+        model="cnn-small",
+        epochs=1,
+        batch_size=32,
+        tracking=False,
+        pruner="orderdp-fresh",
+        prune_ratio=0.5,
+        precision="fp32",
+        channels_last=False,
+        pruner_options={"candidate_ratio": 0.8, "bn_stats": mode},
+    )
     trainer = Trainer(TrainConfig(**cfg))
     calls = _record_bn_calls(trainer)
     trainer.run()
@@ -125,5 +143,16 @@ def test_loop_kept_forward_bn_statistics(mode):
 
 def test_candidate_bn_stats_refused_under_compile():
     with pytest.raises(ConfigError, match="bn_stats='candidates'"):
-        Trainer(TrainConfig(dataset="synthetic:n=64", model="cnn-small", epochs=1, batch_size=16, tracking=False,
-                     pruner="orderdp-fresh", prune_ratio=0.5, compile=True, pruner_options={"bn_stats": "candidates"}))
+        Trainer(
+            TrainConfig(
+                dataset="synthetic:n=64",
+                model="cnn-small",
+                epochs=1,
+                batch_size=16,
+                tracking=False,
+                pruner="orderdp-fresh",
+                prune_ratio=0.5,
+                compile=True,
+                pruner_options={"bn_stats": "candidates"},
+            )
+        )

@@ -40,7 +40,9 @@ def write(tmp_path: Path, name: str, study: str = "") -> Path:
     return p
 
 
-AXIS = 'epochs = [8, 4, 2]\nratios_by_epochs = { "8" = [0.5] }\nprobe = { methods = ["full", "orderdp"], at = [0.5, 1.0] }'
+AXIS = (
+    'epochs = [8, 4, 2]\nratios_by_epochs = { "8" = [0.5] }\nprobe = { methods = ["full", "orderdp"], at = [0.5, 1.0] }'
+)
 
 
 def test_budget_axis_cells_epochs_ratios_and_probe(tmp_path):
@@ -57,7 +59,10 @@ def test_budget_axis_cells_epochs_ratios_and_probe(tmp_path):
     assert probed[("full", 2)] == (0, 1) and probed[("orderdp", 4)] == (1, 3) and probed[("orderdp", 8)] == (3, 7)
     assert probed[("random-dynamic", 8)] == ()
     assert {r.config.run_name for r in runs if r.method == "full" and r.seed == 0} == {
-        "full p=0 seed=0 epochs=2", "full p=0 seed=0 epochs=4", "full p=0 seed=0 epochs=8"}
+        "full p=0 seed=0 epochs=2",
+        "full p=0 seed=0 epochs=4",
+        "full p=0 seed=0 epochs=8",
+    }
 
 
 def test_a_budget_equal_to_the_recipe_is_the_same_run_as_without_the_axis(tmp_path):
@@ -74,14 +79,28 @@ def test_reuse_maps_another_studys_cells_of_the_same_configuration(tmp_path):
     ref = load_study(tmp_path / "ref.toml")
     aliases = study.reused_keys()
     # by hand: ref's cells at 4 epochs whose configuration this study has without a probe (random-dynamic)
-    mine = {(r.method, r.prune_ratio, r.seed): r.run_key for r in study.runs()
-            if r.config.epochs == 4 and not r.config.probe_epochs}
-    expected = {r.run_key: mine[(r.method, r.prune_ratio, r.seed)] for r in ref.runs()
-                if (r.method, r.prune_ratio, r.seed) in mine}
+    mine = {
+        (r.method, r.prune_ratio, r.seed): r.run_key
+        for r in study.runs()
+        if r.config.epochs == 4 and not r.config.probe_epochs
+    }
+    expected = {
+        r.run_key: mine[(r.method, r.prune_ratio, r.seed)]
+        for r in ref.runs()
+        if (r.method, r.prune_ratio, r.seed) in mine
+    }
     assert aliases == expected and len(expected) == 4  # random-dynamic x 2 ratios x 2 seeds
     # a results table of ref is imported under this study's keys
-    rows = [{"run_key": r.run_key, "status": "FINISHED", "final_acc": 0.5 + 0.01 * i, "seed": r.seed,
-             "prune_ratio": r.prune_ratio} for i, r in enumerate(ref.runs())]
+    rows = [
+        {
+            "run_key": r.run_key,
+            "status": "FINISHED",
+            "final_acc": 0.5 + 0.01 * i,
+            "seed": r.seed,
+            "prune_ratio": r.prune_ratio,
+        }
+        for i, r in enumerate(ref.runs())
+    ]
     table = tmp_path / "ref-results.csv"
     pd.DataFrame(rows).to_csv(table, index=False)
     got, lines = imported_rows([table], study.runs(), aliases=aliases)
@@ -97,11 +116,32 @@ def test_leaderboard_pairs_within_each_budget():
     rows = []
     for e, full, m in ((2, (0.80, 0.82), (0.70, 0.71)), (8, (0.90, 0.94), (0.89, 0.92))):
         for seed in (0, 1):
-            rows.append(dict(method="full", pruner="full", prune_ratio=0.0, seed=seed, status="FINISHED",
-                             final_acc=full[seed], epochs=e, relative_compute=1.0, realized_prune_ratio=0.0))
-            rows.append(dict(method="random-dynamic", pruner="random-dynamic", prune_ratio=0.5, seed=seed,
-                             status="FINISHED", final_acc=m[seed], epochs=e, relative_compute=0.5,
-                             realized_prune_ratio=0.5))
+            rows.append(
+                dict(
+                    method="full",
+                    pruner="full",
+                    prune_ratio=0.0,
+                    seed=seed,
+                    status="FINISHED",
+                    final_acc=full[seed],
+                    epochs=e,
+                    relative_compute=1.0,
+                    realized_prune_ratio=0.0,
+                )
+            )
+            rows.append(
+                dict(
+                    method="random-dynamic",
+                    pruner="random-dynamic",
+                    prune_ratio=0.5,
+                    seed=seed,
+                    status="FINISHED",
+                    final_acc=m[seed],
+                    epochs=e,
+                    relative_compute=0.5,
+                    realized_prune_ratio=0.5,
+                )
+            )
     board = leaderboard_table(pd.DataFrame(rows))
     assert list(board.columns[:2]) == ["epochs", "prune_ratio"]
     rd = board[board.method == "random-dynamic"].set_index("epochs")
@@ -109,14 +149,23 @@ def test_leaderboard_pairs_within_each_budget():
     assert rd.loc[8, "vs_full_mean"] == pytest.approx(((0.89 - 0.90) + (0.92 - 0.94)) / 2)
 
 
-@pytest.mark.parametrize("study, match", [
-    ('epochs = [2, 2]', "study.epochs: epoch counts repeat"),
-    ('epochs = [0]', "study.epochs: expected a non-empty list of epoch counts >= 1"),
-    ('epochs = [2]\nratios_by_epochs = { "3" = [0.5] }', r"study.ratios_by_epochs.3: '3' is not one of \[study\] epochs"),
-    ('probe = { methods = ["nope"] }', "study.probe.methods: expected a non-empty list of this study's methods"),
-    ('probe = { methods = ["full"], at = [0] }', r"study.probe.at: expected a non-empty list of run fractions in \(0, 1\]"),
-    ('reuse = ["missing.toml"]', "study.reuse: 'missing.toml': no such study file"),
-])
+@pytest.mark.parametrize(
+    "study, match",
+    [
+        ("epochs = [2, 2]", "study.epochs: epoch counts repeat"),
+        ("epochs = [0]", "study.epochs: expected a non-empty list of epoch counts >= 1"),
+        (
+            'epochs = [2]\nratios_by_epochs = { "3" = [0.5] }',
+            r"study.ratios_by_epochs.3: '3' is not one of \[study\] epochs",
+        ),
+        ('probe = { methods = ["nope"] }', "study.probe.methods: expected a non-empty list of this study's methods"),
+        (
+            'probe = { methods = ["full"], at = [0] }',
+            r"study.probe.at: expected a non-empty list of run fractions in \(0, 1\]",
+        ),
+        ('reuse = ["missing.toml"]', "study.reuse: 'missing.toml': no such study file"),
+    ],
+)
 def test_bad_budget_keys_are_one_line(tmp_path, study, match):
     with pytest.raises(ConfigError, match=match) as e:
         load_study(write(tmp_path, "bad", study))

@@ -12,20 +12,49 @@ import pytest
 from prunebench.cli import main
 from prunebench.pruners import list_pruners
 
-REQUIRED = {"run_id", "dataset", "model", "pruner", "label", "seed", "epochs", "final_acc", "best_acc",
-            "train_time_s", "selection_time_s", "samples_forward", "samples_backprop", "realized_prune_ratio",
-            "relative_compute", "jaccard_mean"}
+REQUIRED = {
+    "run_id",
+    "dataset",
+    "model",
+    "pruner",
+    "label",
+    "seed",
+    "epochs",
+    "final_acc",
+    "best_acc",
+    "train_time_s",
+    "selection_time_s",
+    "samples_forward",
+    "samples_backprop",
+    "realized_prune_ratio",
+    "relative_compute",
+    "jaccard_mean",
+}
 
 
 def _cli(args, cwd, env=None):
     e = {**os.environ, "PRUNEBENCH_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "prunebench", *args], cwd=cwd, capture_output=True, text=True,
-                          env=e, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "prunebench", *args], cwd=cwd, capture_output=True, text=True, env=e, timeout=300
+    )
 
 
 def test_run_json_prints_exactly_one_object(tmp_path):
-    p = _cli(["run", "--dataset", "synthetic", "--model", "mlp", "--epochs", "2", "--json",
-              "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"], tmp_path)
+    p = _cli(
+        [
+            "run",
+            "--dataset",
+            "synthetic",
+            "--model",
+            "mlp",
+            "--epochs",
+            "2",
+            "--json",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'm.db'}",
+        ],
+        tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     row = json.loads(p.stdout)
     assert REQUIRED <= set(row)

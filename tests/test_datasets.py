@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import SHARED_DATA
+
 from prunebench.datasets import list_datasets, load_dataset
 from prunebench.errors import ConfigError, DataError
 
@@ -24,8 +24,12 @@ def test_digits(digits):
 
 def _write_npz(path, n=20, shape=(8, 8, 3), k=10, **over):
     rng = np.random.default_rng(0)
-    arrays = dict(x_train=rng.integers(0, 256, (n, *shape), dtype=np.uint8), y_train=np.arange(n) % k,
-                  x_test=rng.integers(0, 256, (n // 2, *shape), dtype=np.uint8), y_test=np.arange(n // 2) % k)
+    arrays = dict(
+        x_train=rng.integers(0, 256, (n, *shape), dtype=np.uint8),
+        y_train=np.arange(n) % k,
+        x_test=rng.integers(0, 256, (n // 2, *shape), dtype=np.uint8),
+        y_test=np.arange(n // 2) % k,
+    )
     arrays.update(over)
     arrays = {k_: v for k_, v in arrays.items() if v is not None}
     np.savez(path, **arrays)
@@ -37,14 +41,17 @@ def test_npz_loads(tmp_path):
     assert d.x_train.shape == (20, 3, 8, 8) and d.y_train.dtype == torch.int64 and d.num_classes == 10
 
 
-@pytest.mark.parametrize("over,message", [
-    (dict(y_train=np.arange(20) % 10 + 5), "labels in [5, 14]; valid: 0..9"),
-    (dict(x_train=np.zeros((20, 8, 8, 3), dtype=np.float32)), "must be uint8"),
-    (dict(y_test=np.arange(7)), "has 10 images but y_test has 7 labels"),
-    (dict(x_test=np.zeros((10, 4, 4, 3), dtype=np.uint8)), "image shapes differ"),
-    (dict(x_train=np.zeros((20, 8, 8, 5), dtype=np.uint8)), "1 or 3 channels"),
-    (dict(y_test=None), "missing arrays y_test"),
-])
+@pytest.mark.parametrize(
+    "over,message",
+    [
+        (dict(y_train=np.arange(20) % 10 + 5), "labels in [5, 14]; valid: 0..9"),
+        (dict(x_train=np.zeros((20, 8, 8, 3), dtype=np.float32)), "must be uint8"),
+        (dict(y_test=np.arange(7)), "has 10 images but y_test has 7 labels"),
+        (dict(x_test=np.zeros((10, 4, 4, 3), dtype=np.uint8)), "image shapes differ"),
+        (dict(x_train=np.zeros((20, 8, 8, 5), dtype=np.uint8)), "1 or 3 channels"),
+        (dict(y_test=None), "missing arrays y_test"),
+    ],
+)
 def test_bad_npz_is_a_clear_error(tmp_path, over, message):
     _write_npz(tmp_path / "cifar10.npz", **over)
     with pytest.raises(DataError) as ei:

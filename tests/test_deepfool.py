@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from prunebench.errors import ConfigError
-from prunebench.harness.loop import train
 from prunebench.harness.deepfool import deepfool
+from prunebench.harness.loop import train
 from prunebench.pruners import PruneContext, create_pruner
 from tests.conftest import fast_config
 
@@ -93,8 +93,13 @@ def test_pruner_keeps_the_smallest_norms_globally_and_per_class():
 
 
 def test_run_counts_deepfool_in_the_scoring_cost_and_caches_it(synthetic, tmp_path):
-    cfg = fast_config(pruner="deepfool", prune_ratio=0.5, epochs=1, score_cache=str(tmp_path),
-                      pruner_options={"proxy_epochs": 1, "max_iter": 3})
+    cfg = fast_config(
+        pruner="deepfool",
+        prune_ratio=0.5,
+        epochs=1,
+        score_cache=str(tmp_path),
+        pruner_options={"proxy_epochs": 1, "max_iter": 3},
+    )
     row = train(cfg, data=synthetic).row
     n, c = 512, synthetic.num_classes
     assert row["scoring_cache_hit"] is False and row["scoring_samples_backprop"] == 1 * n
@@ -117,8 +122,10 @@ def test_plain_requests_keep_their_cache_key(synthetic):
 
     cfg = TrainConfig.from_dict(fast_config(pruner="el2n", score_cache=None))
     _, runner = prune_context(cfg, synthetic, torch.device("cpu"))
-    full = json.dumps({"base": json.loads(runner.base_key), "model": "mlp", "epochs": 4, "proxy_seed": 1,
-                       "train_probs": True}, sort_keys=True)
+    full = json.dumps(
+        {"base": json.loads(runner.base_key), "model": "mlp", "epochs": 4, "proxy_seed": 1, "train_probs": True},
+        sort_keys=True,
+    )
     assert runner._key("mlp", 4, 1, True) == (hashlib.sha256(full.encode()).hexdigest()[:24], full)
     assert runner._key("mlp", 4, 1, True, {}) == runner._key("mlp", 4, 1, True)
     assert runner._key("mlp", 4, 1, True, {"deepfool_max_iter": 50})[0] != runner._key("mlp", 4, 1, True)[0]

@@ -16,8 +16,22 @@ from mlflow.tracking import MlflowClient
 
 from prunebench.harness.checkpoint import load_checkpoint
 
-ARGS = ["--dataset", "synthetic:n=301", "--model", "mlp", "--epochs", "3", "--batch-size", "64", "--seed", "1",
-        "--device", "cpu", "--json", "--quiet"]
+ARGS = [
+    "--dataset",
+    "synthetic:n=301",
+    "--model",
+    "mlp",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "64",
+    "--seed",
+    "1",
+    "--device",
+    "cpu",
+    "--json",
+    "--quiet",
+]
 
 
 def _free_port() -> int:
@@ -29,11 +43,31 @@ def _free_port() -> int:
 def _run(tmp, name, extra, nproc):
     env = {**os.environ, "PRUNEBENCH_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     uri = f"sqlite:///{tmp / (name + '.db')}"
-    cmd = [sys.executable, "-m", "prunebench", "run", *ARGS, *extra, "--tracking-uri", uri,
-           "--checkpoint-dir", str(tmp / (name + "-ck"))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prunebench",
+        "run",
+        *ARGS,
+        *extra,
+        "--tracking-uri",
+        uri,
+        "--checkpoint-dir",
+        str(tmp / (name + "-ck")),
+    ]
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
-               f"--master_port={_free_port()}", "--master_addr=127.0.0.1", "-m", "prunebench", *cmd[3:]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={nproc}",
+            "--nnodes=1",
+            f"--master_port={_free_port()}",
+            "--master_addr=127.0.0.1",
+            "-m",
+            "prunebench",
+            *cmd[3:],
+        ]
     p = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
@@ -46,20 +80,30 @@ def _run(tmp, name, extra, nproc):
     return row, masks, ck
 
 
-@pytest.mark.parametrize("pruner,extra", [
-    ("orderdp", ["--prune-ratio", "0.4", "--set", "candidate_ratio=0.8"]),
-    ("infobatch", ["--prune-ratio", "0.5", "--epochs", "4"]),
-    ("random-dynamic", ["--prune-ratio", "0.3"]),
-    ("orderdp-fresh", ["--prune-ratio", "0.5", "--set", "candidate_ratio=0.9"]),
-])
+@pytest.mark.parametrize(
+    "pruner,extra",
+    [
+        ("orderdp", ["--prune-ratio", "0.4", "--set", "candidate_ratio=0.8"]),
+        ("infobatch", ["--prune-ratio", "0.5", "--epochs", "4"]),
+        ("random-dynamic", ["--prune-ratio", "0.3"]),
+        ("orderdp-fresh", ["--prune-ratio", "0.5", "--set", "candidate_ratio=0.9"]),
+    ],
+)
 def test_two_process_ddp_equals_single_process(tmp_path, pruner, extra):
     extra = ["--pruner", pruner, *extra]
     single, m1, ck1 = _run(tmp_path, "single", extra, 1)
     multi, m2, ck2 = _run(tmp_path, "ddp", extra, 2)
     assert multi["world_size"] == 2 and single["world_size"] == 1
     assert multi["rank_steps_equal"] is True
-    for k in ("samples_forward", "samples_backprop", "optimizer_steps", "realized_prune_ratio", "relative_compute",
-              "jaccard_mean", "epochs_run"):
+    for k in (
+        "samples_forward",
+        "samples_backprop",
+        "optimizer_steps",
+        "realized_prune_ratio",
+        "relative_compute",
+        "jaccard_mean",
+        "epochs_run",
+    ):
         assert multi[k] == single[k], k
     np.testing.assert_array_equal(m1, m2)  # the global kept index set of every epoch
     s1, s2 = ck1["pruner"], ck2["pruner"]
@@ -72,9 +116,35 @@ def test_two_process_ddp_equals_single_process(tmp_path, pruner, extra):
 
 def test_global_batch_must_divide_by_world_size(tmp_path):
     env = {**os.environ, "PRUNEBENCH_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-                        "--master_addr=127.0.0.1", "-m", "prunebench", "run", "--dataset", "synthetic", "--model", "mlp",
-                        "--epochs", "1", "--batch-size", "63", "--device", "cpu", "--no-tracking", "--quiet"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={_free_port()}",
+            "--master_addr=127.0.0.1",
+            "-m",
+            "prunebench",
+            "run",
+            "--dataset",
+            "synthetic",
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "63",
+            "--device",
+            "cpu",
+            "--no-tracking",
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode != 0
     assert "batch_size=63 is the global batch and must be divisible by the 2 processes" in p.stderr

@@ -29,8 +29,9 @@ def _probs(n, c, seed):
 
 def test_symmetric_kl_by_hand():
     # 1/2 [(0.5-0.9)(ln 0.5 - ln 0.9) + (0.5-0.1)(ln 0.5 - ln 0.1)] = 0.4394449...
-    d = symmetric_kl(torch.tensor([[0.5, 0.5]], dtype=torch.float64),
-                     torch.tensor([[0.9, 0.1], [0.5, 0.5]], dtype=torch.float64))
+    d = symmetric_kl(
+        torch.tensor([[0.5, 0.5]], dtype=torch.float64), torch.tensor([[0.9, 0.1], [0.5, 0.5]], dtype=torch.float64)
+    )
     assert d.shape == (1, 2)
     assert float(d[0, 0]) == pytest.approx(0.5 * (0.4 * math.log(0.9 / 0.5) + 0.4 * math.log(5.0)), rel=1e-12)
     assert float(d[0, 1]) == pytest.approx(0.0, abs=1e-15)
@@ -102,8 +103,7 @@ def test_contextual_diversity_is_kcenter_under_symmetric_kl(fixture):
 
 def test_contextual_diversity_class_balanced(fixture):
     probs, emb, labels = fixture
-    p = create_pruner("contextual-diversity", num_samples=N, num_epochs=2, prune_ratio=0.5, seed=3,
-                      class_balanced=True)
+    p = create_pruner("contextual-diversity", num_samples=N, num_epochs=2, prune_ratio=0.5, seed=3, class_balanced=True)
     p.prepare(_context(probs, emb, labels, C))
     kept = p.subset
     budgets = class_budgets(labels, 12, C).tolist()
@@ -155,8 +155,9 @@ def test_neighbour_divergence_by_brute_force(divergence):
 def test_cal_scores_and_keeps_the_largest(fixture, class_balanced):
     probs, emb, labels = fixture
     k = 3
-    p = create_pruner("cal", num_samples=N, num_epochs=2, prune_ratio=0.5, seed=1, neighbors=k,
-                      class_balanced=class_balanced)
+    p = create_pruner(
+        "cal", num_samples=N, num_epochs=2, prune_ratio=0.5, seed=1, neighbors=k, class_balanced=class_balanced
+    )
     p.prepare(_context(probs, emb, labels, C))
     expected = torch.empty(N)
     groups = [torch.nonzero(labels == c).flatten().tolist() for c in range(C)] if class_balanced else [list(range(N))]

@@ -35,16 +35,28 @@ def test_test_script_runs_every_setup_script_then_pytest():
     assert script.rstrip().splitlines()[-1] == 'exec python -m pytest -q "$@"'
     # the same lint and type checks for CI and users, before the suite
     lines = [ln.strip() for ln in script.splitlines()]
-    checks = ["python -m ruff check prunebench tests benchmarks", "python -m ruff format --check prunebench tests benchmarks",
-              "python -m mypy"]
-    assert all(c in lines for c in checks) and max(lines.index(c) for c in checks) < lines.index('exec python -m pytest -q "$@"')
+    checks = [
+        "python -m ruff check prunebench tests benchmarks scripts",
+        "python -m ruff format --check prunebench tests benchmarks scripts",
+        "python -m mypy",
+    ]
+    assert all(c in lines for c in checks) and max(lines.index(c) for c in checks) < lines.index(
+        'exec python -m pytest -q "$@"'
+    )
     assert sorted(p.name for p in (ROOT / ".ci" / "setup.d").glob("*.sh")) == ["10-postgres.sh", "20-chromium.sh"]
 
 
 def test_everything_the_docs_cite_is_in_the_repository():
     """Study files, the README and the package cite repository paths only (a clone has no shared/docs)."""
-    texts = {p: p.read_text() for p in [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("studies/*.toml"),
-                                         *ROOT.glob("prunebench/**/*.py")]}
+    texts = {
+        p: p.read_text()
+        for p in [
+            ROOT / "README.md",
+            *ROOT.glob("docs/*.md"),
+            *ROOT.glob("studies/*.toml"),
+            *ROOT.glob("prunebench/**/*.py"),
+        ]
+    }
     cited = set()
     for path, text in texts.items():
         assert "shared/docs" not in text, f"{path} cites shared/docs (not in a clone): cite docs/ instead"
@@ -98,11 +110,16 @@ def test_every_relative_link_in_the_readme_and_docs_resolves():
 def test_the_link_checker_finds_a_broken_file_and_a_broken_section(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     (tmp_path / "a.md").write_text("# Title\n\n## How `prune_ratio` maps\n\nx\n")
-    (tmp_path / "b.md").write_text("[ok](a.md#how-prune_ratio-maps) [ok](#top) [web](https://x.org/y)\n\n# Top\n"
-                                   "[gone](missing.md) [bad](a.md#nowhere) ![img](c.png)\n"
-                                   "```\n[in code](ignored.md)\n```\n")
-    assert _broken_links(tmp_path / "b.md") == ["b.md: missing.md (no such file)", "b.md: a.md#nowhere (no such section)",
-                                                "b.md: c.png (no such file)"]
+    (tmp_path / "b.md").write_text(
+        "[ok](a.md#how-prune_ratio-maps) [ok](#top) [web](https://x.org/y)\n\n# Top\n"
+        "[gone](missing.md) [bad](a.md#nowhere) ![img](c.png)\n"
+        "```\n[in code](ignored.md)\n```\n"
+    )
+    assert _broken_links(tmp_path / "b.md") == [
+        "b.md: missing.md (no such file)",
+        "b.md: a.md#nowhere (no such section)",
+        "b.md: c.png (no such file)",
+    ]
 
 
 def test_readme_is_short_and_links_every_doc():
@@ -126,8 +143,10 @@ def test_methods_table_is_generated_from_the_registry():
     # weights, each option) and of the papers table (paper, sources of the defaults)
     builtin = [n for n in list_pruners() if get_pruner_class(n).__module__.startswith("prunebench.pruners.")]
     sections = {s.split("\n", 1)[0]: s for s in committed.split("\n## ")[1:]}
-    by_gran = {g: next(s for t, s in sections.items() if t.lower().startswith(w))
-               for g, w in (("static", "static"), ("epoch", "per epoch"), ("batch", "per batch"))}
+    by_gran = {
+        g: next(s for t, s in sections.items() if t.lower().startswith(w))
+        for g, w in (("static", "static"), ("epoch", "per epoch"), ("batch", "per batch"))
+    }
     papers = sections["Papers and the sources of the defaults"]
     row = lambda text, n: re.search(rf"^\| `{re.escape(n)}` \|.*$", text, re.M)  # noqa: E731
     import dataclasses

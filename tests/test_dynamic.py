@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import fast_config
 from scipy import stats
 
-from conftest import fast_config
 from prunebench.errors import ConfigError
 from prunebench.harness import train
 from prunebench.harness.export import export_coreset, most_used
@@ -74,14 +74,18 @@ def test_ucb_unseen_samples_first_then_random_ties():
     # epoch 0 with nothing observed: a uniform draw (Monte Carlo over seeds)
     freq = np.zeros(n)
     for s in range(300):
-        freq[create_pruner("ucb", num_samples=n, num_epochs=5, prune_ratio=0.5, seed=s).plan_epoch(0).indices.numpy()] += 1
+        freq[
+            create_pruner("ucb", num_samples=n, num_epochs=5, prune_ratio=0.5, seed=s).plan_epoch(0).indices.numpy()
+        ] += 1
     assert np.abs(freq / 300 - 0.5).max() < 0.12
 
 
 def test_epsilon_greedy_splits_the_budget():
     n, eps, ema = 50, 0.3, 0.5
     p = create_pruner("epsilon-greedy", num_samples=n, num_epochs=5, prune_ratio=0.4, seed=0, eps=eps, ema=ema)
-    p.observe(torch.arange(n), torch.linspace(0.1, 5.0, n)[torch.randperm(n, generator=torch.Generator().manual_seed(3))])
+    p.observe(
+        torch.arange(n), torch.linspace(0.1, 5.0, n)[torch.randperm(n, generator=torch.Generator().manual_seed(3))]
+    )
     scores = p.mu.numpy().copy()
     q = round(0.6 * n)  # 30
     n_explore = round(eps * q)  # 9
@@ -111,10 +115,18 @@ def test_epsilon_greedy_ema_matches_definition():
             assert p.scores()[i].item() == math.inf
 
 
-@pytest.mark.parametrize("name,opts", [("ucb", {"c": -1.0}), ("ucb", {"ema": 1.0}), ("epsilon-greedy", {"eps": 1.5}),
-                                       ("selective-backprop", {"beta": 0.0}), ("selective-backprop", {"history": 0}),
-                                       ("importance-sampling", {"presample": 0}),
-                                       ("importance-sampling", {"tau_th": 0.5})])
+@pytest.mark.parametrize(
+    "name,opts",
+    [
+        ("ucb", {"c": -1.0}),
+        ("ucb", {"ema": 1.0}),
+        ("epsilon-greedy", {"eps": 1.5}),
+        ("selective-backprop", {"beta": 0.0}),
+        ("selective-backprop", {"history": 0}),
+        ("importance-sampling", {"presample": 0}),
+        ("importance-sampling", {"tau_th": 0.5}),
+    ],
+)
 def test_invalid_options_rejected(name, opts):
     with pytest.raises(ConfigError, match="must be"):
         create_pruner(name, num_samples=100, num_epochs=2, prune_ratio=0.4, seed=0, **opts)
@@ -144,7 +156,7 @@ def test_percentile_rank_is_fraction_strictly_below():
 def test_beta_solves_expected_keep_fraction(keep, floor):
     beta = beta_for_keep_fraction(keep, floor)
     u = (np.arange(200_000) + 0.5) / 200_000  # midpoint rule for E[max(floor, U^beta)]
-    assert np.maximum(floor, u ** beta).mean() == pytest.approx(keep, abs=1e-4)
+    assert np.maximum(floor, u**beta).mean() == pytest.approx(keep, abs=1e-4)
     if floor == 0.0:
         assert beta == pytest.approx(1 / keep - 1, rel=1e-9)
 
@@ -160,8 +172,16 @@ def test_selective_backprop_default_is_paper_beta_3():
 
 def test_selective_backprop_selection_probability():
     beta, floor, r = 2.0, 0.1, 64
-    p = create_pruner("selective-backprop", num_samples=1000, num_epochs=2, prune_ratio=0.4, seed=0,
-                      beta=beta, beta_min=floor, history=r)
+    p = create_pruner(
+        "selective-backprop",
+        num_samples=1000,
+        num_epochs=2,
+        prune_ratio=0.4,
+        seed=0,
+        beta=beta,
+        beta_min=floor,
+        history=r,
+    )
     p.plan_epoch(1)  # past the priming epoch
     rng = np.random.default_rng(0)
     prefill = rng.random(100).astype(np.float32)
@@ -189,8 +209,12 @@ def test_selective_backprop_in_loop_priming_epochs(synthetic, prime):
     # the first `prime` epochs backprop all N (the release primes with N images), then selection starts.
     # A negligible learning rate keeps the loss distribution stationary, so percentiles are uniform and the
     # backprop fraction is E[F^beta] = 1 - p (with learning, falling losses rank low: fewer backprops)
-    r = train(fast_config(pruner="selective-backprop", prune_ratio=0.4, epochs=3, lr=1e-9,
-                          pruner_options={"prime_epochs": prime}), data=synthetic)
+    r = train(
+        fast_config(
+            pruner="selective-backprop", prune_ratio=0.4, epochs=3, lr=1e-9, pruner_options={"prime_epochs": prime}
+        ),
+        data=synthetic,
+    )
     row, n = r.row, 512
     kept = [h["kept"] for h in r.history]
     assert kept[:prime] == [n] * prime
@@ -214,8 +238,9 @@ def test_selective_backprop_priming_keeps_all_and_leaves_history_empty():
     assert p.hist_count.item() == 16
     # the history held the batch's last 8 losses (8..15); [8, 15] join it first: 10..15, 8, 15, so 8 is
     # above none of it and 15 above 6 of 8
-    np.testing.assert_allclose(p.probabilities(torch.tensor([8.0, 15.0])).numpy() ** (1 / p.beta),
-                               [0.0, 6 / 8], atol=1e-6)
+    np.testing.assert_allclose(
+        p.probabilities(torch.tensor([8.0, 15.0])).numpy() ** (1 / p.beta), [0.0, 6 / 8], atol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,7 +262,7 @@ def _release_tau(scores: np.ndarray) -> float:
     """The release's VarianceReductionCondition.update, one batch: 1 / sqrt(1 - |g - u|^2 / |g|^2)."""
     u = 1.0 / len(scores)
     g = scores / scores.sum()
-    return 1.0 / np.sqrt(1 - ((g - u) ** 2).sum() / (g ** 2).sum())
+    return 1.0 / np.sqrt(1 - ((g - u) ** 2).sum() / (g**2).sum())
 
 
 def test_variance_reduction_tau():
@@ -249,13 +274,14 @@ def test_variance_reduction_tau():
     assert variance_reduction(g).item() == pytest.approx(_release_tau(g.numpy()), rel=1e-9)
     # second moments of one-sample estimators of the mean of vectors with norms proportional to g:
     # uniform (1/n) sum |G_i|^2 versus importance sampling (1/n^2) (sum |G_i|)^2; tau^2 is their ratio
-    uni, imp = (g ** 2).sum() / n, (g.sum()) ** 2 / n ** 2
+    uni, imp = (g**2).sum() / n, (g.sum()) ** 2 / n**2
     assert variance_reduction(g).item() ** 2 == pytest.approx((uni / imp).item(), rel=1e-9)
 
 
 def _active_is(b_cand: int, **opts):
-    p = create_pruner("importance-sampling", num_samples=1000, num_epochs=3, prune_ratio=0.4, seed=0,
-                      tau_th=1.0, tau_ema=0.0, **opts)
+    p = create_pruner(
+        "importance-sampling", num_samples=1000, num_epochs=3, prune_ratio=0.4, seed=0, tau_th=1.0, tau_ema=0.0, **opts
+    )
     z = torch.randn(b_cand, 3, generator=torch.Generator().manual_seed(9)) * 3
     idx = torch.arange(b_cand)
     p.select_batch(CandidateBatch(idx, torch.zeros(b_cand), z, idx % 3, b_cand // 3))  # tau > 1 now
@@ -272,8 +298,12 @@ def test_importance_weights_make_gradient_unbiased():
     y = torch.randint(0, C, (B,), generator=g)
     W = torch.randn(C, d, generator=g, dtype=torch.float64, requires_grad=True)
     logits = x @ W.T
-    per_sample = torch.stack([torch.autograd.grad(F.cross_entropy(logits[i : i + 1], y[i : i + 1]), W,
-                                                  retain_graph=True)[0].flatten() for i in range(B)])
+    per_sample = torch.stack(
+        [
+            torch.autograd.grad(F.cross_entropy(logits[i : i + 1], y[i : i + 1]), W, retain_graph=True)[0].flatten()
+            for i in range(B)
+        ]
+    )
     target = per_sample.mean(0)
     p = _active_is(B)
     batch = CandidateBatch(torch.arange(B), torch.zeros(B), logits.detach().float(), y, 4)
@@ -338,6 +368,7 @@ def test_importance_switch_epoch_on_a_fixed_loss_sequence():
     """Epoch e feeds 15 batches of 8: one sample with logit margin -4 (hard) and 7 with margin e (easier
     every epoch), so the scores' spread grows; the switch epoch follows the release's tau (the square
     root of n sum g^2) against tau_th = 2, computed here with numpy."""
+
     def batch(e: int) -> tuple[torch.Tensor, torch.Tensor]:
         z = torch.zeros(8, 3)
         z[0, 0], z[1:, 0] = -4.0, float(e)
@@ -374,8 +405,12 @@ def test_importance_switch_epoch_on_a_fixed_loss_sequence():
 
 
 def test_importance_sampling_in_loop_counts_forward_passes(synthetic):
-    r = train(fast_config(pruner="importance-sampling", prune_ratio=0.5, epochs=3,
-                          pruner_options={"tau_th": 1.0, "tau_ema": 0.0}), data=synthetic)
+    r = train(
+        fast_config(
+            pruner="importance-sampling", prune_ratio=0.5, epochs=3, pruner_options={"tau_th": 1.0, "tau_ema": 0.0}
+        ),
+        data=synthetic,
+    )
     q, h = 256, r.history
     fwd = np.diff([0] + [e["samples_forward"] for e in h])
     bwd = np.diff([0] + [e["samples_backprop"] for e in h])
@@ -405,7 +440,9 @@ def test_flat_gradient_matches_closed_form():
     torch.testing.assert_close(got, want)  # float64 model: float64 gradient
     assert model.weight.grad is None
     out = compare_gradients(got, -2 * got)
-    assert out["grad_cosine"] == pytest.approx(-1.0) and out["grad_norm_full"] == pytest.approx(2 * out["grad_norm_kept"])
+    assert out["grad_cosine"] == pytest.approx(-1.0) and out["grad_norm_full"] == pytest.approx(
+        2 * out["grad_norm_kept"]
+    )
 
 
 def test_probe_has_no_side_effect_and_full_data_cosine_is_one(synthetic):
@@ -422,8 +459,10 @@ def test_probe_has_no_side_effect_and_full_data_cosine_is_one(synthetic):
 
 
 def test_probe_on_chosen_epochs_only_and_validated(synthetic):
-    r = train(fast_config(pruner="importance-sampling", prune_ratio=0.4, epochs=3, probe_epochs=(1,),
-                          probe_samples=128), data=synthetic)
+    r = train(
+        fast_config(pruner="importance-sampling", prune_ratio=0.4, epochs=3, probe_epochs=(1,), probe_samples=128),
+        data=synthetic,
+    )
     assert ["grad_cosine" in h for h in r.history] == [False, True, False]
     h = r.history[1]
     assert -1.0 <= h["grad_cosine"] <= 1.0 and h["grad_norm_kept"] > 0 and h["probe_kept"] == 128
@@ -453,8 +492,10 @@ def test_export_then_train_on_exactly_those_indices(tmp_path, synthetic):
     assert idx.size == summary["kept"] == 256
     assert dyn.usage[idx].min() >= np.delete(dyn.usage, idx).max()
     np.testing.assert_array_equal(np.load(tmp_path / "usage.npy"), dyn.usage)
-    st = train(fast_config(pruner="from-indices", prune_ratio=0.5, epochs=2,
-                           pruner_options={"indices_file": str(out)}), data=synthetic)
+    st = train(
+        fast_config(pruner="from-indices", prune_ratio=0.5, epochs=2, pruner_options={"indices_file": str(out)}),
+        data=synthetic,
+    )
     want = np.zeros(512, dtype=np.int64)
     want[idx] = 2
     np.testing.assert_array_equal(st.usage, want)
@@ -464,8 +505,10 @@ def test_export_then_train_on_exactly_those_indices(tmp_path, synthetic):
 def test_export_coreset_cli_from_mlflow(tmp_path, synthetic, tracking_uri, capsys):
     from prunebench.cli import main
 
-    r = train(fast_config(pruner="epsilon-greedy", prune_ratio=0.4, epochs=2, tracking=True,
-                          tracking_uri=tracking_uri), data=synthetic)
+    r = train(
+        fast_config(pruner="epsilon-greedy", prune_ratio=0.4, epochs=2, tracking=True, tracking_uri=tracking_uri),
+        data=synthetic,
+    )
     out = tmp_path / "c.npy"
     assert main(["export-coreset", r.row["run_id"], "--out", str(out), "--tracking-uri", tracking_uri]) == 0
     assert "from-indices --prune-ratio 0.4" in capsys.readouterr().out
@@ -485,16 +528,19 @@ def _write(path, content):
     return str(path)
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("missing.npy", None, "does not exist"),
-    ("bad.npy", b"not a numpy file", "not a readable index file"),
-    ("bad.csv", "index\n1\nx\n", "not a readable index file"),
-    ("floats.npy", np.linspace(0, 1, 6), "1-D array of integers"),
-    ("range.npy", np.array([0, 1, 2, 3, 4, 10]), "index 10 is out of range; valid: 0 <= index < 10"),
-    ("dup.npy", np.array([0, 1, 2, 3, 4, 4]), "repeats indices"),
-    ("count.npy", np.array([0, 1, 2, 3, 4]), "valid: prune_ratio=0.5 for this file"),
-    ("x.json", "[1]", "unknown extension"),
-])
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("missing.npy", None, "does not exist"),
+        ("bad.npy", b"not a numpy file", "not a readable index file"),
+        ("bad.csv", "index\n1\nx\n", "not a readable index file"),
+        ("floats.npy", np.linspace(0, 1, 6), "1-D array of integers"),
+        ("range.npy", np.array([0, 1, 2, 3, 4, 10]), "index 10 is out of range; valid: 0 <= index < 10"),
+        ("dup.npy", np.array([0, 1, 2, 3, 4, 4]), "repeats indices"),
+        ("count.npy", np.array([0, 1, 2, 3, 4]), "valid: prune_ratio=0.5 for this file"),
+        ("x.json", "[1]", "unknown extension"),
+    ],
+)
 def test_from_indices_validation(tmp_path, name, content, message):
     path = str(tmp_path / name) if content is None else _write(tmp_path / name, content)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as ei:

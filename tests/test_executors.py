@@ -55,7 +55,7 @@ def _runs(uri: str, experiment: str):
 
     from prunebench.safety import file_lock
 
-    with file_lock(uri[len("sqlite:///"):] + ".lock"):
+    with file_lock(uri[len("sqlite:///") :] + ".lock"):
         client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
@@ -313,8 +313,11 @@ def _slurm_scancel_then_resume(drv, args, env, uri, tmp_path, t0):
         raise AssertionError(f"no cell reached its first checkpoint while running on Slurm: {err[-3000:]}")
     # the task as <array job>_<task>: task 0's SLURM_JOB_ID equals the array's id, which scancel reads as the whole array
     tags = victim.data.tags
-    subprocess.run(["scancel", f"{tags['prunebench.slurm_array_job_id']}_{tags['prunebench.slurm_array_task_id']}"],
-                   check=True, timeout=30)
+    subprocess.run(
+        ["scancel", f"{tags['prunebench.slurm_array_job_id']}_{tags['prunebench.slurm_array_task_id']}"],
+        check=True,
+        timeout=30,
+    )
     out, err = drv.communicate(timeout=900)
     first_s = time.perf_counter() - t0
     assert drv.returncode == 1, err[-3000:]  # one cell did not finish

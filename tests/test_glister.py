@@ -48,7 +48,7 @@ def _brute(emb, labels, w, b, k, eta, ls, bias, per_round=1):
         if picked:
             step = grads[picked].mean(dim=0)
             w_s = w - eta * step[: w.numel()].view_as(w)
-            b_s = b - eta * step[w.numel():] if bias else b
+            b_s = b - eta * step[w.numel() :] if bias else b
         else:
             w_s, b_s = w, b
         gains = grads @ _val_grad(emb, labels, w_s, b_s, ls, bias)
@@ -90,8 +90,12 @@ class _Proxy:
         self.probs, self.emb, self.ls = probs, emb, ls
 
     def __call__(self, req):
-        return {"probs": self.probs[None].float(), "embeddings": self.emb[None].float(),
-                "label_smoothing": self.ls, "head_bias": True}
+        return {
+            "probs": self.probs[None].float(),
+            "embeddings": self.emb[None].float(),
+            "label_smoothing": self.ls,
+            "head_bias": True,
+        }
 
 
 def test_pruner_runs_the_greedy_within_each_class_on_the_class_as_validation_set():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import fast_config
+
 from prunebench.errors import ConfigError
 from prunebench.harness import train
 from prunebench.harness.checkpoint import CHECKPOINT_NAME, atomic_write, load_checkpoint
@@ -192,10 +192,27 @@ def _results_table(study: str):
     rows = []
     for m, p in (("full", 0.0), ("random-dynamic", 0.5)):
         for s in (0, 1):
-            rows.append(dict(study=study, method=m, pruner=m, label=m, prune_ratio=p, seed=s,
-                             status="FINISHED", final_acc=0.5 + 0.1 * s + 0.05 * (m == "full"), best_acc=0.7,
-                             dataset="synthetic", model="mlp", relative_compute=1 - p, realized_prune_ratio=p,
-                             train_time_s=1.0, run_id=None, tracking_uri=None, run_key=f"{m}{s}"))
+            rows.append(
+                dict(
+                    study=study,
+                    method=m,
+                    pruner=m,
+                    label=m,
+                    prune_ratio=p,
+                    seed=s,
+                    status="FINISHED",
+                    final_acc=0.5 + 0.1 * s + 0.05 * (m == "full"),
+                    best_acc=0.7,
+                    dataset="synthetic",
+                    model="mlp",
+                    relative_compute=1 - p,
+                    realized_prune_ratio=p,
+                    train_time_s=1.0,
+                    run_id=None,
+                    tracking_uri=None,
+                    run_key=f"{m}{s}",
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -321,9 +338,23 @@ def test_resume_on_other_data_is_refused(synthetic, tmp_path):
 def _import_table(tmp_path, specs, **override):
     import pandas as pd
 
-    rows = [dict(study="hostile", method=s.method, pruner=s.pruner, prune_ratio=s.prune_ratio, seed=s.seed,
-                 status="FINISHED", final_acc=0.5, best_acc=0.6, run_key=s.run_key, run_id="abc",
-                 tracking_uri="http://elsewhere:5000", experiment="theirs") for s in specs]
+    rows = [
+        dict(
+            study="hostile",
+            method=s.method,
+            pruner=s.pruner,
+            prune_ratio=s.prune_ratio,
+            seed=s.seed,
+            status="FINISHED",
+            final_acc=0.5,
+            best_acc=0.6,
+            run_key=s.run_key,
+            run_id="abc",
+            tracking_uri="http://elsewhere:5000",
+            experiment="theirs",
+        )
+        for s in specs
+    ]
     for k, v in override.items():
         rows[0][k] = v
     p = tmp_path / "results.csv"
@@ -331,13 +362,20 @@ def _import_table(tmp_path, specs, **override):
     return p
 
 
-@pytest.mark.parametrize("col,value,words", [
-    ("final_acc", 7.5, "outside [0, 1]"), ("final_acc", -3, "outside [0, 1]"),
-    ("final_acc", float("nan"), "has no final_acc"), ("final_acc", "high", "not a finite number"),
-    ("final_acc", "inf", "not a finite number"), ("best_acc", 4.25, "outside [0, 1]"),
-    ("status", "DONE", "status 'DONE' is not one of"), ("seed", 1.5, "not an integer"),
-    ("train_time_s", -1, "negative"),
-])
+@pytest.mark.parametrize(
+    "col,value,words",
+    [
+        ("final_acc", 7.5, "outside [0, 1]"),
+        ("final_acc", -3, "outside [0, 1]"),
+        ("final_acc", float("nan"), "has no final_acc"),
+        ("final_acc", "high", "not a finite number"),
+        ("final_acc", "inf", "not a finite number"),
+        ("best_acc", 4.25, "outside [0, 1]"),
+        ("status", "DONE", "status 'DONE' is not one of"),
+        ("seed", 1.5, "not an integer"),
+        ("train_time_s", -1, "negative"),
+    ],
+)
 def test_impossible_imported_rows_are_one_line_errors(tmp_path, col, value, words):
     from prunebench.studies import load_study
     from prunebench.studies.leaderboard import imported_rows
@@ -346,8 +384,9 @@ def test_impossible_imported_rows_are_one_line_errors(tmp_path, col, value, word
     p = _import_table(tmp_path, specs, **{col: value})
     import re
 
-    with pytest.raises(ConfigError, match=re.escape(f"--import {p}: row 1 (run_key {specs[0].run_key}): ")
-                       + ".*" + re.escape(words)):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"--import {p}: row 1 (run_key {specs[0].run_key}): ") + ".*" + re.escape(words)
+    ):
         imported_rows([p], specs)
 
 
@@ -377,8 +416,14 @@ def _cli(args, cwd, **env):
     import sys
 
     e = {**os.environ, "PRUNEBENCH_OFFLINE": "1", **env}
-    return subprocess.Popen([sys.executable, "-m", "prunebench", *args], cwd=cwd, env=e,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "prunebench", *args],
+        cwd=cwd,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 TWO_SEEDS = STUDY.replace("seeds = [0]", "seeds = [0, 1]").replace("epochs = 2", "epochs = 3")
@@ -395,8 +440,10 @@ def test_two_leaderboards_on_one_store_train_each_cell_once(tmp_path):
     study.write_text(textwrap.dedent(TWO_SEEDS.format(name="two")))
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     env = {"PRUNEBENCH_HEARTBEAT_S": "2", "PRUNEBENCH_CLAIM_SETTLE_S": "1"}
-    procs = [_cli(["leaderboard", str(study), "--out", str(tmp_path / o), "--tracking-uri", uri], tmp_path, **env)
-             for o in ("a", "b")]
+    procs = [
+        _cli(["leaderboard", str(study), "--out", str(tmp_path / o), "--tracking-uri", uri], tmp_path, **env)
+        for o in ("a", "b")
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err
@@ -422,8 +469,10 @@ def test_a_fresh_running_run_is_never_abandoned_and_a_stale_one_is(tmp_path, mon
     spec = load_study(write_study(tmp_path)).runs()[0]
 
     def run(status, beat):
-        return types.SimpleNamespace(info=types.SimpleNamespace(status=status, run_id="r", start_time=0),
-                                     data=types.SimpleNamespace(tags={claims.HEARTBEAT_TAG: str(beat)}))
+        return types.SimpleNamespace(
+            info=types.SimpleNamespace(status=status, run_id="r", start_time=0),
+            data=types.SimpleNamespace(tags={claims.HEARTBEAT_TAG: str(beat)}),
+        )
 
     import time
 
@@ -450,16 +499,23 @@ def test_orphaned_workers_exit_when_the_leaderboard_is_killed(tmp_path):
         time.sleep(0.2)
     assert p.poll() is None, p.communicate()[1]
     children = [int(c) for c in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()]
-    workers = [c for c in children if "multiprocessing" in Path(f"/proc/{c}/cmdline").read_text()
-               and "resource_tracker" not in Path(f"/proc/{c}/cmdline").read_text()]
+    workers = [
+        c
+        for c in children
+        if "multiprocessing" in Path(f"/proc/{c}/cmdline").read_text()
+        and "resource_tracker" not in Path(f"/proc/{c}/cmdline").read_text()
+    ]
     assert len(workers) == 2
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     deadline = time.time() + 60
-    while time.time() < deadline and any(Path(f"/proc/{w}").exists() and
-                                         "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2] for w in workers):
+    while time.time() < deadline and any(
+        Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2] for w in workers
+    ):
         time.sleep(0.2)
-    alive = [w for w in workers if Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"]
+    alive = [
+        w for w in workers if Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"
+    ]
     assert not alive
     from mlflow.tracking import MlflowClient
 
@@ -473,8 +529,20 @@ def test_orphaned_workers_exit_when_the_leaderboard_is_killed(tmp_path):
 # 6. SIGTERM marks the run KILLED; a dead server fails the run in seconds; dead runs do not stay RUNNING
 # ---------------------------------------------------------------------------------------------------
 
-LONG_RUN = ["run", "--dataset", "synthetic:n=512", "--model", "mlp", "--epochs", "3000", "--pruner", "random-dynamic",
-            "--prune-ratio", "0.3", "--quiet"]
+LONG_RUN = [
+    "run",
+    "--dataset",
+    "synthetic:n=512",
+    "--model",
+    "mlp",
+    "--epochs",
+    "3000",
+    "--pruner",
+    "random-dynamic",
+    "--prune-ratio",
+    "0.3",
+    "--quiet",
+]
 
 
 def _wait_for(pred, timeout, proc=None):
@@ -520,8 +588,9 @@ def test_a_dead_process_run_is_marked_killed_by_the_next_run(synthetic, tmp_path
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     t = MLflowTracker(uri, "e")
     t.start("orphan", {}, {})
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True).stdout)
+    dead = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
     t.set_tags({liveness.HOST_TAG: liveness.host_id(), liveness.PID_TAG: f"{dead}:1"})
     alive = MLflowTracker(uri, "e")
     alive.start("alive", {}, {})
@@ -545,11 +614,29 @@ def test_a_tracking_server_that_dies_mid_run_fails_the_run_within_30_s(tmp_path)
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
-                               "--default-artifact-root", str(tmp_path / "art")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'srv.db'}",
+            "--default-artifact-root",
+            str(tmp_path / "art"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
+
         def up():
             try:
                 return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
@@ -602,8 +689,19 @@ def test_a_corrupt_or_empty_image_is_one_line_and_the_run_failed(tmp_path, bad, 
 
     root = _image_folder(tmp_path / "imgs", bad)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    cfg = dict(dataset=f"imagefolder:{root}", model="mlp", epochs=1, batch_size=4, image_size=8, num_workers=workers,
-               tracking=True, tracking_uri=uri, experiment="img", pruner="full", device="cpu")
+    cfg = dict(
+        dataset=f"imagefolder:{root}",
+        model="mlp",
+        epochs=1,
+        batch_size=4,
+        image_size=8,
+        num_workers=workers,
+        tracking=True,
+        tracking_uri=uri,
+        experiment="img",
+        pruner="full",
+        device="cpu",
+    )
     with pytest.raises(DataError) as e:
         train(cfg)
     msg = str(e.value)
@@ -630,7 +728,6 @@ def test_a_corrupt_sqlite_store_is_one_line(synthetic, tmp_path):
     with pytest.raises(PrunebenchError) as e:
         train(fast_config(tracking=True, tracking_uri=f"sqlite:///{db}", experiment="e2"), data=synthetic)
     assert "\n" not in str(e.value) and f"sqlite:///{db}" in str(e.value)
-
 
 
 def test_report_of_hostile_labels_renders_them_as_text(tmp_path):
@@ -661,6 +758,7 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_previou
     def full_after_first(path, write, durable=False):
         calls.append(path)
         if len(calls) > 1:
+
             def torn(t):
                 t.write_bytes(b"\0" * 100)
                 raise OSError(28, "No space left on device")

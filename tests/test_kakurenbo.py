@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import fast_config
+
 from prunebench.errors import ConfigError
 from prunebench.harness import TrainConfig, Trainer, train
 from prunebench.harness.optim import lr_multiplier
@@ -150,8 +150,9 @@ def _lr_log(cfg, synthetic):
 
 def test_learning_rate_applied_is_schedule_times_scale(synthetic):
     epochs, f, lr = 5, 0.5, 0.05
-    cfg = fast_config(pruner="kakurenbo", prune_ratio=f, epochs=epochs, schedule="constant", lr=lr,
-                      pruner_options={"threshold": 0.3})
+    cfg = fast_config(
+        pruner="kakurenbo", prune_ratio=f, epochs=epochs, schedule="constant", lr=lr, pruner_options={"threshold": 0.3}
+    )
     tr, log = _lr_log(cfg, synthetic)
     r = tr.run()
     n = synthetic.num_train
@@ -169,13 +170,17 @@ def test_learning_rate_applied_is_schedule_times_scale(synthetic):
 
 def test_default_scale_leaves_the_schedule_bitwise(synthetic):
     epochs, lr, bs = 3, 0.05, 64
-    cfg = fast_config(pruner="random-dynamic", prune_ratio=0.25, epochs=epochs, lr=lr, schedule="onecycle",
-                      batch_size=bs)
+    cfg = fast_config(
+        pruner="random-dynamic", prune_ratio=0.25, epochs=epochs, lr=lr, schedule="onecycle", batch_size=bs
+    )
     tr, log = _lr_log(cfg, synthetic)
     r = tr.run()
     steps = math.ceil(round(0.75 * synthetic.num_train) / bs)
-    expected = [lr * lr_multiplier("onecycle", (e + i / steps) / epochs, warmup=tr.config.warmup)
-                for e in range(epochs) for i in range(steps)]
+    expected = [
+        lr * lr_multiplier("onecycle", (e + i / steps) / epochs, warmup=tr.config.warmup)
+        for e in range(epochs)
+        for i in range(steps)
+    ]
     assert [v for _, v in log] == expected  # == : bitwise, the pre-hook formula
     assert all(h["lr_scale"] == 1.0 for h in r.history) and r.row["samples_forward"] == 0
 
@@ -197,5 +202,10 @@ def test_resume_is_bitwise_identical(synthetic, tmp_path):
     for k in ("final_acc", "samples_forward", "samples_backprop", "optimizer_steps"):
         assert ref.row[k] == resumed.row[k], k
     for a, b in zip(ref.history, resumed.history):
-        assert (a["train_loss"], a["lr"], a["lr_scale"], a["kept"]) == (b["train_loss"], b["lr"], b["lr_scale"], b["kept"])
+        assert (a["train_loss"], a["lr"], a["lr_scale"], a["kept"]) == (
+            b["train_loss"],
+            b["lr"],
+            b["lr_scale"],
+            b["kept"],
+        )
     np.testing.assert_array_equal(ref.usage, resumed.usage)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import fast_config
+
 from prunebench.errors import ConfigError, TrainingError
 from prunebench.harness import TrainConfig, Trainer, train
 from prunebench.harness.optim import LAMB, LARS, lr_multiplier
@@ -23,8 +23,9 @@ def test_full_digits_learns(digits):
     assert r.row["samples_backprop"] == 8 * digits.num_train
 
 
-@pytest.mark.parametrize("pruner,ratio", [("orderdp", 0.4), ("random-dynamic", 0.3), ("loss-topk", 0.5),
-                                          ("random-static", 0.25)])
+@pytest.mark.parametrize(
+    "pruner,ratio", [("orderdp", 0.4), ("random-dynamic", 0.3), ("loss-topk", 0.5), ("random-static", 0.25)]
+)
 def test_fixed_budget_cost_accounting(synthetic, pruner, ratio):
     r = train(fast_config(pruner=pruner, prune_ratio=ratio, epochs=4), data=synthetic)
     n, q = 512, round((1 - ratio) * 512)
@@ -39,8 +40,9 @@ def test_fixed_budget_cost_accounting(synthetic, pruner, ratio):
 
 
 def test_orderdp_fresh_counts_forward_passes(synthetic):
-    r = train(fast_config(pruner="orderdp-fresh", prune_ratio=0.5, pruner_options={"candidate_ratio": 0.75}),
-              data=synthetic)
+    r = train(
+        fast_config(pruner="orderdp-fresh", prune_ratio=0.5, pruner_options={"candidate_ratio": 0.75}), data=synthetic
+    )
     s, q = 384, 256
     row = r.row
     assert row["samples_forward"] == 3 * s
@@ -86,8 +88,9 @@ def test_train_leaves_global_rng_untouched(synthetic):
 
 def test_weights_multiply_per_sample_loss_before_mean(synthetic):
     """One SGD step with loss weights equals a hand-computed step on sum(w * l) / b."""
-    cfg = TrainConfig.from_dict(fast_config(pruner="full", momentum=0.0, weight_decay=0.0, label_smoothing=0.1,
-                                            schedule="constant", lr=0.5))
+    cfg = TrainConfig.from_dict(
+        fast_config(pruner="full", momentum=0.0, weight_decay=0.0, label_smoothing=0.1, schedule="constant", lr=0.5)
+    )
     tr = Trainer(cfg, data=synthetic)
     ref = copy.deepcopy(tr.model)
     idx = torch.arange(16)
@@ -106,8 +109,15 @@ def test_weights_multiply_per_sample_loss_before_mean(synthetic):
 def test_onecycle_matches_torch_onecycle():
     total = 100
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=total + 1, pct_start=0.3,
-                                                div_factor=25, final_div_factor=1e4, anneal_strategy="cos")
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt,
+        max_lr=1.0,
+        total_steps=total + 1,
+        pct_start=0.3,
+        div_factor=25,
+        final_div_factor=1e4,
+        anneal_strategy="cos",
+    )
     ours, theirs = [], []
     warm = (0.3 * (total + 1) - 1) / total  # torch ends warm-up at step pct_start * total_steps - 1
     for step in range(total + 1):
@@ -121,7 +131,9 @@ def test_onecycle_matches_torch_onecycle():
 def test_step_and_cosine_schedules():
     assert lr_multiplier("step", 0.49) == 1.0 and lr_multiplier("step", 0.5) == pytest.approx(0.1)
     assert lr_multiplier("step", 0.8) == pytest.approx(0.01)
-    assert lr_multiplier("cosine", 0.0, warmup=0.0) == 1.0 and lr_multiplier("cosine", 1.0, warmup=0.0) == pytest.approx(0)
+    assert lr_multiplier("cosine", 0.0, warmup=0.0) == 1.0 and lr_multiplier(
+        "cosine", 1.0, warmup=0.0
+    ) == pytest.approx(0)
     assert lr_multiplier("cosine", 0.05, warmup=0.1) == pytest.approx(0.5)
 
 
@@ -144,8 +156,16 @@ def test_lamb_first_step_hand_computed():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw", "lars", "lamb"])
 def test_every_optimizer_reduces_training_loss(synthetic, optimizer):
-    r = train(fast_config(pruner="full", optimizer=optimizer, epochs=4, schedule="constant",
-                          lr={"sgd": 0.05, "adamw": 1e-3, "lars": 0.5, "lamb": 1e-3}[optimizer]), data=synthetic)
+    r = train(
+        fast_config(
+            pruner="full",
+            optimizer=optimizer,
+            epochs=4,
+            schedule="constant",
+            lr={"sgd": 0.05, "adamw": 1e-3, "lars": 0.5, "lamb": 1e-3}[optimizer],
+        ),
+        data=synthetic,
+    )
     assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
 
 
@@ -194,7 +214,18 @@ def test_image_folder_dataset(tmp_path):
             for i in range(n):
                 arr = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
                 Image.fromarray(arr).save(tmp_path / split / c / f"{i}.png")
-    r = train(dict(dataset=f"imagefolder:{tmp_path}", model="cnn-small", pruner="random-dynamic", prune_ratio=0.5,
-                   epochs=2, batch_size=4, image_size=16, num_workers=0, tracking=False))
+    r = train(
+        dict(
+            dataset=f"imagefolder:{tmp_path}",
+            model="cnn-small",
+            pruner="random-dynamic",
+            prune_ratio=0.5,
+            epochs=2,
+            batch_size=4,
+            image_size=16,
+            num_workers=0,
+            tracking=False,
+        )
+    )
     assert r.row["samples_backprop"] == 2 * 6 and r.row["num_classes"] == 2
     assert 0.0 <= r.row["final_acc"] <= 1.0

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import fast_config
 from mlflow.tracking import MlflowClient
 
-from conftest import fast_config
 from prunebench.harness import train
 from prunebench.harness.config import MACHINE_FIELDS
 from prunebench.harness.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, MLflowTracker, download_artifact
@@ -38,8 +38,16 @@ def test_experiments_are_training_experiments(tracking_uri):
 
 
 def test_params_tags_metrics_and_model_weights(synthetic, tracking_uri, tmp_path):
-    cfg = fast_config(pruner="orderdp", prune_ratio=0.4, tracking=True, tracking_uri=tracking_uri,
-                      experiment="t-hygiene", log_model=True, data_dir=str(tmp_path), num_workers=3)
+    cfg = fast_config(
+        pruner="orderdp",
+        prune_ratio=0.4,
+        tracking=True,
+        tracking_uri=tracking_uri,
+        experiment="t-hygiene",
+        log_model=True,
+        data_dir=str(tmp_path),
+        num_workers=3,
+    )
     r = train(cfg, data=synthetic)
     client = MlflowClient(tracking_uri)
     run = client.get_run(r.row["run_id"])
@@ -56,10 +64,19 @@ def test_params_tags_metrics_and_model_weights(synthetic, tracking_uri, tmp_path
     final = {"final_acc", "best_acc", "samples_backprop", "relative_compute", "realized_prune_ratio", "train_time_s"}
     assert final <= set(metrics)
     per_epoch = {"test_acc", "train_loss", "kept_fraction", "jaccard", "epoch_time_s", "lr", "lr_scale", "kept"}
-    assert set(metrics) - per_epoch - final <= {"selection_time_s", "scoring_time_s", "eval_time_s", "probe_time_s",
-                                               "total_time_s", "samples_forward", "optimizer_steps", "jaccard_mean",
-                                               "final_top5", "final_train_loss", "epochs_run"} | {
-        k for k in metrics if k.startswith("scoring_")}
+    assert set(metrics) - per_epoch - final <= {
+        "selection_time_s",
+        "scoring_time_s",
+        "eval_time_s",
+        "probe_time_s",
+        "total_time_s",
+        "samples_forward",
+        "optimizer_steps",
+        "jaccard_mean",
+        "final_top5",
+        "final_train_loss",
+        "epochs_run",
+    } | {k for k in metrics if k.startswith("scoring_")}
     # the final weights: a state_dict of tensors that loads with weights_only=True into the same model
     path = download_artifact(client, run.info.run_id, "model/state_dict.pt", str(tmp_path))
     state = torch.load(path, weights_only=True)
@@ -75,15 +92,17 @@ def test_params_tags_metrics_and_model_weights(synthetic, tracking_uri, tmp_path
         pred = model((synthetic.x_test.float() / 255 - mean) / std).argmax(1)
     acc = (pred == synthetic.y_test).float().mean().item()
     assert acc == pytest.approx(r.row["final_acc"], abs=1.5 / len(synthetic.y_test))
-    no_model = train(fast_config(pruner="full", tracking=True, tracking_uri=tracking_uri, experiment="t-hygiene"),
-                     data=synthetic)
+    no_model = train(
+        fast_config(pruner="full", tracking=True, tracking_uri=tracking_uri, experiment="t-hygiene"), data=synthetic
+    )
     assert [a.path for a in client.list_artifacts(no_model.row["run_id"], "model")] == []
 
 
 def test_artifact_downloads_are_quiet(synthetic, tracking_uri, tmp_path, capfd, monkeypatch):
     monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
-    r = train(fast_config(pruner="full", tracking=True, tracking_uri=tracking_uri, experiment="t-quiet"),
-              data=synthetic)
+    r = train(
+        fast_config(pruner="full", tracking=True, tracking_uri=tracking_uri, experiment="t-quiet"), data=synthetic
+    )
     capfd.readouterr()
     path = download_artifact(MlflowClient(tracking_uri), r.row["run_id"], "usage_counts.npy", str(tmp_path))
     np.testing.assert_array_equal(np.load(path), r.usage)
@@ -108,14 +127,34 @@ def test_mlflow_ui_opens_the_training_runs_view(synthetic, tmp_path):
     exe = shutil.which("chromium")
     assert exe, "chromium is not installed (Debian: apt-get install chromium; see .ci/setup.d/20-chromium.sh)"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    r = train(fast_config(pruner="orderdp", prune_ratio=0.4, tracking=True, tracking_uri=uri, experiment="t-ui"),
-              data=synthetic)
+    r = train(
+        fast_config(pruner="orderdp", prune_ratio=0.4, tracking=True, tracking_uri=uri, experiment="t-ui"),
+        data=synthetic,
+    )
     exp_id = MlflowClient(uri).get_experiment_by_name("t-ui").experiment_id
     port = _free_port()
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
-                               "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -129,8 +168,16 @@ def test_mlflow_ui_opens_the_training_runs_view(synthetic, tmp_path):
             assert time.monotonic() < deadline, "mlflow server did not answer within 240 s"
             time.sleep(0.5)
         url = f"http://127.0.0.1:{port}/#/experiments/{exp_id}?workflowType=machine_learning"
-        base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,900",
-                "--virtual-time-budget=20000", f"--user-data-dir={tmp_path / 'chromium'}"]
+        base = [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1400,900",
+            "--virtual-time-budget=20000",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+        ]
         dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
         keep = os.environ.get("PRUNEBENCH_SCREENSHOT_DIR")
         if keep:

@@ -18,8 +18,10 @@ from prunebench.pruners.orderdp import gamma
 def gamma_exact(n: int, s: int, q: int) -> list[Fraction]:
     """The doc's sum of binomials, in exact rational arithmetic (independent of the implementation)."""
     total = math.comb(n, s)
-    return [Fraction(sum(math.comb(j - 1, l - 1) * math.comb(n - j, s - l) for l in range(1, q + 1)), total)
-            for j in range(1, n + 1)]
+    return [
+        Fraction(sum(math.comb(j - 1, l - 1) * math.comb(n - j, s - l) for l in range(1, q + 1)), total)
+        for j in range(1, n + 1)
+    ]
 
 
 @pytest.mark.parametrize("n,s,q", [(10, 10, 3), (10, 3, 3), (12, 7, 4), (20, 10, 4), (30, 24, 9), (7, 5, 1), (1, 1, 1)])
@@ -173,8 +175,9 @@ def test_fresh_ties_are_random():
     pr = create_pruner("orderdp-fresh", num_samples=100, num_epochs=1, prune_ratio=0.5, seed=0, candidate_ratio=1.0)
     counts = np.zeros(20)
     for _ in range(2000):
-        sel = pr.select_batch(CandidateBatch(torch.arange(20), torch.ones(20), torch.zeros(20, 2),
-                                             torch.zeros(20, dtype=torch.int64), 10))
+        sel = pr.select_batch(
+            CandidateBatch(torch.arange(20), torch.ones(20), torch.zeros(20, 2), torch.zeros(20, dtype=torch.int64), 10)
+        )
         counts[sel.keep.numpy()] += 1
     assert np.abs(counts / 2000 - 0.5).max() < 0.07
 
@@ -192,13 +195,20 @@ def test_label_smoothed_loss_floor_above_the_imagenet_release_initial_score():
     at_t = torch.nn.functional.cross_entropy(t.log(), torch.tensor([0]), label_smoothing=eps).item()
     assert at_t == pytest.approx(floor, rel=1e-12)
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(2000, c, generator=g, dtype=torch.float64) * torch.rand(2000, 1, generator=g, dtype=torch.float64) * 30
+    z = (
+        torch.randn(2000, c, generator=g, dtype=torch.float64)
+        * torch.rand(2000, 1, generator=g, dtype=torch.float64)
+        * 30
+    )
     z[:, 0] += torch.rand(2000, generator=g, dtype=torch.float64) * 40  # many confident, correct predictions
-    losses = torch.nn.functional.cross_entropy(z, torch.zeros(2000, dtype=torch.long), reduction="none", label_smoothing=eps)
+    losses = torch.nn.functional.cross_entropy(
+        z, torch.zeros(2000, dtype=torch.long), reduction="none", label_smoothing=eps
+    )
     assert losses.min().item() >= floor - 1e-12
     # with initial score 1.0 an untrained sample loses every tie-free comparison with a trained one
-    pr = create_pruner("orderdp", num_samples=6, num_epochs=2, prune_ratio=0.5, seed=0, candidate_ratio=1.0,
-                       initial_score=1.0)
+    pr = create_pruner(
+        "orderdp", num_samples=6, num_epochs=2, prune_ratio=0.5, seed=0, candidate_ratio=1.0, initial_score=1.0
+    )
     pr.observe(torch.tensor([0, 1, 2]), torch.tensor([floor, floor + 0.5, 4.0]))
     for _ in range(5):
         assert sorted(pr.plan_epoch(1).indices.tolist()) == [0, 1, 2]

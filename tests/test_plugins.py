@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import fast_config
+
 from prunebench import testing
 from prunebench.cli import main
 from prunebench.errors import ConfigError

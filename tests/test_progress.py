@@ -31,7 +31,14 @@ def test_cell_progress_by_hand():
 
 
 def test_format_seconds():
-    assert [format_seconds(s) for s in (0, 59.4, 60, 3599, 3600, 7322)] == ["0s", "59s", "1m00s", "59m59s", "1h00m", "2h02m"]
+    assert [format_seconds(s) for s in (0, 59.4, 60, 3599, 3600, 7322)] == [
+        "0s",
+        "59s",
+        "1m00s",
+        "59m59s",
+        "1h00m",
+        "2h02m",
+    ]
 
 
 def test_live_line_on_a_terminal_and_lines_in_a_file():
@@ -87,6 +94,20 @@ def test_leaderboard_shows_each_cell_and_quiet_shows_nothing(tmp_path, monkeypat
     for cell in ("full p=0 seed=0", "random-dynamic p=0.5 seed=0"):
         assert re.search(rf"  {re.escape(cell)}: epoch 1/2  acc 0\.\d{{4}}  ETA \d+s\n", err), err
         assert re.search(rf"  {re.escape(cell)}: epoch 2/2  acc 0\.\d{{4}}  ETA 0s\n", err), err
-    assert main(["leaderboard", str(path), "--tracking-uri", uri, "--out", str(tmp_path / "b"), "--quiet",
-                 "--methods", "full"]) == 0  # done cells are read back; nothing trains, nothing printed
+    assert (
+        main(
+            [
+                "leaderboard",
+                str(path),
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(tmp_path / "b"),
+                "--quiet",
+                "--methods",
+                "full",
+            ]
+        )
+        == 0
+    )  # done cells are read back; nothing trains, nothing printed
     assert capsys.readouterr().err == ""

@@ -48,8 +48,9 @@ def _labels(n: int = N, k: int = 4) -> torch.Tensor:
 
 
 def _prepared(name: str, seed: int = 0, context_factory=None) -> Pruner:
-    p = create_pruner(name, num_samples=N, num_epochs=E, prune_ratio=_ratio(name), seed=seed,
-                      **REQUIRED_OPTIONS.get(name, {}))
+    p = create_pruner(
+        name, num_samples=N, num_epochs=E, prune_ratio=_ratio(name), seed=seed, **REQUIRED_OPTIONS.get(name, {})
+    )
     ctx = context_factory(N) if context_factory else PruneContext(labels=_labels(), num_classes=4)
     p.prepare(ctx)
     return p
@@ -80,8 +81,14 @@ def test_declares_granularity_description_and_frozen_options(name):
 
 def _kit(check, name, context_factory):
     """A contract check of ``prunebench.testing`` (the kit plugin authors run) on the registered ``name``."""
-    check(name, options=REQUIRED_OPTIONS.get(name), num_samples=N, num_epochs=E, prune_ratio=_ratio(name),
-          context=context_factory or (lambda n: PruneContext(labels=_labels(n), num_classes=4)))
+    check(
+        name,
+        options=REQUIRED_OPTIONS.get(name),
+        num_samples=N,
+        num_epochs=E,
+        prune_ratio=_ratio(name),
+        context=context_factory or (lambda n: PruneContext(labels=_labels(n), num_classes=4)),
+    )
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -144,13 +151,15 @@ def test_orderdp_label():
 
 def test_duplicate_registration_is_an_error():
     with pytest.raises(ValueError, match="already registered"):
+
         @register_pruner("orderdp")
         class Dup(Pruner):  # noqa: F841
             description = "duplicate"
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if get_pruner_class(n).granularity != "batch"
-                                  and n not in ("infobatch", "kakurenbo")])  # variable budgets
+@pytest.mark.parametrize(
+    "name", [n for n in ALL if get_pruner_class(n).granularity != "batch" and n not in ("infobatch", "kakurenbo")]
+)  # variable budgets
 def test_fixed_budget_exact(name, context_factory):
     """Every fixed-budget method trains exactly q = round((1-p)N) samples per epoch."""
     p = _prepared(name, context_factory=context_factory)
@@ -185,8 +194,11 @@ def test_pruner_declares_its_method_table_entry(name):
 def test_uses_weights_matches_what_the_pruner_returns():
     """``uses_weights`` is true exactly for the methods that hand the loop loss weights (checked on a
     planned epoch for epoch-level methods: InfoBatch's second epoch rescales its kept samples)."""
-    assert {n for n in BUILTIN if get_pruner_class(n).uses_weights} >= {"infobatch", "importance-sampling",
-                                                                        "facility-location"}
+    assert {n for n in BUILTIN if get_pruner_class(n).uses_weights} >= {
+        "infobatch",
+        "importance-sampling",
+        "facility-location",
+    }
     for name in ("infobatch", "full", "orderdp", "random-dynamic", "ucb"):
         p = _prepared(name)
         p.observe(torch.arange(N), torch.rand(N, generator=torch.Generator().manual_seed(0)))

@@ -12,16 +12,25 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import fast_config
+
 from prunebench.errors import ConfigError
 from prunebench.harness import TrainConfig, Trainer, train
 from prunebench.harness.checkpoint import CHECKPOINT_NAME, atomic_write, load_checkpoint
 
 
 def _same_result(a, b):
-    for k in ("final_acc", "best_acc", "final_train_loss", "samples_forward", "samples_backprop", "optimizer_steps",
-              "realized_prune_ratio", "relative_compute", "jaccard_mean"):
+    for k in (
+        "final_acc",
+        "best_acc",
+        "final_train_loss",
+        "samples_forward",
+        "samples_backprop",
+        "optimizer_steps",
+        "realized_prune_ratio",
+        "relative_compute",
+        "jaccard_mean",
+    ):
         assert a.row[k] == b.row[k], k
     assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
     np.testing.assert_array_equal(a.kept_masks, b.kept_masks)
@@ -152,16 +161,39 @@ def test_unreachable_tracking_server_is_a_clear_error(synthetic):
 
 def _cli(args, cwd):
     env = {**os.environ, "PRUNEBENCH_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "prunebench", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "prunebench", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    base = ["run", "--dataset", "synthetic:n=2048", "--model", "cnn-small", "--epochs", "5", "--pruner", "orderdp",
-            "--prune-ratio", "0.4", "--seed", "3", "--tracking-uri", uri, "--json", "--quiet"]
+    base = [
+        "run",
+        "--dataset",
+        "synthetic:n=2048",
+        "--model",
+        "cnn-small",
+        "--epochs",
+        "5",
+        "--pruner",
+        "orderdp",
+        "--prune-ratio",
+        "0.4",
+        "--seed",
+        "3",
+        "--tracking-uri",
+        uri,
+        "--json",
+        "--quiet",
+    ]
     ref_p = _cli(base, tmp_path)
     out, err = ref_p.communicate(timeout=600)
     assert ref_p.returncode == 0, err
@@ -188,8 +220,17 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     out, err = r.communicate(timeout=600)
     assert r.returncode == 0, err
     res = json.loads(out)
-    for k in ("final_acc", "best_acc", "final_train_loss", "samples_forward", "samples_backprop", "optimizer_steps",
-              "realized_prune_ratio", "relative_compute", "jaccard_mean"):
+    for k in (
+        "final_acc",
+        "best_acc",
+        "final_train_loss",
+        "samples_forward",
+        "samples_backprop",
+        "optimizer_steps",
+        "realized_prune_ratio",
+        "relative_compute",
+        "jaccard_mean",
+    ):
         assert res[k] == ref[k], k
     client = MlflowClient(uri)
     assert res["run_id"] == killed["mlflow_run_id"]  # the killed MLflow run was continued, not replaced
@@ -226,8 +267,13 @@ def test_a_server_dying_mid_answer_counts_as_unreachable():
     t.start()
     try:
         with pytest.raises(Exception) as ei:
-            r = http_request(MlflowHostCreds(f"http://127.0.0.1:{port}"), "/api/2.0/mlflow/runs/log-batch", "POST",
-                             max_retries=0, json={})
+            r = http_request(
+                MlflowHostCreds(f"http://127.0.0.1:{port}"),
+                "/api/2.0/mlflow/runs/log-batch",
+                "POST",
+                max_retries=0,
+                json={},
+            )
             r.content  # noqa: B018 - reading the body is what fails
         assert _unreachable(ei.value), repr(ei.value)
         assert not _unreachable(ValueError("a bad metric value"))

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunebench.reports import build_report
 from prunebench.reports import budget as bd
+from prunebench.reports import build_report
 
 ROOT = Path(__file__).resolve().parents[1]
 T2 = 4.302652729911275  # t(0.975, 2): the 95% two-sided quantile with 3 seeds
@@ -71,16 +71,24 @@ def test_claim_verdict():
 
 FULL = {6: [0.80, 0.82, 0.81], 18: [0.90, 0.91, 0.92]}
 GAPS = {  # (method, p, epochs) -> per-seed method - full
-    ("orderdp-c0.8", 0.5, 6): [-0.030, -0.035, -0.025], ("orderdp-c0.8", 0.5, 18): [-0.010, -0.012, -0.008],
-    ("random-dynamic", 0.5, 6): [-0.02, -0.01, -0.03], ("random-dynamic", 0.5, 18): [-0.01, -0.03, -0.02],
-    ("loss-topk", 0.5, 6): [-0.05, -0.06, -0.04], ("loss-topk", 0.5, 18): [-0.04, -0.05, -0.03],
-    ("orderdp-c0.8", 0.3, 6): [-0.01, -0.02, 0.0], ("random-dynamic", 0.3, 6): [-0.015, -0.005, -0.01],
+    ("orderdp-c0.8", 0.5, 6): [-0.030, -0.035, -0.025],
+    ("orderdp-c0.8", 0.5, 18): [-0.010, -0.012, -0.008],
+    ("random-dynamic", 0.5, 6): [-0.02, -0.01, -0.03],
+    ("random-dynamic", 0.5, 18): [-0.01, -0.03, -0.02],
+    ("loss-topk", 0.5, 6): [-0.05, -0.06, -0.04],
+    ("loss-topk", 0.5, 18): [-0.04, -0.05, -0.03],
+    ("orderdp-c0.8", 0.3, 6): [-0.01, -0.02, 0.0],
+    ("random-dynamic", 0.3, 6): [-0.015, -0.005, -0.01],
 }
 JACCARD = {  # (method, p, epochs) -> per-seed consecutive-epoch Jaccard
-    ("orderdp-c0.8", 0.5, 6): [0.45, 0.47, 0.46], ("random-dynamic", 0.5, 6): [0.33, 0.34, 0.335],
-    ("orderdp-c0.8", 0.5, 18): [0.34, 0.33, 0.35], ("random-dynamic", 0.5, 18): [0.335, 0.333, 0.334],
-    ("loss-topk", 0.5, 6): [0.9, 0.91, 0.92], ("loss-topk", 0.5, 18): [0.93, 0.94, 0.95],
-    ("orderdp-c0.8", 0.3, 6): [0.6, 0.61, 0.62], ("random-dynamic", 0.3, 6): [0.54, 0.53, 0.55],
+    ("orderdp-c0.8", 0.5, 6): [0.45, 0.47, 0.46],
+    ("random-dynamic", 0.5, 6): [0.33, 0.34, 0.335],
+    ("orderdp-c0.8", 0.5, 18): [0.34, 0.33, 0.35],
+    ("random-dynamic", 0.5, 18): [0.335, 0.333, 0.334],
+    ("loss-topk", 0.5, 6): [0.9, 0.91, 0.92],
+    ("loss-topk", 0.5, 18): [0.93, 0.94, 0.95],
+    ("orderdp-c0.8", 0.3, 6): [0.6, 0.61, 0.62],
+    ("random-dynamic", 0.3, 6): [0.54, 0.53, 0.55],
 }
 PRUNER = {"full": "full", "orderdp-c0.8": "orderdp", "random-dynamic": "random-dynamic", "loss-topk": "loss-topk"}
 PROBED = ("full", "orderdp-c0.8", "random-dynamic")
@@ -109,19 +117,39 @@ def hand_results() -> tuple[pd.DataFrame, pd.DataFrame]:
         for seed in range(3):
             r = tmpl.loc[method].to_dict()
             run = f"{method}-{p:g}-{e}-{seed}"
-            r.update(method=method, pruner=PRUNER[method], prune_ratio=p, seed=seed, epochs=e, epochs_run=e,
-                     final_acc=_acc(method, p, e, seed), best_acc=_acc(method, p, e, seed), run_id=run,
-                     jaccard_mean=1.0 if method == "full" else JACCARD[(method, p, e)][seed],
-                     tracking_uri="sqlite:////nonexistent/prunebench-budget-test.db", study="budget-fixture")
+            r.update(
+                method=method,
+                pruner=PRUNER[method],
+                prune_ratio=p,
+                seed=seed,
+                epochs=e,
+                epochs_run=e,
+                final_acc=_acc(method, p, e, seed),
+                best_acc=_acc(method, p, e, seed),
+                run_id=run,
+                jaccard_mean=1.0 if method == "full" else JACCARD[(method, p, e)][seed],
+                tracking_uri="sqlite:////nonexistent/prunebench-budget-test.db",
+                study="budget-fixture",
+            )
             rows.append(r)
-            base = {"series": method, "method": method, "dataset": r["dataset"], "model": r["model"],
-                    "prune_ratio": p, "seed": seed, "run_id": run}
-            hist += [{**base, "key": "test_acc", "epoch": k, "value": r["final_acc"] - 0.01 * (e - 1 - k)}
-                     for k in range(e)]
+            base = {
+                "series": method,
+                "method": method,
+                "dataset": r["dataset"],
+                "model": r["model"],
+                "prune_ratio": p,
+                "seed": seed,
+                "run_id": run,
+            }
+            hist += [
+                {**base, "key": "test_acc", "epoch": k, "value": r["final_acc"] - 0.01 * (e - 1 - k)} for k in range(e)
+            ]
             if method in PROBED:
                 for k in (e // 2 - 1, e - 1):
-                    hist += [{**base, "key": "grad_cosine", "epoch": k, "value": _cosine(method, e, seed, k)},
-                             {**base, "key": "grad_norm_kept", "epoch": k, "value": _norm(method, e, p, seed, k)}]
+                    hist += [
+                        {**base, "key": "grad_cosine", "epoch": k, "value": _cosine(method, e, seed, k)},
+                        {**base, "key": "grad_norm_kept", "epoch": k, "value": _norm(method, e, p, seed, k)},
+                    ]
     return pd.DataFrame(rows), pd.DataFrame(hist)
 
 
@@ -176,8 +204,10 @@ def test_leaderboard_is_per_budget(budget_report):
     # one complete single-budget report per budget, holding only that budget's runs
     for e in (6, 18):
         sub = pd.read_csv(out / f"epochs-{e}" / "tables" / "leaderboard.csv")
-        assert "epochs" not in sub.columns and len(sub) == results[results["epochs"] == e].groupby(
-            ["method", "prune_ratio"]).ngroups
+        assert (
+            "epochs" not in sub.columns
+            and len(sub) == results[results["epochs"] == e].groupby(["method", "prune_ratio"]).ngroups
+        )
         assert (out / f"epochs-{e}" / "index.html").is_file()
         assert f'href="epochs-{e}/index.html"' in (out / "index.html").read_text()
 
@@ -185,8 +215,11 @@ def test_leaderboard_is_per_budget(budget_report):
 def test_orderdp_claims_by_hand(budget_report):
     results, hist, out = budget_report
     claims = pd.read_csv(out / "tables" / "orderdp_claims_by_budget.csv")
-    get = lambda word, m, e: claims[claims["claim"].str.contains(word) & (claims["method"] == m)  # noqa: E731
-                                    & (claims["epochs"] == e)]["verdict"].iloc[0]
+    get = lambda word, m, e: claims[
+        claims["claim"].str.contains(word)
+        & (claims["method"] == m)  # noqa: E731
+        & (claims["epochs"] == e)
+    ]["verdict"].iloc[0]
     # consecutive Jaccard, paired by seed against random-dynamic
     d6 = np.subtract(JACCARD[("orderdp-c0.8", 0.5, 6)], JACCARD[("random-dynamic", 0.5, 6)])
     d18 = np.subtract(JACCARD[("orderdp-c0.8", 0.5, 18)], JACCARD[("random-dynamic", 0.5, 18)])
@@ -198,8 +231,10 @@ def test_orderdp_claims_by_hand(budget_report):
     # gradient cosine: mean over the probe points, paired by seed; OrderDP's is lower here
     cos = pd.read_csv(out / "tables" / "orderdp_grad_cosine_by_budget.csv")
     row = cos[(cos["method"] == "orderdp-c0.8") & (cos["epochs"] == 6) & np.isclose(cos["prune_ratio"], 0.5)].iloc[0]
-    per_seed = [np.mean([_cosine("orderdp-c0.8", 6, s, k) - _cosine("random-dynamic", 6, s, k) for k in (2, 5)])
-                for s in range(3)]
+    per_seed = [
+        np.mean([_cosine("orderdp-c0.8", 6, s, k) - _cosine("random-dynamic", 6, s, k) for k in (2, 5)])
+        for s in range(3)
+    ]
     assert row["diff_mean"] == pytest.approx(np.mean(per_seed), abs=1e-12)
     assert get("Table 11", "orderdp-c0.8 p=0.5", 6) == "contradicted"
     # gradient norm at the last probe vs final accuracy: Pearson r over the probed runs of one budget
@@ -267,8 +302,21 @@ def test_cross_seed_claim_from_kept_masks():
         def kept_masks(self, row):
             return masks[(row["method"], int(row["seed"]))]
 
-    ok = pd.DataFrame([{"dataset": "d", "model": "m", "epochs": e, "prune_ratio": 0.5, "method": m, "seed": s,
-                        "pruner": PRUNER[m], "granularity": "epoch"} for m, s in masks])
+    ok = pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "model": "m",
+                "epochs": e,
+                "prune_ratio": 0.5,
+                "method": m,
+                "seed": s,
+                "pruner": PRUNER[m],
+                "granularity": "epoch",
+            }
+            for m, s in masks
+        ]
+    )
     values = _cross_seed_values(ok, Store())
     assert len(values) == 6  # 3 pairs of seeds per method
     v = values.set_index(["method", "unit"])["value"]
@@ -276,8 +324,10 @@ def test_cross_seed_claim_from_kept_masks():
     by_hand = np.mean([(a[t] & b[t]).sum() / (a[t] | b[t]).sum() for t in range(e)])
     assert v[("orderdp-c0.8", "0-1")] == pytest.approx(by_hand, abs=1e-12)
     cross = bd.versus_baseline(values)
-    empty = pd.DataFrame(columns=bd.CELL + ["n_units", "mean", "ci_low", "ci_high", "n_pairs", "diff_mean",
-                                            "diff_ci_low", "diff_ci_high", "claim"])
+    empty = pd.DataFrame(
+        columns=bd.CELL
+        + ["n_units", "mean", "ci_low", "ci_high", "n_pairs", "diff_mean", "diff_ci_low", "diff_ci_high", "claim"]
+    )
     claims = _claims(ok, empty, cross, empty, pd.DataFrame(columns=["epochs"]))
     row = claims[claims["claim"].str.contains("Table 9")].iloc[0]
     assert row["verdict"] == "holds" and "over 3 seed pairs" in row["evidence"]

@@ -16,17 +16,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from report_fixture import EXPERIMENT, STUDY, STUDY_TOML, make_study
 from scipy import stats
 
 from prunebench.cli import main
 from prunebench.reports import build_report, leaderboard_table, mean_std_ci, pareto_mask
 from prunebench.reports.analysis import bin_ranks, cross_seed_jaccard, keep_by_rank
 from prunebench.reports.inputs import method_from_label
-from report_fixture import EXPERIMENT, STUDY, STUDY_TOML, make_study
 
-EXPECTED_FIGURES = {"accuracy_vs_compute.png", "sweep-fx.png", "overhead.png", "accuracy_curves.png",
-                    "stability.png", "jaccard_consecutive.png", "jaccard_cross_seed.png", "usage_histograms.png",
-                    "orderdp_gamma.png", "paired_forest.png"}
+EXPECTED_FIGURES = {
+    "accuracy_vs_compute.png",
+    "sweep-fx.png",
+    "overhead.png",
+    "accuracy_curves.png",
+    "stability.png",
+    "jaccard_consecutive.png",
+    "jaccard_cross_seed.png",
+    "usage_histograms.png",
+    "orderdp_gamma.png",
+    "paired_forest.png",
+}
 
 
 @pytest.fixture(scope="module")
@@ -166,14 +175,22 @@ def test_prior_report_stands_in_for_a_lost_mlflow_store(study, results, tmp_path
     lost = results.copy()
     lost.loc[lost["method"] == "orderdp-c0.8", "tracking_uri"] = f"sqlite:///{tmp_path / 'gone.db'}"
     out = build_report(lost, tmp_path / "again", prior_report=study[2]).parent
-    for name in ("histories.csv", "jaccard_cross_seed.csv", "jaccard_consecutive.csv", "usage_histograms.csv",
-                 "orderdp_keep_by_rank.csv", "stability.csv"):
+    for name in (
+        "histories.csv",
+        "jaccard_cross_seed.csv",
+        "jaccard_consecutive.csv",
+        "usage_histograms.csv",
+        "orderdp_keep_by_rank.csv",
+        "stability.csv",
+    ):
         a, b = pd.read_csv(study[2] / "tables" / name), pd.read_csv(out / "tables" / name)
         pd.testing.assert_frame_equal(a, b, check_dtype=False, obj=name)
     readme = (out / "README.md").read_text()
     assert "come from an earlier report's tables" in readme and "per-epoch histories (runs): 4 from" in readme
     assert "OrderDP keep-by-rank (method, ratio cells): 2 from" in readme
-    assert {p.name for p in (out / "figures").iterdir()} == EXPECTED_FIGURES - {"sweep-fx.png"}  # a DataFrame has no sweeps
+    assert {p.name for p in (out / "figures").iterdir()} == EXPECTED_FIGURES - {
+        "sweep-fx.png"
+    }  # a DataFrame has no sweeps
     # without it, the lost runs' per-epoch parts are simply absent
     bare = build_report(lost, tmp_path / "bare").parent
     hist = pd.read_csv(bare / "tables" / "histories.csv")
@@ -191,9 +208,9 @@ def _png_ok(path: Path) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", path
     pos, chunks, idat = 8, [], b""
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
         assert zlib.crc32(kind + body) == crc, (path, kind)
         chunks.append(kind)
         idat += body if kind == b"IDAT" else b""
@@ -241,10 +258,25 @@ def _chromium(*args: str, timeout: int = 90) -> subprocess.CompletedProcess:
     assert exe, "chromium is not installed (Debian: apt-get install chromium; see .ci/setup.d/20-chromium.sh)"
     with tempfile.TemporaryDirectory() as profile:
         return subprocess.run(
-            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *args],
-            capture_output=True, text=True, timeout=timeout)
+            [
+                exe,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--enable-logging=stderr",
+                "--v=0",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 def _console(stderr: str) -> list[str]:
@@ -265,16 +297,21 @@ def test_chromium_loads_the_report(study, tmp_path):
     # every image decodes in the browser: a copy of the page counts images that failed to load
     copy = tmp_path / "copy"
     shutil.copytree(study[2], copy)
-    probe = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
-             "document.title='images:'+im.length+' broken:'+im.filter(i=>!i.complete||i.naturalWidth===0).length;});"
-             "</script></body>")
+    probe = (
+        "<script>window.addEventListener('load',()=>{const im=[...document.images];"
+        "document.title='images:'+im.length+' broken:'+im.filter(i=>!i.complete||i.naturalWidth===0).length;});"
+        "</script></body>"
+    )
     (copy / "probe.html").write_text(index.read_text().replace("</body>", probe))
     r = _chromium("--dump-dom", "--virtual-time-budget=10000", (copy / "probe.html").as_uri())
     assert f"<title>images:{len(EXPECTED_FIGURES)} broken:0</title>" in r.stdout, r.stdout[:300]
     # the checks can fail: a page with a console error and a missing image is caught
     bad = copy / "bad.html"
-    bad.write_text(index.read_text().replace("figures/overhead.png", "figures/missing.png")
-                   .replace("</body>", "<script>console.error('boom')</script>" + probe))
+    bad.write_text(
+        index.read_text()
+        .replace("figures/overhead.png", "figures/missing.png")
+        .replace("</body>", "<script>console.error('boom')</script>" + probe)
+    )
     r = _chromium("--dump-dom", "--virtual-time-budget=10000", bad.as_uri())
     assert any("boom" in line for line in _console(r.stderr))
     assert "broken:1</title>" in r.stdout
@@ -302,11 +339,14 @@ def test_study_toml_and_experiment_inputs_give_the_same_leaderboard(study, resul
     np.testing.assert_allclose(a["compute_saved"], b["compute_saved"], atol=1e-12)
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["report", "does/not/exist"], "does not exist"),
-    (["report", "no-such-experiment", "--tracking-uri", "TRACKING"], "unknown MLflow experiment"),
-    (["report", "STUDYTOML"], "results folder"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["report", "does/not/exist"], "does not exist"),
+        (["report", "no-such-experiment", "--tracking-uri", "TRACKING"], "unknown MLflow experiment"),
+        (["report", "STUDYTOML"], "results folder"),
+    ],
+)
 def test_cli_bad_input_is_one_line_exit_2(study, tmp_path, capsys, argv, words):
     toml = tmp_path / "other.toml"
     toml.write_text('name = "never-run"\n')

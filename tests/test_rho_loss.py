@@ -89,8 +89,14 @@ def test_candidate_batch_and_share_follow_prune_ratio_and_holdout():
 
 def test_run_counts_the_il_model_and_never_trains_on_the_holdout(synthetic, tmp_path):
     n = 512
-    cfg = fast_config(pruner="rho-loss", prune_ratio=0.5, epochs=2, score_cache=str(tmp_path), record_kept=True,
-                      pruner_options={"holdout": 0.25, "il_epochs": 2})
+    cfg = fast_config(
+        pruner="rho-loss",
+        prune_ratio=0.5,
+        epochs=2,
+        score_cache=str(tmp_path),
+        record_kept=True,
+        pruner_options={"holdout": 0.25, "il_epochs": 2},
+    )
     res = train(cfg, data=synthetic)
     row = res.row
     m = round(0.25 * n)

@@ -73,8 +73,7 @@ def test_kept_tied_samples_are_not_front_loaded():
     n = 200
     tied_pos, top_pos = [], []
     for seed in range(200):
-        pr = create_pruner("orderdp", num_samples=n, num_epochs=4, prune_ratio=0.5, seed=seed,
-                           candidate_ratio=0.8)
+        pr = create_pruner("orderdp", num_samples=n, num_epochs=4, prune_ratio=0.5, seed=seed, candidate_ratio=0.8)
         pr.prepare(PruneContext(labels=torch.zeros(n, dtype=torch.int64), num_classes=1))
         pr.observe(torch.arange(n), (torch.arange(n) < n // 2).float() + 1.0)
         idx = pr.plan_epoch(1).indices
@@ -101,7 +100,7 @@ def test_epoch_order_independent_of_scores(name, opts):
         idx = pr.plan_epoch(e).indices
         pos = torch.empty(n).fill_(float("nan"))
         pos[idx] = torch.arange(idx.numel(), dtype=torch.float32) / idx.numel()
-        hi.append(pos[n // 2:][~pos[n // 2:].isnan()].mean())
+        hi.append(pos[n // 2 :][~pos[n // 2 :].isnan()].mean())
         lo.append(pos[: n // 2][~pos[: n // 2].isnan()].mean())
     assert abs(float(torch.stack(hi).mean()) - 0.5) < 0.03
     assert abs(float(torch.stack(lo).mean()) - 0.5) < 0.03

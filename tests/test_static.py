@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import fast_config
+
 from prunebench.errors import ConfigError
 from prunebench.harness import train
 from prunebench.pruners import create_pruner, get_pruner_class, list_pruners
@@ -18,8 +18,21 @@ from prunebench.pruners import scores as S
 from prunebench.pruners.coverage import facility_location, herding, kcenter_greedy
 from prunebench.pruners.rules import central_band, class_budgets, stratified_sample, waterfill
 
-STATIC = ["el2n", "grand", "forgetting", "aum", "least-confidence", "entropy", "margin", "kcenter-greedy", "herding",
-          "moderate-ds", "ccs", "facility-location", "tdds"]
+STATIC = [
+    "el2n",
+    "grand",
+    "forgetting",
+    "aum",
+    "least-confidence",
+    "entropy",
+    "margin",
+    "kcenter-greedy",
+    "herding",
+    "moderate-ds",
+    "ccs",
+    "facility-location",
+    "tdds",
+]
 RANKED = ["el2n", "grand", "forgetting", "aum", "least-confidence", "entropy", "margin", "moderate-ds", "ccs", "tdds"]
 
 
@@ -186,8 +199,7 @@ def test_herding_matches_brute_force():
     got = herding(x, 20, torch.Generator().manual_seed(0)).tolist()
     mu, sel = x.mean(0), []
     for _ in range(20):
-        best = min((i for i in range(60) if i not in sel),
-                   key=lambda i: (mu - x[sel + [i]].mean(0)).norm().item())
+        best = min((i for i in range(60) if i not in sel), key=lambda i: (mu - x[sel + [i]].mean(0)).norm().item())
         sel.append(best)
     assert got == sel
 
@@ -252,8 +264,18 @@ def test_class_balance_holds(name, proxy_context):
     assert got.tolist() == class_budgets(labels, 90, 4).tolist()
 
 
-@pytest.mark.parametrize("name,largest", [("el2n", True), ("forgetting", True), ("aum", False), ("entropy", True),
-                                          ("margin", False), ("least-confidence", True), ("tdds", True)])
+@pytest.mark.parametrize(
+    "name,largest",
+    [
+        ("el2n", True),
+        ("forgetting", True),
+        ("aum", False),
+        ("entropy", True),
+        ("margin", False),
+        ("least-confidence", True),
+        ("tdds", True),
+    ],
+)
 def test_rank_methods_keep_the_right_end(name, largest, proxy_context):
     p = _prepared(name, proxy_context, 0.5)
     s, kept = p.scores, p.subset
@@ -315,8 +337,9 @@ def test_proxy_records_are_consistent(proxy_context):
 
 
 def test_run_reports_proxy_cost_and_reuses_cache(synthetic, tmp_path):
-    cfg = fast_config(pruner="forgetting", prune_ratio=0.5, epochs=2, score_cache=str(tmp_path),
-                      pruner_options={"proxy_epochs": 3})
+    cfg = fast_config(
+        pruner="forgetting", prune_ratio=0.5, epochs=2, score_cache=str(tmp_path), pruner_options={"proxy_epochs": 3}
+    )
     a = train(cfg, data=synthetic)
     row = a.row
     assert row["scoring_cache_hit"] is False and row["scoring_proxy_runs"] == 1
@@ -340,8 +363,9 @@ def test_run_reports_proxy_cost_and_reuses_cache(synthetic, tmp_path):
 
 
 def test_same_seed_same_subset_without_cache(synthetic):
-    cfg = fast_config(pruner="kcenter-greedy", prune_ratio=0.5, epochs=1, score_cache=None,
-                      pruner_options={"proxy_epochs": 2})
+    cfg = fast_config(
+        pruner="kcenter-greedy", prune_ratio=0.5, epochs=1, score_cache=None, pruner_options={"proxy_epochs": 2}
+    )
     a, b = train(cfg, data=synthetic), train(cfg, data=synthetic)
     np.testing.assert_array_equal(a.kept_masks, b.kept_masks)
     assert "scoring_cache_hit" in a.row and a.row["scoring_cache_hit"] is False
@@ -356,8 +380,18 @@ def test_non_static_rows_have_zero_scoring_cost(synthetic):
 def test_scores_and_kept_indices_logged_as_artifacts(synthetic, tracking_uri, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    r = train(fast_config(pruner="el2n", prune_ratio=0.5, epochs=1, tracking=True, tracking_uri=tracking_uri,
-                          score_cache=None, pruner_options={"proxy_epochs": 1}), data=synthetic)
+    r = train(
+        fast_config(
+            pruner="el2n",
+            prune_ratio=0.5,
+            epochs=1,
+            tracking=True,
+            tracking_uri=tracking_uri,
+            score_cache=None,
+            pruner_options={"proxy_epochs": 1},
+        ),
+        data=synthetic,
+    )
     client = MlflowClient(tracking_uri=tracking_uri)
     names = {f.path for f in client.list_artifacts(r.row["run_id"])}
     assert {"static_scores.npy", "static_kept_indices.npy"} <= names
@@ -368,8 +402,23 @@ def test_scores_and_kept_indices_logged_as_artifacts(synthetic, tracking_uri, tm
 def test_export_scores_cli(tmp_path, capsys):
     from prunebench.cli import main
 
-    args = ["export-scores", "--pruner", "el2n", "--dataset", "synthetic", "--model", "mlp", "--prune-ratio", "0.5",
-            "--set", "proxy_epochs=1", "--set", f"score_cache={tmp_path / 'cache'}", "--out", str(tmp_path / "o")]
+    args = [
+        "export-scores",
+        "--pruner",
+        "el2n",
+        "--dataset",
+        "synthetic",
+        "--model",
+        "mlp",
+        "--prune-ratio",
+        "0.5",
+        "--set",
+        "proxy_epochs=1",
+        "--set",
+        f"score_cache={tmp_path / 'cache'}",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args + ["--format", "npy"]) == 0
     scores = np.load(tmp_path / "o" / "scores.npy")
     kept = np.load(tmp_path / "o" / "kept_indices.npy")
@@ -398,10 +447,21 @@ def _by_class(labels, kept, c):
     return members, mask[members]
 
 
-@pytest.mark.parametrize("name,end", [("el2n", "largest"), ("grand", "largest"), ("forgetting", "largest"),
-                                      ("aum", "smallest"), ("least-confidence", "largest"), ("entropy", "largest"),
-                                      ("margin", "smallest"), ("tdds", "largest"), ("moderate-ds", "central"),
-                                      ("ccs", "ccs")])
+@pytest.mark.parametrize(
+    "name,end",
+    [
+        ("el2n", "largest"),
+        ("grand", "largest"),
+        ("forgetting", "largest"),
+        ("aum", "smallest"),
+        ("least-confidence", "largest"),
+        ("entropy", "largest"),
+        ("margin", "smallest"),
+        ("tdds", "largest"),
+        ("moderate-ds", "central"),
+        ("ccs", "ccs"),
+    ],
+)
 def test_class_balanced_applies_the_rule_within_each_class(name, end, proxy_context):
     """Each class keeps its largest-remainder share, chosen by the method's rule among that class alone
     (as DeepCore's balance=True): sorted scores per class, not the code's own selection."""
@@ -514,8 +574,13 @@ class _FakeProxy:
         with torch.no_grad():
             probs = torch.stack([torch.softmax(h(e), dim=1) for h, e in zip(self.heads, self.emb)])
         k = len(req.seeds)
-        return {"probs": probs[:k].float(), "embeddings": self.emb[:k].float(), "correct": self.correct[:k],
-                "label_smoothing": self.ls, "head_bias": True}
+        return {
+            "probs": probs[:k].float(),
+            "embeddings": self.emb[:k].float(),
+            "correct": self.correct[:k],
+            "label_smoothing": self.ls,
+            "head_bias": True,
+        }
 
     def grads(self, s):
         """Per-sample last-layer gradients by autograd (weight and bias of head ``s``)."""
@@ -547,8 +612,13 @@ def test_grand_averages_the_proxy_runs():
 
 
 def test_every_proxy_run_is_counted_in_the_scoring_cost(synthetic, tmp_path):
-    cfg = fast_config(pruner="grand", prune_ratio=0.5, epochs=1, score_cache=str(tmp_path),
-                      pruner_options={"proxy_epochs": 2, "proxy_seeds": 2})
+    cfg = fast_config(
+        pruner="grand",
+        prune_ratio=0.5,
+        epochs=1,
+        score_cache=str(tmp_path),
+        pruner_options={"proxy_epochs": 2, "proxy_seeds": 2},
+    )
     row = train(cfg, data=synthetic).row
     assert row["scoring_proxy_runs"] == 2 and row["scoring_samples_backprop"] == 2 * 2 * 512
     assert row["scoring_samples_forward"] == 2 * 512  # one no-grad pass per proxy run
@@ -585,8 +655,7 @@ def test_forgetting_counts_never_learned_as_toneva():
 def test_facility_location_on_gradients_matches_brute_force():
     """features="gradients": CRAIG/DeepCore's last-layer gradients (autograd here), greedy per class."""
     fake = _FakeProxy(n=30, seeds=1)
-    p = create_pruner("facility-location", num_samples=30, num_epochs=2, prune_ratio=0.6, seed=0,
-                      features="gradients")
+    p = create_pruner("facility-location", num_samples=30, num_epochs=2, prune_ratio=0.6, seed=0, features="gradients")
     p.prepare(fake.context())
     grads = fake.grads(0)
     start, budgets = 0, class_budgets(fake.labels, 12, 3).tolist()
@@ -596,7 +665,9 @@ def test_facility_location_on_gradients_matches_brute_force():
         start += budgets[c]
         sel, w = _brute_facility(grads[members], budgets[c])
         assert picks.tolist() == members[sel].tolist()
-        assert p.subset_weights[start - budgets[c] : start].tolist() == pytest.approx([v * 12 / 30 for v in w], rel=1e-5)
+        assert p.subset_weights[start - budgets[c] : start].tolist() == pytest.approx(
+            [v * 12 / 30 for v in w], rel=1e-5
+        )
     emb = create_pruner("facility-location", num_samples=30, num_epochs=2, prune_ratio=0.6, seed=0)
     emb.prepare(fake.context())
     assert emb.subset.tolist() != p.subset.tolist()  # gradients are another space than embeddings
@@ -631,8 +702,9 @@ def test_facility_location_global_greedy_over_class_blocks_matches_brute_force()
         # the budget follows the gains, not the class sizes
         assert torch.bincount(labels[kept], minlength=3).tolist() == [8, 2, 1] != class_budgets(labels, 11, 3).tolist()
         # weights: sizes of the within-class clusters (each sample to its most similar kept one of its class)
-        owner = torch.tensor(kept.tolist())[torch.where(labels[kept][None, :] == labels[:, None], sim[:, kept], -1.0)
-                                            .argmax(dim=1)]
+        owner = torch.tensor(kept.tolist())[
+            torch.where(labels[kept][None, :] == labels[:, None], sim[:, kept], -1.0).argmax(dim=1)
+        ]
         assert w.tolist() == [float((owner == j).sum()) for j in kept.tolist()]
 
 

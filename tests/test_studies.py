@@ -19,10 +19,30 @@ from prunebench.errors import ConfigError, PrunebenchError
 from prunebench.studies import leaderboard_table, load_study, run_leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
-ROW_KEYS = {"run_id", "label", "pruner", "prune_ratio", "seed", "final_acc", "best_acc", "train_time_s",
-            "selection_time_s", "scoring_time_s", "samples_forward", "samples_backprop", "realized_prune_ratio",
-            "relative_compute", "jaccard_mean", "status", "error", "study", "method", "run_key", "tracking_uri",
-            "experiment"}
+ROW_KEYS = {
+    "run_id",
+    "label",
+    "pruner",
+    "prune_ratio",
+    "seed",
+    "final_acc",
+    "best_acc",
+    "train_time_s",
+    "selection_time_s",
+    "scoring_time_s",
+    "samples_forward",
+    "samples_backprop",
+    "realized_prune_ratio",
+    "relative_compute",
+    "jaccard_mean",
+    "status",
+    "error",
+    "study",
+    "method",
+    "run_key",
+    "tracking_uri",
+    "experiment",
+}
 
 TINY = """
 [study]
@@ -79,24 +99,40 @@ def test_digits_quick_grid_and_keys():
     assert [r.run_key for r in load_study(study.path).runs()] == [r.run_key for r in runs]  # stable
     assert set(study.sweeps) == {"split-p0.5", "infobatch-delta", "pareto"}
     sw = study.sweeps["split-p0.5"]
-    assert sw.kind == "accuracy" and sw.sampler == "grid" and sw.space["candidate_ratio"].values == (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    assert (
+        sw.kind == "accuracy"
+        and sw.sampler == "grid"
+        and sw.space["candidate_ratio"].values == (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    )
 
 
 def test_run_key_follows_recipe_and_options_not_spelling(tmp_path):
     base = load_study(write_study(tmp_path))
     # spelling out a default option value is the same run
-    same = load_study(write_study(tmp_path, name="tiny", extra="", text=TINY.format(name="tiny", epochs=2, lr=0.1)
-                                  .replace("candidate_ratio = 0.75", "candidate_ratio = 0.75, initial_score = 3.0")))
+    same = load_study(
+        write_study(
+            tmp_path,
+            name="tiny",
+            extra="",
+            text=TINY.format(name="tiny", epochs=2, lr=0.1).replace(
+                "candidate_ratio = 0.75", "candidate_ratio = 0.75, initial_score = 3.0"
+            ),
+        )
+    )
     assert [r.run_key for r in same.runs()] == [r.run_key for r in base.runs()]
     # anything that changes what a run computes changes its key
     other = load_study(write_study(tmp_path, epochs=3))
     assert not {r.run_key for r in other.runs()} & {r.run_key for r in base.runs()}
-    opt = load_study(write_study(tmp_path, text=TINY.format(name="tiny", epochs=2, lr=0.1)
-                                 .replace("candidate_ratio = 0.75", "candidate_ratio = 0.8")))
+    opt = load_study(
+        write_study(
+            tmp_path,
+            text=TINY.format(name="tiny", epochs=2, lr=0.1).replace("candidate_ratio = 0.75", "candidate_ratio = 0.8"),
+        )
+    )
     diff = {a.method for a, b in zip(opt.runs(), base.runs()) if a.run_key != b.run_key}
     assert diff == {"orderdp"}
     # where the data lives does not
-    assert ([r.run_key for r in base.runs(data_dir=str(tmp_path))] == [r.run_key for r in base.runs()])
+    assert [r.run_key for r in base.runs(data_dir=str(tmp_path))] == [r.run_key for r in base.runs()]
 
 
 BAD_FILES = [
@@ -107,41 +143,80 @@ BAD_FILES = [
     ("[study]\nname='x'\nseeds=['a']\n", "study.seeds: expected a non-empty list of integers >= 0"),
     ("[study]\nname='x'\nseeds=[0]\nprune_ratios=[1.5]\n", "study.prune_ratios: prune ratio must be in [0, 1)"),
     ("[study]\nname='x'\nseeds=[0]\n[recipe]\nepochs='10'\n", "recipe.epochs: expected an integer, got a string '10'"),
-    ("[study]\nname='x'\nseeds=[0]\n[recipe]\nepoch=10\n", "recipe.epoch: unknown key; valid keys in recipe: dataset, model"),
+    (
+        "[study]\nname='x'\nseeds=[0]\n[recipe]\nepoch=10\n",
+        "recipe.epoch: unknown key; valid keys in recipe: dataset, model",
+    ),
     ("[study]\nname='x'\nseeds=[0]\n[recipe]\nseed=1\n", "recipe.seed: unknown key (seed is set by the study itself)"),
-    ("[study]\nname='x'\nseeds=[0]\n[recipe]\noptimizer='adam'\n", "recipe.optimizer: 'adam' is not valid; valid: 'sgd', 'adamw'"),
+    (
+        "[study]\nname='x'\nseeds=[0]\n[recipe]\noptimizer='adam'\n",
+        "recipe.optimizer: 'adam' is not valid; valid: 'sgd', 'adamw'",
+    ),
     ("[study]\nname='x'\nseeds=[0]\n[recipe]\nepochs=0\n", "recipe: epochs must be >= 1"),
     ("[study]\nname='x'\nseeds=[0]\n[recipe]\nmodel='vgg'\n", "recipe.model: unknown model 'vgg'; valid:"),
     ("[study]\nname='x'\nseeds=[0]\n[recipe]\ndataset='mnist'\n", "recipe.dataset: unknown dataset 'mnist'; valid:"),
-    ("[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.nope]\n", "methods.nope.pruner: unknown pruner 'nope'"),
-    ("[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.a]\npruner='orderdp'\noptions={candidat=0.9}\n",
-     "methods.a.options.candidat: unknown option of pruner 'orderdp'; valid options: candidate_ratio, initial_score"),
-    ("[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.a]\npruner='orderdp'\noptions={candidate_ratio='0.9'}\n",
-     "methods.a.options.candidate_ratio: expected a number, got a string '0.9'"),
-    ("[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.3]\n[methods.a]\npruner='orderdp'\noptions={candidate_ratio=0.5}\n",
-     "methods.a.options: at prune ratio 0.3: orderdp: candidate_ratio=0.5 is below the keep fraction 1-p=0.7; valid: 0.7 <= candidate_ratio <= 1"),
+    (
+        "[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.nope]\n",
+        "methods.nope.pruner: unknown pruner 'nope'",
+    ),
+    (
+        "[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.a]\npruner='orderdp'\noptions={candidat=0.9}\n",
+        "methods.a.options.candidat: unknown option of pruner 'orderdp'; valid options: candidate_ratio, initial_score",
+    ),
+    (
+        "[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.a]\npruner='orderdp'\noptions={candidate_ratio='0.9'}\n",
+        "methods.a.options.candidate_ratio: expected a number, got a string '0.9'",
+    ),
+    (
+        "[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.3]\n[methods.a]\npruner='orderdp'\noptions={candidate_ratio=0.5}\n",
+        "methods.a.options: at prune ratio 0.3: orderdp: candidate_ratio=0.5 is below the keep fraction 1-p=0.7; valid: 0.7 <= candidate_ratio <= 1",
+    ),
     ("[study]\nname='x'\nseeds=[0]\n[methods.a]\npruner='orderdp'\n", "methods.a.prune_ratios: missing"),
-    ("[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.a]\nratios=[0.5]\n",
-     "methods.a.ratios: unknown key; valid keys in methods.a: pruner, options, prune_ratios"),
-    ("[study]\nname='x'\nseeds=[0]\n[methods.full]\nprune_ratios=[0.3]\n", "methods.full.prune_ratios: full trains on all data"),
+    (
+        "[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.a]\nratios=[0.5]\n",
+        "methods.a.ratios: unknown key; valid keys in methods.a: pruner, options, prune_ratios",
+    ),
+    (
+        "[study]\nname='x'\nseeds=[0]\n[methods.full]\nprune_ratios=[0.3]\n",
+        "methods.full.prune_ratios: full trains on all data",
+    ),
     ("[study]\nname='x'\nseeds=[0]\n", "methods: no methods"),
-    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='grid'\n", "sweeps.s.kind: 'grid' is not valid; valid: accuracy, pareto"),
-    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\npruner='orderdp'\nprune_ratio=0.5\nspace={candidate_ratio=[0.3, 1.0]}\n",
-     "sweeps.s.space: at candidate_ratio=0.3: orderdp: candidate_ratio=0.3 is below the keep fraction 1-p=0.5"),
-    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='pareto'\npruner='orderdp'\nprune_ratio=0.5\nspace={candidate_ratio=[0.5, 1.0]}\nearly_stopping=true\n",
-     "sweeps.s.early_stopping: early stopping of trials needs one objective"),
-    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\nprune_ratio=0.5\npruner='infobatch'\nspace={candidate_ratio=[0.5, 1]}\n",
-     "sweeps.s.space.candidate_ratio: not an option of pruner 'infobatch'; valid axes: prune_ratio, delta"),
-    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\nprune_ratio=0.5\npruner='orderdp'\n",
-     "sweeps.s.space: empty; give at least one axis"),
-    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\npruner='orderdp'\nspace={candidate_ratio=[0.5, 1]}\n",
-     "sweeps.s.prune_ratio: missing; fix it"),
-    ("[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='accuracy'\npruner='infobatch'\nprune_ratio=0.5\nspace={delta=[0.5, 1]}\n",
-     "sweeps.s.seeds: the study has 1 seed; a sweep point needs >= 2"),
-    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\npruner='infobatch'\nprune_ratio=0.5\nspace={delta=[0.5, 1]}\nearly_stopping=true\n",
-     "sweeps.s.early_stopping: a grid sweep runs every point to the end"),
-    ("[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\npruner='infobatch'\nprune_ratio=0.5\nspace={delta={low=0.5,high=1,relative=true}}\n",
-     "sweeps.s.space.delta.relative: pruner 'infobatch' declares no p-dependent range for 'delta'"),
+    (
+        "[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='grid'\n",
+        "sweeps.s.kind: 'grid' is not valid; valid: accuracy, pareto",
+    ),
+    (
+        "[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\npruner='orderdp'\nprune_ratio=0.5\nspace={candidate_ratio=[0.3, 1.0]}\n",
+        "sweeps.s.space: at candidate_ratio=0.3: orderdp: candidate_ratio=0.3 is below the keep fraction 1-p=0.5",
+    ),
+    (
+        "[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='pareto'\npruner='orderdp'\nprune_ratio=0.5\nspace={candidate_ratio=[0.5, 1.0]}\nearly_stopping=true\n",
+        "sweeps.s.early_stopping: early stopping of trials needs one objective",
+    ),
+    (
+        "[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\nprune_ratio=0.5\npruner='infobatch'\nspace={candidate_ratio=[0.5, 1]}\n",
+        "sweeps.s.space.candidate_ratio: not an option of pruner 'infobatch'; valid axes: prune_ratio, delta",
+    ),
+    (
+        "[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\nprune_ratio=0.5\npruner='orderdp'\n",
+        "sweeps.s.space: empty; give at least one axis",
+    ),
+    (
+        "[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\npruner='orderdp'\nspace={candidate_ratio=[0.5, 1]}\n",
+        "sweeps.s.prune_ratio: missing; fix it",
+    ),
+    (
+        "[study]\nname='x'\nseeds=[0]\n[sweeps.s]\nkind='accuracy'\npruner='infobatch'\nprune_ratio=0.5\nspace={delta=[0.5, 1]}\n",
+        "sweeps.s.seeds: the study has 1 seed; a sweep point needs >= 2",
+    ),
+    (
+        "[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\npruner='infobatch'\nprune_ratio=0.5\nspace={delta=[0.5, 1]}\nearly_stopping=true\n",
+        "sweeps.s.early_stopping: a grid sweep runs every point to the end",
+    ),
+    (
+        "[study]\nname='x'\nseeds=[0,1]\n[sweeps.s]\nkind='accuracy'\npruner='infobatch'\nprune_ratio=0.5\nspace={delta={low=0.5,high=1,relative=true}}\n",
+        "sweeps.s.space.delta.relative: pruner 'infobatch' declares no p-dependent range for 'delta'",
+    ),
     ("[study\nname='x'\n", "not valid TOML"),
 ]
 
@@ -160,15 +235,21 @@ def test_bad_study_files_name_file_and_key(tmp_path, text, message):
 def test_cli_bad_study_is_one_line_exit_2_and_writes_nothing(tmp_path):
     path = write_study(tmp_path, name="bad", text="[study]\nname='x'\nseeds=[0]\nprune_ratios=[0.5]\n[methods.nope]\n")
     for cmd in (["leaderboard", str(path)], ["sweep", str(path)], ["leaderboard", str(tmp_path / "missing.toml")]):
-        p = subprocess.run([sys.executable, "-m", "prunebench", *cmd], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=300)
+        p = subprocess.run(
+            [sys.executable, "-m", "prunebench", *cmd], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
         assert p.returncode == 2, p.stderr
         assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
         assert p.stderr.startswith("prunebench: error: ") and (str(path) in p.stderr or "missing.toml" in p.stderr)
     assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.toml"]  # no results/, no mlflow.db
     good = write_study(tmp_path)
-    p = subprocess.run([sys.executable, "-m", "prunebench", "leaderboard", str(good), "--dry-run"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "prunebench", "leaderboard", str(good), "--dry-run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0 and "6 runs: 6 todo" in p.stdout, p.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.toml", "tiny.toml"]  # a dry run writes nothing
 
@@ -180,15 +261,42 @@ def test_cli_bad_study_is_one_line_exit_2_and_writes_nothing(tmp_path):
 
 def test_leaderboard_table_against_hand_computation():
     rows = []
-    accs = {("full", 0.0): [0.90, 0.92, 0.94], ("a", 0.5): [0.80, 0.84, 0.88], ("b", 0.5): [0.86, 0.86, 0.89],
-            ("a", 0.3): [0.91, 0.93]}
+    accs = {
+        ("full", 0.0): [0.90, 0.92, 0.94],
+        ("a", 0.5): [0.80, 0.84, 0.88],
+        ("b", 0.5): [0.86, 0.86, 0.89],
+        ("a", 0.3): [0.91, 0.93],
+    }
     for (m, p), vals in accs.items():
         for s, v in enumerate(vals):
-            rows.append(dict(method=m, pruner=m, prune_ratio=p, seed=s, status="FINISHED", final_acc=v, best_acc=v,
-                             realized_prune_ratio=p, relative_compute=1 - p, train_time_s=10 * (1 - p)))
-    rows.append(dict(method="b", pruner="b", prune_ratio=0.5, seed=3, status="FAILED", final_acc=float("nan"),
-                     best_acc=float("nan"), realized_prune_ratio=float("nan"), relative_compute=float("nan"),
-                     train_time_s=float("nan")))
+            rows.append(
+                dict(
+                    method=m,
+                    pruner=m,
+                    prune_ratio=p,
+                    seed=s,
+                    status="FINISHED",
+                    final_acc=v,
+                    best_acc=v,
+                    realized_prune_ratio=p,
+                    relative_compute=1 - p,
+                    train_time_s=10 * (1 - p),
+                )
+            )
+    rows.append(
+        dict(
+            method="b",
+            pruner="b",
+            prune_ratio=0.5,
+            seed=3,
+            status="FAILED",
+            final_acc=float("nan"),
+            best_acc=float("nan"),
+            realized_prune_ratio=float("nan"),
+            relative_compute=float("nan"),
+            train_time_s=float("nan"),
+        )
+    )
     board = leaderboard_table(pd.DataFrame(rows)).set_index(["method", "prune_ratio"])
     t975 = {1: 12.706204736, 2: 4.302652730}  # Student t quantiles (tables)
     for (m, p), vals in accs.items():
@@ -298,19 +406,35 @@ def test_jobs_run_in_parallel_processes(tmp_path):
     assert len(res) == 6 and (res["status"] == "FINISHED").all() and res["run_id"].nunique() == 6
     # same seeds, same runs as in this process (accuracy of a 1-epoch MLP is robust to thread counts)
     (tmp_path / "serial").mkdir()
-    serial = run_leaderboard(load_study(write_study(tmp_path / "serial", epochs=1)), tmp_path / "o2",
-                             tracking_uri=f"sqlite:///{tmp_path / 'm2.db'}")
+    serial = run_leaderboard(
+        load_study(write_study(tmp_path / "serial", epochs=1)),
+        tmp_path / "o2",
+        tracking_uri=f"sqlite:///{tmp_path / 'm2.db'}",
+    )
     a = res.set_index("run_key")["samples_backprop"]
     b = serial.set_index("run_key")["samples_backprop"]
     assert a.sort_index().tolist() == b.sort_index().tolist()
-    np.testing.assert_allclose(res.set_index("run_key")["final_acc"].sort_index(),
-                               serial.set_index("run_key")["final_acc"].sort_index(), atol=0.02)
+    np.testing.assert_allclose(
+        res.set_index("run_key")["final_acc"].sort_index(),
+        serial.set_index("run_key")["final_acc"].sort_index(),
+        atol=0.02,
+    )
 
 
 def test_kill_9_then_rerun_completes_without_duplicates(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = write_study(tmp_path, epochs=3)
-    cmd = [sys.executable, "-m", "prunebench", "leaderboard", str(path), "--tracking-uri", uri, "--out", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prunebench",
+        "leaderboard",
+        str(path),
+        "--tracking-uri",
+        uri,
+        "--out",
+        str(tmp_path / "out"),
+    ]
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 240
@@ -320,8 +444,11 @@ def test_kill_9_then_rerun_completes_without_duplicates(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert "[2/6]" in (tmp_path / "first.log").read_text()
-    done_before = {r.data.tags["prunebench.run_key"]: r.info.run_id for r in mlflow_runs(uri, "tiny")
-                   if r.info.status == "FINISHED"}
+    done_before = {
+        r.data.tags["prunebench.run_key"]: r.info.run_id
+        for r in mlflow_runs(uri, "tiny")
+        if r.info.status == "FINISHED"
+    }
     assert 2 <= len(done_before) < 6
     assert not (tmp_path / "out" / "results.csv").exists()  # no partial table
     p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=400)
@@ -344,9 +471,15 @@ def test_leaderboard_lock_refuses_a_live_holder_and_ignores_a_dead_ones_file(tmp
 
     lock = tmp_path / ".leaderboard.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import pathlib, sys, time; from prunebench.studies.leaderboard import _Lock\n"
-         f"with _Lock(pathlib.Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import pathlib, sys, time; from prunebench.studies.leaderboard import _Lock\n"
+            f"with _Lock(pathlib.Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(PrunebenchError, match=f"another leaderboard \\(pid {holder.pid}\\) is writing"):
@@ -383,8 +516,10 @@ def test_leaderboard_lock_has_one_winner_when_taken_at_once(tmp_path):
         except PrunebenchError:
             print("refused", flush=True)
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for _ in range(5)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(5)
+    ]
     try:
         assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 5
         start = f"{time.time() + 0.5:.4f}\n"
@@ -439,6 +574,7 @@ def test_leaderboard_lock_excludes_under_contention(tmp_path):
 # sweeps
 # ---------------------------------------------------------------------------------------------------
 
+
 def test_train_progress_raising_stop_run_ends_run_killed_with_a_complete_row(tmp_path):
     from prunebench.harness import StopRun, TrainConfig, Trainer
 
@@ -448,8 +584,12 @@ def test_train_progress_raising_stop_run_ends_run_killed_with_a_complete_row(tmp
         if m["epoch"] == 1:
             raise StopRun("stop")
 
-    tr = Trainer(TrainConfig.from_dict(dict(dataset="synthetic", model="mlp", epochs=4, tracking_uri=uri,
-                                            experiment="es", pruner="full")), progress=stop)
+    tr = Trainer(
+        TrainConfig.from_dict(
+            dict(dataset="synthetic", model="mlp", epochs=4, tracking_uri=uri, experiment="es", pruner="full")
+        ),
+        progress=stop,
+    )
     with pytest.raises(StopRun):
         tr.run()
     (run,) = mlflow_runs(uri, "es")
@@ -468,8 +608,10 @@ def test_failed_row_is_the_complete_row_without_accuracy():
     def boom(m):
         raise RuntimeError("boom\nsecond line")
 
-    tr = Trainer(TrainConfig.from_dict(dict(dataset="synthetic", model="mlp", epochs=2, tracking=False, pruner="full")),
-                 progress=boom)
+    tr = Trainer(
+        TrainConfig.from_dict(dict(dataset="synthetic", model="mlp", epochs=2, tracking=False, pruner="full")),
+        progress=boom,
+    )
     with pytest.raises(RuntimeError) as e:
         tr.run()
     assert tr.status == "FAILED" and tr.error == "RuntimeError: boom"
@@ -485,8 +627,21 @@ def test_cifar10_cpu_lists_the_reference_leaderboard():
     study = load_study(REPO / "studies" / "cifar10-cpu.toml")
     methods = {m.name: m for m in study.methods}
     pruners = {m.pruner for m in study.methods}
-    assert {"full", "random-static", "random-dynamic", "loss-topk", "infobatch", "orderdp", "orderdp-fresh", "ucb",
-            "epsilon-greedy", "el2n", "forgetting", "ccs", "moderate-ds"} <= pruners
+    assert {
+        "full",
+        "random-static",
+        "random-dynamic",
+        "loss-topk",
+        "infobatch",
+        "orderdp",
+        "orderdp-fresh",
+        "ucb",
+        "epsilon-greedy",
+        "el2n",
+        "forgetting",
+        "ccs",
+        "moderate-ds",
+    } <= pruners
     assert sorted(m.options["candidate_ratio"] for m in study.methods if m.pruner == "orderdp") == [0.8, 0.9]
     static = {"random-static", "el2n", "forgetting", "ccs", "moderate-ds"}
     for name, m in methods.items():
@@ -562,8 +717,10 @@ def test_seed_shards_merge_through_imported_tables(tmp_path):
 
     client = MlflowClient(tracking_uri=uri_a)
     s1 = next(s for s in study.runs() if s.seed == 1)
-    inflight = client.create_run(client.get_experiment_by_name("tiny").experiment_id, tags={
-        "prunebench.study": "tiny", "prunebench.kind": "leaderboard", "prunebench.run_key": s1.run_key}).info.run_id
+    inflight = client.create_run(
+        client.get_experiment_by_name("tiny").experiment_id,
+        tags={"prunebench.study": "tiny", "prunebench.kind": "leaderboard", "prunebench.run_key": s1.run_key},
+    ).info.run_id
     lines: list[str] = []
     tab = run_leaderboard(study, tmp_path / "a", tracking_uri=uri_a, train=False, log=lines.append)
     # the fresh RUNNING run counts as another leaderboard's (claims.py), not as a cell to train
@@ -581,8 +738,9 @@ def test_seed_shards_merge_through_imported_tables(tmp_path):
     assert not (tmp_path / "b").exists() and not (tmp_path / "b.db").exists()
 
     lines: list[str] = []
-    res = run_leaderboard(study, tmp_path / "b", tracking_uri=uri_b, log=lines.append,
-                          imports=[tmp_path / "a" / "results.csv"])
+    res = run_leaderboard(
+        study, tmp_path / "b", tracking_uri=uri_b, log=lines.append, imports=[tmp_path / "a" / "results.csv"]
+    )
     assert "3 of its 3 rows are finished cells of this grid" in lines[0]
     assert "0 already in MLflow, 3 imported, 3 to run" in lines[1]
     assert len(res) == 6 and (res["status"] == "FINISHED").all() and res["run_key"].is_unique
@@ -605,8 +763,9 @@ def test_seed_shards_merge_through_imported_tables(tmp_path):
     assert f"3 run(s) are not in MLflow store {uri_b}" in (tmp_path / "report-b" / "README.md").read_text()
 
     # a method shard: only the named methods' cells (full only when named), same keys as the whole grid
-    shard = run_leaderboard(study, tmp_path / "b", tracking_uri=uri_b, dry_run=True, methods=["orderdp"],
-                            imports=[tmp_path / "a"])
+    shard = run_leaderboard(
+        study, tmp_path / "b", tracking_uri=uri_b, dry_run=True, methods=["orderdp"], imports=[tmp_path / "a"]
+    )
     assert set(shard["method"]) == {"orderdp"} and set(shard["state"]) == {"done", "imported"}
     assert set(shard["run_key"]) == {s.run_key for s in study.runs() if s.method == "orderdp"}
 
@@ -616,21 +775,29 @@ def test_seed_shards_merge_through_imported_tables(tmp_path):
     assert set(plan["state"]) == {"todo"}
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--seeds", "5"], "has seeds 0, 1"),
-    (["--seeds", "a"], "expected comma-separated integers"),
-    (["--methods", "orderdp,nope"], "has no method nope; valid: full, random-dynamic, orderdp"),
-    (["--methods", ","], "(none given)"),
-    (["--import", "nope.csv"], "no such file or folder"),
-    (["--import", "bad.csv"], "lacks column(s) run_key"),
-    (["--import", "."], "no results table there"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--seeds", "5"], "has seeds 0, 1"),
+        (["--seeds", "a"], "expected comma-separated integers"),
+        (["--methods", "orderdp,nope"], "has no method nope; valid: full, random-dynamic, orderdp"),
+        (["--methods", ","], "(none given)"),
+        (["--import", "nope.csv"], "no such file or folder"),
+        (["--import", "bad.csv"], "lacks column(s) run_key"),
+        (["--import", "."], "no results table there"),
+    ],
+)
 def test_cli_bad_seeds_and_imports_are_one_line_exit_2(tmp_path, args, message):
     path = write_study(tmp_path)
     (tmp_path / "bad.csv").write_text("pruner,seed,status,final_acc\nfull,0,FINISHED,0.5\n")
     before = sorted(x.name for x in tmp_path.iterdir())
-    p = subprocess.run([sys.executable, "-m", "prunebench", "leaderboard", str(path), *args], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "prunebench", "leaderboard", str(path), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 2, p.stderr
     assert p.stderr.count("\n") == 1 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == before  # no results/, no mlflow.db

@@ -25,8 +25,10 @@ def _pg_bin() -> Path:
         return Path(found).resolve().parent
     cands = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
     if not cands:
-        pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's postgresql package "
-                    "(sudo apt-get install -y postgresql; CI does it in .ci/setup.d/10-postgres.sh)")
+        pytest.fail(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's postgresql package "
+            "(sudo apt-get install -y postgresql; CI does it in .ci/setup.d/10-postgres.sh)"
+        )
     return Path(cands[-1]).parent
 
 
@@ -66,8 +68,19 @@ def postgres():
     p = sh(str(bin_dir / "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
     if p.returncode != 0:
         pytest.fail(f"initdb failed ({p.returncode}): {p.stderr.strip()[-2000:]}")
-    p = sh(str(bin_dir / "pg_ctl"), "-D", data, "-l", logfile, "-w", "-t", "60",
-           "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=100", "start")
+    p = sh(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        data,
+        "-l",
+        logfile,
+        "-w",
+        "-t",
+        "60",
+        "-o",
+        f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=100",
+        "start",
+    )
     if p.returncode != 0:
         log = Path(logfile).read_text()[-2000:] if Path(logfile).exists() else ""
         pytest.fail(f"pg_ctl start failed ({p.returncode}): {p.stderr.strip()[-1000:]} {log}")
@@ -116,11 +129,24 @@ def test_two_workers_share_one_study_on_postgres(postgres, tmp_path):
     storage = f"{postgres}/optuna"
     tracking = f"{postgres}/mlflow"
     MlflowClient(tracking_uri=tracking).search_experiments()  # create the MLflow schema once, as `mlflow db upgrade`
-    cmd = [sys.executable, "-m", "prunebench", "sweep", str(path), "--storage", storage, "--tracking-uri", tracking,
-           "--out", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prunebench",
+        "sweep",
+        str(path),
+        "--storage",
+        storage,
+        "--tracking-uri",
+        tracking,
+        "--out",
+        str(tmp_path / "out"),
+    ]
     env = {**os.environ, "PRUNEBENCH_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(2)]
+    workers = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = []
     for w in workers:
         try:

@@ -15,6 +15,7 @@ import torch
 from prunebench.errors import ConfigError
 from prunebench.pruners import create_pruner, get_pruner_class
 from prunebench.pruners import scores as S
+from prunebench.pruners import submodular as SM
 from prunebench.pruners.base import COST_PROFILE_ITEMS
 from prunebench.pruners.rules import class_budgets
 from prunebench.pruners.submodular import (
@@ -26,7 +27,6 @@ from prunebench.pruners.submodular import (
     nnls_gram,
     omp_nonneg,
 )
-from prunebench.pruners import submodular as SM
 
 NEW = ["craig", "gradmatch", "graphcut", "logdet"]
 

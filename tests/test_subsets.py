@@ -39,8 +39,10 @@ def test_subset_is_seeded():
 def test_digits_subset_loads():
     full, sub = load_dataset("digits"), load_dataset("digits:n=500")
     assert sub.num_train == 500 and sub.x_test.shape == full.x_test.shape
-    assert np.bincount(sub.y_train.numpy()).tolist() == np.bincount(
-        full.y_train.numpy()[stratified_subset(full.y_train.numpy(), 500, 0, 10)]).tolist()
+    assert (
+        np.bincount(sub.y_train.numpy()).tolist()
+        == np.bincount(full.y_train.numpy()[stratified_subset(full.y_train.numpy(), 500, 0, 10)]).tolist()
+    )
     # the subset's images are the full set's images at the drawn indices
     idx = stratified_subset(full.y_train.numpy(), 500, 0, 10)
     assert np.array_equal(sub.x_train.numpy(), full.x_train.numpy()[idx])
@@ -51,14 +53,17 @@ def test_digits_subset_loads():
     assert load_dataset("digits:n=500,seed=3").key != sub.key
 
 
-@pytest.mark.parametrize("name, fragment", [
-    ("digits:n=0", "need n >= 1"),
-    ("digits:n=5000", "valid: 1..1438"),
-    ("digits:n=abc", "must be integers"),
-    ("digits:m=5", "bad argument 'm=5'"),
-    ("digits:seed=1", "needs n=K"),
-    ("digits:n=5", "without a training image"),
-])
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("digits:n=0", "need n >= 1"),
+        ("digits:n=5000", "valid: 1..1438"),
+        ("digits:n=abc", "must be integers"),
+        ("digits:m=5", "bad argument 'm=5'"),
+        ("digits:seed=1", "needs n=K"),
+        ("digits:n=5", "without a training image"),
+    ],
+)
 def test_bad_subsets(name, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
         load_dataset(name)
@@ -116,8 +121,15 @@ def test_resume_refuses_another_subset(tmp_path):
     from prunebench.harness import train
 
     ck = tmp_path / "ck"
-    base = {"dataset": "digits:n=200", "model": "mlp", "pruner": "full", "epochs": 1, "tracking": False,
-            "checkpoint_dir": str(ck), "device": "cpu"}
+    base = {
+        "dataset": "digits:n=200",
+        "model": "mlp",
+        "pruner": "full",
+        "epochs": 1,
+        "tracking": False,
+        "checkpoint_dir": str(ck),
+        "device": "cpu",
+    }
     train(base)
     # refused by the dataset name or, first, by the data's identity (its size here)
     with pytest.raises(ConfigError, match="dataset|num_train"):

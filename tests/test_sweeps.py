@@ -55,7 +55,11 @@ def test_grid_values_by_hand():
 
 
 def test_grid_is_the_default_for_one_axis_and_spans_the_count(tmp_path):
-    study = load_study(write(tmp_path, HEAD.format(epochs=2) + """
+    study = load_study(
+        write(
+            tmp_path,
+            HEAD.format(epochs=2)
+            + """
     [sweeps.split]
     kind = "accuracy"
     pruner = "orderdp"
@@ -72,16 +76,21 @@ def test_grid_is_the_default_for_one_axis_and_spans_the_count(tmp_path):
     kind = "accuracy"
     pruner = "orderdp"
     space = { prune_ratio = [0.2, 0.6], candidate_ratio = { low = 0.0, high = 1.0, relative = true } }
-    """))
+    """,
+        )
+    )
     split = study.sweeps["split"]
     assert split.sampler == "grid" and split.n_trials == 5 and split.seeds == (0, 1)
-    assert [split.resolve(p) for p in split.grid()] == [(0.4, {"candidate_ratio": c}) for c in (0.6, 0.7, 0.8, 0.9, 1.0)]
+    assert [split.resolve(p) for p in split.grid()] == [
+        (0.4, {"candidate_ratio": c}) for c in (0.6, 0.7, 0.8, 0.9, 1.0)
+    ]
     both = study.sweeps["both"]
     assert both.sampler == "grid" and len(both.grid()) == 6
     # relative: c = (1 - p) + u p, computed by hand
     got = {(p["prune_ratio"], p["candidate_ratio"]): both.resolve(p)[1]["candidate_ratio"] for p in both.grid()}
-    assert got == pytest.approx({(0.2, 0.0): 0.8, (0.2, 0.25): 0.85, (0.2, 1.0): 1.0,
-                                 (0.6, 0.0): 0.4, (0.6, 0.25): 0.55, (0.6, 1.0): 1.0})
+    assert got == pytest.approx(
+        {(0.2, 0.0): 0.8, (0.2, 0.25): 0.85, (0.2, 1.0): 1.0, (0.6, 0.0): 0.4, (0.6, 0.25): 0.55, (0.6, 1.0): 1.0}
+    )
     assert both.label(both.grid()[1]) == "both[prune_ratio=0.2,candidate_ratio@rel=0.25]"
     assert study.sweeps["tpe"].sampler == "tpe"  # two ranges: an Optuna sampler
     with pytest.raises(ConfigError):
@@ -89,7 +98,11 @@ def test_grid_is_the_default_for_one_axis_and_spans_the_count(tmp_path):
 
 
 def test_every_declared_option_is_an_axis(tmp_path):
-    study = load_study(write(tmp_path, HEAD.format(epochs=2) + """
+    study = load_study(
+        write(
+            tmp_path,
+            HEAD.format(epochs=2)
+            + """
     [sweeps.ucb]
     kind = "accuracy"
     pruner = "ucb"
@@ -100,7 +113,9 @@ def test_every_declared_option_is_an_axis(tmp_path):
     kind = "pareto"
     pruner = "selective-backprop"
     space = { beta = { values = [1.0, 2.0] }, prune_ratio = { values = [0.3, 0.5] } }
-    """))
+    """,
+        )
+    )
     assert [p["c"] for p in study.sweeps["ucb"].grid()] == [0.5, 1.0, 2.0]
     assert len(study.sweeps["sb"].grid()) == 4
     # the sweep code (docstrings aside) names no option of any one pruner
@@ -127,11 +142,20 @@ def fixture_results() -> pd.DataFrame:
     rows = []
     for pt, vals in acc.items():
         for seed, v in enumerate(vals):
-            rows.append({"point": pt, "method": pt, "seed": seed, "status": "FINISHED", "final_acc": v,
-                         "relative_compute": 1.0 if pt == "full" else 0.5,
-                         "scoring_relative_compute": 0.1 if pt == "c" else np.nan,
-                         "axis.candidate_ratio": x[pt], "pruner": "orderdp" if pt != "full" else "full",
-                         "prune_ratio": 0.5 if pt != "full" else 0.0})
+            rows.append(
+                {
+                    "point": pt,
+                    "method": pt,
+                    "seed": seed,
+                    "status": "FINISHED",
+                    "final_acc": v,
+                    "relative_compute": 1.0 if pt == "full" else 0.5,
+                    "scoring_relative_compute": 0.1 if pt == "c" else np.nan,
+                    "axis.candidate_ratio": x[pt],
+                    "pruner": "orderdp" if pt != "full" else "full",
+                    "prune_ratio": 0.5 if pt != "full" else 0.0,
+                }
+            )
     rows.append({**rows[0], "seed": 9, "status": "FAILED", "final_acc": 0.0})  # not counted anywhere
     return pd.DataFrame(rows)
 
@@ -188,12 +212,20 @@ def test_pareto_front_over_means_by_hand():
 
 
 def test_trial_bookkeeping_by_hand():
-    trials = pd.DataFrame({"trial": [0, 1, 2, 3, 4], "state": ["COMPLETE", "PRUNED", "PRUNED", "FAIL", "COMPLETE"],
-                           "stopped_at": [None, "seed 0, epoch 6 of 12", "seed 1, epoch 9 of 12", None, None]})
+    trials = pd.DataFrame(
+        {
+            "trial": [0, 1, 2, 3, 4],
+            "state": ["COMPLETE", "PRUNED", "PRUNED", "FAIL", "COMPLETE"],
+            "stopped_at": [None, "seed 0, epoch 6 of 12", "seed 1, epoch 9 of 12", None, None],
+        }
+    )
     b = sw.trial_bookkeeping(trials, asked=5)
     assert b["complete"] == [0, 4] and b["failed"] == [3]
     assert b["stopped"] == [(1, "seed 0, epoch 6 of 12"), (2, "seed 1, epoch 9 of 12")]
-    assert len(b["warnings"]) == 1 and "only 2 of the 5 trials asked for completed (2 early-stopped, 1 failed" in b["warnings"][0]
+    assert (
+        len(b["warnings"]) == 1
+        and "only 2 of the 5 trials asked for completed (2 early-stopped, 1 failed" in b["warnings"][0]
+    )
     assert sw.trial_bookkeeping(trials[trials["state"] == "COMPLETE"], asked=2)["warnings"] == []
 
 
@@ -257,7 +289,11 @@ def test_grid_point_that_is_a_leaderboard_cell_reuses_its_runs(tmp_path):
     """A split sweep at p = 0.5 whose c = 0.8 point is the study's own `od-c0.8` cell at p = 0.5: the leaderboard's
     runs count for it (same run keys), so only the other points train; `od-c0.8` at p = 0.3 is not a point."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    study = load_study(write(tmp_path, HEAD.format(epochs=2) + """
+    study = load_study(
+        write(
+            tmp_path,
+            HEAD.format(epochs=2)
+            + """
     [methods."od-c0.8"]
     pruner = "orderdp"
     options = { candidate_ratio = 0.8 }
@@ -273,7 +309,9 @@ def test_grid_point_that_is_a_leaderboard_cell_reuses_its_runs(tmp_path):
     pruner = "orderdp"
     prune_ratio = 0.5
     space = { candidate_ratio = { values = [0.5, 0.8, 1.0] } }
-    """))
+    """,
+        )
+    )
     board = run_leaderboard(study, tmp_path / "results", tracking_uri=uri)
     n = _count_training_runs(uri)
     assert n == 2 * (1 + 2 + 1)  # full, od-c0.8 at 0.3 and 0.5, od-c0.8-low, for 2 seeds
@@ -293,7 +331,11 @@ def test_early_stopped_trials_are_excluded_listed_and_warned(tmp_path, monkeypat
     import prunebench.studies.sweep as sweep_mod
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    study = load_study(write(tmp_path, HEAD.format(epochs=4) + """
+    study = load_study(
+        write(
+            tmp_path,
+            HEAD.format(epochs=4)
+            + """
     [sweeps.es]
     kind = "accuracy"
     pruner = "orderdp"
@@ -304,7 +346,9 @@ def test_early_stopped_trials_are_excluded_listed_and_warned(tmp_path, monkeypat
     seeds = [0]
     early_stopping = true
     early_stopping_warmup = 0.5
-    """))
+    """,
+        )
+    )
     # a pruner that would stop every trial at every report: the warm-up alone decides where they stop
     monkeypatch.setattr(sweep_mod, "_pruner", lambda spec, early: optuna.pruners.ThresholdPruner(lower=1.5))
     res = run_sweep(study, sweep="es", out_dir=tmp_path / "results", tracking_uri=uri)

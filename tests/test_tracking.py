@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import fast_config
 from mlflow.tracking import MlflowClient
 
-from conftest import fast_config
 from prunebench.harness import train
 
 
 def test_run_is_logged_to_mlflow(synthetic, tracking_uri, tmp_path):
-    r = train(fast_config(pruner="orderdp", prune_ratio=0.4, tracking=True, tracking_uri=tracking_uri,
-                          experiment="t-tracking", tags={"study": "unit"}), data=synthetic)
+    r = train(
+        fast_config(
+            pruner="orderdp",
+            prune_ratio=0.4,
+            tracking=True,
+            tracking_uri=tracking_uri,
+            experiment="t-tracking",
+            tags={"study": "unit"},
+        ),
+        data=synthetic,
+    )
     client = MlflowClient(tracking_uri)
     run = client.get_run(r.row["run_id"])
     assert run.info.status == "FINISHED"
@@ -34,8 +43,18 @@ def test_failed_run_is_marked_failed(synthetic, tracking_uri):
     from prunebench.errors import TrainingError
 
     with pytest.raises(TrainingError):
-        train(fast_config(pruner="full", lr=1e12, schedule="constant", momentum=0.0, tracking=True,
-                          tracking_uri=tracking_uri, experiment="t-fail"), data=synthetic)
+        train(
+            fast_config(
+                pruner="full",
+                lr=1e12,
+                schedule="constant",
+                momentum=0.0,
+                tracking=True,
+                tracking_uri=tracking_uri,
+                experiment="t-fail",
+            ),
+            data=synthetic,
+        )
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("t-fail")
     runs = client.search_runs([exp.experiment_id])

@@ -18,9 +18,26 @@ E, N = 10, 1000  # the fixture's epochs and samples (only ratios matter)
 
 
 def _row(method, gran, p, seed, acc, train_c, train_s, **extra):
-    return dict(dataset="d", model="m", method=method, pruner=method, granularity=gran, prune_ratio=p, seed=seed,
-                status="FINISHED", final_acc=acc, best_acc=acc, realized_prune_ratio=p, relative_compute=train_c,
-                train_time_s=train_s, selection_time_s=0.0, scoring_time_s=0.001, epochs=E, num_samples=N, **extra)
+    return dict(
+        dataset="d",
+        model="m",
+        method=method,
+        pruner=method,
+        granularity=gran,
+        prune_ratio=p,
+        seed=seed,
+        status="FINISHED",
+        final_acc=acc,
+        best_acc=acc,
+        realized_prune_ratio=p,
+        relative_compute=train_c,
+        train_time_s=train_s,
+        selection_time_s=0.0,
+        scoring_time_s=0.001,
+        epochs=E,
+        num_samples=N,
+        **extra,
+    )
 
 
 def _study(el2n_cache_hit: bool, legacy: bool = False) -> pd.DataFrame:
@@ -39,9 +56,18 @@ def _study(el2n_cache_hit: bool, legacy: bool = False) -> pd.DataFrame:
         if legacy:  # a table written before scoring_proxy_wall_s: the cache read stays in the hit's time
             proxy.pop("scoring_proxy_wall_s")
             proxy["scoring_time_s"] = (0.0 if el2n_cache_hit else 12.0) + own
-        r = _row("el2n", "static", 0.4, s, 0.88 + 0.01 * s, 0.6, 59.0, scoring_relative_compute=0.36,
-                 scoring_proxy_time_s=12.0, **{"pruner.proxy_model": "m", "pruner.proxy_epochs": 4,
-                                                "pruner.proxy_seeds": "[0]"})
+        r = _row(
+            "el2n",
+            "static",
+            0.4,
+            s,
+            0.88 + 0.01 * s,
+            0.6,
+            59.0,
+            scoring_relative_compute=0.36,
+            scoring_proxy_time_s=12.0,
+            **{"pruner.proxy_model": "m", "pruner.proxy_epochs": 4, "pruner.proxy_seeds": "[0]"},
+        )
         r.update(proxy)
         rows.append(r)
     return pd.DataFrame(rows)
@@ -70,8 +96,9 @@ def test_static_proxy_cost_ranking_and_pareto_by_hand_with_and_without_cache_hit
 def test_proxy_charge_amortised_divides_a_shared_proxy():
     df = _study(False)
     # forgetting has no proxy_seeds option and leaves proxy_model at its default (the run's model): same proxy
-    other = df[df["method"] == "el2n"].assign(method="forgetting", pruner="forgetting", **{
-        "pruner.proxy_seeds": np.nan, "pruner.proxy_model": np.nan})
+    other = df[df["method"] == "el2n"].assign(
+        method="forgetting", pruner="forgetting", **{"pruner.proxy_seeds": np.nan, "pruner.proxy_model": np.nan}
+    )
     df = pd.concat([df, other], ignore_index=True)
     full = with_costs(df, "full")
     am = with_costs(df, "amortised")
@@ -90,8 +117,13 @@ def _paired_fixture() -> pd.DataFrame:
     for s in range(5):
         rows.append(_row("full", "epoch", 0.0, s, 0.9 + rng.normal(0, 0.01), 1.0, 1.0))
         for p in (0.3, 0.5):
-            for m, gran, shift in (("random-dynamic", "epoch", -0.03), ("random-static", "static", -0.05),
-                                   ("a", "epoch", -0.01), ("b", "batch", -0.031), ("c", "static", -0.02)):
+            for m, gran, shift in (
+                ("random-dynamic", "epoch", -0.03),
+                ("random-static", "static", -0.05),
+                ("a", "epoch", -0.01),
+                ("b", "batch", -0.031),
+                ("c", "static", -0.02),
+            ):
                 if m == "b" and s == 4:
                     continue  # b misses seed 4: paired on 4 seeds
                 if m == "c" and p == 0.5 and s >= 2:
@@ -105,8 +137,13 @@ def test_paired_table_matches_an_independent_scipy_computation():
     pt = paired_table(df)
     wide = df.pivot_table(index="seed", columns=["method", "prune_ratio"], values="final_acc")
     full = df[df["method"] == "full"].set_index("seed")["final_acc"]
-    base = {"a": "random-dynamic", "b": "random-dynamic", "c": "random-static", "random-dynamic": None,
-            "random-static": None}
+    base = {
+        "a": "random-dynamic",
+        "b": "random-dynamic",
+        "c": "random-static",
+        "random-dynamic": None,
+        "random-static": None,
+    }
     checked = 0
     for p in (0.3, 0.5):
         means = {m: wide[(m, p)].mean() for m in base}
@@ -126,7 +163,7 @@ def test_paired_table_matches_an_independent_scipy_computation():
                 assert r["diff_mean"] == pytest.approx((x.iloc[:, 0] - x.iloc[:, 1]).mean(), abs=1e-12)
                 assert r["diff_sd"] == pytest.approx((x.iloc[:, 0] - x.iloc[:, 1]).std(ddof=1), abs=1e-12)
                 assert (r["diff_ci_low"], r["diff_ci_high"]) == pytest.approx((ci.low, ci.high), abs=1e-12)
-                want = ("not distinguishable" if res.pvalue >= 0.05 else "better" if res.statistic > 0 else "worse")
+                want = "not distinguishable" if res.pvalue >= 0.05 else "better" if res.statistic > 0 else "worse"
                 assert r["verdict"] == want
                 assert r["few_seeds"] == (len(x) < 3)
                 assert r["rank"] == order.index(m) + 1
@@ -163,12 +200,25 @@ def test_accuracy_vs_compute_has_an_interval_on_every_point_with_a_single_ratio(
 def test_harness_row_carries_the_total_cost_on_a_cache_miss_and_a_hit(tmp_path):
     from prunebench.harness import train
 
-    cfg = dict(dataset="synthetic:n=240,classes=4", model="mlp", epochs=2, batch_size=64, pruner="el2n",
-               prune_ratio=0.5, pruner_options={"proxy_epochs": 1}, seed=0, score_cache=str(tmp_path), tracking=False)
+    cfg = dict(
+        dataset="synthetic:n=240,classes=4",
+        model="mlp",
+        epochs=2,
+        batch_size=64,
+        pruner="el2n",
+        prune_ratio=0.5,
+        pruner_options={"proxy_epochs": 1},
+        seed=0,
+        score_cache=str(tmp_path),
+        tracking=False,
+    )
     miss, hit = train(cfg).row, train(cfg).row
     assert (miss["scoring_cache_hit"], hit["scoring_cache_hit"]) == (False, True)
-    assert hit["total_compute"] == miss["total_compute"] == pytest.approx(
-        miss["relative_compute"] + miss["scoring_relative_compute"])
+    assert (
+        hit["total_compute"]
+        == miss["total_compute"]
+        == pytest.approx(miss["relative_compute"] + miss["scoring_relative_compute"])
+    )
     assert hit["scoring_proxy_time_s"] == miss["scoring_proxy_time_s"] > 0  # the original time, carried
     for r in (miss, hit):
         want = r["train_time_s"] + r["scoring_time_s"] - r["scoring_proxy_wall_s"] + r["scoring_proxy_time_s"]
@@ -195,11 +245,14 @@ options = {{ candidate_ratio = 0.75 }}
 """
 
 
-@pytest.mark.parametrize("extra, words", [
-    ('proxy_charge = "half"', "study.proxy_charge: 'half' is not valid; valid: full, amortised"),
-    ('baselines = { dynamic = "nope" }', "study.baselines.dynamic: 'nope' is not a method of this study"),
-    ('baselines = { batch = "orderdp" }', "study.baselines.batch: unknown key"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ('proxy_charge = "half"', "study.proxy_charge: 'half' is not valid; valid: full, amortised"),
+        ('baselines = { dynamic = "nope" }', "study.baselines.dynamic: 'nope' is not a method of this study"),
+        ('baselines = { batch = "orderdp" }', "study.baselines.batch: unknown key"),
+    ],
+)
 def test_study_options_are_validated(tmp_path, extra, words):
     from prunebench.errors import ConfigError
     from prunebench.studies import load_study
@@ -219,7 +272,9 @@ def test_committed_cifar10_cpu_runs_give_orderdp_its_paired_verdict():
 
     runs = pd.read_csv(Path(__file__).resolve().parents[1] / "reports" / "cifar10-cpu" / "tables" / "runs.csv")
     pt = paired_table(runs)
-    r = pt[(pt["method"] == "orderdp-c0.8") & (pt["prune_ratio"] == 0.5) & (pt["reference"] == "random-dynamic")].iloc[0]
+    r = pt[(pt["method"] == "orderdp-c0.8") & (pt["prune_ratio"] == 0.5) & (pt["reference"] == "random-dynamic")].iloc[
+        0
+    ]
     a = runs[(runs["method"] == "orderdp-c0.8") & (runs["prune_ratio"] == 0.5)].set_index("seed")["final_acc"]
     b = runs[(runs["method"] == "random-dynamic") & (runs["prune_ratio"] == 0.5)].set_index("seed")["final_acc"]
     assert r["n_pairs"] == 3 and r["diff_mean"] == pytest.approx((a - b).mean()) == pytest.approx(0.0059, abs=5e-5)

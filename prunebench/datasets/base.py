@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -169,8 +170,10 @@ def _split_subset(name: str, spec: DatasetSpec, arg: str) -> tuple[str | None, S
             continue
         if not sep or k.strip() not in SUBSET_KEYS:
             if spec.arg is None:
-                raise ConfigError(f"dataset {spec.name!r}: bad argument {part!r} in {name!r}; valid: "
-                                  f"{spec.name}:n=K[,seed=S] (a class-stratified subset of K training images)")
+                raise ConfigError(
+                    f"dataset {spec.name!r}: bad argument {part!r} in {name!r}; valid: "
+                    f"{spec.name}:n=K[,seed=S] (a class-stratified subset of K training images)"
+                )
             own.append(part)
             continue
         k = k.strip()
@@ -184,8 +187,10 @@ def _split_subset(name: str, spec: DatasetSpec, arg: str) -> tuple[str | None, S
     try:
         n, seed = int(sub["n"]), int(sub.get("seed", "0"))
     except ValueError:
-        raise ConfigError(f"dataset {name!r}: n and seed must be integers, got n={sub['n']!r}"
-                          f"{', seed=' + repr(sub['seed']) if 'seed' in sub else ''}") from None
+        raise ConfigError(
+            f"dataset {name!r}: n and seed must be integers, got n={sub['n']!r}"
+            f"{', seed=' + repr(sub['seed']) if 'seed' in sub else ''}"
+        ) from None
     if n < 1 or seed < 0:
         raise ConfigError(f"dataset {name!r}: need n >= 1 and seed >= 0")
     return ",".join(own) or None, SubsetSpec(n, seed)
@@ -228,11 +233,16 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int, num_classes: int) -
         alloc[c] += 1
     empty = [c for c in range(num_classes) if counts[c] > 0 and alloc[c] == 0]
     if empty:
-        raise ConfigError(f"subset n={n} leaves class {empty[0]} without a training image ({len(empty)} classes "
-                          f"empty); valid: n >= {int(np.ceil(total / counts[counts > 0].min()))} here")
+        raise ConfigError(
+            f"subset n={n} leaves class {empty[0]} without a training image ({len(empty)} classes "
+            f"empty); valid: n >= {int(np.ceil(total / counts[counts > 0].min()))} here"
+        )
     rng = np.random.default_rng(seed)
-    picked = [rng.choice(np.flatnonzero(labels == c), int(alloc[c]), replace=False)
-              for c in range(num_classes) if alloc[c] > 0]
+    picked = [
+        rng.choice(np.flatnonzero(labels == c), int(alloc[c]), replace=False)
+        for c in range(num_classes)
+        if alloc[c] > 0
+    ]
     return np.sort(np.concatenate(picked))
 
 
@@ -247,11 +257,15 @@ def take_subset(data: TensorData | FolderData, subset: SubsetSpec) -> TensorData
     if isinstance(data, TensorData):
         x = data.x_train[torch.from_numpy(idx)].contiguous()
         mean, std = channel_stats(x)
-        return dataclasses.replace(data, x_train=x, y_train=data.y_train[torch.from_numpy(idx)].contiguous(),
-                                   mean=mean, std=std, key=key)
+        return dataclasses.replace(
+            data, x_train=x, y_train=data.y_train[torch.from_numpy(idx)].contiguous(), mean=mean, std=std, key=key
+        )
     base = data.train.base if hasattr(data.train, "base") else data.train
-    train = type(data.train)(torch.utils.data.Subset(base, idx.tolist())) if hasattr(data.train, "base") \
+    train = (
+        type(data.train)(torch.utils.data.Subset(base, idx.tolist()))
+        if hasattr(data.train, "base")
         else torch.utils.data.Subset(base, idx.tolist())
+    )
     return dataclasses.replace(data, train=train, labels=data.labels[torch.from_numpy(idx)].contiguous(), key=key)
 
 
@@ -275,7 +289,9 @@ def load_dataset(
     spec, arg, subset = parse_dataset_spec(name)
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if data_dir is not None and not root.is_dir():
-        raise DataError(f"data dir {str(root)!r} does not exist (give an existing folder with --data-dir or PRUNEBENCH_DATA)")
+        raise DataError(
+            f"data dir {str(root)!r} does not exist (give an existing folder with --data-dir or PRUNEBENCH_DATA)"
+        )
     if os.environ.get("PRUNEBENCH_OFFLINE", "").lower() in ("1", "true", "yes"):
         download = False
     data = spec.loader(root, download=download, arg=arg, image_size=image_size)
@@ -302,8 +318,7 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def _check_arrays(arrays: dict[str, np.ndarray], num_classes: int | None, where: str,
-                  channels_last_input: bool) -> int:
+def _check_arrays(arrays: dict[str, np.ndarray], num_classes: int | None, where: str, channels_last_input: bool) -> int:
     """Check the images and labels of :func:`tensor_data_from_arrays` (NHW images get a channel axis, in
     place in ``arrays``); returns the number of classes."""
     for k in ("x_train", "x_test"):
@@ -329,7 +344,9 @@ def _check_arrays(arrays: dict[str, np.ndarray], num_classes: int | None, where:
             raise DataError(f"{where}: {xk} has {arrays[xk].shape[0]} images but {yk} has {y.shape[0]} labels")
         if y.shape[0] == 0:
             raise DataError(f"{where}: {yk} is empty")
-    n_classes = num_classes if num_classes is not None else int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    n_classes = (
+        num_classes if num_classes is not None else int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+    )
     for yk in ("y_train", "y_test"):
         y = arrays[yk]
         if y.min() < 0 or y.max() >= n_classes:
@@ -359,6 +376,7 @@ def tensor_data_from_arrays(
     def to_nchw(a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a))
         return t.permute(0, 3, 1, 2).contiguous() if channels_last_input else t.contiguous()
+
     xtr, xte = to_nchw(arrays["x_train"]), to_nchw(arrays["x_test"])
     mean, std = channel_stats(xtr)
     return TensorData(

@@ -46,10 +46,21 @@ def load_npz(path: Path, name: str, num_classes: int, **kwargs) -> TensorData:
     except DataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise DataError(
+            f"{path}: not a readable .npz file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     return tensor_data_from_arrays(
-        name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], num_classes=num_classes,
-        where=str(path), classes=classes, key=f"{name}-npz-{file_fingerprint(path)}", source=str(path), **kwargs,
+        name,
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_test"],
+        arrays["y_test"],
+        num_classes=num_classes,
+        where=str(path),
+        classes=classes,
+        key=f"{name}-npz-{file_fingerprint(path)}",
+        source=str(path),
+        **kwargs,
     )
 
 
@@ -71,9 +82,17 @@ def _load_cifar(name: str, num_classes: int, folder: str, root: Path, download: 
                 f"downloaded ({type(e).__name__}); put {npz.name} there or pass --data-dir DIR"
             ) from None
         return tensor_data_from_arrays(
-            name, np.asarray(tr.data), np.asarray(tr.targets), np.asarray(te.data), np.asarray(te.targets),
-            num_classes=num_classes, where=str(root / folder), classes=tuple(tr.classes),
-            key=f"{name}-torchvision", source=str(root / folder), **kwargs,
+            name,
+            np.asarray(tr.data),
+            np.asarray(tr.targets),
+            np.asarray(te.data),
+            np.asarray(te.targets),
+            num_classes=num_classes,
+            where=str(root / folder),
+            classes=tuple(tr.classes),
+            key=f"{name}-torchvision",
+            source=str(root / folder),
+            **kwargs,
         )
     raise DataError(
         f"{name} not found in {root} (looked for {npz.name} and {folder}/); pass --data-dir DIR holding one "

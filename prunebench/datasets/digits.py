@@ -47,7 +47,18 @@ def load_digits(root: Path, *, download: bool, arg: str | None, image_size: int 
     tr, te = np.flatnonzero(~test), np.flatnonzero(test)
     tr = tr[rng.permutation(len(tr))]
     return tensor_data_from_arrays(
-        "digits", x[tr], y[tr], x[te], y[te], num_classes=10, where="digits",
-        channels_last_input=False, augment="crop", crop_padding=1, key="digits-sklearn",
-        classes=tuple(str(i) for i in range(10)), default_epochs=15, source="sklearn.datasets.load_digits",
+        "digits",
+        x[tr],
+        y[tr],
+        x[te],
+        y[te],
+        num_classes=10,
+        where="digits",
+        channels_last_input=False,
+        augment="crop",
+        crop_padding=1,
+        key="digits-sklearn",
+        classes=tuple(str(i) for i in range(10)),
+        default_epochs=15,
+        source="sklearn.datasets.load_digits",
     )

@@ -89,12 +89,23 @@ def load_folder(name: str, root: Path, image_size: int | None, *, default_epochs
     except (FileNotFoundError, OSError) as e:
         raise DataError(f"{name}: cannot read ImageFolder in {root}: {str(e).splitlines()[0]}") from None
     if tr.classes != te.classes:
-        raise DataError(f"{name}: train/ and val/ have different class folders ({len(tr.classes)} vs {len(te.classes)})")
+        raise DataError(
+            f"{name}: train/ and val/ have different class folders ({len(tr.classes)} vs {len(te.classes)})"
+        )
     labels = torch.tensor([y for _, y in tr.samples], dtype=torch.int64)
     return FolderData(
-        name=name, train=IndexedDataset(tr), test=IndexedDataset(te), labels=labels, num_classes=len(tr.classes),
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=size, key=f"{name}-{root}-{len(tr)}",
-        classes=tuple(tr.classes), default_epochs=default_epochs, source=str(root),
+        name=name,
+        train=IndexedDataset(tr),
+        test=IndexedDataset(te),
+        labels=labels,
+        num_classes=len(tr.classes),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        image_size=size,
+        key=f"{name}-{root}-{len(tr)}",
+        classes=tuple(tr.classes),
+        default_epochs=default_epochs,
+        source=str(root),
     )
 
 

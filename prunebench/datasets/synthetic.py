@@ -54,6 +54,16 @@ def load_synthetic(root: Path, *, download: bool, arg: str | None, image_size: i
     xte, yte = make(int(a["test"]))
     key = "synthetic-" + "-".join(f"{kk}{a[kk]:g}" for kk in DEFAULTS)
     return tensor_data_from_arrays(
-        "synthetic", xtr, ytr, xte, yte, num_classes=k, where="synthetic", channels_last_input=False,
-        augment="none", key=key, default_epochs=8, source="generated",
+        "synthetic",
+        xtr,
+        ytr,
+        xte,
+        yte,
+        num_classes=k,
+        where="synthetic",
+        channels_last_input=False,
+        augment="none",
+        key=key,
+        default_epochs=8,
+        source="generated",
     )

@@ -23,13 +23,17 @@ class AugParams:
     dx: torch.Tensor | None
     flip: torch.Tensor | None
 
-    def __getitem__(self, sel) -> "AugParams":
+    def __getitem__(self, sel) -> AugParams:
         return AugParams(*(None if t is None else t[sel] for t in (self.dy, self.dx, self.flip)))
 
     @staticmethod
-    def cat(parts: list["AugParams"]) -> "AugParams":
-        return AugParams(*(None if getattr(parts[0], k) is None else torch.cat([getattr(p, k) for p in parts])
-                           for k in ("dy", "dx", "flip")))
+    def cat(parts: list[AugParams]) -> AugParams:
+        return AugParams(
+            *(
+                None if getattr(parts[0], k) is None else torch.cat([getattr(p, k) for p in parts])
+                for k in ("dy", "dx", "flip")
+            )
+        )
 
 
 def draw_params(b: int, mode: str, padding: int, generator: torch.Generator, device: torch.device) -> AugParams:

@@ -12,8 +12,9 @@ Both offer the same interface; every batch they yield is on the device and norma
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import torch
 

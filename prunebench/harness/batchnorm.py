@@ -27,7 +27,7 @@ The loop owns the model; pruners only declare which statistics they want (``Batc
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

@@ -39,12 +39,39 @@ FORMAT_VERSION = 2  # 2: numpy as tagged tensors; 1 (still read): plain numpy ar
 _ND = "__ndarray__"
 # what unpickling a plain numeric numpy array needs (no object, string or structured dtypes)
 _NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype] + [  # type: ignore[attr-defined]
-    getattr(np.dtypes, n) for n in ("BoolDType", "Int8DType", "UInt8DType", "Int16DType", "UInt16DType", "Int32DType",
-                                    "UInt32DType", "Int64DType", "UInt64DType", "Float16DType", "Float32DType",
-                                    "Float64DType", "LongDType", "ULongDType", "LongLongDType", "ULongLongDType")
-    if hasattr(np.dtypes, n)]
-REQUIRED_KEYS = ("identity", "epoch", "model", "optimizer", "pruner", "rng_global", "rng_augment", "counters",
-                 "usage", "history")
+    getattr(np.dtypes, n)
+    for n in (
+        "BoolDType",
+        "Int8DType",
+        "UInt8DType",
+        "Int16DType",
+        "UInt16DType",
+        "Int32DType",
+        "UInt32DType",
+        "Int64DType",
+        "UInt64DType",
+        "Float16DType",
+        "Float32DType",
+        "Float64DType",
+        "LongDType",
+        "ULongDType",
+        "LongLongDType",
+        "ULongLongDType",
+    )
+    if hasattr(np.dtypes, n)
+]
+REQUIRED_KEYS = (
+    "identity",
+    "epoch",
+    "model",
+    "optimizer",
+    "pruner",
+    "rng_global",
+    "rng_augment",
+    "counters",
+    "usage",
+    "history",
+)
 
 
 @contextlib.contextmanager
@@ -112,11 +139,14 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     torch.save(to_safe({"format_version": FORMAT_VERSION, **state}), buf)
     with deferred_sigint():
         try:
-            return atomic_write(Path(directory) / CHECKPOINT_NAME, lambda t: t.write_bytes(buf.getbuffer()),
-                                durable=True)
+            return atomic_write(
+                Path(directory) / CHECKPOINT_NAME, lambda t: t.write_bytes(buf.getbuffer()), durable=True
+            )
         except OSError as e:  # e.g. a full disk: the temporary is gone, the previous checkpoint intact
-            raise ConfigError(f"checkpoint dir {directory}: writing the checkpoint failed "
-                              f"({e.strerror or type(e).__name__}); the previous checkpoint is intact") from None
+            raise ConfigError(
+                f"checkpoint dir {directory}: writing the checkpoint failed "
+                f"({e.strerror or type(e).__name__}); the previous checkpoint is intact"
+            ) from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -131,14 +161,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        kind = "holds objects other than tensors (refused: loading it could run code)" if "Unsupported global" in str(
-            e) or "weights_only" in str(e).lower() else f"is unreadable ({type(e).__name__})"
+        kind = (
+            "holds objects other than tensors (refused: loading it could run code)"
+            if "Unsupported global" in str(e) or "weights_only" in str(e).lower()
+            else f"is unreadable ({type(e).__name__})"
+        )
         raise ConfigError(f"checkpoint {path} {kind}; delete it to start over") from None
     if not isinstance(state, dict):
         raise ConfigError(f"checkpoint {path} is not a prunebench checkpoint; delete it to start over")
     if state.get("format_version") not in (1, FORMAT_VERSION):
-        raise ConfigError(f"checkpoint {path} has format {state.get('format_version')!r}, expected {FORMAT_VERSION} "
-                          f"(written by another prunebench version); delete it to start over")
+        raise ConfigError(
+            f"checkpoint {path} has format {state.get('format_version')!r}, expected {FORMAT_VERSION} "
+            f"(written by another prunebench version); delete it to start over"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ConfigError(f"checkpoint {path} lacks {', '.join(missing)}; delete it to start over")
@@ -201,7 +236,9 @@ def check_tracking_reachable(uri: str, timeout: float = 3.0) -> None:
         ) from None
 
 
-def checkpoint_problem(directory: str | Path, root: str | Path, config, data: dict[str, Any] | None = None) -> str | None:
+def checkpoint_problem(
+    directory: str | Path, root: str | Path, config, data: dict[str, Any] | None = None
+) -> str | None:
     """Why the checkpoint in ``directory`` (a cell folder inside ``root``) must not be resumed for
     ``config``, ``""`` when there is none to resume, ``None`` when it can be resumed.
 

@@ -39,8 +39,9 @@ def deepfool(model: torch.nn.Module, x: torch.Tensor, max_iter: int) -> tuple[to
         if not bool(going.any()):
             break
         # gradients of every class logit w.r.t. the input, one backward pass per class (the rows are independent)
-        grads = torch.stack([torch.autograd.grad(f[:, k].sum(), xa, retain_graph=k + 1 < c)[0].flatten(1)
-                             for k in range(c)], dim=1)  # [a, C, D]
+        grads = torch.stack(
+            [torch.autograd.grad(f[:, k].sum(), xa, retain_graph=k + 1 < c)[0].flatten(1) for k in range(c)], dim=1
+        )  # [a, C, D]
         cost += 2 * c * active.numel()
         grads, f, xa_idx = grads[going], f.detach()[going], active[going]
         k_a = k0[xa_idx]

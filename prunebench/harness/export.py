@@ -49,7 +49,7 @@ def load_run_usage(run_id: str, tracking_uri: str | None = None) -> tuple[np.nda
     from prunebench.harness.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise ConfigError(f"tracking store {uri} does not exist (give --tracking-uri)")
     client = MlflowClient(tracking_uri=uri)
     with tempfile.TemporaryDirectory() as d:
@@ -79,8 +79,9 @@ def _write_counts(path: str | Path, counts: np.ndarray) -> None:
         raise ConfigError(f"output {str(p)!r}: unknown extension {p.suffix!r}; valid: .npy, .csv, .txt")
 
 
-def export_coreset(usage: np.ndarray, prune_ratio: float, out: str | Path, seed: int = 0,
-                   usage_out: str | Path | None = None) -> dict[str, Any]:
+def export_coreset(
+    usage: np.ndarray, prune_ratio: float, out: str | Path, seed: int = 0, usage_out: str | Path | None = None
+) -> dict[str, Any]:
     """Write the ``round((1-p)N)`` most-used samples to ``out`` (.npy or .csv); optionally the counts too.
 
     Returns a summary: how many were kept, the usage threshold, and how many kept samples were drawn
@@ -95,6 +96,12 @@ def export_coreset(usage: np.ndarray, prune_ratio: float, out: str | Path, seed:
     if usage_out is not None:
         _write_counts(usage_out, usage.astype(np.int64))
     threshold = int(usage[idx].min())
-    return {"out": str(path), "num_samples": int(usage.size), "kept": int(k), "prune_ratio": float(prune_ratio),
-            "min_usage_kept": threshold, "tied_at_threshold": int((usage[idx] == threshold).sum()),
-            "tie_pool": int((usage == threshold).sum())}
+    return {
+        "out": str(path),
+        "num_samples": int(usage.size),
+        "kept": int(k),
+        "prune_ratio": float(prune_ratio),
+        "min_usage_kept": threshold,
+        "tied_at_threshold": int((usage[idx] == threshold).sum()),
+        "tie_pool": int((usage == threshold).sum()),
+    }

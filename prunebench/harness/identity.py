@@ -77,8 +77,7 @@ def data_mismatch(saved_identity: dict[str, Any], state: dict[str, Any], now: di
         for k in ("num_train", "num_test", "fingerprint"):
             if saved.get(k) != now.get(k):
                 what = "data with another fingerprint" if k == "fingerprint" else f"{k}={saved.get(k)}"
-                return (f"the checkpoint was written on {what} but this run's data has "
-                        f"{k}={now.get(k)}")
+                return f"the checkpoint was written on {what} but this run's data has {k}={now.get(k)}"
         return None
     n = usage_size(state)
     if n is not None and n != now["num_train"]:

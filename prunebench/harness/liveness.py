@@ -22,7 +22,7 @@ PID_TAG = "prunebench.pid"
 def _start_ticks(pid: int) -> str:
     try:  # field 22 of /proc/<pid>/stat (after the parenthesised command name)
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2:].split()[19]
+        return stat[stat.rindex(")") + 2 :].split()[19]
     except (OSError, ValueError, IndexError):
         return ""
 

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -105,8 +105,11 @@ class CNNSmall(nn.Module):
             pool = res >= 2
             groups.append(ConvGroup(ci, co, pool))
             res = res // 2 if pool else res
-        self.stem = (nn.Sequential(nn.Conv2d(in_channels, w0, 2, stride=2, bias=False), nn.BatchNorm2d(w0), nn.GELU())
-                     if patchify else _conv_bn(in_channels, w0))
+        self.stem = (
+            nn.Sequential(nn.Conv2d(in_channels, w0, 2, stride=2, bias=False), nn.BatchNorm2d(w0), nn.GELU())
+            if patchify
+            else _conv_bn(in_channels, w0)
+        )
         self.body = nn.Sequential(*groups)
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(w3, num_classes, bias=False)
@@ -118,7 +121,10 @@ class CNNSmall(nn.Module):
         return self.head(self.embed(x))
 
 
-@register_model("cnn-small", "airbench-style conv net, 2x2 patchify stem, widths 32/64/128/256 (1.2M params); CIFAR-10 in minutes on CPU")
+@register_model(
+    "cnn-small",
+    "airbench-style conv net, 2x2 patchify stem, widths 32/64/128/256 (1.2M params); CIFAR-10 in minutes on CPU",
+)
 def cnn_small(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
     c, h, _ = input_shape
     return CNNSmall(num_classes, c, h)
@@ -155,7 +161,9 @@ def _torchvision_model(name: str, num_classes: int, input_shape: tuple[int, int,
 
     valid = torchvision.models.list_models(module=torchvision.models)
     if name not in valid:
-        raise ConfigError(f"unknown torchvision model {name!r}; valid: tv:<one of {', '.join(sorted(valid)[:12])}, ...>")
+        raise ConfigError(
+            f"unknown torchvision model {name!r}; valid: tv:<one of {', '.join(sorted(valid)[:12])}, ...>"
+        )
     if input_shape[0] != 3:
         raise ConfigError(f"tv:{name} expects 3-channel images, the dataset has {input_shape[0]}")
     kwargs = {"weights": None, "num_classes": num_classes}

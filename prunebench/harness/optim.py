@@ -47,8 +47,15 @@ class LARS(torch.optim.Optimizer):
     without weight decay, as in the common ImageNet implementations.
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001,
-                 nesterov: bool = False) -> None:
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.001,
+        nesterov: bool = False,
+    ) -> None:
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, adapt=True, nesterov=nesterov)
         super().__init__(params, defaults)
 
@@ -64,7 +71,9 @@ class LARS(torch.optim.Optimizer):
                     if group["weight_decay"]:
                         g = g.add(p, alpha=group["weight_decay"])
                     w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
-                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm))
+                    trust = torch.where(
+                        (w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm)
+                    )
                     g = g * trust
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
@@ -122,8 +131,9 @@ def create_optimizer(
     """SGD and AdamW decay every parameter (as the CIFAR reference recipes); LARS and LAMB exclude
     biases and normalisation parameters from weight decay and trust-ratio adaptation."""
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
-                               weight_decay=weight_decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, weight_decay=weight_decay
+        )
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     decay, no_decay = _split_decay(model)
@@ -141,8 +151,14 @@ def _cos(a: float, b: float, t: float) -> float:
 
 
 def lr_multiplier(
-    schedule: str, t: float, *, warmup: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4,
-    milestones: tuple[float, ...] = (0.5, 0.75), gamma: float = 0.1,
+    schedule: str,
+    t: float,
+    *,
+    warmup: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+    milestones: tuple[float, ...] = (0.5, 0.75),
+    gamma: float = 0.1,
 ) -> float:
     """Multiplier of the peak LR at progress ``t`` in [0, 1].
 

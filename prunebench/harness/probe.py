@@ -19,7 +19,7 @@ the loss is the training loss (label smoothing included) in training mode with b
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -27,8 +27,12 @@ from torch import nn
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets) -> per-sample losses
 
 
-def flat_gradient(model: nn.Module, loss_fn: LossFn,
-                  batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], denominator: float) -> torch.Tensor:
+def flat_gradient(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    denominator: float,
+) -> torch.Tensor:
     """Flattened gradient of ``sum_batches sum_i w_i loss_i / denominator`` over ``(x, y, w)`` batches.
 
     Uses :func:`torch.autograd.grad`, so the parameters' ``.grad`` fields are left untouched; parameters
@@ -54,10 +58,14 @@ def compare_gradients(g_kept: torch.Tensor, g_full: torch.Tensor) -> dict[str, f
     return {"grad_cosine": float(cos), "grad_norm_kept": float(nk), "grad_norm_full": float(nf)}
 
 
-def gradient_probe(model: nn.Module, loss_fn: LossFn,
-                   kept_batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], kept_denominator: float,
-                   full_batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], full_denominator: float,
-                   ) -> dict[str, float]:
+def gradient_probe(
+    model: nn.Module,
+    loss_fn: LossFn,
+    kept_batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    kept_denominator: float,
+    full_batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    full_denominator: float,
+) -> dict[str, float]:
     """``grad_cosine``, ``grad_norm_kept``, ``grad_norm_full`` of the kept-set and full-data gradients."""
     g_kept = flat_gradient(model, loss_fn, kept_batches, kept_denominator)
     g_full = flat_gradient(model, loss_fn, full_batches, full_denominator)
@@ -67,8 +75,9 @@ def gradient_probe(model: nn.Module, loss_fn: LossFn,
 class Probe:
     """The probe of a run: its own generator (checkpointed), the fixed full-data sample, its time."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, num_samples: int, probe_samples: int, seed: int,
-                 batch_size: int) -> None:
+    def __init__(
+        self, model: nn.Module, loss_fn: LossFn, num_samples: int, probe_samples: int, seed: int, batch_size: int
+    ) -> None:
         from prunebench.harness.batchnorm import FrozenBNStats
         from prunebench.seeding import make_generator
 
@@ -88,6 +97,12 @@ class Probe:
         full = self.full
         self.model.train()
         with self.frozen_bn, autocast():
-            out = gradient_probe(self.model, self.loss_fn, batches.plain(kept, w, self.bs), max(visits, 1.0),
-                                 batches.plain(full, torch.ones(full.numel()), self.bs), float(full.numel()))
+            out = gradient_probe(
+                self.model,
+                self.loss_fn,
+                batches.plain(kept, w, self.bs),
+                max(visits, 1.0),
+                batches.plain(full, torch.ones(full.numel()), self.bs),
+                float(full.numel()),
+            )
         return {**out, "probe_kept": int(kept.numel())}

@@ -27,10 +27,11 @@ import ast
 import hashlib
 import json
 import logging
-import time
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -7,7 +7,7 @@ It reads top to bottom: learning rate from the schedule's progress -> forward ->
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -18,7 +18,6 @@ import numpy as np
 
 from prunebench.errors import ConfigError, PrunebenchError, TrackingUnavailable
 
-
 #: MLflow 3's experiment type: "custom_model_development" opens the experiment on its training runs (the
 #: UI's "Machine learning" kind), not on the GenAI traces view that an untagged experiment may get
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -37,7 +36,7 @@ def resolve_tracking_uri(uri: str | None) -> str:
 def _artifact_root(uri: str) -> str | None:
     """Artifacts beside a local SQLite store (``<db dir>/mlartifacts``); server stores decide themselves."""
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         return (db.parent / "mlartifacts").resolve().as_uri()
     return None
 
@@ -97,13 +96,17 @@ def _store_init_lock(uri: str):
         return contextlib.nullcontext()
     from prunebench.safety import file_lock
 
-    return file_lock(uri[len("sqlite:///"):] + ".lock")
+    return file_lock(uri[len("sqlite:///") :] + ".lock")
 
 
 # MLflow's HTTP defaults retry a dead server for minutes (7 retries, backoff factor 2, 120 s timeout);
 # prunebench bounds a call to seconds unless the user set these variables
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5"}
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+}
 
 
 def bound_http_retries() -> None:
@@ -121,10 +124,27 @@ def _unreachable(e: BaseException) -> bool:
         seen.append(cur)
         cur = cur.__cause__ or cur.__context__
     text = " ".join(f"{type(x).__name__}: {x}" for x in seen)
-    return any(w in text for w in ("Max retries exceeded", "Connection refused", "ConnectionError", "timed out",
-                                   "Read timed out", "RemoteDisconnected", "Connection aborted", "ConnectTimeout",
-                                   "Connection broken", "IncompleteRead", "ChunkedEncodingError", "ProtocolError",
-                                   "Connection reset", "too many 5", "503 Server Error", "502 Server Error"))
+    return any(
+        w in text
+        for w in (
+            "Max retries exceeded",
+            "Connection refused",
+            "ConnectionError",
+            "timed out",
+            "Read timed out",
+            "RemoteDisconnected",
+            "Connection aborted",
+            "ConnectTimeout",
+            "Connection broken",
+            "IncompleteRead",
+            "ChunkedEncodingError",
+            "ProtocolError",
+            "Connection reset",
+            "too many 5",
+            "503 Server Error",
+            "502 Server Error",
+        )
+    )
 
 
 class _Guarded:
@@ -150,7 +170,8 @@ class _Guarded:
                 if _unreachable(e):
                     raise TrackingUnavailable(
                         f"MLflow tracking server {self._uri} stopped answering ({name}); the run is not "
-                        f"finished: with --checkpoint-dir, --resume it once the server is back") from None
+                        f"finished: with --checkpoint-dir, --resume it once the server is back"
+                    ) from None
                 raise
 
         return call
@@ -163,8 +184,10 @@ def _client(uri: str, cls):
         return cls(tracking_uri=uri)
     except Exception as e:
         msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
-        raise PrunebenchError(f"MLflow tracking store {uri} is unusable ({type(e).__name__}: {msg}); "
-                              f"use another --tracking-uri or repair the store") from None
+        raise PrunebenchError(
+            f"MLflow tracking store {uri} is unusable ({type(e).__name__}: {msg}); "
+            f"use another --tracking-uri or repair the store"
+        ) from None
 
 
 def open_client(uri: str):
@@ -188,7 +211,7 @@ class MLflowTracker:
         if self.uri.startswith(("http://", "https://")):
             bound_http_retries()
         if self.uri.startswith("sqlite:///"):
-            db = Path(self.uri[len("sqlite:///"):])
+            db = Path(self.uri[len("sqlite:///") :])
             if not db.parent.is_dir():
                 raise ConfigError(f"tracking store {self.uri}: folder {db.parent} does not exist")
             if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
@@ -211,8 +234,9 @@ class MLflowTracker:
                 if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older prunebench or by hand: say what it holds
                     self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
                 return exp.experiment_id
-            return self.client.create_experiment(name, artifact_location=_artifact_root(self.uri),
-                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            return self.client.create_experiment(
+                name, artifact_location=_artifact_root(self.uri), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
         except PrunebenchError:
             raise
         except Exception as e:
@@ -249,9 +273,7 @@ class MLflowTracker:
 
         ts = int(time.time() * 1000)
         items = [
-            Metric(k, float(v), ts, step or 0)
-            for k, v in metrics.items()
-            if v is not None and np.isfinite(float(v))
+            Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if v is not None and np.isfinite(float(v))
         ]
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i : i + 500])

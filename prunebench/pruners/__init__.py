@@ -20,9 +20,9 @@ from prunebench.pruners.base import (
     BatchPruner,
     BatchSelection,
     CandidateBatch,
-    Pruner,
-    PruneContext,
     ProxyRequest,
+    PruneContext,
+    Pruner,
     Selection,
     create_pruner,
     get_pruner_class,
@@ -40,8 +40,9 @@ def _method_modules() -> list[str]:
     """Every module of this folder but the library ones, in name order: a new method is one new file."""
     import pkgutil
 
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _LIBRARY_MODULES
-                  and not m.name.startswith("_"))
+    return sorted(
+        m.name for m in pkgutil.iter_modules(__path__) if m.name not in _LIBRARY_MODULES and not m.name.startswith("_")
+    )
 
 
 for _m in _method_modules():

@@ -53,9 +53,10 @@ import fnmatch
 import hashlib
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -143,8 +144,14 @@ class ProxyRequest:
 
     def token(self) -> tuple[Any, ...]:
         """A hashable identity of the request (what it would compute), for memos of its records."""
-        return (self.epochs, tuple(self.seeds), self.model, tuple(self.record), self.train_on_digest(),
-                self.deepfool_max_iter if "deepfool_norm" in self.record else None)
+        return (
+            self.epochs,
+            tuple(self.seeds),
+            self.model,
+            tuple(self.record),
+            self.train_on_digest(),
+            self.deepfool_max_iter if "deepfool_norm" in self.record else None,
+        )
 
 
 @dataclass

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 
 
-def kcenter_greedy(x: torch.Tensor, k: int, generator: torch.Generator, block: int = 8,
-                   metric: str = "euclidean") -> torch.Tensor:
+def kcenter_greedy(
+    x: torch.Tensor, k: int, generator: torch.Generator, block: int = 8, metric: str = "euclidean"
+) -> torch.Tensor:
     """Farthest-point greedy k-center (Sener & Savarese, ICLR 2018), from a uniformly random first
     center (as DeepCore). Returns the ``k`` row indices of ``x [n, d]`` in the order picked.
 
@@ -132,8 +133,9 @@ def herding(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor
     return perm[picked]
 
 
-def facility_location(x: torch.Tensor, k: int, generator: torch.Generator, block: int = 32
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def facility_location(
+    x: torch.Tensor, k: int, generator: torch.Generator, block: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Lazy greedy maximisation of the facility-location function ``F(S) = sum_i max_{j in S} sim(i, j)``
     with CRAIG's similarity ``sim = max(D) - D`` (``D`` the Euclidean distances; Mirzasoleiman et al.,
     ICML 2020; DeepCore's submodular selection).
@@ -149,8 +151,9 @@ def facility_location(x: torch.Tensor, k: int, generator: torch.Generator, block
     return picked, weights
 
 
-def _facility_greedy(x: torch.Tensor, k: int, generator: torch.Generator, block: int
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _facility_greedy(
+    x: torch.Tensor, k: int, generator: torch.Generator, block: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`facility_location` plus the gain of each pick (non-increasing: submodularity)."""
     n = x.shape[0]
     perm = torch.randperm(n, generator=generator)
@@ -189,8 +192,9 @@ def _facility_greedy(x: torch.Tensor, k: int, generator: torch.Generator, block:
     return perm[picked], weights, gains
 
 
-def facility_location_by_class(x: torch.Tensor, labels: torch.Tensor, k: int, generator: torch.Generator,
-                               block: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+def facility_location_by_class(
+    x: torch.Tensor, labels: torch.Tensor, k: int, generator: torch.Generator, block: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One greedy over all points of ``F(S) = sum_i max_{j in S} sim(i, j)`` where ``sim`` is CRAIG's
     ``max(D_c) - D`` between two points of the same class ``c`` and 0 across classes (DeepCore's Craig
     with ``balance=False``: a block-diagonal similarity, one budget ``k`` for all classes).

@@ -52,12 +52,16 @@ class DeepFool(StaticPruner):
     forward serves both); ties are broken at random by the pruner's generator.
     """
 
-    description: ClassVar[str] = "keep the smallest DeepFool perturbation norms against the proxy (DeepCore; Ducoffe & Precioso 2018)"
+    description: ClassVar[str] = (
+        "keep the smallest DeepFool perturbation norms against the proxy (DeepCore; Ducoffe & Precioso 2018)"
+    )
     Options = DeepFoolOptions
     records: ClassVar[tuple[str, ...]] = ("deepfool_norm",)
     family: ClassVar[str] = "decision boundary"
-    paper: ClassVar[str] = ("Ducoffe & Precioso, arXiv 2018: Adversarial active learning for deep networks: a margin "
-                            "based approach (DeepFool: Moosavi-Dezfooli et al., CVPR 2016; DeepCore, Guo et al., DEXA 2022)")
+    paper: ClassVar[str] = (
+        "Ducoffe & Precioso, arXiv 2018: Adversarial active learning for deep networks: a margin "
+        "based approach (DeepFool: Moosavi-Dezfooli et al., CVPR 2016; DeepCore, Guo et al., DEXA 2022)"
+    )
     cost_profile: ClassVar[tuple[str, ...]] = ("proxy run", "extra backwards")
     uses_weights: ClassVar[bool] = False
     defaults_source: ClassVar[str] = "DeepCore DeepFool (max_iter=50); proxy_epochs=10 as the other static methods"

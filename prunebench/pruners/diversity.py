@@ -54,14 +54,19 @@ class ContextualDiversity(StaticPruner):
     (``--selection_epochs``).
     """
 
-    description = "k-center greedy under the symmetric KL between proxy softmax outputs (Agarwal et al., ECCV 2020; DeepCore)"
+    description = (
+        "k-center greedy under the symmetric KL between proxy softmax outputs (Agarwal et al., ECCV 2020; DeepCore)"
+    )
     Options = KCenterOptions
     family = "coverage"
     paper = "Agarwal, Arora, Anand & Arora, ECCV 2020: Contextual diversity for active learning"
     cost_profile = ("proxy run",)
-    defaults_source = ("random first center and the symmetric KL with weights 1/2: " + DEEPCORE
-                       + "; global selection (class_balanced=false) and proxy_epochs=10: prunebench's static "
-                       "conventions (DeepCore: balance=True, 40 selection epochs)")
+    defaults_source = (
+        "random first center and the symmetric KL with weights 1/2: "
+        + DEEPCORE
+        + "; global selection (class_balanced=false) and proxy_epochs=10: prunebench's static "
+        "conventions (DeepCore: balance=True, 40 selection epochs)"
+    )
 
     def select(self, rec, labels, num_classes):
         probs = torch.as_tensor(rec["probs"][0])
@@ -99,9 +104,12 @@ def nearest_neighbours(x: torch.Tensor, k: int, chunk_elems: int = 1 << 24) -> t
     return out
 
 
-def neighbour_divergence(probs: torch.Tensor, neighbours: torch.Tensor,
-                         divergence: Literal["symmetric", "neighbour-to-sample"] = "symmetric",
-                         chunk_elems: int = 1 << 24) -> torch.Tensor:
+def neighbour_divergence(
+    probs: torch.Tensor,
+    neighbours: torch.Tensor,
+    divergence: Literal["symmetric", "neighbour-to-sample"] = "symmetric",
+    chunk_elems: int = 1 << 24,
+) -> torch.Tensor:
     """Cal's score: the mean over each sample's neighbours ``j`` of ``D(i, j)`` (float64 [n]).
 
     ``symmetric``: ``1/2 KL(p_i || p_j) + 1/2 KL(p_j || p_i)`` (DeepCore's ``Cal.calc_kl``);
@@ -129,7 +137,9 @@ def neighbour_divergence(probs: torch.Tensor, neighbours: torch.Tensor,
 class CalOptions(ProxyOptions):
     class_balanced: bool = False  # neighbours and selection within each class (DeepCore's balance=True)
     neighbors: int = 10  # k nearest neighbours in embedding space (DeepCore's and Margatina et al.'s default)
-    divergence: Literal["symmetric", "neighbour-to-sample"] = "symmetric"  # DeepCore's 1/2 KL + 1/2 KL; or the paper's KL(p_nb || p_i)
+    divergence: Literal["symmetric", "neighbour-to-sample"] = (
+        "symmetric"  # DeepCore's 1/2 KL + 1/2 KL; or the paper's KL(p_nb || p_i)
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -173,8 +183,10 @@ class Cal(StaticPruner):
     family = "decision boundary"
     paper = "Margatina, Vernikos, Barrault & Aletras, EMNLP 2021: Active learning by acquiring contrastive examples"
     cost_profile = ("proxy run",)
-    defaults_source = ("neighbors=10 and the symmetric divergence: " + DEEPCORE + " (k=10 also the paper's); "
-                       "global selection and proxy_epochs=10: prunebench's static conventions")
+    defaults_source = (
+        "neighbors=10 and the symmetric divergence: " + DEEPCORE + " (k=10 also the paper's); "
+        "global selection and proxy_epochs=10: prunebench's static conventions"
+    )
 
     def score(self, rec, labels, num_classes):
         probs = torch.as_tensor(rec["probs"][0])
@@ -182,8 +194,9 @@ class Cal(StaticPruner):
         o = self.options
         if not o.class_balanced:
             if o.neighbors >= self.num_samples:
-                raise ConfigError(f"cal: neighbors={o.neighbors} needs more than {o.neighbors} samples, "
-                                  f"got {self.num_samples}")
+                raise ConfigError(
+                    f"cal: neighbors={o.neighbors} needs more than {o.neighbors} samples, got {self.num_samples}"
+                )
             return neighbour_divergence(probs, nearest_neighbours(emb, o.neighbors), o.divergence).float()
         scores = torch.empty(self.num_samples)
         for c in range(num_classes):
@@ -191,8 +204,10 @@ class Cal(StaticPruner):
             if idx.numel() == 0:
                 continue
             if o.neighbors >= idx.numel():
-                raise ConfigError(f"cal: neighbors={o.neighbors} needs more than {o.neighbors} samples per "
-                                  f"class; class {c} has {idx.numel()}")
+                raise ConfigError(
+                    f"cal: neighbors={o.neighbors} needs more than {o.neighbors} samples per "
+                    f"class; class {c} has {idx.numel()}"
+                )
             nb = nearest_neighbours(emb[idx], o.neighbors)
             scores[idx] = neighbour_divergence(probs[idx], nb, o.divergence).float()
         return scores
@@ -200,5 +215,6 @@ class Cal(StaticPruner):
     def select(self, rec, labels, num_classes):
         s = self.scores
         assert s is not None
-        return self._per_class(labels, num_classes,
-                               lambda cand, b: topk_random_ties(s, b, self.generator, cand, largest=True)), None
+        return self._per_class(
+            labels, num_classes, lambda cand, b: topk_random_ties(s, b, self.generator, cand, largest=True)
+        ), None

@@ -40,8 +40,9 @@ def read_indices(path: str | Path) -> np.ndarray:
         msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise ConfigError(f"indices_file {str(p)!r} is not a readable index file: {msg}") from None
     if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-        raise ConfigError(f"indices_file {str(p)!r} must hold a 1-D array of integers, got dtype {arr.dtype} "
-                          f"shape {arr.shape}")
+        raise ConfigError(
+            f"indices_file {str(p)!r} must hold a 1-D array of integers, got dtype {arr.dtype} shape {arr.shape}"
+        )
     return arr.astype(np.int64)
 
 
@@ -79,7 +80,9 @@ class FromIndices(Pruner):
     """
 
     granularity: ClassVar[str] = "static"
-    description: ClassVar[str] = "a fixed subset read from indices_file (e.g. exported from a dynamic run; DeepCore-style transfer)"
+    description: ClassVar[str] = (
+        "a fixed subset read from indices_file (e.g. exported from a dynamic run; DeepCore-style transfer)"
+    )
     family: ClassVar[str] = "given subset"
     paper: ClassVar[str] = (
         "none: trains a subset chosen elsewhere (the transfer protocol of DeepCore, Guo, Zhao & Bai, DEXA 2022)"
@@ -94,16 +97,22 @@ class FromIndices(Pruner):
         super().__init__(*args, **kwargs)
         f = self.options.indices_file
         if not f:
-            raise ConfigError("from-indices needs indices_file=PATH (.npy or .csv of dataset indices; "
-                              "prunebench export-coreset writes one)")
+            raise ConfigError(
+                "from-indices needs indices_file=PATH (.npy or .csv of dataset indices; "
+                "prunebench export-coreset writes one)"
+            )
         arr = read_indices(f)
         n, q = self.num_samples, self.keep_count
         if arr.size and (arr.min() < 0 or arr.max() >= n):
             bad = int(arr[(arr < 0) | (arr >= n)][0])
-            raise ConfigError(f"indices_file {f!r}: index {bad} is out of range; valid: 0 <= index < {n} (N of this dataset)")
+            raise ConfigError(
+                f"indices_file {f!r}: index {bad} is out of range; valid: 0 <= index < {n} (N of this dataset)"
+            )
         if np.unique(arr).size != arr.size:
-            raise ConfigError(f"indices_file {f!r} repeats indices ({arr.size - np.unique(arr).size} duplicates); "
-                              f"valid: unique indices")
+            raise ConfigError(
+                f"indices_file {f!r} repeats indices ({arr.size - np.unique(arr).size} duplicates); "
+                f"valid: unique indices"
+            )
         if arr.size != q:
             raise ConfigError(
                 f"indices_file {f!r} holds {arr.size} indices but prune_ratio={self.prune_ratio:g} keeps "

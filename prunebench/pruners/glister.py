@@ -80,7 +80,9 @@ def glister_greedy(
 
 @dataclass(frozen=True)
 class GlisterOptions(ProxyOptions):
-    class_balanced: bool = True  # greedy within each class, its validation set the class's samples (DeepCore balance=True)
+    class_balanced: bool = (
+        True  # greedy within each class, its validation set the class's samples (DeepCore balance=True)
+    )
     eta: float = 0.1  # step size of the one-step update (DeepCore: eta = args.lr = 0.1)
     rounds: int | None = None  # None: update after every pick (the paper's greedy); r: r rounds of ceil(k/r) picks
 
@@ -120,16 +122,22 @@ class Glister(StaticPruner):
     of ``g_i . grad L_V(theta)`` at the proxy's parameters.
     """
 
-    description: ClassVar[str] = "greedy one-step Taylor bilevel selection on last-layer gradients (Killamsetty et al., AAAI 2021; DeepCore)"
+    description: ClassVar[str] = (
+        "greedy one-step Taylor bilevel selection on last-layer gradients (Killamsetty et al., AAAI 2021; DeepCore)"
+    )
     Options = GlisterOptions
     short_names: ClassVar[dict[str, str]] = SHORT
     family: ClassVar[str] = "bilevel optimization"
-    paper: ClassVar[str] = ("Killamsetty, Sivasubramanian, Ramakrishnan & Iyer, AAAI 2021: GLISTER: generalization "
-                            "based data subset selection for efficient and robust learning")
+    paper: ClassVar[str] = (
+        "Killamsetty, Sivasubramanian, Ramakrishnan & Iyer, AAAI 2021: GLISTER: generalization "
+        "based data subset selection for efficient and robust learning"
+    )
     cost_profile: ClassVar[tuple[str, ...]] = ("proxy run",)
     uses_weights: ClassVar[bool] = False
-    defaults_source: ClassVar[str] = ("DeepCore Glister (validation = training set, balance=True, eta = lr = 0.1); "
-                                      "the paper's greedy with an update per pick")
+    defaults_source: ClassVar[str] = (
+        "DeepCore Glister (validation = training set, balance=True, eta = lr = 0.1); "
+        "the paper's greedy with an update per pick"
+    )
 
     def select(self, rec, labels, num_classes):
         probs, emb = rec["probs"][0], rec["embeddings"][0]
@@ -138,8 +146,9 @@ class Glister(StaticPruner):
         def rule(cand: torch.Tensor, k: int) -> torch.Tensor:
             if k == 0:
                 return cand[:0]
-            pos = glister_greedy(probs[cand], emb[cand], labels[cand], k, o.eta, rec["label_smoothing"],
-                                 rec["head_bias"], o.rounds)
+            pos = glister_greedy(
+                probs[cand], emb[cand], labels[cand], k, o.eta, rec["label_smoothing"], rec["head_bias"], o.rounds
+            )
             return cand[pos]
 
         if o.class_balanced:

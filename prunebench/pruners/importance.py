@@ -95,13 +95,14 @@ class ImportanceSampling(BatchPruner):
     counted.
     """
 
-    description: ClassVar[str] = "presample B=3b, draw b w.p. ~ ||softmax-onehot||, weight 1/(B p) (Katharopoulos & Fleuret 2018)"
+    description: ClassVar[str] = (
+        "presample B=3b, draw b w.p. ~ ||softmax-onehot||, weight 1/(B p) (Katharopoulos & Fleuret 2018)"
+    )
     family: ClassVar[str] = "importance sampling"
     paper: ClassVar[str] = (
-        "Katharopoulos & Fleuret, ICML 2018: Not all samples are created equal: deep learning with importance "
-        "sampling"
+        "Katharopoulos & Fleuret, ICML 2018: Not all samples are created equal: deep learning with importance sampling"
     )
-    cost_profile: ClassVar[tuple[str, ...]] = ('extra forwards',)
+    cost_profile: ClassVar[tuple[str, ...]] = ("extra forwards",)
     uses_weights: ClassVar[bool] = True
     defaults_source: ClassVar[str] = (
         "presample=3 (B=3b) and tau_th=(B+3b)/(3b): the release's defaults; tau_ema=0.9: the moving-average "

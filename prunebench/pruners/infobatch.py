@@ -49,7 +49,9 @@ class InfoBatch(LossScores, Pruner):
     """
 
     granularity: ClassVar[str] = "epoch"
-    description: ClassVar[str] = "drop well-learned (loss < mean) samples w.p. r, rescale by 1/(1-r), anneal (Qin et al. ICLR 2024)"
+    description: ClassVar[str] = (
+        "drop well-learned (loss < mean) samples w.p. r, rescale by 1/(1-r), anneal (Qin et al. ICLR 2024)"
+    )
     family: ClassVar[str] = "loss-based"
     paper: ClassVar[str] = (
         "Qin et al., ICLR 2024: InfoBatch: lossless training speed up by unbiased dynamic data pruning"

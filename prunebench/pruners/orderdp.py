@@ -63,8 +63,12 @@ def gamma(n: int, s: int, q: int) -> np.ndarray:
     valid = (k >= m) & (big_m - k >= d - m)
     kv = k[valid]
     logpmf = (
-        gammaln(kv + 1) - gammaln(m + 1) - gammaln(kv - m + 1)
-        + gammaln(big_m - kv + 1) - gammaln(d - m + 1) - gammaln(big_m - kv - d + m + 1)
+        gammaln(kv + 1)
+        - gammaln(m + 1)
+        - gammaln(kv - m + 1)
+        + gammaln(big_m - kv + 1)
+        - gammaln(d - m + 1)
+        - gammaln(big_m - kv - d + m + 1)
         - (gammaln(big_m + 1) - gammaln(d + 1) - gammaln(big_m - d + 1))
     )
     terms = np.zeros(n - 1)
@@ -79,7 +83,7 @@ def gamma(n: int, s: int, q: int) -> np.ndarray:
     small = head < 0.5
     cdf[1:][small] = np.concatenate([tail[1:], [0.0]])[small]
     np.clip(cdf, 0.0, 1.0, out=cdf)
-    cdf[: q] = 1.0  # exact: fewer than q items outrank the top q
+    cdf[:q] = 1.0  # exact: fewer than q items outrank the top q
     cdf[n - s + q :] = 0.0  # exact: at least q of the other candidates always outrank
     return (s / n) * cdf
 
@@ -134,7 +138,9 @@ class OrderDP(LossScores, Pruner):
     Options = OrderDPOptions
     short_names: ClassVar[dict[str, str]] = {"candidate_ratio": "c", "initial_score": "init"}
     #: the named ends of candidate_ratio's range [1-p, 1] (figures label them)
-    range_labels: ClassVar[dict[str, tuple[str, str]]] = {"candidate_ratio": ("uniform = random-dynamic", "greedy = loss-topk")}
+    range_labels: ClassVar[dict[str, tuple[str, str]]] = {
+        "candidate_ratio": ("uniform = random-dynamic", "greedy = loss-topk")
+    }
     state_attrs = ("scores",)
 
     @classmethod
@@ -158,8 +164,7 @@ class OrderDP(LossScores, Pruner):
         return gamma(self.num_samples, self.candidate_count, self.keep_count)
 
     @classmethod
-    def rank_keep_probability(cls, num_samples: int, prune_ratio: float,
-                              options: dict[str, Any]) -> np.ndarray | None:
+    def rank_keep_probability(cls, num_samples: int, prune_ratio: float, options: dict[str, Any]) -> np.ndarray | None:
         """gamma(N, s, q) of a run with these options (the report's keep-by-rank section)."""
         c = float(options.get("candidate_ratio", np.nan))
         if not np.isfinite(c):
@@ -212,13 +217,15 @@ class OrderDPFresh(BatchPruner):
     mean +0.02 [-0.74, +0.78] (not distinguishable); table in the README (orderdp-fresh, BatchNorm).
     """
 
-    description: ClassVar[str] = "per-step top-k of a fresh uniform candidate batch: Ordered SGD's selection at a fixed ratio (Kawaguchi & Lu 2020)"
+    description: ClassVar[str] = (
+        "per-step top-k of a fresh uniform candidate batch: Ordered SGD's selection at a fixed ratio (Kawaguchi & Lu 2020)"
+    )
     family: ClassVar[str] = "loss-based"
     paper: ClassVar[str] = (
         "Kawaguchi & Lu, AISTATS 2020: Ordered SGD: a new stochastic optimization framework for empirical risk "
         "minimization; Jin et al., ICLR 2026 (OrderDP)"
     )
-    cost_profile: ClassVar[tuple[str, ...]] = ('extra forwards',)
+    cost_profile: ClassVar[tuple[str, ...]] = ("extra forwards",)
     defaults_source: ClassVar[str] = (
         "candidate_ratio=0.8: as orderdp; bn_stats=kept: prunebench's (the release normalises with the candidate "
         "batch's statistics)"

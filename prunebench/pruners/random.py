@@ -26,7 +26,9 @@ class RandomStatic(Pruner):
     """
 
     granularity: ClassVar[str] = "static"
-    description: ClassVar[str] = "one uniform random subset before training (coreset baseline; DeepCore, Guo et al. 2022)"
+    description: ClassVar[str] = (
+        "one uniform random subset before training (coreset baseline; DeepCore, Guo et al. 2022)"
+    )
     family: ClassVar[str] = "random"
     paper: ClassVar[str] = "Guo, Zhao & Bai, DEXA 2022: DeepCore (the uniform coreset baseline)"
     cost_profile: ClassVar[tuple[str, ...]] = ()

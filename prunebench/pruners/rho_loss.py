@@ -13,8 +13,8 @@ from prunebench.pruners.base import (
     BatchPruner,
     BatchSelection,
     CandidateBatch,
-    PruneContext,
     ProxyRequest,
+    PruneContext,
     Selection,
     register_pruner,
 )
@@ -48,7 +48,9 @@ class RhoLossOptions:
         if self.il_epochs is not None and self.il_epochs < 1:
             raise ConfigError(f"il_epochs must be >= 1 (or none: the run's epochs), got {self.il_epochs}")
         if self.select_fraction is not None and not 0.0 < self.select_fraction <= 1.0:
-            raise ConfigError(f"select_fraction must be in (0, 1] (or none: from prune_ratio), got {self.select_fraction}")
+            raise ConfigError(
+                f"select_fraction must be in (0, 1] (or none: from prune_ratio), got {self.select_fraction}"
+            )
 
 
 @register_pruner("rho-loss")
@@ -82,18 +84,28 @@ class RhoLoss(BatchPruner):
     bf16 outputs (about three significant digits). Ties in the top-k fall to the lowest position.
     """
 
-    description: ClassVar[str] = "top reducible holdout loss (train loss - irreducible loss) per candidate batch (Mindermann et al., ICML 2022)"
+    description: ClassVar[str] = (
+        "top reducible holdout loss (train loss - irreducible loss) per candidate batch (Mindermann et al., ICML 2022)"
+    )
     Options = RhoLossOptions
     default_prune_ratio: ClassVar[float] = 0.9
-    short_names: ClassVar[dict[str, str]] = {"holdout": "h", "il_epochs": "ile", "il_model": "ilm",
-                                             "select_fraction": "f"}
+    short_names: ClassVar[dict[str, str]] = {
+        "holdout": "h",
+        "il_epochs": "ile",
+        "il_model": "ilm",
+        "select_fraction": "f",
+    }
     family: ClassVar[str] = "loss-based"
-    paper: ClassVar[str] = ("Mindermann et al., ICML 2022: Prioritized training on points that are learnable, worth "
-                            "learning, and not yet learnt")
+    paper: ClassVar[str] = (
+        "Mindermann et al., ICML 2022: Prioritized training on points that are learnable, worth "
+        "learning, and not yet learnt"
+    )
     cost_profile: ClassVar[tuple[str, ...]] = ("holdout model", "extra forwards")
     uses_weights: ClassVar[bool] = False
-    defaults_source: ClassVar[str] = ("paper's selection (top 10% = p 0.9 by default); holdout 10% and IL model with "
-                                      "the run's recipe (the paper: 50%, 100 epochs)")
+    defaults_source: ClassVar[str] = (
+        "paper's selection (top 10% = p 0.9 by default); holdout 10% and IL model with "
+        "the run's recipe (the paper: 50%, 100 epochs)"
+    )
 
     il: torch.Tensor | None = None
 
@@ -102,14 +114,16 @@ class RhoLoss(BatchPruner):
         o, n = self.options, self.num_samples
         m = int(round(o.holdout * n))
         if not 1 <= m < n:
-            raise ConfigError(f"rho-loss: holdout={o.holdout:g} of N={n} holds out {m} samples; valid: between 1 "
-                              f"and N-1 samples")
+            raise ConfigError(
+                f"rho-loss: holdout={o.holdout:g} of N={n} holds out {m} samples; valid: between 1 and N-1 samples"
+            )
         if o.select_fraction is None:
             self.fraction = (1.0 - self.prune_ratio) * n / (n - m)
             if self.fraction > 1.0 + 1e-12:
                 raise ConfigError(
                     f"rho-loss keeps (1-p)N = {self.keep_count} samples per epoch out of the {n - m} not held out: "
-                    f"valid: prune_ratio >= holdout ({m / n:g}), a smaller holdout, or select_fraction")
+                    f"valid: prune_ratio >= holdout ({m / n:g}), a smaller holdout, or select_fraction"
+                )
             self.fraction = min(self.fraction, 1.0)
         else:
             self.fraction = float(o.select_fraction)
@@ -123,11 +137,14 @@ class RhoLoss(BatchPruner):
     def prepare(self, context: PruneContext) -> None:
         super().prepare(context)
         if context.proxy is None:
-            raise ConfigError("pruner 'rho-loss' trains its irreducible-loss model with the proxy run; run it through "
-                              "the harness (prunebench run, harness.train) or give PruneContext(proxy=...)")
+            raise ConfigError(
+                "pruner 'rho-loss' trains its irreducible-loss model with the proxy run; run it through "
+                "the harness (prunebench run, harness.train) or give PruneContext(proxy=...)"
+            )
         o = self.options
-        rec = context.proxy(ProxyRequest(epochs=o.il_epochs or self.num_epochs, seeds=(0,), model=o.il_model,
-                                         train_on=self.holdout_idx))
+        rec = context.proxy(
+            ProxyRequest(epochs=o.il_epochs or self.num_epochs, seeds=(0,), model=o.il_model, train_on=self.holdout_idx)
+        )
         self.il = irreducible_losses(rec["probs"][0], context.labels.cpu())
 
     def candidate_batch_size(self, batch_size: int) -> int:

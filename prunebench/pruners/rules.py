@@ -38,8 +38,12 @@ def shuffle(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def topk_random_ties(
-    scores: torch.Tensor, k: int, generator: torch.Generator, candidates: torch.Tensor | None = None,
-    largest: bool = True, shuffled: bool = False,
+    scores: torch.Tensor,
+    k: int,
+    generator: torch.Generator,
+    candidates: torch.Tensor | None = None,
+    largest: bool = True,
+    shuffled: bool = False,
 ) -> torch.Tensor:
     """Indices of the ``k`` largest (or smallest) ``scores`` among ``candidates``, ties at random.
 
@@ -130,8 +134,9 @@ def class_balanced(
     return torch.cat(kept) if kept else torch.empty(0, dtype=torch.int64)
 
 
-def central_band(scores: torch.Tensor, k: int, generator: torch.Generator,
-                 candidates: torch.Tensor | None = None) -> torch.Tensor:
+def central_band(
+    scores: torch.Tensor, k: int, generator: torch.Generator, candidates: torch.Tensor | None = None
+) -> torch.Tensor:
     """The ``k`` candidates whose score ranks lie in the middle: ranks ``[(n-k)//2, (n-k)//2 + k)``
     of the ascending order, pruning the lowest and the highest alike (ties at random)."""
     if candidates is None:
@@ -167,8 +172,9 @@ def waterfill(sizes: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-def stratified_sample(scores: torch.Tensor, k: int, generator: torch.Generator, strata: int = 50,
-                      candidates: torch.Tensor | None = None) -> torch.Tensor:
+def stratified_sample(
+    scores: torch.Tensor, k: int, generator: torch.Generator, strata: int = 50, candidates: torch.Tensor | None = None
+) -> torch.Tensor:
     """CCS's stratified sampling (Zheng et al., ICLR 2023): split the candidates' score range into
     ``strata`` equal-width bins, allocate ``k`` by :func:`waterfill`, draw uniformly within each bin."""
     if candidates is None:

@@ -26,8 +26,13 @@ def el2n(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (probs - _onehot(targets, probs.shape[-1], probs.dtype)).norm(dim=-1)
 
 
-def grand(probs: torch.Tensor, targets: torch.Tensor, embeddings: torch.Tensor, label_smoothing: float = 0.0,
-          bias: bool = True) -> torch.Tensor:
+def grand(
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    embeddings: torch.Tensor,
+    label_smoothing: float = 0.0,
+    bias: bool = True,
+) -> torch.Tensor:
     """GraNd (Paul et al., NeurIPS 2021) with DeepCore's last-layer gradient: the norm of
     ``[dl/dz, dl/dz (x) e]`` (gradient w.r.t. the classifier's bias and weight), ``z`` the logits, ``e``
     the penultimate embedding, ``l`` the training cross-entropy (with its label smoothing).
@@ -40,8 +45,9 @@ def grand(probs: torch.Tensor, targets: torch.Tensor, embeddings: torch.Tensor, 
     return g.norm(dim=-1) * torch.sqrt(e2 + 1.0 if bias else e2)
 
 
-def last_layer_grad_features(probs: torch.Tensor, targets: torch.Tensor, embeddings: torch.Tensor,
-                             label_smoothing: float = 0.0) -> torch.Tensor:
+def last_layer_grad_features(
+    probs: torch.Tensor, targets: torch.Tensor, embeddings: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """DeepCore's last-layer gradient features ``[dl/dz, vec(dl/dz (x) e)]``, shape ``[N, C + C*d]``."""
     g = probs - _onehot(targets, probs.shape[-1], probs.dtype, label_smoothing)
     outer = (g[:, :, None] * embeddings[:, None, :]).flatten(1)

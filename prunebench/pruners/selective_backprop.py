@@ -107,12 +107,14 @@ class SelectiveBackprop(BatchPruner):
     (the reference code uses numpy's global RNG).
     """
 
-    description: ClassVar[str] = "forward all, backprop w.p. max(beta_min, percentile(loss)^beta) after prime_epochs of full backprop (Jiang et al. 2019)"
+    description: ClassVar[str] = (
+        "forward all, backprop w.p. max(beta_min, percentile(loss)^beta) after prime_epochs of full backprop (Jiang et al. 2019)"
+    )
     family: ClassVar[str] = "loss-based"
     paper: ClassVar[str] = (
         "Jiang et al. 2019 (arXiv:1910.00762): Accelerating deep learning by focusing on the biggest losers"
     )
-    cost_profile: ClassVar[tuple[str, ...]] = ('extra forwards',)
+    cost_profile: ClassVar[tuple[str, ...]] = ("extra forwards",)
     defaults_source: ClassVar[str] = (
         "p=0.75 gives the paper's beta=3 (beta derived from p); beta_min=0, history=1024, prime_epochs=1: the "
         "reference code's"

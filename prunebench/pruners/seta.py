@@ -26,9 +26,11 @@ class SeTaOptions:
         if not 0.0 < self.window_scale <= 1.0:
             raise ConfigError(f"window_scale must be in (0, 1], got {self.window_scale:g}")
         if round(k * self.window_scale) < 1:
-            raise ConfigError(f"window_scale={self.window_scale:g} gives a window of round({k} * "
-                              f"{self.window_scale:g}) = 0 clusters; valid: window_scale >= {0.5 / k:g} "
-                              f"(strictly above at exactly a half)")
+            raise ConfigError(
+                f"window_scale={self.window_scale:g} gives a window of round({k} * "
+                f"{self.window_scale:g}) = 0 clusters; valid: window_scale >= {0.5 / k:g} "
+                f"(strictly above at exactly a half)"
+            )
         if not 0.0 <= self.delta <= 1.0:
             raise ConfigError(f"delta must be in [0, 1], got {self.delta:g}")
 
@@ -45,8 +47,9 @@ def window(num_groups: int, iteration: int, window_scale: float) -> tuple[int, i
     return start, start + w
 
 
-def loss_clusters(values: torch.Tensor, k: int, generator: torch.Generator, max_iter: int = 300,
-                  tol: float = 1e-4) -> list[torch.Tensor]:
+def loss_clusters(
+    values: torch.Tensor, k: int, generator: torch.Generator, max_iter: int = 300, tol: float = 1e-4
+) -> list[torch.Tensor]:
     """SeTa's grouping of 1-D ``values`` (losses) into ``k`` clusters by k-means, ordered by center from
     the smallest (easiest) to the largest; each cluster as positions into ``values``.
 
@@ -171,8 +174,10 @@ class SeTa(LossScores, Pruner):
     """
 
     granularity: ClassVar[str] = "epoch"
-    description: ClassVar[str] = ("random pruning, k-means on losses, a sliding easy-to-hard window over the "
-                                  "clusters, partial annealing (Zhou et al., CVPR 2025)")
+    description: ClassVar[str] = (
+        "random pruning, k-means on losses, a sliding easy-to-hard window over the "
+        "clusters, partial annealing (Zhou et al., CVPR 2025)"
+    )
     Options = SeTaOptions
     default_prune_ratio: ClassVar[float] = 0.1  # the release's CIFAR script, its "lossless" setting
     short_names: ClassVar[dict[str, str]] = {"num_group": "k", "window_scale": "ws"}
@@ -181,8 +186,10 @@ class SeTa(LossScores, Pruner):
     family = "curriculum"
     paper = "Zhou, Gao & Wang, CVPR 2025: Scale efficient training for large datasets"
     cost_profile = ()
-    defaults_source = ("num_group=5, window_scale=0.9, delta=0.875, r=0.1: the release's CIFAR script cifar.sh "
-                       "(commit 341df62); ImageNet there: num_group=10, window_scale=0.6, r=0")
+    defaults_source = (
+        "num_group=5, window_scale=0.9, delta=0.875, r=0.1: the release's CIFAR script cifar.sh "
+        "(commit 341df62); ImageNet there: num_group=10, window_scale=0.6, r=0"
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -29,7 +29,7 @@ import torch
 
 from prunebench.errors import ConfigError
 from prunebench.pruners import scores as S
-from prunebench.pruners.base import Pruner, PruneContext, ProxyRequest, Selection, register_pruner
+from prunebench.pruners.base import ProxyRequest, PruneContext, Pruner, Selection, register_pruner
 from prunebench.pruners.coverage import facility_location, facility_location_by_class, herding, kcenter_greedy
 from prunebench.pruners.rules import (
     central_band,
@@ -112,8 +112,14 @@ class FacilityOptions(ProxyOptions):
     weighted: bool = True  # train with CRAIG's cluster-size weights (normalised to mean 1); false: plain mean
 
 
-SHORT = {"proxy_epochs": "pe", "proxy_model": "pm", "proxy_seeds": "ps", "class_balanced": "cb",
-         "hard_cutoff": "beta", "difficulty": "diff"}
+SHORT = {
+    "proxy_epochs": "pe",
+    "proxy_model": "pm",
+    "proxy_seeds": "ps",
+    "class_balanced": "cb",
+    "hard_cutoff": "beta",
+    "difficulty": "diff",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,8 +144,10 @@ class StaticPruner(Pruner):
     def prepare(self, context: PruneContext) -> None:
         super().prepare(context)
         if context.proxy is None:
-            raise ConfigError(f"pruner {self.name!r} scores samples with a proxy run; run it through the harness "
-                              f"(prunebench run, harness.train) or give PruneContext(proxy=...)")
+            raise ConfigError(
+                f"pruner {self.name!r} scores samples with a proxy run; run it through the harness "
+                f"(prunebench run, harness.train) or give PruneContext(proxy=...)"
+            )
         rec = context.proxy(self.proxy_request())
         labels = context.labels.cpu().long()
         self.scores = self.score(rec, labels, context.num_classes)
@@ -151,15 +159,20 @@ class StaticPruner(Pruner):
     def proxy_request(self) -> ProxyRequest:
         """What :meth:`prepare` asks the proxy run for (a method needing more fields overrides it)."""
         o = self.options
-        return ProxyRequest(epochs=o.proxy_epochs, seeds=tuple(range(getattr(o, "proxy_seeds", 1))),
-                            model=o.proxy_model, record=self.records)
+        return ProxyRequest(
+            epochs=o.proxy_epochs,
+            seeds=tuple(range(getattr(o, "proxy_seeds", 1))),
+            model=o.proxy_model,
+            record=self.records,
+        )
 
     def score(self, rec: dict[str, Any], labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
         """Per-sample scores [N] (None for the greedy covers)."""
         return None
 
-    def select(self, rec: dict[str, Any], labels: torch.Tensor, num_classes: int
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:  # pragma: no cover - abstract
+    def select(
+        self, rec: dict[str, Any], labels: torch.Tensor, num_classes: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _per_class(self, labels: torch.Tensor, num_classes: int, rule) -> torch.Tensor:
@@ -501,7 +514,9 @@ class KCenterGreedy(StaticPruner):
 
     def select(self, rec, labels, num_classes):
         emb = rec["embeddings"][0]
-        return self._per_class(labels, num_classes, lambda cand, b: cand[kcenter_greedy(emb[cand], b, self.generator)]), None
+        return self._per_class(
+            labels, num_classes, lambda cand, b: cand[kcenter_greedy(emb[cand], b, self.generator)]
+        ), None
 
 
 @register_pruner("herding")
@@ -580,5 +595,7 @@ class FacilityLocation(StaticPruner):
         return kept, (w * (kept.numel() / w.sum()) if self.options.weighted else None)
 
 
-__all__ = [name for name, obj in list(globals().items())
-           if isinstance(obj, type) and issubclass(obj, StaticPruner)] + ["ProxyOptions", "RankOptions"]
+__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, StaticPruner)] + [
+    "ProxyOptions",
+    "RankOptions",
+]

@@ -10,5 +10,14 @@ from prunebench.reports.inputs import ReportError, resolve_source
 from prunebench.reports.stats import paired_table, pareto_mask, with_costs
 from prunebench.reports.tables import leaderboard_table, mean_std_ci, stability_table
 
-__all__ = ["build_report", "leaderboard_table", "mean_std_ci", "paired_table", "pareto_mask", "stability_table",
-           "with_costs", "ReportError", "resolve_source"]
+__all__ = [
+    "build_report",
+    "leaderboard_table",
+    "mean_std_ci",
+    "paired_table",
+    "pareto_mask",
+    "stability_table",
+    "with_costs",
+    "ReportError",
+    "resolve_source",
+]

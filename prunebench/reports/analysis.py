@@ -22,12 +22,12 @@ def cross_seed_jaccard(masks_by_seed: list[np.ndarray]) -> np.ndarray:
         raise ValueError("cross-seed overlap needs at least two seeds")
     e = min(m.shape[0] for m in masks_by_seed)
     pairs = list(itertools.combinations(range(len(masks_by_seed)), 2))
-    return np.array([np.mean([jaccard(masks_by_seed[i][t], masks_by_seed[j][t]) for i, j in pairs])
-                     for t in range(e)])
+    return np.array([np.mean([jaccard(masks_by_seed[i][t], masks_by_seed[j][t]) for i, j in pairs]) for t in range(e)])
 
 
-def keep_by_rank(scores: np.ndarray, kept: np.ndarray, gamma: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def keep_by_rank(
+    scores: np.ndarray, kept: np.ndarray, gamma: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Which loss ranks one epoch kept, and the keep probability OrderDP gives each rank.
 
     ``scores`` are the pruner's stored scores at plan time (what it ranks by), ``kept`` the epoch's kept

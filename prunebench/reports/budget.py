@@ -71,13 +71,35 @@ def gap_table(ok: pd.DataFrame) -> pd.DataFrame:
         mine, full = _per_seed(s, m, e, p), _per_seed(s, "full", e, None)
         r = paired(mine, full)
         seeds = sorted(set(mine.index) & set(full.index))
-        rows.append({"dataset": ds, "model": mo, "epochs": int(e), "prune_ratio": float(p), "method": m,
-                     "n_pairs": r["n_pairs"], "paired_seeds": r["paired_seeds"], "gap_mean": r["diff_mean"],
-                     "gap_sd": r["diff_sd"], "gap_ci_low": r["diff_ci_low"], "gap_ci_high": r["diff_ci_high"],
-                     "verdict": r["verdict"], "acc_mean": float(mine.loc[seeds].mean()) if seeds else np.nan,
-                     "full_acc_mean": float(full.loc[seeds].mean()) if seeds else np.nan})
-    cols = CELL + ["n_pairs", "paired_seeds", "gap_mean", "gap_sd", "gap_ci_low", "gap_ci_high", "verdict",
-                   "acc_mean", "full_acc_mean"]
+        rows.append(
+            {
+                "dataset": ds,
+                "model": mo,
+                "epochs": int(e),
+                "prune_ratio": float(p),
+                "method": m,
+                "n_pairs": r["n_pairs"],
+                "paired_seeds": r["paired_seeds"],
+                "gap_mean": r["diff_mean"],
+                "gap_sd": r["diff_sd"],
+                "gap_ci_low": r["diff_ci_low"],
+                "gap_ci_high": r["diff_ci_high"],
+                "verdict": r["verdict"],
+                "acc_mean": float(mine.loc[seeds].mean()) if seeds else np.nan,
+                "full_acc_mean": float(full.loc[seeds].mean()) if seeds else np.nan,
+            }
+        )
+    cols = CELL + [
+        "n_pairs",
+        "paired_seeds",
+        "gap_mean",
+        "gap_sd",
+        "gap_ci_low",
+        "gap_ci_high",
+        "verdict",
+        "acc_mean",
+        "full_acc_mean",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -102,14 +124,37 @@ def gap_changes(ok: pd.DataFrame, gaps: pd.DataFrame) -> pd.DataFrame:
         a, b = _gap_per_seed(s, m, int(hi["epochs"]), p), _gap_per_seed(s, m, int(lo["epochs"]), p)
         seeds = sorted(set(a.index) & set(b.index))
         mean, _, clo, chi = t_interval((a.loc[seeds] - b.loc[seeds]).to_numpy(float))
-        rec = {"dataset": ds, "model": mo, "method": m, "prune_ratio": float(p), "epochs_from": int(lo["epochs"]),
-               "epochs_to": int(hi["epochs"]), "gap_from": float(lo["gap_mean"]), "gap_to": float(hi["gap_mean"]),
-               "n_pairs": len(seeds), "change_mean": mean, "change_ci_low": clo, "change_ci_high": chi,
-               "distinguishable": bool(not pd.isna(clo) and (clo > 0 or chi < 0))}
+        rec = {
+            "dataset": ds,
+            "model": mo,
+            "method": m,
+            "prune_ratio": float(p),
+            "epochs_from": int(lo["epochs"]),
+            "epochs_to": int(hi["epochs"]),
+            "gap_from": float(lo["gap_mean"]),
+            "gap_to": float(hi["gap_mean"]),
+            "n_pairs": len(seeds),
+            "change_mean": mean,
+            "change_ci_low": clo,
+            "change_ci_high": chi,
+            "distinguishable": bool(not pd.isna(clo) and (clo > 0 or chi < 0)),
+        }
         rec["text"] = change_text(rec)
         rows.append(rec)
-    cols = SETTING + ["method", "prune_ratio", "epochs_from", "epochs_to", "gap_from", "gap_to", "n_pairs",
-                      "change_mean", "change_ci_low", "change_ci_high", "distinguishable", "text"]
+    cols = SETTING + [
+        "method",
+        "prune_ratio",
+        "epochs_from",
+        "epochs_to",
+        "gap_from",
+        "gap_to",
+        "n_pairs",
+        "change_mean",
+        "change_ci_low",
+        "change_ci_high",
+        "distinguishable",
+        "text",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -126,11 +171,15 @@ def change_text(r: dict[str, Any]) -> str:
         how = "changes sign"
     else:
         how = "shrinks" if abs(rb) < abs(ra) else ("grows" if abs(rb) > abs(ra) else "stays")
-    head = (f"{r['method']} p={r['prune_ratio']:g}: the gap to full {how} from {_pp(a)} at {r['epochs_from']} "
-            f"epochs to {_pp(b)} at {r['epochs_to']}")
+    head = (
+        f"{r['method']} p={r['prune_ratio']:g}: the gap to full {how} from {_pp(a)} at {r['epochs_from']} "
+        f"epochs to {_pp(b)} at {r['epochs_to']}"
+    )
     if how == "stays":
-        head = (f"{r['method']} p={r['prune_ratio']:g}: the gap to full stays at {_pp(a)} from {r['epochs_from']} "
-                f"to {r['epochs_to']} epochs")
+        head = (
+            f"{r['method']} p={r['prune_ratio']:g}: the gap to full stays at {_pp(a)} from {r['epochs_from']} "
+            f"to {r['epochs_to']} epochs"
+        )
     if r["n_pairs"] < 2 or pd.isna(r["change_ci_low"]):
         return f"{head}; the change cannot be tested ({r['n_pairs']} seed(s) in all four cells)"
     ci = f"{_pp(r['change_mean'])} [{100 * r['change_ci_low']:+.2f}, {100 * r['change_ci_high']:+.2f}]"
@@ -197,17 +246,35 @@ def versus_baseline(values: pd.DataFrame, claimed_positive: bool = True, baselin
         m, _, lo, hi = t_interval(mine.to_numpy(float))
         rec.update(n_units=int(mine.size), mean=m, ci_low=lo, ci_high=hi)
         if rec["method"] not in (baseline, "full"):  # full data: shown, never compared
-            at = values[(values["dataset"] == rec["dataset"]) & (values["model"] == rec["model"])
-                        & (values["epochs"] == rec["epochs"]) & (values["method"] == baseline)
-                        & np.isclose(values["prune_ratio"].astype(float), float(rec["prune_ratio"]))]
+            at = values[
+                (values["dataset"] == rec["dataset"])
+                & (values["model"] == rec["model"])
+                & (values["epochs"] == rec["epochs"])
+                & (values["method"] == baseline)
+                & np.isclose(values["prune_ratio"].astype(float), float(rec["prune_ratio"]))
+            ]
             ref = at.groupby("unit")["value"].mean()
             units = sorted(set(mine.index) & set(ref.index))
             dm, _, dlo, dhi = t_interval((mine.loc[units] - ref.loc[units]).to_numpy(float))
-            rec.update(n_pairs=len(units), diff_mean=dm, diff_ci_low=dlo, diff_ci_high=dhi,
-                       claim=claim_verdict(len(units), dlo, dhi, claimed_positive))
+            rec.update(
+                n_pairs=len(units),
+                diff_mean=dm,
+                diff_ci_low=dlo,
+                diff_ci_high=dhi,
+                claim=claim_verdict(len(units), dlo, dhi, claimed_positive),
+            )
         rows.append(rec)
-    cols = CELL + ["n_units", "mean", "ci_low", "ci_high", "n_pairs", "diff_mean", "diff_ci_low", "diff_ci_high",
-                   "claim"]
+    cols = CELL + [
+        "n_units",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "n_pairs",
+        "diff_mean",
+        "diff_ci_low",
+        "diff_ci_high",
+        "claim",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -217,7 +284,9 @@ def consecutive_jaccard_values(ok: pd.DataFrame) -> pd.DataFrame:
     if "jaccard_mean" not in ok.columns:
         return pd.DataFrame(columns=CELL + ["unit", "value"])
     d = ok[(ok["method"] != "full") & (ok["granularity"].astype(str) != "static")].dropna(subset=["jaccard_mean"])
-    return d.assign(unit=d["seed"].astype(int).astype(str), value=d["jaccard_mean"].astype(float))[CELL + ["unit", "value"]]
+    return d.assign(unit=d["seed"].astype(int).astype(str), value=d["jaccard_mean"].astype(float))[
+        CELL + ["unit", "value"]
+    ]
 
 
 def cross_seed_values(cell: dict[str, Any], masks: dict[int, np.ndarray]) -> pd.DataFrame:
@@ -227,7 +296,7 @@ def cross_seed_values(cell: dict[str, Any], masks: dict[int, np.ndarray]) -> pd.
 
     seeds, rows = sorted(masks), []
     for i, a in enumerate(seeds):
-        for b in seeds[i + 1:]:
+        for b in seeds[i + 1 :]:
             e = min(masks[a].shape[0], masks[b].shape[0])
             v = float(np.mean([jaccard(masks[a][t], masks[b][t]) for t in range(e)]))
             rows.append({**cell, "unit": f"{a}-{b}", "value": v})
@@ -252,8 +321,12 @@ def probe_profile(hist: pd.DataFrame, key: str = "grad_cosine") -> pd.DataFrame:
     if h.empty:
         return pd.DataFrame(columns=CELL)
     pct = (100 * (h["epoch"].astype(int) + 1) / h["epochs"].astype(float)).round().astype(int)
-    return (h.assign(at=pct).pivot_table(index=CELL, columns="at", values="value", aggfunc="mean")
-            .rename(columns=lambda c: f"{c}%").reset_index())
+    return (
+        h.assign(at=pct)
+        .pivot_table(index=CELL, columns="at", values="value", aggfunc="mean")
+        .rename(columns=lambda c: f"{c}%")
+        .reset_index()
+    )
 
 
 def gradnorm_points(hist: pd.DataFrame, ok: pd.DataFrame, key: str = "grad_norm_kept") -> pd.DataFrame:
@@ -274,6 +347,12 @@ def gradnorm_accuracy(hist: pd.DataFrame, ok: pd.DataFrame, key: str = "grad_nor
     for key_, g in d.groupby(SETTING + ["epochs"], sort=True):
         r = pearson_fisher(g["value"].to_numpy(), g["final_acc"].to_numpy())
         claim = "not measured" if r["n"] < 2 else claim_verdict(int(r["n"]), r["ci_low"], r["ci_high"])
-        rows.append({**dict(zip(SETTING + ["epochs"], key_)), **r, "claim": claim,
-                     "methods": ", ".join(sorted(g["method"].unique()))})
+        rows.append(
+            {
+                **dict(zip(SETTING + ["epochs"], key_)),
+                **r,
+                "claim": claim,
+                "methods": ", ".join(sorted(g["method"].unique())),
+            }
+        )
     return pd.DataFrame(rows, columns=SETTING + ["epochs", "n", "r", "ci_low", "ci_high", "claim", "methods"])

@@ -24,8 +24,7 @@ def _budget_axis(ax, epochs: list[int]) -> None:
 def _errorbar(ax, x, y, lo, hi, color, label, marker, offset=1.0):
     x, y, lo, hi = (np.asarray(v, float) for v in (x, y, lo, hi))
     lo, hi = np.where(np.isnan(lo), y, lo), np.where(np.isnan(hi), y, hi)
-    ax.errorbar(x * offset, y, yerr=[y - lo, hi - y], color=color, marker=marker, ms=5, capsize=3, lw=1.5,
-                label=label)
+    ax.errorbar(x * offset, y, yerr=[y - lo, hi - y], color=color, marker=marker, ms=5, capsize=3, lw=1.5, label=label)
 
 
 def gap_vs_epochs(gaps: pd.DataFrame, colors: dict[str, str], path: Path) -> None:
@@ -41,8 +40,17 @@ def gap_vs_epochs(gaps: pd.DataFrame, colors: dict[str, str], path: Path) -> Non
         for i, m in enumerate(methods):
             g = d[d["method"] == m].sort_values("epochs")
             off = 1.0 + 0.025 * (i - (len(methods) - 1) / 2)
-            _errorbar(ax, g["epochs"], 100 * g["gap_mean"], 100 * g["gap_ci_low"], 100 * g["gap_ci_high"],
-                      colors.get(m), m, MARKERS[i % len(MARKERS)], off)
+            _errorbar(
+                ax,
+                g["epochs"],
+                100 * g["gap_mean"],
+                100 * g["gap_ci_low"],
+                100 * g["gap_ci_high"],
+                colors.get(m),
+                m,
+                MARKERS[i % len(MARKERS)],
+                off,
+            )
         ax.axhline(0, color="black", lw=0.9)
         _budget_axis(ax, epochs)
         ax.set_ylabel("top-1 gap to full data, method − full (pp)")
@@ -62,8 +70,17 @@ def claim_by_budget(tables: list[tuple[str, pd.DataFrame]], colors: dict[str, st
         for i, (m, p) in enumerate(lines):
             g = d[(d["method"] == m) & (d["prune_ratio"] == p)].sort_values("epochs")
             off = 1.0 + 0.02 * (i - (len(lines) - 1) / 2)
-            _errorbar(ax, g["epochs"], g["mean"], g["ci_low"], g["ci_high"], colors.get(m), f"{m} p={p:g}",
-                      MARKERS[i % len(MARKERS)], off)
+            _errorbar(
+                ax,
+                g["epochs"],
+                g["mean"],
+                g["ci_low"],
+                g["ci_high"],
+                colors.get(m),
+                f"{m} p={p:g}",
+                MARKERS[i % len(MARKERS)],
+                off,
+            )
         _budget_axis(ax, epochs)
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
@@ -81,8 +98,15 @@ def probe_curves(hist: pd.DataFrame, colors: dict[str, str], path: Path, key: st
         for (m, p), g in d.groupby(["method", "prune_ratio"], sort=True):
             a = g.groupby("epoch")["value"].agg(["mean", "std"]).reset_index()
             x = 100 * (a["epoch"] + 1) / e
-            ax.plot(x, a["mean"], color=colors.get(m), marker=".", lw=1.6, label=f"{m} p={p:g}",
-                    ls="--" if m == "full" else "-")
+            ax.plot(
+                x,
+                a["mean"],
+                color=colors.get(m),
+                marker=".",
+                lw=1.6,
+                label=f"{m} p={p:g}",
+                ls="--" if m == "full" else "-",
+            )
             sd = np.nan_to_num(a["std"].to_numpy(float))
             ax.fill_between(x, a["mean"] - sd, a["mean"] + sd, color=colors.get(m), alpha=0.15, lw=0)
         ax.set_title(f"{e} epochs")
@@ -100,13 +124,23 @@ def gradnorm_scatter(points: pd.DataFrame, stats_: pd.DataFrame, colors: dict[st
     for ax, e in zip(axes, epochs):
         d = points[points["epochs"] == e]
         for i, ((m, p), g) in enumerate(d.groupby(["method", "prune_ratio"], sort=True)):
-            ax.scatter(g["value"], 100 * g["final_acc"], color=colors.get(m), marker=MARKERS[i % len(MARKERS)],
-                       s=22, label=f"{m} p={p:g}")
+            ax.scatter(
+                g["value"],
+                100 * g["final_acc"],
+                color=colors.get(m),
+                marker=MARKERS[i % len(MARKERS)],
+                s=22,
+                label=f"{m} p={p:g}",
+            )
         st = stats_[stats_["epochs"] == e]
         r = st.iloc[0] if len(st) else None
-        ci = ("" if r is None or pd.isna(r["ci_low"]) else f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")
-        ax.set_title(f"{e} epochs: r = " + ("–" if r is None or pd.isna(r["r"]) else f"{r['r']:+.2f}{ci}")
-                     + (f", n = {int(r['n'])}" if r is not None else ""), fontsize=10)
+        ci = "" if r is None or pd.isna(r["ci_low"]) else f" [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+        ax.set_title(
+            f"{e} epochs: r = "
+            + ("–" if r is None or pd.isna(r["r"]) else f"{r['r']:+.2f}{ci}")
+            + (f", n = {int(r['n'])}" if r is not None else ""),
+            fontsize=10,
+        )
         ax.set_xlabel("kept-set gradient norm at the last probe")
         ax.set_ylabel("final test top-1 (%)")
         ax.legend(fontsize=7)

@@ -22,13 +22,20 @@ import pandas as pd
 
 from prunebench.reports import analysis, budget, figures
 from prunebench.reports.budget_sections import budget_sections
-from prunebench.reports.inputs import (HISTORY_KEYS, PriorReport, ReportError, RunStore, Source, finished,
-                                       resolve_source)
-from prunebench.reports.sweeps import sweep_sections
+from prunebench.reports.inputs import HISTORY_KEYS, PriorReport, ReportError, RunStore, Source, finished, resolve_source
 from prunebench.reports.render import Document, Figure, Section, Table, to_html, to_markdown
-from prunebench.reports.stats import (COST_DEFINITION, FEW_SEEDS, PROXY_CHARGES, SIGN_CONVENTION, format_diff,
-                                      paired_table, study_options, with_costs)
-from prunebench.reports.tables import (GROUP, curve_volatility, leaderboard_table, stability_table)
+from prunebench.reports.stats import (
+    COST_DEFINITION,
+    FEW_SEEDS,
+    PROXY_CHARGES,
+    SIGN_CONVENTION,
+    format_diff,
+    paired_table,
+    study_options,
+    with_costs,
+)
+from prunebench.reports.sweeps import sweep_sections
+from prunebench.reports.tables import GROUP, curve_volatility, leaderboard_table, stability_table
 
 MAIN_FIGURE = "figures/accuracy_vs_compute.png"
 LIBRARIES = ("torch", "torchvision", "mlflow", "optuna", "pandas", "seaborn", "matplotlib", "numpy", "scipy")
@@ -68,7 +75,11 @@ def hardware() -> dict[str, str]:
     try:
         import torch
 
-        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+        gpus = (
+            [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available()
+            else []
+        )
     except Exception:
         gpus = []
     out["GPU"] = ", ".join(gpus) if gpus else "none"
@@ -108,7 +119,9 @@ def _sec(x: float) -> str:
 def _diff_cell(r: pd.Series, pre: str) -> str:
     if pd.isna(r.get(f"{pre}_mean")):
         return "–"
-    return format_diff(r[f"{pre}_mean"], r[f"{pre}_ci_low"], r[f"{pre}_ci_high"], r[f"{pre}_n_pairs"], r[f"{pre}_verdict"])
+    return format_diff(
+        r[f"{pre}_mean"], r[f"{pre}_ci_low"], r[f"{pre}_ci_high"], r[f"{pre}_n_pairs"], r[f"{pre}_verdict"]
+    )
 
 
 def _rank(r: pd.Series) -> str:
@@ -128,13 +141,15 @@ def leaderboard_display(t: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         "top-1 % (mean ± std)": lambda r: f"{_pct(r['acc_mean'])} ± {_pct(r['acc_std'])}",
         "95% CI": lambda r: "–" if pd.isna(r["acc_ci_low"]) else f"[{_pct(r['acc_ci_low'])}, {_pct(r['acc_ci_high'])}]",
         "vs full (pp) [95% CI]": lambda r: _diff_cell(r, "vs_full"),
-        "vs baseline (pp) [95% CI]": lambda r: ("–" if pd.isna(r.get("vs_baseline_mean")) else
-                                                f"{_diff_cell(r, 'vs_baseline')} vs {r['baseline']}"),
+        "vs baseline (pp) [95% CI]": lambda r: (
+            "–" if pd.isna(r.get("vs_baseline_mean")) else f"{_diff_cell(r, 'vs_baseline')} vs {r['baseline']}"
+        ),
         "realized prune %": lambda r: _pct(r["realized_prune_ratio"], 1),
         "compute saved % (total)": lambda r: _pct(r["compute_saved"], 1),
         "compute saved % (training only)": lambda r: _pct(r["train_compute_saved"], 1),
-        "cost s (mean ± std)": lambda r: (_sec(r["total_cost_s"]) + ("" if pd.isna(r["total_cost_s_std"])
-                                                                       else f" ± {_sec(r['total_cost_s_std'])}")),
+        "cost s (mean ± std)": lambda r: (
+            _sec(r["total_cost_s"]) + ("" if pd.isna(r["total_cost_s_std"]) else f" ± {_sec(r['total_cost_s_std'])}")
+        ),
         "scoring s": lambda r: _sec(r["scoring_cost_s"]),
         "wall-clock saved %": lambda r: _pct(r["wallclock_saved"], 1),
     }
@@ -157,10 +172,22 @@ def _histories(ok: pd.DataFrame, store: RunStore) -> pd.DataFrame:
             s = store.history(row, key)
             if s is None:
                 continue
-            recs.append(pd.DataFrame({"series": row["series"], "method": row["method"], "dataset": row["dataset"],
-                                      "model": row["model"], "prune_ratio": row["prune_ratio"], "seed": row["seed"],
-                                      "run_id": row.get("run_id"), "key": key, "epoch": s.index.astype(int),
-                                      "value": s.to_numpy()}))
+            recs.append(
+                pd.DataFrame(
+                    {
+                        "series": row["series"],
+                        "method": row["method"],
+                        "dataset": row["dataset"],
+                        "model": row["model"],
+                        "prune_ratio": row["prune_ratio"],
+                        "seed": row["seed"],
+                        "run_id": row.get("run_id"),
+                        "key": key,
+                        "epoch": s.index.astype(int),
+                        "value": s.to_numpy(),
+                    }
+                )
+            )
     cols = ["series", "method", "dataset", "model", "prune_ratio", "seed", "run_id", "key", "epoch", "value"]
     return pd.concat(recs, ignore_index=True) if recs else pd.DataFrame(columns=cols)
 
@@ -202,12 +229,21 @@ def _cross_seed(ok: pd.DataFrame, store: RunStore) -> pd.DataFrame:
         if len(masks) < 2:
             prior = _prior_group(store, g, "jaccard_cross_seed.csv", k)
             if prior is not None:
-                recs += [{**k, "row": _row_label(k["series"], k["prune_ratio"]), "epoch": int(r["epoch"]),
-                          "value": float(r["value"]), "n_seeds": int(r["n_seeds"])} for _, r in prior.iterrows()]
+                recs += [
+                    {
+                        **k,
+                        "row": _row_label(k["series"], k["prune_ratio"]),
+                        "epoch": int(r["epoch"]),
+                        "value": float(r["value"]),
+                        "n_seeds": int(r["n_seeds"]),
+                    }
+                    for _, r in prior.iterrows()
+                ]
             continue
         for e, v in enumerate(analysis.cross_seed_jaccard(masks)):
-            recs.append({**k, "row": _row_label(k["series"], k["prune_ratio"]), "epoch": e, "value": v,
-                         "n_seeds": len(masks)})
+            recs.append(
+                {**k, "row": _row_label(k["series"], k["prune_ratio"]), "epoch": e, "value": v, "n_seeds": len(masks)}
+            )
     return pd.DataFrame(recs)
 
 
@@ -246,7 +282,7 @@ def _gamma_items(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
         if pd.isna(r0.get("num_samples", np.nan)):  # a table without the training set's size: nothing to predict
             continue
         n, p = int(r0["num_samples"]), float(r0["prune_ratio"])
-        opts = {c[len("pruner."):]: r0[c] for c in g.columns if c.startswith("pruner.")}
+        opts = {c[len("pruner.") :]: r0[c] for c in g.columns if c.startswith("pruner.")}
         gam = cls.rank_keep_probability(n, p, opts)
         if gam is None:
             continue
@@ -258,8 +294,11 @@ def _gamma_items(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
         kept_sum, exp_sum, count = np.zeros(n), np.zeros(n), 0
         rng = np.random.default_rng(0)  # the analysis' own tie order; never the runs' generators
         for _, row in g.iterrows():
-            scores, epochs, masks = (store.array(row, "plan_scores"), store.array(row, "plan_score_epochs"),
-                                     store.kept_masks(row))
+            scores, epochs, masks = (
+                store.array(row, "plan_scores"),
+                store.array(row, "plan_score_epochs"),
+                store.kept_masks(row),
+            )
             if scores is None or epochs is None or masks is None:
                 continue
             for sc, e in zip(scores, epochs):
@@ -272,9 +311,13 @@ def _gamma_items(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
         prior = _prior_group(store, g, "orderdp_keep_by_rank.csv", k) if not count else None
         if prior is not None:
             p = prior.sort_values("rank_bin_centre")
-            item.update(centres=p["rank_bin_centre"].to_numpy(float), empirical_binned=p["empirical"].to_numpy(float),
-                        expected_binned=p["expected_with_ties"].to_numpy(float), gamma_binned=p["gamma"].to_numpy(float),
-                        n_epochs="an earlier report's")
+            item.update(
+                centres=p["rank_bin_centre"].to_numpy(float),
+                empirical_binned=p["empirical"].to_numpy(float),
+                expected_binned=p["expected_with_ties"].to_numpy(float),
+                gamma_binned=p["gamma"].to_numpy(float),
+                n_epochs="an earlier report's",
+            )
         if count:
             centres, emp = analysis.bin_ranks(kept_sum / count, GAMMA_BINS)
             _, exp = analysis.bin_ranks(exp_sum / count, GAMMA_BINS)
@@ -292,10 +335,17 @@ def _gamma_items(ok: pd.DataFrame, store: RunStore) -> list[dict[str, Any]]:
 REPORT_ENTRIES = ("figures", "tables", "index.html", "README.md")
 
 
-def build_report(results: pd.DataFrame | str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
-                 results_dir: str | os.PathLike | None = None, tracking_uri: str | None = None,
-                 title: str | None = None, prior_report: str | os.PathLike | None = None,
-                 proxy_charge: str | None = None, baselines: dict[str, str] | None = None) -> Path:
+def build_report(
+    results: pd.DataFrame | str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    results_dir: str | os.PathLike | None = None,
+    tracking_uri: str | None = None,
+    title: str | None = None,
+    prior_report: str | os.PathLike | None = None,
+    proxy_charge: str | None = None,
+    baselines: dict[str, str] | None = None,
+) -> Path:
     """Write a comparison report of ``results`` into ``out_dir`` and return the path of its ``index.html``.
 
     Parameters
@@ -364,20 +414,31 @@ class _Report:
 
     @property
     def charge_text(self) -> str:
-        return ("a proxy shared by several runs is charged in full to each of them (as if each method ran "
-                "alone)" if self.charge == "full" else "a proxy shared by several runs is amortised: its cost is "
-                "divided among the finished runs that used it")
+        return (
+            "a proxy shared by several runs is charged in full to each of them (as if each method ran alone)"
+            if self.charge == "full"
+            else "a proxy shared by several runs is amortised: its cost is divided among the finished runs that used it"
+        )
 
 
-def _build(src: Source, out: Path, store: RunStore, title: str | None, opts: dict[str, Any],
-           hist: pd.DataFrame | None = None) -> Path:
+def _build(
+    src: Source, out: Path, store: RunStore, title: str | None, opts: dict[str, Any], hist: pd.DataFrame | None = None
+) -> Path:
     if len(budget.budgets(src.table)) > 1:
         return _build_budgets(src, out, store, title, opts)
     c = _prepare(src, out, store, opts, hist)
     header = _provenance_section(c)
-    sections = [header, _leaderboard_section(c), _paired_section(c), _compute_section(c),
-                *sweep_sections(src.sweeps, c.ok, c.figdir, c.tabdir),  # every sweep of the study with results
-                _curves_section(c), _overlap_section(c), _usage_section(c), _gradient_section(c)]
+    sections = [
+        header,
+        _leaderboard_section(c),
+        _paired_section(c),
+        _compute_section(c),
+        *sweep_sections(src.sweeps, c.ok, c.figdir, c.tabdir),  # every sweep of the study with results
+        _curves_section(c),
+        _overlap_section(c),
+        _usage_section(c),
+        _gradient_section(c),
+    ]
     _add_notes(c, header)
     return _write(c, out, title, sections)
 
@@ -408,19 +469,39 @@ def _build_budgets(src: Source, out: Path, store: RunStore, title: str | None, o
     c = _Report(src, store, df, ok, multi, colors, figdir, tabdir, charge, baselines, lb, pt, pd.DataFrame(), hist)
     header = _provenance_section(c)
     details = Section("Per-budget reports", "per-budget")
-    details.add("Every per-method section of a single-budget report (paired comparisons, accuracy vs compute, "
-                "training curves and stability, kept-set overlap, sample usage and OrderDP's weights, gradient "
-                "direction) for the runs of one budget at a time, so that no figure or table mixes budgets:")
+    details.add(
+        "Every per-method section of a single-budget report (paired comparisons, accuracy vs compute, "
+        "training curves and stability, kept-set overlap, sample usage and OrderDP's weights, gradient "
+        "direction) for the runs of one budget at a time, so that no figure or table mixes budgets:"
+    )
     for e in budget.budgets(ok):
         part = src.table[pd.to_numeric(src.table["epochs"], errors="coerce") == e]
-        sub = Source(part.reset_index(drop=True), f"{src.name} ({e} epochs)", f"{src.origin}, the runs of {e} epochs",
-                     src.study_text, src.study_path)
-        _build(sub, out / f"epochs-{e}", store, f"{title or f'prunebench report: {src.name}'} — {e} epochs", opts,
-               hist=hist)
-        details.add(("link", f"epochs-{e}/index.html", f"{e} epochs: epochs-{e}/index.html"),
-                    ("link", f"epochs-{e}/README.md", f"{e} epochs (Markdown): epochs-{e}/README.md"))
-    sections = [header, _leaderboard_section(c), *budget_sections(ok, hist, store, colors, figdir, tabdir),
-                *sweep_sections(src.sweeps, ok, figdir, tabdir), details]
+        sub = Source(
+            part.reset_index(drop=True),
+            f"{src.name} ({e} epochs)",
+            f"{src.origin}, the runs of {e} epochs",
+            src.study_text,
+            src.study_path,
+        )
+        _build(
+            sub,
+            out / f"epochs-{e}",
+            store,
+            f"{title or f'prunebench report: {src.name}'} — {e} epochs",
+            opts,
+            hist=hist,
+        )
+        details.add(
+            ("link", f"epochs-{e}/index.html", f"{e} epochs: epochs-{e}/index.html"),
+            ("link", f"epochs-{e}/README.md", f"{e} epochs (Markdown): epochs-{e}/README.md"),
+        )
+    sections = [
+        header,
+        _leaderboard_section(c),
+        *budget_sections(ok, hist, store, colors, figdir, tabdir),
+        *sweep_sections(src.sweeps, ok, figdir, tabdir),
+        details,
+    ]
     _add_notes(c, header)
     return _write(c, out, title, sections)
 
@@ -447,8 +528,9 @@ def _setup(src: Source, out: Path, opts: dict[str, Any]) -> tuple[pd.DataFrame, 
     return df, ok, multi, colors, out / "figures", out / "tables"
 
 
-def _prepare(src: Source, out: Path, store: RunStore, opts: dict[str, Any], hist: pd.DataFrame | None = None
-             ) -> _Report:
+def _prepare(
+    src: Source, out: Path, store: RunStore, opts: dict[str, Any], hist: pd.DataFrame | None = None
+) -> _Report:
     """The finished runs, the report's folders and the tables every section reads (written to tables/);
     ``hist``: the runs' histories when already read (a budget report's sub-reports)."""
     df, ok, multi, colors, figdir, tabdir = _setup(src, out, opts)
@@ -464,8 +546,11 @@ def _prepare(src: Source, out: Path, store: RunStore, opts: dict[str, Any], hist
     hist = _histories(ok, store) if hist is None else _own_histories(hist, ok)
     vol = pd.DataFrame()
     if not hist.empty and (hist["key"] == "test_acc").any():
-        per_run = (hist[hist["key"] == "test_acc"].groupby(GROUP + ["run_id"])
-                   .apply(lambda g: curve_volatility(g.set_index("epoch")["value"]), include_groups=False))
+        per_run = (
+            hist[hist["key"] == "test_acc"]
+            .groupby(GROUP + ["run_id"])
+            .apply(lambda g: curve_volatility(g.set_index("epoch")["value"]), include_groups=False)
+        )
         vol = per_run.groupby(GROUP).mean().rename("curve_volatility").reset_index()
     stab = stability_table(ok, vol)
     stab.insert(4, "series", _series(stab, multi))
@@ -475,11 +560,15 @@ def _prepare(src: Source, out: Path, store: RunStore, opts: dict[str, Any], hist
 
 def _provenance_section(c: _Report) -> Section:
     src, df, ok = c.src, c.df, c.ok
-    prov = [("source", src.origin), ("study file", src.study_path or "none (not a study)"),
-            ("runs", f"{len(df)} ({len(ok)} finished, {len(df) - len(ok)} not)"),
-            ("report made by prunebench at git SHA", git_sha()),
-            ("results made with prunebench", _distinct(df, "prunebench_version")),
-            ("results' devices", _distinct(df, "device")), ("results' torch", _distinct(df, "torch_version"))]
+    prov = [
+        ("source", src.origin),
+        ("study file", src.study_path or "none (not a study)"),
+        ("runs", f"{len(df)} ({len(ok)} finished, {len(df) - len(ok)} not)"),
+        ("report made by prunebench at git SHA", git_sha()),
+        ("results made with prunebench", _distinct(df, "prunebench_version")),
+        ("results' devices", _distinct(df, "device")),
+        ("results' torch", _distinct(df, "torch_version")),
+    ]
     for col in ("git_sha", "code_version", "hostname", "cpu", "gpu"):
         if col in df.columns:
             prov.append((f"results' {col}", _distinct(df, col)))
@@ -496,16 +585,18 @@ def _provenance_section(c: _Report) -> Section:
 def _leaderboard_section(c: _Report) -> Section:
     df, lb, multi, baselines, charge_text = c.df, c.lb, c.multi, c.baselines, c.charge_text
     lead = Section("Leaderboard", "leaderboard")
-    lead.add("Final test top-1 over seeds: mean ± sample std and the t-based 95% confidence interval of the "
-             f"mean. vs full / vs baseline: the paired difference on the seeds both ran (per-seed method − "
-             f"reference, mean and t-based 95% interval, in percentage points) with its verdict — better / worse "
-             f"when the interval excludes 0, n.d. (not distinguishable) otherwise; (n=2) marks fewer than "
-             f"{FEW_SEEDS} paired seeds. {SIGN_CONVENTION} Baselines: {baselines['static']} for static methods, "
-             f"{baselines['dynamic']} for epoch- and batch-level ones. # ranks by mean top-1 within the ratio; "
-             "'=' marks methods not distinguishable from rank 1 (paired by seed), and their top-1 cells (with "
-             f"the leader's) are highlighted — only accuracy is ever highlighted. {COST_DEFINITION} Here {charge_text}. "
-             "Compute saved (training only) leaves the scoring out; cost s = total seconds, mean ± std over seeds; "
-             "wall-clock saved = 1 − cost s / full's on the same seeds.")
+    lead.add(
+        "Final test top-1 over seeds: mean ± sample std and the t-based 95% confidence interval of the "
+        f"mean. vs full / vs baseline: the paired difference on the seeds both ran (per-seed method − "
+        f"reference, mean and t-based 95% interval, in percentage points) with its verdict — better / worse "
+        f"when the interval excludes 0, n.d. (not distinguishable) otherwise; (n=2) marks fewer than "
+        f"{FEW_SEEDS} paired seeds. {SIGN_CONVENTION} Baselines: {baselines['static']} for static methods, "
+        f"{baselines['dynamic']} for epoch- and batch-level ones. # ranks by mean top-1 within the ratio; "
+        "'=' marks methods not distinguishable from rank 1 (paired by seed), and their top-1 cells (with "
+        f"the leader's) are highlighted — only accuracy is ever highlighted. {COST_DEFINITION} Here {charge_text}. "
+        "Compute saved (training only) leaves the scoring out; cost s = total seconds, mean ± std over seeds; "
+        "wall-clock saved = 1 − cost s / full's on the same seeds."
+    )
     by_budget = "epochs" in lb.columns  # a budget report: one board per budget, full data of that budget
     for key, t in lb.groupby(["dataset", "model"] + (["epochs"] if by_budget else []), sort=True):
         ds, mo = key[0], key[1]
@@ -514,15 +605,23 @@ def _leaderboard_section(c: _Report) -> Section:
         for p in ratios:
             sub = pd.concat([full_rows, t[(t["prune_ratio"] == p) & (t["method"] != "full")]]).reset_index(drop=True)
             disp, bold = leaderboard_display(sub)
-            lead.add(("h3", (f"{int(key[2])} epochs, " if by_budget else "") + f"prune ratio {p:g}"
-                      + (f" — {ds} / {mo}" if multi else "")),
-                     Table(disp, bold, csv="tables/leaderboard.csv" if p == ratios[-1] else None))
+            lead.add(
+                (
+                    "h3",
+                    (f"{int(key[2])} epochs, " if by_budget else "")
+                    + f"prune ratio {p:g}"
+                    + (f" — {ds} / {mo}" if multi else ""),
+                ),
+                Table(disp, bold, csv="tables/leaderboard.csv" if p == ratios[-1] else None),
+            )
     failed = df[df["status"] != "FINISHED"]
     if len(failed):
         cols = [c for c in ("method", "prune_ratio", "seed", "status", "error") if c in failed.columns]
         failed[cols].to_csv(c.tabdir / "failed_runs.csv", index=False)
-        lead.add(("note", f"{len(failed)} run(s) did not finish and are left out of every number:"),
-                 Table(failed[cols].astype(str).reset_index(drop=True), csv="tables/failed_runs.csv", kind="kv"))
+        lead.add(
+            ("note", f"{len(failed)} run(s) did not finish and are left out of every number:"),
+            Table(failed[cols].astype(str).reset_index(drop=True), csv="tables/failed_runs.csv", kind="kv"),
+        )
     return lead
 
 
@@ -533,17 +632,33 @@ def _paired_section(c: _Report) -> Section:
         pair.add(("note", "No pruning method finished: nothing to compare with full data."))
     else:
         figures.paired_forest(pt, figdir / "paired_forest.png")
-    pair.add(*([] if pt.empty else [Figure("figures/paired_forest.png", "Paired differences with 95% intervals",
+    pair.add(
+        *(
+            []
+            if pt.empty
+            else [
+                Figure(
+                    "figures/paired_forest.png",
+                    "Paired differences with 95% intervals",
                     f"Per prune ratio, each method's per-seed difference in final top-1 against full data (left) "
                     f"and against its family baseline (right): mean over the paired seeds and the t-based 95% "
                     f"interval. {SIGN_CONVENTION} Green: better, red: worse, grey: not distinguishable (the "
                     f"interval contains 0). Methods in rank order; n=2 marks fewer than {FEW_SEEDS} paired seeds. "
-                    f"The numbers: tables/paired.csv (one row per method, ratio and reference, the leader included).")]))
+                    f"The numbers: tables/paired.csv (one row per method, ratio and reference, the leader included).",
+                )
+            ]
+        )
+    )
     few = pt[pt["few_seeds"] & pt["reference_kind"].isin(["full", "baseline"])]
     if len(few):
-        pair.add(("note", f"{few.drop_duplicates(['method', 'prune_ratio']).shape[0]} (method, ratio) cell(s) have "
-                          f"fewer than {FEW_SEEDS} seeds paired with their reference: their intervals are wide or "
-                          f"absent and their verdicts weak."))
+        pair.add(
+            (
+                "note",
+                f"{few.drop_duplicates(['method', 'prune_ratio']).shape[0]} (method, ratio) cell(s) have "
+                f"fewer than {FEW_SEEDS} seeds paired with their reference: their intervals are wide or "
+                f"absent and their verdicts weak.",
+            )
+        )
     return pair
 
 
@@ -552,22 +667,32 @@ def _compute_section(c: _Report) -> Section:
     comp = Section("Accuracy vs compute", "compute")
     points = figures.accuracy_vs_compute(ok, colors, figdir / "accuracy_vs_compute.png")
     points.to_csv(tabdir / "accuracy_vs_compute.csv", index=False)
-    comp.add(Figure(MAIN_FIGURE, "Accuracy vs total compute",
-                    f"Final test top-1 against total compute, one panel per family of methods (static: one subset "
-                    f"before training; epoch-level: a new subset each epoch; batch-level: selection inside each "
-                    f"batch). {COST_DEFINITION} Here {charge_text}. One line per method through its prune ratios; "
-                    f"points are means over seeds with t-based 95% intervals (vertical: top-1; horizontal: total "
-                    f"compute, where it varies over seeds). Full data is in every panel: the black square at 1, "
-                    f"the dashed line and its 95% band. The dotted grey staircase is the Pareto front of all "
-                    f"(method, ratio) means of all families: no other point has both less total compute and more "
-                    f"accuracy. Points: tables/accuracy_vs_compute.csv."))
+    comp.add(
+        Figure(
+            MAIN_FIGURE,
+            "Accuracy vs total compute",
+            f"Final test top-1 against total compute, one panel per family of methods (static: one subset "
+            f"before training; epoch-level: a new subset each epoch; batch-level: selection inside each "
+            f"batch). {COST_DEFINITION} Here {charge_text}. One line per method through its prune ratios; "
+            f"points are means over seeds with t-based 95% intervals (vertical: top-1; horizontal: total "
+            f"compute, where it varies over seeds). Full data is in every panel: the black square at 1, "
+            f"the dashed line and its 95% band. The dotted grey staircase is the Pareto front of all "
+            f"(method, ratio) means of all families: no other point has both less total compute and more "
+            f"accuracy. Points: tables/accuracy_vs_compute.csv.",
+        )
+    )
     figures.overhead(lb, figdir / "overhead.png", ok)
-    comp.add(Figure("figures/overhead.png", "Where the time went",
-                    "Mean wall-clock per method and prune ratio (leaderboard order), split into training without "
-                    "selection, selection/planning inside training, and scoring before training with the proxy "
-                    f"at its original training time (a cache hit costs what the miss cost; {charge_text}). Error "
-                    "bar: ± one std of the total over seeds; dots: each seed's total. Evaluation is excluded "
-                    "everywhere."))
+    comp.add(
+        Figure(
+            "figures/overhead.png",
+            "Where the time went",
+            "Mean wall-clock per method and prune ratio (leaderboard order), split into training without "
+            "selection, selection/planning inside training, and scoring before training with the proxy "
+            f"at its original training time (a cache hit costs what the miss cost; {charge_text}). Error "
+            "bar: ± one std of the total over seeds; dots: each seed's total. Evaluation is excluded "
+            "everywhere.",
+        )
+    )
     return comp
 
 
@@ -576,24 +701,45 @@ def _curves_section(c: _Report) -> Section:
     curves = Section("Training curves and stability", "curves")
     if not hist.empty and (hist["key"] == "test_acc").any():
         figures.accuracy_curves(hist, colors, figdir / "accuracy_curves.png")
-        curves.add(Figure("figures/accuracy_curves.png", "Accuracy over epochs",
-                          "Test top-1 after each epoch, mean over seeds with a ± std band; one panel per prune "
-                          "ratio, full data dashed black in each."))
+        curves.add(
+            Figure(
+                "figures/accuracy_curves.png",
+                "Accuracy over epochs",
+                "Test top-1 after each epoch, mean over seeds with a ± std band; one panel per prune "
+                "ratio, full data dashed black in each.",
+            )
+        )
         hist.to_csv(tabdir / "histories.csv", index=False)
     else:
         curves.add(("note", "No per-epoch histories could be read from MLflow: no accuracy curves."))
     figures.stability(stab, colors, figdir / "stability.png")
-    curves.add(Figure("figures/stability.png", "Stability over seeds",
-                      "Left: the standard deviation of the final top-1 over seeds per method and prune ratio "
-                      "(lower is more stable). Right (when curves exist): accuracy-curve volatility, the mean "
-                      "absolute change of test top-1 from one epoch to the next over the second half of training."))
+    curves.add(
+        Figure(
+            "figures/stability.png",
+            "Stability over seeds",
+            "Left: the standard deviation of the final top-1 over seeds per method and prune ratio "
+            "(lower is more stable). Right (when curves exist): accuracy-curve volatility, the mean "
+            "absolute change of test top-1 from one epoch to the next over the second half of training.",
+        )
+    )
     sd = stab.copy()
-    curves.add(Table(pd.DataFrame({
-        "method": sd["series"], "prune ratio": sd["prune_ratio"].map(lambda p: f"{p:g}"), "seeds": sd["n_seeds"],
-        "std final top-1 (pp)": sd["final_acc_std"].map(lambda x: _pct(x)),
-        "range final top-1 (pp)": sd["final_acc_range"].map(lambda x: _pct(x)),
-        "curve volatility (pp)": (sd["curve_volatility"] if "curve_volatility" in sd else pd.Series(np.nan, index=sd.index)).map(lambda x: _pct(x)),
-    }), csv="tables/stability.csv"))
+    curves.add(
+        Table(
+            pd.DataFrame(
+                {
+                    "method": sd["series"],
+                    "prune ratio": sd["prune_ratio"].map(lambda p: f"{p:g}"),
+                    "seeds": sd["n_seeds"],
+                    "std final top-1 (pp)": sd["final_acc_std"].map(lambda x: _pct(x)),
+                    "range final top-1 (pp)": sd["final_acc_range"].map(lambda x: _pct(x)),
+                    "curve volatility (pp)": (
+                        sd["curve_volatility"] if "curve_volatility" in sd else pd.Series(np.nan, index=sd.index)
+                    ).map(lambda x: _pct(x)),
+                }
+            ),
+            csv="tables/stability.csv",
+        )
+    )
     return curves
 
 
@@ -603,27 +749,43 @@ def _overlap_section(c: _Report) -> Section:
     jac = hist[(hist["key"] == "jaccard") & ~hist["series"].str.startswith("full")] if not hist.empty else hist
     if not jac.empty:
         jac = jac.assign(row=[_row_label(s, p) for s, p in zip(jac["series"], jac["prune_ratio"])])
-        jac.groupby(["row", "epoch"], sort=False)["value"].mean().reset_index().to_csv(tabdir / "jaccard_consecutive.csv", index=False)
+        jac.groupby(["row", "epoch"], sort=False)["value"].mean().reset_index().to_csv(
+            tabdir / "jaccard_consecutive.csv", index=False
+        )
         figures.jaccard_heatmap(jac, "Consecutive-epoch overlap (mean over seeds)", figdir / "jaccard_consecutive.png")
-        ov.add(Figure("figures/jaccard_consecutive.png", "Consecutive-epoch overlap",
-                      "Jaccard overlap |A ∩ B| / |A ∪ B| of the kept sets of epoch e and epoch e − 1, mean over "
-                      "seeds; one row per method and prune ratio. 1 = the same samples every epoch (static "
-                      "subsets); uniform random subsets of a fraction k overlap about k / (2 − k). Full data "
-                      "(always 1) is left out."))
+        ov.add(
+            Figure(
+                "figures/jaccard_consecutive.png",
+                "Consecutive-epoch overlap",
+                "Jaccard overlap |A ∩ B| / |A ∪ B| of the kept sets of epoch e and epoch e − 1, mean over "
+                "seeds; one row per method and prune ratio. 1 = the same samples every epoch (static "
+                "subsets); uniform random subsets of a fraction k overlap about k / (2 − k). Full data "
+                "(always 1) is left out.",
+            )
+        )
     else:
         ov.add(("note", "No per-epoch Jaccard histories in MLflow: no consecutive-overlap heatmap."))
     cross = _cross_seed(ok, store)
     if not cross.empty:
         cross.to_csv(tabdir / "jaccard_cross_seed.csv", index=False)
         figures.jaccard_heatmap(cross, "Cross-seed overlap at the same epoch", figdir / "jaccard_cross_seed.png")
-        ov.add(Figure("figures/jaccard_cross_seed.png", "Cross-seed overlap",
-                      "Per epoch, the Jaccard overlap of the kept sets of two runs that differ only in the seed, "
-                      "averaged over all pairs of seeds. High values mean the method picks the same samples "
-                      "whatever the seed (a property of the data); values near the random level mean the "
-                      "choice is mostly the seed's."))
+        ov.add(
+            Figure(
+                "figures/jaccard_cross_seed.png",
+                "Cross-seed overlap",
+                "Per epoch, the Jaccard overlap of the kept sets of two runs that differ only in the seed, "
+                "averaged over all pairs of seeds. High values mean the method picks the same samples "
+                "whatever the seed (a property of the data); values near the random level mean the "
+                "choice is mostly the seed's.",
+            )
+        )
     else:
-        ov.add(("note", "No cross-seed overlap: it needs kept masks (kept_masks_packed.npy) of at least two seeds "
-                        "of a method."))
+        ov.add(
+            (
+                "note",
+                "No cross-seed overlap: it needs kept masks (kept_masks_packed.npy) of at least two seeds of a method.",
+            )
+        )
     return ov
 
 
@@ -633,14 +795,23 @@ def _usage_section(c: _Report) -> Section:
     usage = _usage(ok, store)
     if usage:
         figures.usage_histograms(usage, colors, figdir / "usage_histograms.png")
-        pd.DataFrame([{"method": it["series"], "prune_ratio": it["prune_ratio"], "usage": k, "fraction": float(f)}
-                      for it in usage for k, f in enumerate(it["freq"])]).to_csv(
-            tabdir / "usage_histograms.csv", index=False)
-        us.add(Figure("figures/usage_histograms.png", "Per-sample usage (dynamic methods)",
-                      "For each dynamic method and prune ratio: the fraction of training samples that were "
-                      "backpropagated in k of the epochs (usage counts pooled over seeds). Dotted: the "
-                      "Binomial(E, 1 − p) distribution that a fresh uniform subset each epoch would give. Mass "
-                      "at 0 = samples never trained on; a wide spread = the method concentrates on some samples."))
+        pd.DataFrame(
+            [
+                {"method": it["series"], "prune_ratio": it["prune_ratio"], "usage": k, "fraction": float(f)}
+                for it in usage
+                for k, f in enumerate(it["freq"])
+            ]
+        ).to_csv(tabdir / "usage_histograms.csv", index=False)
+        us.add(
+            Figure(
+                "figures/usage_histograms.png",
+                "Per-sample usage (dynamic methods)",
+                "For each dynamic method and prune ratio: the fraction of training samples that were "
+                "backpropagated in k of the epochs (usage counts pooled over seeds). Dotted: the "
+                "Binomial(E, 1 − p) distribution that a fresh uniform subset each epoch would give. Mass "
+                "at 0 = samples never trained on; a wide spread = the method concentrates on some samples.",
+            )
+        )
     else:
         us.add(("note", "No usage counts (usage_counts.npy) of dynamic methods in MLflow."))
     _gamma_section(c, us)
@@ -655,25 +826,47 @@ def _gamma_section(c: _Report, us: Section) -> None:
         rows = []
         for it in gam:
             if it["centres"] is not None:
-                rows += [{"method": it["series"], "prune_ratio": it["prune_ratio"], "N": it["n"], "s": it["s"],
-                          "q": it["q"], "rank_bin_centre": x, "gamma": g, "expected_with_ties": e, "empirical": m}
-                         for x, g, e, m in zip(it["centres"], it["gamma_binned"], it["expected_binned"],
-                                               it["empirical_binned"])]
+                rows += [
+                    {
+                        "method": it["series"],
+                        "prune_ratio": it["prune_ratio"],
+                        "N": it["n"],
+                        "s": it["s"],
+                        "q": it["q"],
+                        "rank_bin_centre": x,
+                        "gamma": g,
+                        "expected_with_ties": e,
+                        "empirical": m,
+                    }
+                    for x, g, e, m in zip(
+                        it["centres"], it["gamma_binned"], it["expected_binned"], it["empirical_binned"]
+                    )
+                ]
         if rows:
             pd.DataFrame(rows).to_csv(tabdir / "orderdp_keep_by_rank.csv", index=False)
         snaps = ", ".join(f"{it['series']} p={it['prune_ratio']:g}: {it['n_epochs']}" for it in gam)
-        us.add(Figure("figures/orderdp_gamma.png", "OrderDP: surrogate weights vs empirical keep frequency",
-                      "Black: gamma_j, the probability that OrderDP(N, s, q) keeps the sample whose stored loss "
-                      "has rank j (1 = largest) — the weights of the surrogate loss whose gradient the kept-set "
-                      "mean estimates without bias: flat at s/N for the top q ranks, falling to 0 after rank "
-                      "N − s + q (grey verticals). Red: how often the runs actually kept each rank, ranking "
-                      "samples by the pruner's stored scores at plan time (logged for up to 10 epochs per run) "
-                      f"and averaging over {GAMMA_BINS} rank bins (snapshots used — {snaps}). Dotted grey: gamma "
-                      "averaged over tied scores (never-trained samples share the initial score), the exact "
-                      "expectation of the red points."))
+        us.add(
+            Figure(
+                "figures/orderdp_gamma.png",
+                "OrderDP: surrogate weights vs empirical keep frequency",
+                "Black: gamma_j, the probability that OrderDP(N, s, q) keeps the sample whose stored loss "
+                "has rank j (1 = largest) — the weights of the surrogate loss whose gradient the kept-set "
+                "mean estimates without bias: flat at s/N for the top q ranks, falling to 0 after rank "
+                "N − s + q (grey verticals). Red: how often the runs actually kept each rank, ranking "
+                "samples by the pruner's stored scores at plan time (logged for up to 10 epochs per run) "
+                f"and averaging over {GAMMA_BINS} rank bins (snapshots used — {snaps}). Dotted grey: gamma "
+                "averaged over tied scores (never-trained samples share the initial score), the exact "
+                "expectation of the red points.",
+            )
+        )
         if any(it["centres"] is None for it in gam):
-            us.add(("note", "Some OrderDP runs logged no plan-time scores (plan_scores.npy; older runs): their "
-                            "panel shows gamma only."))
+            us.add(
+                (
+                    "note",
+                    "Some OrderDP runs logged no plan-time scores (plan_scores.npy; older runs): their "
+                    "panel shows gamma only.",
+                )
+            )
 
 
 def _gradient_section(c: _Report) -> Section:
@@ -681,13 +874,23 @@ def _gradient_section(c: _Report) -> Section:
     gr = Section("Gradient direction", "gradient")
     if not hist.empty and hist["key"].isin(["grad_cosine", "grad_norm_kept"]).any():
         figures.gradient_probe(hist[hist["key"].str.startswith("grad_")], colors, figdir / "gradient_probe.png")
-        gr.add(Figure("figures/gradient_probe.png", "Kept-set gradient vs full-data gradient",
-                      "Cosine between the mean gradient of the kept samples and the full-data gradient at the "
-                      "probe's checkpoints (1 = same direction), and the two gradients' norms, mean ± std over "
-                      "seeds."))
+        gr.add(
+            Figure(
+                "figures/gradient_probe.png",
+                "Kept-set gradient vs full-data gradient",
+                "Cosine between the mean gradient of the kept samples and the full-data gradient at the "
+                "probe's checkpoints (1 = same direction), and the two gradients' norms, mean ± std over "
+                "seeds.",
+            )
+        )
     else:
-        gr.add(("note", "The gradient probe did not run for these runs (no grad_cosine / grad_norm_kept "
-                        "metrics in MLflow): no gradient figure."))
+        gr.add(
+            (
+                "note",
+                "The gradient probe did not run for these runs (no grad_cosine / grad_norm_kept "
+                "metrics in MLflow): no gradient figure.",
+            )
+        )
     return gr
 
 
@@ -696,22 +899,27 @@ def _add_notes(c: _Report, header: Section) -> None:
     notes += store.notes
     if store.prior is not None and store.prior.used:
         prior_lines = store.prior.summary()
-        notes += ["Parts of this report come from an earlier report's tables, not from MLflow: "
-                  + "; ".join(prior_lines) + ". The figures built from them (accuracy curves, stability "
-                  "volatility, overlap heatmaps, usage histograms, OrderDP's keep-by-rank) show those numbers."]
+        notes += [
+            "Parts of this report come from an earlier report's tables, not from MLflow: "
+            + "; ".join(prior_lines)
+            + ". The figures built from them (accuracy curves, stability "
+            "volatility, overlap heatmaps, usage histograms, OrderDP's keep-by-rank) show those numbers."
+        ]
     if notes:
         header.add(*[("note", n) for n in dict.fromkeys(notes)])
 
 
 def _write(c: _Report, out: Path, title: str | None, sections: list[Section]) -> Path:
     src, ok = c.src, c.ok
-    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    doc = Document(title or f"prunebench report: {src.name}",
-                   f"{ok['method'].nunique() - int((ok['method'] == 'full').any())} methods and full data, "
-                   f"{ok.loc[ok['method'] != 'full', 'prune_ratio'].nunique()} prune ratios, "
-                   f"{ok['seed'].nunique()} seeds on {', '.join(sorted(set(ok['dataset'].astype(str))))} / "
-                   f"{', '.join(sorted(set(ok['model'].astype(str))))}; generated {when} by prunebench report.",
-                   sections)
+    when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    doc = Document(
+        title or f"prunebench report: {src.name}",
+        f"{ok['method'].nunique() - int((ok['method'] == 'full').any())} methods and full data, "
+        f"{ok.loc[ok['method'] != 'full', 'prune_ratio'].nunique()} prune ratios, "
+        f"{ok['seed'].nunique()} seeds on {', '.join(sorted(set(ok['dataset'].astype(str))))} / "
+        f"{', '.join(sorted(set(ok['model'].astype(str))))}; generated {when} by prunebench report.",
+        sections,
+    )
     (out / "index.html").write_text(to_html(doc))
     (out / "README.md").write_text(to_markdown(doc))
     return out / "index.html"

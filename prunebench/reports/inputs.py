@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prunebench.harness.tracking import download_artifact
 from prunebench.errors import PrunebenchError
+from prunebench.harness.tracking import download_artifact
 
 
 class ReportError(PrunebenchError):
@@ -37,9 +37,16 @@ class ReportError(PrunebenchError):
 REQUIRED_COLUMNS = ("pruner", "seed", "prune_ratio", "final_acc")
 
 #: per-epoch metric histories a report reads from MLflow (gradient ones exist only when the probe ran)
-HISTORY_KEYS = ("test_acc", "train_loss", "jaccard", "kept_fraction", "epoch_time_s",
-                "grad_cosine", "grad_norm_kept", "grad_norm_full")
-
+HISTORY_KEYS = (
+    "test_acc",
+    "train_loss",
+    "jaccard",
+    "kept_fraction",
+    "epoch_time_s",
+    "grad_cosine",
+    "grad_norm_kept",
+    "grad_norm_full",
+)
 
 
 @dataclass
@@ -78,22 +85,41 @@ def normalize_table(df: pd.DataFrame, where: str) -> pd.DataFrame:
         raise ReportError(f"{where}: the results table has no rows")
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise ReportError(f"{where}: results table lacks column(s) {', '.join(missing)}; "
-                          f"it must have {', '.join(REQUIRED_COLUMNS)} (one row per run, see RunResult.row)")
+        raise ReportError(
+            f"{where}: results table lacks column(s) {', '.join(missing)}; "
+            f"it must have {', '.join(REQUIRED_COLUMNS)} (one row per run, see RunResult.row)"
+        )
     df = df.copy()
     if "status" not in df.columns:
         df["status"] = "FINISHED"
     df["status"] = df["status"].fillna("FINISHED").astype(str)
     if "method" not in df.columns:
-        df["method"] = [("full" if p == "full" else method_from_label(lab))
-                        for p, lab in zip(df["pruner"], df.get("label", df["pruner"]))]
+        df["method"] = [
+            ("full" if p == "full" else method_from_label(lab))
+            for p, lab in zip(df["pruner"], df.get("label", df["pruner"]))
+        ]
     df["method"] = df["method"].astype(str)
     for c in ("dataset", "model", "granularity"):  # granularity: a table from elsewhere may lack it
         if c not in df.columns:
             df[c] = "?"
-    numeric = ("seed", "prune_ratio", "final_acc", "best_acc", "epochs", "num_samples", "train_time_s",
-               "selection_time_s", "scoring_time_s", "total_time_s", "samples_forward", "samples_backprop",
-               "optimizer_steps", "realized_prune_ratio", "relative_compute", "jaccard_mean")
+    numeric = (
+        "seed",
+        "prune_ratio",
+        "final_acc",
+        "best_acc",
+        "epochs",
+        "num_samples",
+        "train_time_s",
+        "selection_time_s",
+        "scoring_time_s",
+        "total_time_s",
+        "samples_forward",
+        "samples_backprop",
+        "optimizer_steps",
+        "realized_prune_ratio",
+        "relative_compute",
+        "jaccard_mean",
+    )
     for c in numeric:
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce")
@@ -113,8 +139,10 @@ def _read_table(folder: Path) -> pd.DataFrame:
         return pd.read_parquet(pq)
     if csv.is_file():
         return pd.read_csv(csv)
-    raise ReportError(f"no results table in {folder}: expected results.parquet or results.csv "
-                      f"(run the study first, e.g. prunebench leaderboard STUDY.toml)")
+    raise ReportError(
+        f"no results table in {folder}: expected results.parquet or results.csv "
+        f"(run the study first, e.g. prunebench leaderboard STUDY.toml)"
+    )
 
 
 def study_name(toml_path: Path) -> str:
@@ -125,7 +153,7 @@ def study_name(toml_path: Path) -> str:
     # study files keep their name in [study] (prunebench.studies); a top-level name is accepted too
     name = data["study"].get("name") if isinstance(data.get("study"), dict) else data.get("name")
     if not isinstance(name, str) or not name:
-        raise ReportError(f"study file {toml_path} has no [study] name = \"...\" key")
+        raise ReportError(f'study file {toml_path} has no [study] name = "..." key')
     from prunebench.errors import ConfigError
     from prunebench.safety import safe_component
 
@@ -135,8 +163,12 @@ def study_name(toml_path: Path) -> str:
         raise ReportError(str(e)) from None
 
 
-def resolve_source(target: str | os.PathLike | pd.DataFrame, *, results_dir: str | os.PathLike | None = None,
-                   tracking_uri: str | None = None) -> Source:
+def resolve_source(
+    target: str | os.PathLike | pd.DataFrame,
+    *,
+    results_dir: str | os.PathLike | None = None,
+    tracking_uri: str | None = None,
+) -> Source:
     """Turn what the user named (DataFrame, results folder, study TOML, MLflow experiment) into a Source."""
     if isinstance(target, pd.DataFrame):
         df = normalize_table(target, "results table")
@@ -157,14 +189,14 @@ def resolve_source(target: str | os.PathLike | pd.DataFrame, *, results_dir: str
         df = normalize_table(_read_table(folder), str(folder))
         if study_text is None and (folder / "study.toml").is_file():
             study_text, study_path = (folder / "study.toml").read_text(), str(folder / "study.toml")
-        name = (str(df["study"].dropna().iloc[0]) if "study" in df.columns and df["study"].notna().any()
-                else folder.name)
+        name = str(df["study"].dropna().iloc[0]) if "study" in df.columns and df["study"].notna().any() else folder.name
         from prunebench.reports.sweeps import read_sweeps
 
         return Source(df, name, str(folder), study_text, study_path, read_sweeps(folder))
     if os.sep in str(target) or path.suffix:
-        raise ReportError(f"{target} does not exist: pass a results folder, a study .toml file or an MLflow "
-                          f"experiment name")
+        raise ReportError(
+            f"{target} does not exist: pass a results folder, a study .toml file or an MLflow experiment name"
+        )
     return _source_from_mlflow(str(target), tracking_uri)
 
 
@@ -176,7 +208,7 @@ def resolve_source(target: str | os.PathLike | pd.DataFrame, *, results_dir: str
 def _store_exists(uri: str) -> bool:
     """A local SQLite store must exist: MlflowClient would silently create an empty one."""
     if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).is_file()
+        return Path(uri[len("sqlite:///") :]).is_file()
     if uri.startswith("file:") or "://" not in uri:
         return Path(uri.removeprefix("file://").removeprefix("file:")).is_dir()
     return True
@@ -207,8 +239,10 @@ def _source_from_mlflow(experiment: str, tracking_uri: str | None) -> Source:
 
     uri = resolve_tracking_uri(tracking_uri)
     if not _store_exists(uri):
-        raise ReportError(f"{experiment!r} is not a results folder or study file, and the MLflow store {uri} "
-                          f"does not exist (pass --tracking-uri)")
+        raise ReportError(
+            f"{experiment!r} is not a results folder or study file, and the MLflow store {uri} "
+            f"does not exist (pass --tracking-uri)"
+        )
     client = _client(uri)
     try:
         exp = client.get_experiment_by_name(experiment)
@@ -245,7 +279,7 @@ class RunStore:
     A report without MLflow data still has its tables and the table-only figures.
     """
 
-    def __init__(self, prior: "PriorReport | None" = None) -> None:
+    def __init__(self, prior: PriorReport | None = None) -> None:
         self.prior = prior  # an earlier report's tables, for runs the store lacks
         self._clients: dict[str, Any] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="prunebench-report-")
@@ -261,14 +295,20 @@ class RunStore:
             if not there:
                 absent[uri] = absent.get(uri, 0) + 1
         fallback = " unless the earlier report (--prior-report) has them" if self.prior is not None else ""
-        return self._notes + [f"{n} run(s) are not in MLflow store {uri} (rows imported from another store?): "
-                              f"per-epoch figures omit them{fallback}" for uri, n in absent.items()]
+        return self._notes + [
+            f"{n} run(s) are not in MLflow store {uri} (rows imported from another store?): "
+            f"per-epoch figures omit them{fallback}"
+            for uri, n in absent.items()
+        ]
 
     def in_store(self, row: pd.Series) -> bool:
         """True when the run's MLflow store has it (its artifacts can be read)."""
         client = self._client_for(row.get("tracking_uri"))
-        return (client is not None and isinstance(row.get("run_id"), str)
-                and self._has_run(client, row["tracking_uri"], row["run_id"]))
+        return (
+            client is not None
+            and isinstance(row.get("run_id"), str)
+            and self._has_run(client, row["tracking_uri"], row["run_id"])
+        )
 
     def _has_run(self, client, uri: str, run_id: str) -> bool:
         key = (uri, run_id)
@@ -296,8 +336,10 @@ class RunStore:
                 self._notes.append(f"MLflow store {uri} unusable ({str(e).splitlines()[0][:120]})")
         elif uri not in self._missing_stores:
             self._missing_stores.add(uri)
-            self._notes.append(f"MLflow store {uri} not found: per-epoch figures omit its runs"
-                               + (" unless the earlier report (--prior-report) has them" if self.prior is not None else ""))
+            self._notes.append(
+                f"MLflow store {uri} not found: per-epoch figures omit its runs"
+                + (" unless the earlier report (--prior-report) has them" if self.prior is not None else "")
+            )
         self._clients[uri] = client
         return client
 
@@ -361,8 +403,7 @@ class PriorReport:
     into memory at once, so the earlier folder may be the one being rewritten. ``used`` says what was taken.
     """
 
-    TABLES = ("runs.csv", "histories.csv", "jaccard_cross_seed.csv", "usage_histograms.csv",
-              "orderdp_keep_by_rank.csv")
+    TABLES = ("runs.csv", "histories.csv", "jaccard_cross_seed.csv", "usage_histograms.csv", "orderdp_keep_by_rank.csv")
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
@@ -384,7 +425,7 @@ class PriorReport:
         for (m, p), g in runs[runs.get("status", "FINISHED") == "FINISHED"].groupby(["method", "prune_ratio"]):
             self._groups[(str(m), round(float(p), 9))] = frozenset(g["run_id"].dropna().astype(str))
         h = self.tables.get("histories.csv")
-        self._hist = ({k: g for k, g in h.groupby(["run_id", "key"])} if h is not None and len(h) else {})
+        self._hist = {k: g for k, g in h.groupby(["run_id", "key"])} if h is not None and len(h) else {}
         self.used: dict[str, set] = {}
 
     def _note(self, what: str, item: Any) -> None:
@@ -419,8 +460,10 @@ class PriorReport:
         out = []
         for what, items in sorted(self.used.items()):
             n = len(items)
-            label = {"jaccard_cross_seed.csv": "cross-seed overlap (method, ratio cells)",
-                     "usage_histograms.csv": "usage histograms (method, ratio cells)",
-                     "orderdp_keep_by_rank.csv": "OrderDP keep-by-rank (method, ratio cells)"}.get(what, what)
+            label = {
+                "jaccard_cross_seed.csv": "cross-seed overlap (method, ratio cells)",
+                "usage_histograms.csv": "usage histograms (method, ratio cells)",
+                "orderdp_keep_by_rank.csv": "OrderDP keep-by-rank (method, ratio cells)",
+            }.get(what, what)
             out.append(f"{label}: {n} from the earlier report {self.folder} (its tables/, not in the MLflow store)")
         return out

@@ -33,7 +33,7 @@ class Section:
     blocks: list = field(default_factory=list)  # str (paragraph), Table, Figure, ("note", str), ("pre", str),
     # ("h3", str), ("link", relative path inside the report folder, text)
 
-    def add(self, *blocks) -> "Section":
+    def add(self, *blocks) -> Section:
         self.blocks.extend(blocks)
         return self
 
@@ -73,45 +73,56 @@ def _esc(x) -> str:
 
 def _html_table(t: Table) -> str:
     f = t.frame
-    out = ["<div class=\"scroll\">", f"<table class=\"{t.kind}\">", "<thead><tr>" + "".join(f"<th>{_esc(c)}</th>" for c in f.columns) + "</tr></thead>", "<tbody>"]
+    out = [
+        '<div class="scroll">',
+        f'<table class="{t.kind}">',
+        "<thead><tr>" + "".join(f"<th>{_esc(c)}</th>" for c in f.columns) + "</tr></thead>",
+        "<tbody>",
+    ]
     for i, (_, row) in enumerate(f.iterrows()):
         cells = []
         for j, c in enumerate(f.columns):
             best = t.bold is not None and bool(t.bold.iloc[i, j])
-            cells.append(f"<td class=\"best\">{_esc(row[c])}</td>" if best else f"<td>{_esc(row[c])}</td>")
+            cells.append(f'<td class="best">{_esc(row[c])}</td>' if best else f"<td>{_esc(row[c])}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
     if t.caption:
-        out.append(f"<p class=\"caption\">{_esc(t.caption)}</p>")
+        out.append(f'<p class="caption">{_esc(t.caption)}</p>')
     if t.csv:
-        out.append(f"<a class=\"csv\" href=\"{_esc(t.csv)}\">{_esc(t.csv)}</a>")
+        out.append(f'<a class="csv" href="{_esc(t.csv)}">{_esc(t.csv)}</a>')
     return "\n".join(out)
 
 
 def to_html(doc: Document) -> str:
-    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-             f"<title>{_esc(doc.title)}</title><style>{CSS}</style></head><body><main>",
-             f"<h1>{_esc(doc.title)}</h1>", f"<p class=\"sub\">{_esc(doc.subtitle)}</p>",
-             "<nav>" + "".join(f"<a href=\"#{s.anchor}\">{_esc(s.title)}</a>" for s in doc.sections) + "</nav>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(doc.title)}</title><style>{CSS}</style></head><body><main>",
+        f"<h1>{_esc(doc.title)}</h1>",
+        f'<p class="sub">{_esc(doc.subtitle)}</p>',
+        "<nav>" + "".join(f'<a href="#{s.anchor}">{_esc(s.title)}</a>' for s in doc.sections) + "</nav>",
+    ]
     for s in doc.sections:
-        parts.append(f"<h2 id=\"{s.anchor}\">{_esc(s.title)}</h2>")
+        parts.append(f'<h2 id="{s.anchor}">{_esc(s.title)}</h2>')
         for b in s.blocks:
             if isinstance(b, str):
                 parts.append(f"<p>{_esc(b)}</p>")
             elif isinstance(b, Table):
                 parts.append(_html_table(b))
             elif isinstance(b, Figure):
-                parts.append(f"<h3>{_esc(b.title)}</h3><figure><img src=\"{_esc(b.file)}\" alt=\"{_esc(b.title)}\">"
-                             f"<figcaption>{_esc(b.caption)}</figcaption></figure>")
+                parts.append(
+                    f'<h3>{_esc(b.title)}</h3><figure><img src="{_esc(b.file)}" alt="{_esc(b.title)}">'
+                    f"<figcaption>{_esc(b.caption)}</figcaption></figure>"
+                )
             elif isinstance(b, tuple) and b[0] == "note":
-                parts.append(f"<p class=\"note\">{_esc(b[1])}</p>")
+                parts.append(f'<p class="note">{_esc(b[1])}</p>')
             elif isinstance(b, tuple) and b[0] == "pre":
                 parts.append(f"<pre>{_esc(b[1])}</pre>")
             elif isinstance(b, tuple) and b[0] == "h3":
                 parts.append(f"<h3>{_esc(b[1])}</h3>")
             elif isinstance(b, tuple) and b[0] == "link":  # ("link", relative path inside the folder, text)
-                parts.append(f"<p><a href=\"{_esc(b[1])}\">{_esc(b[2])}</a></p>")
+                parts.append(f'<p><a href="{_esc(b[1])}">{_esc(b[2])}</a></p>')
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -130,11 +141,18 @@ def _md_cell(x, bold: bool) -> str:
 
 def _md_table(t: Table) -> str:
     f = t.frame
-    lines = ["| " + " | ".join(_md_cell(c, False) for c in f.columns) + " |",
-             "|" + "|".join("---" if j == 0 or t.kind == "kv" else "---:" for j in range(len(f.columns))) + "|"]
+    lines = [
+        "| " + " | ".join(_md_cell(c, False) for c in f.columns) + " |",
+        "|" + "|".join("---" if j == 0 or t.kind == "kv" else "---:" for j in range(len(f.columns))) + "|",
+    ]
     for i, (_, row) in enumerate(f.iterrows()):
-        lines.append("| " + " | ".join(_md_cell(row[c], t.bold is not None and bool(t.bold.iloc[i, j]))
-                                       for j, c in enumerate(f.columns)) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                _md_cell(row[c], t.bold is not None and bool(t.bold.iloc[i, j])) for j, c in enumerate(f.columns)
+            )
+            + " |"
+        )
     if t.caption:
         lines += ["", f"*{t.caption}*"]
     if t.csv:
@@ -143,10 +161,16 @@ def _md_table(t: Table) -> str:
 
 
 def to_markdown(doc: Document) -> str:
-    parts = [f"# {_md_text(doc.title)}", "", _md_text(doc.subtitle), "",
-             " · ".join(f"[{s.title}](#{s.anchor})" for s in doc.sections), ""]
+    parts = [
+        f"# {_md_text(doc.title)}",
+        "",
+        _md_text(doc.subtitle),
+        "",
+        " · ".join(f"[{s.title}](#{s.anchor})" for s in doc.sections),
+        "",
+    ]
     for s in doc.sections:
-        parts += [f"<a id=\"{s.anchor}\"></a>", f"## {s.title}", ""]
+        parts += [f'<a id="{s.anchor}"></a>', f"## {s.title}", ""]
         for b in s.blocks:
             if isinstance(b, str):
                 parts += [b, ""]

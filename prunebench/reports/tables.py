@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from prunebench.reports.inputs import finished
-from prunebench.reports.stats import (SETTING, paired_table, paired_wide, pareto_mask, t_interval,
-                                      with_costs)
+from prunebench.reports.stats import SETTING, paired_table, paired_wide, pareto_mask, t_interval, with_costs
 
 GROUP = SETTING + ["prune_ratio", "method"]
 

@@ -42,9 +42,13 @@ def stale_after_s() -> float:
     return 4 * heartbeat_s()
 
 
-PLACEMENT_ENV = {"CUDA_VISIBLE_DEVICES": "prunebench.cuda_visible_devices",
-                 "SLURM_JOB_ID": "prunebench.slurm_job_id", "SLURM_ARRAY_JOB_ID": "prunebench.slurm_array_job_id",
-                 "SLURM_ARRAY_TASK_ID": "prunebench.slurm_array_task_id", "SLURMD_NODENAME": "prunebench.slurm_node"}
+PLACEMENT_ENV = {
+    "CUDA_VISIBLE_DEVICES": "prunebench.cuda_visible_devices",
+    "SLURM_JOB_ID": "prunebench.slurm_job_id",
+    "SLURM_ARRAY_JOB_ID": "prunebench.slurm_array_job_id",
+    "SLURM_ARRAY_TASK_ID": "prunebench.slurm_array_task_id",
+    "SLURMD_NODENAME": "prunebench.slurm_node",
+}
 
 
 def placement_tags() -> dict[str, str]:
@@ -110,8 +114,9 @@ class Claim:
     """``claim(run_id)`` right after the cell's MLflow run starts: tags it, checks for competitors (raises
     :class:`ClaimLost`), then keeps its heartbeat fresh until :meth:`release`."""
 
-    def __init__(self, tracking_uri: str, experiment: str, run_key: str, fingerprint: str | None,
-                 resumed: bool = False) -> None:
+    def __init__(
+        self, tracking_uri: str, experiment: str, run_key: str, fingerprint: str | None, resumed: bool = False
+    ) -> None:
         self.uri, self.experiment, self.run_key, self.fingerprint = tracking_uri, experiment, run_key, fingerprint
         self.resumed = resumed
         self._stop = threading.Event()
@@ -128,8 +133,12 @@ class Claim:
         exp = client.get_experiment_by_name(self.experiment)
         if exp is None:
             return []
-        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{self.run_key}'",
-                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000)
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`{KEY_TAG}` = '{self.run_key}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+        )
         fp_tag = "prunebench.data_fingerprint"
         return [r for r in runs if self.fingerprint is None or r.data.tags.get(fp_tag) in (None, self.fingerprint)]
 
@@ -160,8 +169,9 @@ class Claim:
                     except Exception:
                         pass
                 raise lost
-        self._thread = threading.Thread(target=self._beat, args=(run_id,), daemon=True,
-                                        name=f"prunebench-heartbeat-{run_id[:8]}")
+        self._thread = threading.Thread(
+            target=self._beat, args=(run_id,), daemon=True, name=f"prunebench-heartbeat-{run_id[:8]}"
+        )
         self._thread.start()
 
     def _beat(self, run_id: str) -> None:

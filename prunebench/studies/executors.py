@@ -32,9 +32,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from prunebench.errors import ConfigError
 
@@ -443,8 +444,17 @@ class _SlurmQueue:
     without a result (cancelled, failed, timed out) from ``sacct``, which answers nothing on a cluster
     without accounting storage, so the driver would wait forever for a cancelled task."""
 
-    TERMINAL = ("CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
-                "COMPLETED", "PREEMPTED")
+    TERMINAL = (
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "COMPLETED",
+        "PREEMPTED",
+    )
 
     def __init__(self, array_id: str, every_s: float = 5.0) -> None:
         self.array_id, self.every_s = array_id, every_s
@@ -460,8 +470,12 @@ class _SlurmQueue:
             return
         self.at = time.time()
         try:
-            p = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", self.array_id, "-o", "%i|%T"],
-                               capture_output=True, text=True, timeout=30)
+            p = subprocess.run(
+                ["squeue", "-h", "-r", "-t", "all", "-j", self.array_id, "-o", "%i|%T"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return
         if p.returncode != 0:

@@ -18,8 +18,18 @@ from prunebench.errors import ConfigError
 
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
 UNIT = ("final_acc", "best_acc", "final_top5")  # in [0, 1]
-NONNEGATIVE = ("relative_compute", "train_time_s", "selection_time_s", "scoring_time_s", "total_time_s",
-               "samples_forward", "samples_backprop", "optimizer_steps", "epochs", "num_samples")
+NONNEGATIVE = (
+    "relative_compute",
+    "train_time_s",
+    "selection_time_s",
+    "scoring_time_s",
+    "total_time_s",
+    "samples_forward",
+    "samples_backprop",
+    "optimizer_steps",
+    "epochs",
+    "num_samples",
+)
 
 
 def _number(v: Any) -> float | None:
@@ -42,6 +52,7 @@ def _show(v: Any) -> str:
 
 def validate_results_table(df: pd.DataFrame, path: Any) -> pd.DataFrame:
     """``df`` unchanged if every row is plausible, else :class:`ConfigError` naming the table and row."""
+
     def bad(i: int, what: str) -> ConfigError:
         rk = df["run_key"].iloc[i] if "run_key" in df.columns else "?"
         return ConfigError(f"--import {path}: row {i + 1} (run_key {rk}): {what}; fix or drop the row")

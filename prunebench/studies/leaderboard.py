@@ -28,10 +28,9 @@ machine and seed 1 on another, then import one table into the other's leaderboar
 
 from __future__ import annotations
 
-import dataclasses
-
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import fcntl
 import json
 import math
@@ -40,17 +39,18 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from prunebench.harness.tracking import download_artifact
+from prunebench.errors import ConfigError, PrunebenchError, TrackingUnavailable
 from prunebench.harness.identity import FINGERPRINT_TAG, data_fingerprint, data_identity
+from prunebench.harness.tracking import download_artifact
 from prunebench.plugins import loaded_plugins
 from prunebench.safety import open_nofollow
-from prunebench.errors import ConfigError, PrunebenchError, TrackingUnavailable
 from prunebench.studies.claims import Claim, ClaimLost, heartbeat_s, is_fresh
 from prunebench.studies.progress import CellProgress, QueueShow, Show
 from prunebench.studies.spec import RunSpec, Study

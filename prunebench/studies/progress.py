@@ -11,7 +11,8 @@ epoch in a log file, nothing with ``--quiet``) is the caller's business.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Show = Callable[[str, "str | None"], None]
 

@@ -42,8 +42,9 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -486,11 +487,10 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
                worker: str, log: Log, show=None):
     import optuna
 
-    from prunebench.studies.progress import CellProgress
-
     from prunebench.harness import train
     from prunebench.harness.ending import StopRun, describe, mark_ended
     from prunebench.harness.tracking import MLflowTracker
+    from prunebench.studies.progress import CellProgress
 
     trial.set_user_attr("worker", worker)
     point = {a.name: _suggest(trial, a) for a in spec.axes}
