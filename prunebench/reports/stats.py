@@ -56,7 +56,8 @@ COST_DEFINITION = (
     "Cost = training + scoring: total compute = sample-visit cost of training (forward-only passes + 3 x "
     "backpropagated sample-visits, over full data's) + the proxy run(s) a static method needed, on the same "
     "scale; total seconds = training time + scoring time with the proxy's original training time (a cached "
-    "proxy carries its cost). Compute saved = 1 - total compute.")
+    "proxy carries its cost). Compute saved = 1 - total compute."
+)
 SIGN_CONVENTION = "Differences are method - reference (percentage points): positive = the method is better."
 
 
@@ -152,15 +153,44 @@ def paired(a: pd.Series, b: pd.Series, level: float = 0.95) -> dict[str, Any]:
     seeds = sorted(set(a.dropna().index) & set(b.dropna().index))
     d = (a.loc[seeds] - b.loc[seeds]).to_numpy(dtype=float) if seeds else np.array([])
     m, sd, lo, hi = t_interval(d, level)
-    return {"n_pairs": len(seeds), "paired_seeds": " ".join(str(int(s)) for s in seeds), "diff_mean": m,
-            "diff_sd": sd, "diff_ci_low": lo, "diff_ci_high": hi,
-            "verdict": verdict(lo, hi) if seeds else "no shared seeds",
-            "few_seeds": len(seeds) < FEW_SEEDS}
+    return {
+        "n_pairs": len(seeds),
+        "paired_seeds": " ".join(str(int(s)) for s in seeds),
+        "diff_mean": m,
+        "diff_sd": sd,
+        "diff_ci_low": lo,
+        "diff_ci_high": hi,
+        "verdict": verdict(lo, hi) if seeds else "no shared seeds",
+        "few_seeds": len(seeds) < FEW_SEEDS,
+    }
 
 
 def baseline_for(granularity: Any, baselines: dict[str, str] | None = None) -> str:
     b = {**DEFAULT_BASELINES, **(baselines or {})}
     return b["static"] if str(granularity) == "static" else b["dynamic"]
+
+
+PAIRED_COLUMNS = [
+    "dataset",
+    "model",
+    "prune_ratio",
+    "method",
+    "family",
+    "rank",
+    "acc_mean",
+    "n_seeds",
+    "reference",
+    "reference_kind",
+    "n_pairs",
+    "paired_seeds",
+    "diff_mean",
+    "diff_sd",
+    "diff_ci_low",
+    "diff_ci_high",
+    "verdict",
+    "few_seeds",
+    "tied_with_leader",
+]
 
 
 def paired_table(df: pd.DataFrame, baselines: dict[str, str] | None = None, level: float = 0.95) -> pd.DataFrame:
@@ -181,38 +211,52 @@ def paired_table(df: pd.DataFrame, baselines: dict[str, str] | None = None, leve
         full = s[s["method"] == REFERENCE].groupby("seed")["final_acc"].mean()
         ratios = sorted(float(p) for p in s.loc[s["method"] != REFERENCE, "prune_ratio"].unique())
         for p in ratios:
-            at = s[np.isclose(s["prune_ratio"].astype(float), p) & (s["method"] != REFERENCE)]
-            agg = at.groupby("method").agg(acc=("final_acc", "mean"))
-            agg["cost"] = at.groupby("method")["total_compute"].mean() if "total_compute" in at.columns else 0.0
-            agg = agg.reset_index().sort_values(["acc", "cost", "method"], ascending=[False, True, True])
-            means = agg.set_index("method")["acc"]  # ranked: higher mean top-1, then lower total compute
-            ranks = pd.Series(np.arange(1, len(means) + 1), index=means.index)
-            leader = means.index[0]
-            for method in means.index:
-                g = at[at["method"] == method]
-                gran = g["granularity"].iloc[0] if "granularity" in g.columns else ""
-                mine = g.groupby("seed")["final_acc"].mean()
-                base = {"dataset": setting[0], "model": setting[1], "prune_ratio": p, "method": method,
-                        "family": family(gran), "rank": int(ranks[method]), "acc_mean": float(means[method]),
-                        "n_seeds": int(mine.size)}
-                refs = [(REFERENCE, "full", full)]
-                b = baseline_for(gran, baselines)
-                if b != method:
-                    refs.append((b, "baseline", _accs(s, b, p)))
-                if method != leader:
-                    refs.append((leader, "leader", _accs(s, leader, p)))
-                tied = True
-                for name, kind, ref in refs:
-                    r = paired(mine, ref, level)
-                    if kind == "leader":
-                        tied = r["verdict"] == "not distinguishable"
-                    rows.append({**base, "reference": name, "reference_kind": kind, **r})
-                for r in rows[-len(refs):]:
-                    r["tied_with_leader"] = tied
-    cols = ["dataset", "model", "prune_ratio", "method", "family", "rank", "acc_mean", "n_seeds", "reference",
-            "reference_kind", "n_pairs", "paired_seeds", "diff_mean", "diff_sd", "diff_ci_low", "diff_ci_high",
-            "verdict", "few_seeds", "tied_with_leader"]
-    return pd.DataFrame(rows, columns=cols)
+            rows += _paired_rows_at(s, setting, p, full, baselines, level)
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _paired_rows_at(
+    s: pd.DataFrame, setting: tuple, p: float, full: pd.Series, baselines: dict[str, str] | None, level: float
+) -> list[dict]:
+    """The rows of :func:`paired_table` for the methods of one setting ``s`` at prune ratio ``p``; ``full`` is
+    the full-data final top-1 per seed."""
+    rows: list[dict] = []
+    at = s[np.isclose(s["prune_ratio"].astype(float), p) & (s["method"] != REFERENCE)]
+    agg = at.groupby("method").agg(acc=("final_acc", "mean"))
+    agg["cost"] = at.groupby("method")["total_compute"].mean() if "total_compute" in at.columns else 0.0
+    agg = agg.reset_index().sort_values(["acc", "cost", "method"], ascending=[False, True, True])
+    means = agg.set_index("method")["acc"]  # ranked: higher mean top-1, then lower total compute
+    ranks = pd.Series(np.arange(1, len(means) + 1), index=means.index)
+    leader = means.index[0]
+    for method in means.index:
+        g = at[at["method"] == method]
+        gran = g["granularity"].iloc[0] if "granularity" in g.columns else ""
+        mine = g.groupby("seed")["final_acc"].mean()
+        base = {
+            "dataset": setting[0],
+            "model": setting[1],
+            "prune_ratio": p,
+            "method": method,
+            "family": family(gran),
+            "rank": int(ranks[method]),
+            "acc_mean": float(means[method]),
+            "n_seeds": int(mine.size),
+        }
+        refs = [(REFERENCE, "full", full)]
+        b = baseline_for(gran, baselines)
+        if b != method:
+            refs.append((b, "baseline", _accs(s, b, p)))
+        if method != leader:
+            refs.append((leader, "leader", _accs(s, leader, p)))
+        tied = True
+        for name, kind, ref in refs:
+            r = paired(mine, ref, level)
+            if kind == "leader":
+                tied = r["verdict"] == "not distinguishable"
+            rows.append({**base, "reference": name, "reference_kind": kind, **r})
+        for r in rows[-len(refs) :]:
+            r["tied_with_leader"] = tied
+    return rows
 
 
 def paired_wide(pt: pd.DataFrame) -> pd.DataFrame:
