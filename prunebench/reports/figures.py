@@ -81,10 +81,18 @@ def compute_points(ok: pd.DataFrame) -> pd.DataFrame:
     """The points of :func:`accuracy_vs_compute`: per (dataset, model, series, prune ratio) the mean
     total compute and mean final top-1 over seeds, the t-based 95% interval of each mean, the family and
     whether the point is on the Pareto front of its setting (total compute vs mean top-1)."""
-    agg = (ok.groupby(["dataset", "model", "series", "prune_ratio"])
-           .agg(family=("family", "first"), n=("final_acc", "size"), x=("total_compute", "mean"),
-                x_sd=("total_compute", "std"), y=("final_acc", "mean"), y_sd=("final_acc", "std"))
-           .reset_index())
+    agg = (
+        ok.groupby(["dataset", "model", "series", "prune_ratio"])
+        .agg(
+            family=("family", "first"),
+            n=("final_acc", "size"),
+            x=("total_compute", "mean"),
+            x_sd=("total_compute", "std"),
+            y=("final_acc", "mean"),
+            y_sd=("final_acc", "std"),
+        )
+        .reset_index()
+    )
     agg["x_half"] = np.nan_to_num(_ci_half(agg["x_sd"], agg["n"]), nan=0.0) * (agg["n"] > 1)
     agg["y_half"] = _ci_half(agg["y_sd"], agg["n"])
     agg["x_low"], agg["x_high"] = agg["x"] - agg["x_half"], agg["x"] + agg["x_half"]
@@ -103,39 +111,72 @@ def accuracy_vs_compute(ok: pd.DataFrame, colors: dict[str, str], path: Path) ->
     reference (point, dashed line and its interval band); the Pareto front of all the setting's points
     dotted grey in every panel. Returns the plotted points (:func:`compute_points`)."""
     pts = compute_points(ok)
-    fams = [f for f in ("static", "epoch-level", "batch-level") if f in set(pts["family"])] or sorted(set(pts["family"]))
-    panels = [(s, f) for s in sorted(set(zip(pts["dataset"], pts["model"])))
-              for f in fams if ((pts["family"] == f) & ~pts["series"].str.startswith("full")
-                                & (pts["dataset"] == s[0]) & (pts["model"] == s[1])).any()]
+    fams = [f for f in ("static", "epoch-level", "batch-level") if f in set(pts["family"])] or sorted(
+        set(pts["family"])
+    )
+    panels = [
+        (s, f)
+        for s in sorted(set(zip(pts["dataset"], pts["model"])))
+        for f in fams
+        if (
+            (pts["family"] == f)
+            & ~pts["series"].str.startswith("full")
+            & (pts["dataset"] == s[0])
+            & (pts["model"] == s[1])
+        ).any()
+    ]
     if not panels:  # only full data
         panels = [(s, fams[0]) for s in sorted(set(zip(pts["dataset"], pts["model"])))]
     fig, axes = _grid(len(panels), ncols=3, w=5.6, h=4.6, sharey=True)
     multi = len({s for s, _ in panels}) > 1
     for ax, ((ds, mo), fam) in zip(axes, panels):
         d = pts[(pts["dataset"] == ds) & (pts["model"] == mo)]
-        full = d[d["series"].str.startswith("full")]
-        for _, r in full.iterrows():
-            ax.axhline(r["y"], color=FULL_COLOR, ls="--", lw=1.0)
-            if not np.isnan(r["y_low"]):
-                ax.axhspan(r["y_low"], r["y_high"], color=FULL_COLOR, alpha=0.08, lw=0)
-            ax.errorbar(r["x"], r["y"], yerr=[[r["y"] - r["y_low"]], [r["y_high"] - r["y"]]], fmt="s",
-                        color=FULL_COLOR, ms=6, capsize=3, label=f"{r['series']} (95% CI)")
-        for s, g in d[(d["family"] == fam) & ~d["series"].str.startswith("full")].groupby("series", sort=True):
-            g = g.sort_values("x")
-            ax.plot(g["x"], g["y"], color=colors[s], lw=1.4, alpha=0.8)
-            ax.errorbar(g["x"], g["y"], yerr=[g["y"] - g["y_low"], g["y_high"] - g["y"]],
-                        xerr=[g["x"] - g["x_low"], g["x_high"] - g["x"]], fmt="o", color=colors[s], ms=5,
-                        capsize=3, lw=1.2, label=s)
-        front = d[d["pareto"]].sort_values("x")
-        ax.step(front["x"], front["y"], where="post", color="grey", ls=":", lw=1.5, label="Pareto front (all methods)")
-        ax.set_xlabel("total compute (training + scoring) vs full data")
-        ax.set_ylabel("final test top-1")
-        _pct(ax, "y")
-        _pct(ax, "x")
-        ax.set_title(f"{fam}" + (f" — {ds} / {mo}" if multi else ""))
-        ax.legend(fontsize=7, loc="lower right")
+        _compute_panel(ax, d, fam, colors, f"{fam}" + (f" — {ds} / {mo}" if multi else ""))
     _save(fig, path)
     return pts
+
+
+def _compute_panel(ax, d: pd.DataFrame, fam: str, colors: dict[str, str], title: str) -> None:
+    """One panel of :func:`accuracy_vs_compute`: the family ``fam`` of one setting's points ``d``, with full
+    data and the setting's Pareto front."""
+    full = d[d["series"].str.startswith("full")]
+    for _, r in full.iterrows():
+        ax.axhline(r["y"], color=FULL_COLOR, ls="--", lw=1.0)
+        if not np.isnan(r["y_low"]):
+            ax.axhspan(r["y_low"], r["y_high"], color=FULL_COLOR, alpha=0.08, lw=0)
+        ax.errorbar(
+            r["x"],
+            r["y"],
+            yerr=[[r["y"] - r["y_low"]], [r["y_high"] - r["y"]]],
+            fmt="s",
+            color=FULL_COLOR,
+            ms=6,
+            capsize=3,
+            label=f"{r['series']} (95% CI)",
+        )
+    for s, g in d[(d["family"] == fam) & ~d["series"].str.startswith("full")].groupby("series", sort=True):
+        g = g.sort_values("x")
+        ax.plot(g["x"], g["y"], color=colors[s], lw=1.4, alpha=0.8)
+        ax.errorbar(
+            g["x"],
+            g["y"],
+            yerr=[g["y"] - g["y_low"], g["y_high"] - g["y"]],
+            xerr=[g["x"] - g["x_low"], g["x_high"] - g["x"]],
+            fmt="o",
+            color=colors[s],
+            ms=5,
+            capsize=3,
+            lw=1.2,
+            label=s,
+        )
+    front = d[d["pareto"]].sort_values("x")
+    ax.step(front["x"], front["y"], where="post", color="grey", ls=":", lw=1.5, label="Pareto front (all methods)")
+    ax.set_xlabel("total compute (training + scoring) vs full data")
+    ax.set_ylabel("final test top-1")
+    _pct(ax, "y")
+    _pct(ax, "x")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def paired_forest(pt: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -145,14 +186,19 @@ def paired_forest(pt: pd.DataFrame, path: Path) -> pd.DataFrame:
     d = pt[pt["reference_kind"].isin(["full", "baseline"])].copy()
     keys = sorted(set(zip(d["dataset"], d["model"], d["prune_ratio"])))
     multi = len({k[:2] for k in keys}) > 1
-    n_max = max((d[(d["dataset"] == k[0]) & (d["model"] == k[1]) & (d["prune_ratio"] == k[2])]["method"].nunique()
-                 for k in keys), default=1)
+    n_max = max(
+        (
+            d[(d["dataset"] == k[0]) & (d["model"] == k[1]) & (d["prune_ratio"] == k[2])]["method"].nunique()
+            for k in keys
+        ),
+        default=1,
+    )
     fig, axes = _grid(2 * len(keys), ncols=2, w=6.2, h=0.32 * n_max + 1.4)
     colors = {"better": "#2a9d4b", "worse": "#c44e52", "not distinguishable": "#555555"}
     for i, (ds, mo, p) in enumerate(keys):
         at = d[(d["dataset"] == ds) & (d["model"] == mo) & (d["prune_ratio"] == p)]
         order = at.drop_duplicates("method").sort_values("rank")["method"].tolist()
-        for ax, kind in zip(axes[2 * i: 2 * i + 2], ("full", "baseline")):
+        for ax, kind in zip(axes[2 * i : 2 * i + 2], ("full", "baseline")):
             g = at[at["reference_kind"] == kind].set_index("method").reindex(order)
             y = np.arange(len(order))
             for yy, (_m, r) in zip(y, g.iterrows()):
@@ -160,20 +206,38 @@ def paired_forest(pt: pd.DataFrame, path: Path) -> pd.DataFrame:
                     continue
                 lo = r["diff_ci_low"] if not pd.isna(r["diff_ci_low"]) else r["diff_mean"]
                 hi = r["diff_ci_high"] if not pd.isna(r["diff_ci_high"]) else r["diff_mean"]
-                ax.errorbar(100 * r["diff_mean"], yy, xerr=[[100 * (r["diff_mean"] - lo)], [100 * (hi - r["diff_mean"])]],
-                            fmt="o", color=colors.get(r["verdict"], "#555555"), capsize=3, ms=5)
-            labels = [m + (("  (the baseline)" if kind == "baseline" else "") if pd.isna(g.loc[m, "reference"])
-                           else "" if kind == "full" else f"  (vs {g.loc[m, 'reference']})")
-                      + (f"  n={int(g.loc[m, 'n_pairs'])}" if not pd.isna(g.loc[m, "n_pairs"]) and g.loc[m, "n_pairs"] < 3 else "")
-                      for m in order]
+                ax.errorbar(
+                    100 * r["diff_mean"],
+                    yy,
+                    xerr=[[100 * (r["diff_mean"] - lo)], [100 * (hi - r["diff_mean"])]],
+                    fmt="o",
+                    color=colors.get(r["verdict"], "#555555"),
+                    capsize=3,
+                    ms=5,
+                )
+            labels = [_forest_label(m, g, kind) for m in order]
             ax.set_yticks(y, labels, fontsize=8)
             ax.invert_yaxis()
             ax.axvline(0, color="black", lw=0.8)
             ax.set_xlabel(f"top-1 difference, method − {'full data' if kind == 'full' else 'baseline'} (pp)")
-            ax.set_title(f"p = {p:g}: vs {'full data' if kind == 'full' else 'family baseline'}"
-                         + (f" — {ds} / {mo}" if multi else ""), fontsize=10)
+            ax.set_title(
+                f"p = {p:g}: vs {'full data' if kind == 'full' else 'family baseline'}"
+                + (f" — {ds} / {mo}" if multi else ""),
+                fontsize=10,
+            )
     _save(fig, path)
     return d
+
+
+def _forest_label(m: str, g: pd.DataFrame, kind: str) -> str:
+    """The y label of method ``m`` in a panel of :func:`paired_forest` against ``kind`` (``full``/``baseline``):
+    the reference when it is not the obvious one, and the number of pairs when under 3."""
+    if pd.isna(g.loc[m, "reference"]):
+        ref = "  (the baseline)" if kind == "baseline" else ""
+    else:
+        ref = "" if kind == "full" else f"  (vs {g.loc[m, 'reference']})"
+    n_pairs = g.loc[m, "n_pairs"]
+    return m + ref + (f"  n={int(n_pairs)}" if not pd.isna(n_pairs) and n_pairs < 3 else "")
 
 
 def accuracy_curves(hist: pd.DataFrame, colors: dict[str, str], path: Path) -> None:
@@ -199,9 +263,13 @@ def accuracy_curves(hist: pd.DataFrame, colors: dict[str, str], path: Path) -> N
 
 def stability(stab: pd.DataFrame, colors: dict[str, str], path: Path) -> None:
     """Seed std of final top-1 per method and prune ratio (and the accuracy-curve volatility)."""
-    cols = ["final_acc_std"] + (["curve_volatility"] if "curve_volatility" in stab and stab["curve_volatility"].notna().any() else [])
-    titles = {"final_acc_std": "std of final top-1 over seeds",
-              "curve_volatility": "accuracy-curve volatility\n(mean |change| per epoch, 2nd half)"}
+    cols = ["final_acc_std"] + (
+        ["curve_volatility"] if "curve_volatility" in stab and stab["curve_volatility"].notna().any() else []
+    )
+    titles = {
+        "final_acc_std": "std of final top-1 over seeds",
+        "curve_volatility": "accuracy-curve volatility\n(mean |change| per epoch, 2nd half)",
+    }
     fig, axes = _grid(len(cols), ncols=2, w=6.5, h=4.2)
     d = stab.assign(ratio=stab["prune_ratio"].map(lambda p: f"{p:g}"))
     for ax, c in zip(axes, cols):
@@ -226,14 +294,30 @@ def overhead(lb: pd.DataFrame, path: Path, runs: pd.DataFrame | None = None) -> 
     y = np.arange(len(d))
     ax.barh(y, train, color="#4c72b0", label="training (excl. selection)")
     ax.barh(y, d["selection_time_s"], left=train, color="#dd8452", label="selection / planning")
-    ax.barh(y, d["scoring_cost_s"].fillna(0), left=train + d["selection_time_s"], color="#c44e52",
-            label="scoring before training (proxy at its original time)")
-    ax.errorbar(d["total_cost_s"], y, xerr=np.nan_to_num(d["total_cost_s_std"].to_numpy(float)), fmt="none",
-                ecolor="black", capsize=3, lw=1, label="± std of the total over seeds")
+    ax.barh(
+        y,
+        d["scoring_cost_s"].fillna(0),
+        left=train + d["selection_time_s"],
+        color="#c44e52",
+        label="scoring before training (proxy at its original time)",
+    )
+    ax.errorbar(
+        d["total_cost_s"],
+        y,
+        xerr=np.nan_to_num(d["total_cost_s_std"].to_numpy(float)),
+        fmt="none",
+        ecolor="black",
+        capsize=3,
+        lw=1,
+        label="± std of the total over seeds",
+    )
     if runs is not None:
         pos = {(s, p): i for i, (s, p) in enumerate(zip(d["series"], d["prune_ratio"]))}
-        pts = [(r["total_cost_s"], pos[(r["series"], r["prune_ratio"])]) for _, r in runs.iterrows()
-               if (r["series"], r["prune_ratio"]) in pos]
+        pts = [
+            (r["total_cost_s"], pos[(r["series"], r["prune_ratio"])])
+            for _, r in runs.iterrows()
+            if (r["series"], r["prune_ratio"]) in pos
+        ]
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, "k.", ms=4, alpha=0.7, label="one seed's total")
@@ -251,8 +335,17 @@ def jaccard_heatmap(d: pd.DataFrame, title: str, path: Path) -> None:
     mat.columns = [int(c) + 1 for c in mat.columns]
     fig = Figure(figsize=(min(18, max(8.0, 4.5 + 0.55 * mat.shape[1])), 0.5 * mat.shape[0] + 1.8), layout="constrained")
     ax = fig.subplots()
-    sns.heatmap(mat, ax=ax, vmin=0, vmax=1, cmap="viridis", annot=mat.size <= 240, fmt=".2f",
-                annot_kws={"fontsize": 9}, cbar_kws={"label": "Jaccard |A n B| / |A u B|"})
+    sns.heatmap(
+        mat,
+        ax=ax,
+        vmin=0,
+        vmax=1,
+        cmap="viridis",
+        annot=mat.size <= 240,
+        fmt=".2f",
+        annot_kws={"fontsize": 9},
+        cbar_kws={"label": "Jaccard |A n B| / |A u B|"},
+    )
     ax.set_xlabel("epoch")
     ax.set_ylabel("")
     ax.set_title(title)
@@ -286,10 +379,17 @@ def orderdp_gamma(items: list[dict], path: Path) -> None:
         n = it["n"]
         ax.plot(np.arange(1, n + 1), it["gamma"], color="black", lw=2, label="gamma_j (theory)")
         if it.get("centres") is not None:
-            ax.plot(it["centres"], it["expected_binned"], color="grey", ls=":", lw=1.5,
-                    label="gamma with the scores' ties")
-            ax.plot(it["centres"], it["empirical_binned"], "o", color="crimson", ms=3.5,
-                    label=f"empirical ({it['n_epochs']} epoch snapshots)")
+            ax.plot(
+                it["centres"], it["expected_binned"], color="grey", ls=":", lw=1.5, label="gamma with the scores' ties"
+            )
+            ax.plot(
+                it["centres"],
+                it["empirical_binned"],
+                "o",
+                color="crimson",
+                ms=3.5,
+                label=f"empirical ({it['n_epochs']} epoch snapshots)",
+            )
         ax.axvline(it["q"], color="grey", lw=0.8)
         ax.axvline(n - it["s"] + it["q"], color="grey", lw=0.8)
         ax.set_title(f"{it['series']}  p={it['prune_ratio']:g}:  N={n}, s={it['s']}, q={it['q']}", fontsize=10)
