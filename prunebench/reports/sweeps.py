@@ -96,11 +96,21 @@ def point_table(results: pd.DataFrame, kind: str) -> pd.DataFrame:
         m, sd, lo, hi, n = mean_ci(g["final_acc"])
         cost = [total_cost(r) for _, r in g.iterrows()]
         cm, csd, _, _, _ = mean_ci(cost)
-        rec = {"point": point, **{a: g[a].iloc[0] for a in axes}, "n_seeds": n,
-               "seeds": ",".join(str(int(s)) for s in sorted(g["seed"])),
-               "acc_mean": m, "acc_std": sd, "acc_ci_low": lo, "acc_ci_high": hi,
-               "total_compute": cm, "total_compute_std": csd,
-               "realized_prune_ratio": float(g["realized_prune_ratio"].mean()) if "realized_prune_ratio" in g else math.nan}
+        rec = {
+            "point": point,
+            **{a: g[a].iloc[0] for a in axes},
+            "n_seeds": n,
+            "seeds": ",".join(str(int(s)) for s in sorted(g["seed"])),
+            "acc_mean": m,
+            "acc_std": sd,
+            "acc_ci_low": lo,
+            "acc_ci_high": hi,
+            "total_compute": cm,
+            "total_compute_std": csd,
+            "realized_prune_ratio": float(g["realized_prune_ratio"].mean())
+            if "realized_prune_ratio" in g
+            else math.nan,
+        }
         recs.append(rec)
         accs[point] = {int(s): float(a) for s, a in zip(g["seed"], g["final_acc"])}
     t = pd.DataFrame(recs)
@@ -111,14 +121,18 @@ def point_table(results: pd.DataFrame, kind: str) -> pd.DataFrame:
     if kind == "accuracy" and len(cand):
         best = cand.sort_values("acc_mean", ascending=False, kind="stable").iloc[0]["point"]
         t["best"] = t["point"] == best
-        diffs = [paired_diff(accs[best], accs[p]) if p != best else (0.0, math.nan, math.nan, len(accs[p]))
-                 for p in t["point"]]
+        diffs = [
+            paired_diff(accs[best], accs[p]) if p != best else (0.0, math.nan, math.nan, len(accs[p]))
+            for p in t["point"]
+        ]
         t["diff_vs_best"] = [d[0] for d in diffs]
         t["diff_ci_low"] = [d[1] for d in diffs]
         t["diff_ci_high"] = [d[2] for d in diffs]
         t["n_paired"] = [d[3] for d in diffs]
-        t["indistinguishable"] = [(p == best) or (not r and (n < 2 or not lo > 0))
-                                  for p, r, (_, lo, _, n) in zip(t["point"], t["is_reference"], diffs)]
+        t["indistinguishable"] = [
+            (p == best) or (not r and (n < 2 or not lo > 0))
+            for p, r, (_, lo, _, n) in zip(t["point"], t["is_reference"], diffs)
+        ]
     elif len(cand):
         mask = pareto_front_mask(cand["total_compute"], cand["acc_mean"])
         t["on_front"] = False
@@ -131,15 +145,19 @@ def trial_bookkeeping(trials: pd.DataFrame, asked: int) -> dict[str, Any]:
     ``running`` (trial numbers) and ``warnings`` (fewer complete trials than ``asked``; stopped ones)."""
     state = trials["state"] if len(trials) else pd.Series(dtype=str)
     complete = [int(t) for t in trials.loc[state == "COMPLETE", "trial"]]
-    stopped = [(int(t), str(w) if isinstance(w, str) else "?")
-               for t, w in zip(trials.loc[state == "PRUNED", "trial"], trials.loc[state == "PRUNED", "stopped_at"])]
+    stopped = [
+        (int(t), str(w) if isinstance(w, str) else "?")
+        for t, w in zip(trials.loc[state == "PRUNED", "trial"], trials.loc[state == "PRUNED", "stopped_at"])
+    ]
     failed = [int(t) for t in trials.loc[state == "FAIL", "trial"]]
     running = [int(t) for t in trials.loc[state == "RUNNING", "trial"]]
     warnings = []
     if len(complete) < asked:
-        warnings.append(f"only {len(complete)} of the {asked} trials asked for completed ({len(stopped)} early-stopped, "
-                        f"{len(failed)} failed, {len(running)} running); the best is chosen among the completed ones "
-                        "only: run more trials (--n-trials) for a sturdier answer")
+        warnings.append(
+            f"only {len(complete)} of the {asked} trials asked for completed ({len(stopped)} early-stopped, "
+            f"{len(failed)} failed, {len(running)} running); the best is chosen among the completed ones "
+            "only: run more trials (--n-trials) for a sturdier answer"
+        )
     return {"complete": complete, "stopped": stopped, "failed": failed, "running": running, "warnings": warnings}
 
 
@@ -170,19 +188,23 @@ def best_sentence(points: pd.DataFrame) -> str:
     ties = points[points["indistinguishable"] & ~points["best"]]
     axes = [c for c in points.columns if c.startswith("axis.")]
     where = lambda r: ", ".join(f"{c[5:]} = {_val(r[c])}" for c in axes) or r["point"]  # noqa: E731
-    s = (f"best: {where(b)}: {_pct(b['acc_mean'])}% (95% CI {_ci(b['acc_ci_low'], b['acc_ci_high'])}, "
-         f"{int(b['n_seeds'])} seeds)")
+    s = (
+        f"best: {where(b)}: {_pct(b['acc_mean'])}% (95% CI {_ci(b['acc_ci_low'], b['acc_ci_high'])}, "
+        f"{int(b['n_seeds'])} seeds)"
+    )
     if len(ties):
         s += "; not distinguishable from it (paired by seed, the 95% CI of the difference contains 0): " + "; ".join(
             f"{where(r)} ({_pct(r['acc_mean'])}%, diff {_pct(r['diff_vs_best'])} pp {_ci(r['diff_ci_low'], r['diff_ci_high'])})"
-            for _, r in ties.iterrows())
+            for _, r in ties.iterrows()
+        )
     else:
         s += "; every other point is worse (paired 95% CI of the difference above 0)"
     return s
 
 
-def format_points(points: pd.DataFrame, kind: str, trials: pd.DataFrame | None = None,
-                  warnings: list[str] | None = None) -> str:
+def format_points(
+    points: pd.DataFrame, kind: str, trials: pd.DataFrame | None = None, warnings: list[str] | None = None
+) -> str:
     """Plain-text summary: the points table, the best (accuracy) or the front (pareto), trial bookkeeping."""
     lines = []
     if points.empty:
@@ -198,12 +220,17 @@ def format_points(points: pd.DataFrame, kind: str, trials: pd.DataFrame | None =
         lines.append(head)
         for _, r in points.iterrows():
             ax = "".join(f"{(_val(r[c]) if not r['is_reference'] else 'full'):>{w[c]}}" for c in axes)
-            line = (f"{ax}{int(r['n_seeds']):>6}{_pct(r['acc_mean']):>8}{_ci(r['acc_ci_low'], r['acc_ci_high']):>18}"
-                    f"{r['total_compute']:>11.3f}")
+            line = (
+                f"{ax}{int(r['n_seeds']):>6}{_pct(r['acc_mean']):>8}{_ci(r['acc_ci_low'], r['acc_ci_high']):>18}"
+                f"{r['total_compute']:>11.3f}"
+            )
             if kind == "accuracy" and "best" in points.columns:
-                line += ("" if r["is_reference"] else
-                         f"{_pct(r['diff_vs_best']):>16}{_ci(r['diff_ci_low'], r['diff_ci_high']):>18}  "
-                         + ("BEST" if r["best"] else "yes" if r["indistinguishable"] else "no"))
+                line += (
+                    ""
+                    if r["is_reference"]
+                    else f"{_pct(r['diff_vs_best']):>16}{_ci(r['diff_ci_low'], r['diff_ci_high']):>18}  "
+                    + ("BEST" if r["best"] else "yes" if r["indistinguishable"] else "no")
+                )
             elif "on_front" in points.columns:
                 line += "  *" if r["on_front"] is True else ""
             lines.append(line)
@@ -214,8 +241,10 @@ def format_points(points: pd.DataFrame, kind: str, trials: pd.DataFrame | None =
         lines.append("trials: " + ", ".join(f"{v} {k.lower()}" for k, v in sorted(st.items())))
         stopped = trials[trials["state"] == "PRUNED"]
         if len(stopped):
-            lines.append("early-stopped (excluded from the best): " + "; ".join(
-                f"trial {int(t)} ({w})" for t, w in zip(stopped["trial"], stopped["stopped_at"])))
+            lines.append(
+                "early-stopped (excluded from the best): "
+                + "; ".join(f"trial {int(t)} ({w})" for t, w in zip(stopped["trial"], stopped["stopped_at"]))
+            )
     for msg in warnings or []:
         lines.append(f"WARNING: {msg}")
     return "\n".join(lines)
@@ -264,7 +293,10 @@ def accuracy_figure(points: pd.DataFrame, results: pd.DataFrame, path: Path, tit
     cmap = _cmap()
     for i, (key, g) in enumerate(groups):
         col = cmap(i / max(1, len(groups) - 1)) if other else "tab:blue"
-        lab = ", ".join(f"{c[5:]} = {_val(k)}" for c, k in zip(other, key if isinstance(key, tuple) else (key,))) or "mean over seeds"
+        lab = (
+            ", ".join(f"{c[5:]} = {_val(k)}" for c, k in zip(other, key if isinstance(key, tuple) else (key,)))
+            or "mean over seeds"
+        )
         ax.plot(g[x], g["acc_mean"], "o-", color=col, label=lab)
         ax.fill_between(g[x].astype(float), g["acc_ci_low"], g["acc_ci_high"], color=col, alpha=0.18, lw=0)
     ref = points[points["is_reference"]]
@@ -273,33 +305,59 @@ def accuracy_figure(points: pd.DataFrame, results: pd.DataFrame, path: Path, tit
         ax.axhline(r["acc_mean"], color="black", ls="--", lw=1.2, label=f"full data ({_pct(r['acc_mean'])}%)")
         if not pd.isna(r["acc_ci_low"]):
             ax.axhspan(r["acc_ci_low"], r["acc_ci_high"], color="grey", alpha=0.12, lw=0)
-    if "best" in pts.columns and pts["best"].any():
-        b = pts[pts["best"]].iloc[0]
-        ax.scatter([b[x]], [b["acc_mean"]], s=160, facecolors="none", edgecolors="crimson", lw=1.6, zorder=5,
-                   label="best (ringed); filled: not distinguishable")
-        tie = pts[pts["indistinguishable"]]
-        ax.scatter(tie[x], tie["acc_mean"], s=40, color="crimson", zorder=4)
+    _ring_best(ax, pts, x)
     ok = results[results["point"] != REFERENCE]
     pruner = str(ok["pruner"].iloc[0]) if len(ok) and "pruner" in ok else ""
     p = float(ok["prune_ratio"].iloc[0]) if len(ok) and ok["prune_ratio"].nunique() == 1 else None
     ends = _range_labels(pruner, x[5:], p)
     ylo = float(np.nanmin(pts["acc_ci_low"].fillna(pts["acc_mean"]))) if len(pts) else 0
-    for v, lab in ends.items():
-        hit = pts[np.isclose(pts[x].astype(float), v)]
-        if len(hit):
-            low_end = v == min(ends)
-            ax.annotate(f"{lab}\n({x[5:].removesuffix('@rel')} = {v:g})", (v, hit["acc_mean"].iloc[0]),
-                        xytext=(6 if low_end else -6, -34), textcoords="offset points",
-                        ha="left" if low_end else "right", fontsize=8, color="dimgray",
-                        arrowprops={"arrowstyle": "-", "color": "lightgray"})
-    ax.set_xlabel(x[5:].replace("@rel", " (position in its valid range)")
-                  + (f"   (prune ratio {p:g})" if p is not None and "axis.prune_ratio" not in axes else ""))
+    _label_range_ends(ax, pts, x, ends)
+    ax.set_xlabel(
+        x[5:].replace("@rel", " (position in its valid range)")
+        + (f"   (prune ratio {p:g})" if p is not None and "axis.prune_ratio" not in axes else "")
+    )
     ax.set_ylabel("final test top-1 (mean over seeds, 95% CI band)")
     ax.yaxis.set_major_formatter(_pct_formatter())
     ax.set_ylim(bottom=min(ylo, ax.get_ylim()[0]) - 0.01)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="best")
     fig.savefig(path, dpi=130)
+
+
+def _ring_best(ax, pts: pd.DataFrame, x: str) -> None:
+    """Ring the best point of :func:`accuracy_figure` and fill those not distinguishable from it."""
+    if "best" in pts.columns and pts["best"].any():
+        b = pts[pts["best"]].iloc[0]
+        ax.scatter(
+            [b[x]],
+            [b["acc_mean"]],
+            s=160,
+            facecolors="none",
+            edgecolors="crimson",
+            lw=1.6,
+            zorder=5,
+            label="best (ringed); filled: not distinguishable",
+        )
+        tie = pts[pts["indistinguishable"]]
+        ax.scatter(tie[x], tie["acc_mean"], s=40, color="crimson", zorder=4)
+
+
+def _label_range_ends(ax, pts: pd.DataFrame, x: str, ends: dict[float, str]) -> None:
+    """Label the named ends ``ends`` (value -> name) of the swept option ``x`` where a point of ``pts`` lies."""
+    for v, lab in ends.items():
+        hit = pts[np.isclose(pts[x].astype(float), v)]
+        if len(hit):
+            low_end = v == min(ends)
+            ax.annotate(
+                f"{lab}\n({x[5:].removesuffix('@rel')} = {v:g})",
+                (v, hit["acc_mean"].iloc[0]),
+                xytext=(6 if low_end else -6, -34),
+                textcoords="offset points",
+                ha="left" if low_end else "right",
+                fontsize=8,
+                color="dimgray",
+                arrowprops={"arrowstyle": "-", "color": "lightgray"},
+            )
 
 
 def pareto_figure(points: pd.DataFrame, path: Path, title: str, leaderboard: pd.DataFrame | None = None) -> None:
@@ -314,12 +372,7 @@ def pareto_figure(points: pd.DataFrame, path: Path, title: str, leaderboard: pd.
     fig = Figure(figsize=(8.0, 5.4), layout="constrained")
     ax = fig.subplots()
     if leaderboard is not None and len(leaderboard):
-        lb = leaderboard[leaderboard["method"] != REFERENCE]
-        ax.scatter(lb["total_compute"], lb["acc_mean"], marker="x", color="gray", s=28, alpha=0.7,
-                   label="leaderboard methods (mean over seeds)")
-        for _, r in lb.iterrows():
-            ax.annotate(f"{r['method']} p={r['prune_ratio']:g}", (r["total_compute"], r["acc_mean"]), fontsize=5.5,
-                        color="gray", xytext=(3, 2), textcoords="offset points")
+        _leaderboard_overlay(ax, leaderboard)
     vals = pts[colour].astype(float) if len(pts) else pd.Series(dtype=float)
     # points of equal cost (e.g. OrderDP's splits at one p) are spread sideways by up to 1% of the axis so
     # that their error bars stay readable; the front and the table use the exact means
@@ -327,15 +380,32 @@ def pareto_figure(points: pd.DataFrame, path: Path, title: str, leaderboard: pd.
     lo_v, hi_v = (float(vals.min()), float(vals.max())) if len(vals) else (0.0, 0.0)
     dx = ((vals - lo_v) / (hi_v - lo_v) - 0.5) * 0.02 * (span or 1.0) if hi_v > lo_v else 0.0 * vals
     xs = pts["total_compute"] + dx
-    yerr = np.vstack([(pts["acc_mean"] - pts["acc_ci_low"]).fillna(0), (pts["acc_ci_high"] - pts["acc_mean"]).fillna(0)])
-    ax.errorbar(xs, pts["acc_mean"], yerr=yerr, xerr=pts["total_compute_std"].fillna(0),
-                fmt="none", ecolor="0.55", elinewidth=1, capsize=2, zorder=1)
+    yerr = np.vstack(
+        [(pts["acc_mean"] - pts["acc_ci_low"]).fillna(0), (pts["acc_ci_high"] - pts["acc_mean"]).fillna(0)]
+    )
+    ax.errorbar(
+        xs,
+        pts["acc_mean"],
+        yerr=yerr,
+        xerr=pts["total_compute_std"].fillna(0),
+        fmt="none",
+        ecolor="0.55",
+        elinewidth=1,
+        capsize=2,
+        zorder=1,
+    )
     sc = ax.scatter(xs, pts["acc_mean"], c=vals, cmap=_cmap(), s=45, zorder=3, edgecolors="k", linewidths=0.4)
     fig.colorbar(sc, ax=ax, label=colour[5:].replace("@rel", " (position in its valid range)"))
     if "on_front" in pts.columns:
         front = pts[pts["on_front"].astype(bool)].sort_values("total_compute")
-        ax.step(front["total_compute"], front["acc_mean"], where="post", color="crimson", lw=1.4,
-                label=f"Pareto front over means ({len(front)} points)")
+        ax.step(
+            front["total_compute"],
+            front["acc_mean"],
+            where="post",
+            color="crimson",
+            lw=1.4,
+            label=f"Pareto front over means ({len(front)} points)",
+        )
     ref = points[points["is_reference"]]
     if len(ref):
         r = ref.iloc[0]
@@ -346,6 +416,29 @@ def pareto_figure(points: pd.DataFrame, path: Path, title: str, leaderboard: pd.
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
     fig.savefig(path, dpi=130)
+
+
+def _leaderboard_overlay(ax, leaderboard: pd.DataFrame) -> None:
+    """The study's leaderboard methods (but full data) as grey crosses on :func:`pareto_figure`."""
+    lb = leaderboard[leaderboard["method"] != REFERENCE]
+    ax.scatter(
+        lb["total_compute"],
+        lb["acc_mean"],
+        marker="x",
+        color="gray",
+        s=28,
+        alpha=0.7,
+        label="leaderboard methods (mean over seeds)",
+    )
+    for _, r in lb.iterrows():
+        ax.annotate(
+            f"{r['method']} p={r['prune_ratio']:g}",
+            (r["total_compute"], r["acc_mean"]),
+            fontsize=5.5,
+            color="gray",
+            xytext=(3, 2),
+            textcoords="offset points",
+        )
 
 
 def _cmap():
@@ -387,8 +480,11 @@ def leaderboard_costs(ok: pd.DataFrame) -> pd.DataFrame:
     if ok is None or ok.empty:
         return pd.DataFrame(columns=["method", "prune_ratio", "acc_mean", "total_compute"])
     t = ok.assign(total_compute=[total_cost(r) for _, r in ok.iterrows()])
-    return (t.groupby(["method", "prune_ratio"], sort=True)
-            .agg(acc_mean=("final_acc", "mean"), total_compute=("total_compute", "mean")).reset_index())
+    return (
+        t.groupby(["method", "prune_ratio"], sort=True)
+        .agg(acc_mean=("final_acc", "mean"), total_compute=("total_compute", "mean"))
+        .reset_index()
+    )
 
 
 def display_points(points: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -403,17 +499,27 @@ def display_points(points: pd.DataFrame, kind: str) -> pd.DataFrame:
     if kind == "accuracy" and "best" in points.columns:
         d["best − this (pp), paired 95% CI"] = [
             "" if ref else "best" if b else f"{_pct(m)} {_ci(lo, hi)}"
-            for ref, b, m, lo, hi in zip(points["is_reference"], points["best"], points["diff_vs_best"],
-                                         points["diff_ci_low"], points["diff_ci_high"])]
-        d["not distinguishable from best"] = ["" if ref else "yes" if t else "no"
-                                             for ref, t in zip(points["is_reference"], points["indistinguishable"])]
+            for ref, b, m, lo, hi in zip(
+                points["is_reference"],
+                points["best"],
+                points["diff_vs_best"],
+                points["diff_ci_low"],
+                points["diff_ci_high"],
+            )
+        ]
+        d["not distinguishable from best"] = [
+            "" if ref else "yes" if t else "no" for ref, t in zip(points["is_reference"], points["indistinguishable"])
+        ]
     elif "on_front" in points.columns:
-        d["on the front"] = ["" if ref else ("yes" if f is True else "") for ref, f in zip(points["is_reference"], points["on_front"])]
+        d["on the front"] = [
+            "" if ref else ("yes" if f is True else "") for ref, f in zip(points["is_reference"], points["on_front"])
+        ]
     return pd.DataFrame(d)
 
 
-def sweep_sections(sweeps: dict[str, pd.DataFrame], leaderboard_ok: pd.DataFrame | None, figdir: Path,
-                   tabdir: Path) -> list:
+def sweep_sections(
+    sweeps: dict[str, pd.DataFrame], leaderboard_ok: pd.DataFrame | None, figdir: Path, tabdir: Path
+) -> list:
     """One report section holding every sweep: its table (``tables/sweep-<name>.csv``), its figure
     (``figures/sweep-<name>.png``) and the best point or the front in words. Empty when no sweep has results."""
     from prunebench.reports.render import Figure, Section, Table
@@ -421,10 +527,12 @@ def sweep_sections(sweeps: dict[str, pd.DataFrame], leaderboard_ok: pd.DataFrame
     if not sweeps:
         return []
     sec = Section("Sweeps", "sweeps")
-    sec.add("Every sweep of the study that has results. Each point is a mean over the sweep's seeds with its "
-            "t-based 95% confidence interval; the total cost is the leaderboard's (training + scoring relative "
-            "compute). In an accuracy sweep the best point is the highest mean, and a point is not "
-            "distinguishable from it when the 95% CI of the per-seed differences (paired by seed) contains 0.")
+    sec.add(
+        "Every sweep of the study that has results. Each point is a mean over the sweep's seeds with its "
+        "t-based 95% confidence interval; the total cost is the leaderboard's (training + scoring relative "
+        "compute). In an accuracy sweep the best point is the highest mean, and a point is not "
+        "distinguishable from it when the 95% CI of the per-seed differences (paired by seed) contains 0."
+    )
     lb = leaderboard_costs(leaderboard_ok)
     for name, res in sweeps.items():
         kind = str(res["kind"].dropna().iloc[0]) if "kind" in res.columns and res["kind"].notna().any() else "accuracy"
@@ -441,17 +549,26 @@ def sweep_sections(sweeps: dict[str, pd.DataFrame], leaderboard_ok: pd.DataFrame
         fig = figdir / f"sweep-{name}.png"
         if kind == "accuracy":
             accuracy_figure(pts, res, fig, f"{name}: accuracy vs {', '.join(c[5:] for c in axis_columns(res))}")
-            cap = ("Final test top-1 against the swept option: mean over seeds with its 95% CI band; the best "
-                   "point ringed, the points not distinguishable from it filled red; named ends of the option's "
-                   "valid range labelled; full data (dashed, grey band: its 95% CI) as the reference.")
+            cap = (
+                "Final test top-1 against the swept option: mean over seeds with its 95% CI band; the best "
+                "point ringed, the points not distinguishable from it filled red; named ends of the option's "
+                "valid range labelled; full data (dashed, grey band: its 95% CI) as the reference."
+            )
         else:
             pareto_figure(pts, fig, f"{name}: accuracy vs total compute", lb)
-            cap = ("Each point: mean over seeds (error bars: 95% CI of accuracy, ± std of compute), coloured by "
-                   "the swept option (points of equal cost spread sideways by at most 1% of the axis); red staircase: the "
-                   "Pareto front over the means; grey crosses: the "
-                   "study's leaderboard methods on the same axes; dashed: full data.")
-        sec.add(Figure(f"figures/sweep-{name}.png", "Accuracy vs " + ("the swept option" if kind == "accuracy"
-                                                                      else "total compute"), cap))
+            cap = (
+                "Each point: mean over seeds (error bars: 95% CI of accuracy, ± std of compute), coloured by "
+                "the swept option (points of equal cost spread sideways by at most 1% of the axis); red staircase: the "
+                "Pareto front over the means; grey crosses: the "
+                "study's leaderboard methods on the same axes; dashed: full data."
+            )
+        sec.add(
+            Figure(
+                f"figures/sweep-{name}.png",
+                "Accuracy vs " + ("the swept option" if kind == "accuracy" else "total compute"),
+                cap,
+            )
+        )
         if kind == "accuracy":
             sec.add(best_sentence(pts))
         n_seed = pts.loc[~pts["is_reference"], "n_seeds"]
