@@ -28,16 +28,43 @@ from prunebench.options import check_value, type_name
 RECIPE_KEYS = RECIPE_FIELDS
 
 TOP_KEYS = ("study", "recipe", "methods", "sweeps", "executor")
-STUDY_KEYS = ("name", "description", "experiment", "tracking_uri", "seeds", "prune_ratios", "proxy_charge",
-              "baselines", "plugins", "epochs", "ratios_by_epochs", "probe", "reuse")
+STUDY_KEYS = (
+    "name",
+    "description",
+    "experiment",
+    "tracking_uri",
+    "seeds",
+    "prune_ratios",
+    "proxy_charge",
+    "baselines",
+    "plugins",
+    "epochs",
+    "ratios_by_epochs",
+    "probe",
+    "reuse",
+)
 PROBE_KEYS = ("methods", "at")
 PROXY_CHARGES = ("full", "amortised")  # prunebench.reports.stats.PROXY_CHARGES (a study may not import reports)
 BASELINE_KINDS = ("static", "dynamic")
 METHOD_KEYS = ("pruner", "options", "prune_ratios")
 SWEEP_KINDS = ("accuracy", "pareto")
-SWEEP_KEYS = ("kind", "pruner", "options", "prune_ratio", "space", "grid_points", "n_trials", "seeds", "storage",
-              "study_name", "sampler", "seed", "early_stopping", "early_stopping_startup_trials",
-              "early_stopping_warmup")
+SWEEP_KEYS = (
+    "kind",
+    "pruner",
+    "options",
+    "prune_ratio",
+    "space",
+    "grid_points",
+    "n_trials",
+    "seeds",
+    "storage",
+    "study_name",
+    "sampler",
+    "seed",
+    "early_stopping",
+    "early_stopping_startup_trials",
+    "early_stopping_warmup",
+)
 AXIS_KEYS = ("low", "high", "points", "values", "relative")
 SAMPLERS = ("grid", "tpe", "random", "nsga2")
 REFERENCE = "full"  # the method every leaderboard compares with: once per seed, prune ratio 0
@@ -111,9 +138,12 @@ class SweepSpec:
         import itertools
 
         if any(a.values is None for a in self.axes):
-            raise ConfigError(f"sweep {self.name}: axis {next(a.name for a in self.axes if a.values is None)} "
-                              "is a range, not a grid")
-        return [dict(zip([a.name for a in self.axes], combo)) for combo in itertools.product(*(a.values for a in self.axes))]
+            raise ConfigError(
+                f"sweep {self.name}: axis {next(a.name for a in self.axes if a.values is None)} is a range, not a grid"
+            )
+        return [
+            dict(zip([a.name for a in self.axes], combo)) for combo in itertools.product(*(a.values for a in self.axes))
+        ]
 
     def resolve(self, point: dict[str, Any]) -> tuple[float, dict[str, Any]]:
         """(prune ratio, full option dict) of one point; relative axes become option values."""
@@ -194,26 +224,40 @@ class Study:
         raw = {**self.recipe, "experiment": self.experiment, "tracking_uri": self.tracking_uri, **changes}
         return TrainConfig(**raw)
 
-    def run_key(self, method: MethodSpec | str, pruner: str, options: dict[str, Any], prune_ratio: float,
-                seed: int, recipe: dict[str, Any] | None = None) -> str:
+    def run_key(
+        self,
+        method: MethodSpec | str,
+        pruner: str,
+        options: dict[str, Any],
+        prune_ratio: float,
+        seed: int,
+        recipe: dict[str, Any] | None = None,
+    ) -> str:
         """Stable hash of study + method + pruner options (defaults filled in) + ratio + seed + recipe
         (``recipe``: the cell's changes to [recipe], e.g. its epochs on a budget axis)."""
         name = method.name if isinstance(method, MethodSpec) else method
         payload = {"study": self.name, "method": name, **self._identity(pruner, options, prune_ratio, seed, recipe)}
         return _digest(payload)
 
-    def cell_identity(self, pruner: str, options: dict[str, Any], prune_ratio: float, seed: int,
-                      recipe: dict[str, Any] | None = None) -> str:
+    def cell_identity(
+        self, pruner: str, options: dict[str, Any], prune_ratio: float, seed: int, recipe: dict[str, Any] | None = None
+    ) -> str:
         """What a cell trains, whatever the study and method are called: the run key's payload less the
         study and method names. Equal identities in two study files are the same run (``[study] reuse``)."""
         return _digest(self._identity(pruner, options, prune_ratio, seed, recipe))
 
-    def _identity(self, pruner: str, options: dict[str, Any], prune_ratio: float, seed: int,
-                  recipe: dict[str, Any] | None) -> dict[str, Any]:
+    def _identity(
+        self, pruner: str, options: dict[str, Any], prune_ratio: float, seed: int, recipe: dict[str, Any] | None
+    ) -> dict[str, Any]:
         cfg = self.base_config(**(recipe or {})).to_dict()
         fields = {k: cfg[k] for k in RUN_KEY_RECIPE_FIELDS}  # the experiment's fields (TrainConfig's metadata)
-        return {"pruner": pruner, "options": _key_options(pruner, options), "prune_ratio": float(prune_ratio),
-                "seed": int(seed), "recipe": fields}
+        return {
+            "pruner": pruner,
+            "options": _key_options(pruner, options),
+            "prune_ratio": float(prune_ratio),
+            "seed": int(seed),
+            "recipe": fields,
+        }
 
     def budgets(self) -> tuple[int | None, ...]:
         """The epochs axis: ``[study] epochs``, or ``(None,)`` (the recipe's epochs)."""
@@ -235,8 +279,11 @@ class Study:
             for seed in self.seeds:
                 for m in self.methods:
                     allowed = self.ratios_by_epochs.get(e) if e is not None else None
-                    out += [(seed, e, m, p) for p in m.prune_ratios
-                            if m.name == REFERENCE or allowed is None or p in allowed]
+                    out += [
+                        (seed, e, m, p)
+                        for p in m.prune_ratios
+                        if m.name == REFERENCE or allowed is None or p in allowed
+                    ]
         return out
 
     def runs(self, **config_changes: Any) -> list[RunSpec]:
@@ -245,11 +292,23 @@ class Study:
         for seed, e, m, p in self.cells():
             recipe = self.cell_recipe(m, e)
             key = self.run_key(m, m.pruner, m.options, p, seed, recipe)
-            tags = {"prunebench.study": self.name, "prunebench.method": m.name, "prunebench.run_key": key,
-                    "prunebench.kind": "leaderboard"}
+            tags = {
+                "prunebench.study": self.name,
+                "prunebench.method": m.name,
+                "prunebench.run_key": key,
+                "prunebench.kind": "leaderboard",
+            }
             name = f"{m.name} p={p:g} seed={seed}" + (f" epochs={e}" if e is not None else "")
-            cfg = self.base_config(pruner=m.pruner, prune_ratio=p, pruner_options=dict(m.options), seed=seed,
-                                   tags=tags, run_name=name, **recipe, **config_changes)
+            cfg = self.base_config(
+                pruner=m.pruner,
+                prune_ratio=p,
+                pruner_options=dict(m.options),
+                seed=seed,
+                tags=tags,
+                run_name=name,
+                **recipe,
+                **config_changes,
+            )
             out.append(RunSpec(m.name, m.pruner, dict(m.options), p, seed, key, cfg))
         return out
 
@@ -259,8 +318,9 @@ class Study:
         mine: dict[str, str] = {}
         for seed, e, m, p in self.cells():
             recipe = self.cell_recipe(m, e)
-            mine[self.cell_identity(m.pruner, m.options, p, seed, recipe)] = self.run_key(m, m.pruner, m.options,
-                                                                                          p, seed, recipe)
+            mine[self.cell_identity(m.pruner, m.options, p, seed, recipe)] = self.run_key(
+                m, m.pruner, m.options, p, seed, recipe
+            )
         out: dict[str, str] = {}
         for path in self.reuse:
             other = load_study(path)
@@ -347,8 +407,7 @@ def _ratios(v: Any, f: _File, key: str) -> tuple[float, ...]:
 
 
 def _seeds(v: Any, f: _File, key: str) -> tuple[int, ...]:
-    if (not isinstance(v, list) or not v
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in v)):
+    if not isinstance(v, list) or not v or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in v):
         raise f.error(key, f"expected a non-empty list of integers >= 0, got {v!r}")
     if len(set(v)) != len(v):
         raise f.error(key, f"seeds repeat: {v}")
@@ -378,13 +437,22 @@ def _pruner_options(pruner: str, raw: Any, f: _File, key: str) -> dict[str, Any]
     valid = tuple(x.name for x in dataclasses.fields(cls.Options))
     for k, v in raw.items():
         if k not in valid:
-            raise f.error(f"{key}.{k}", f"unknown option of pruner {pruner!r}; valid options: {', '.join(valid) or '(none)'}")
+            raise f.error(
+                f"{key}.{k}", f"unknown option of pruner {pruner!r}; valid options: {', '.join(valid) or '(none)'}"
+            )
         _check_type(v, hints[k], f, f"{key}.{k}")
     return dict(raw)
 
 
-def _check_pruner(pruner: str, options: dict[str, Any], ratios: tuple[float, ...], epochs: int, f: _File,
-                  key: str, num_samples: int = 10_000) -> None:
+def _check_pruner(
+    pruner: str,
+    options: dict[str, Any],
+    ratios: tuple[float, ...],
+    epochs: int,
+    f: _File,
+    key: str,
+    num_samples: int = 10_000,
+) -> None:
     """Build the pruner once per ratio, so option values and their dependence on p are checked now."""
     from prunebench.pruners import create_pruner
 
@@ -411,8 +479,10 @@ def load_study(path: str | Path) -> Study:
     default_ratios = _ratios(st["prune_ratios"], f, "study.prune_ratios") if "prune_ratios" in st else None
     methods = _load_methods(f.table(raw.get("methods", {}), "methods"), f, default_ratios, budgets or (epochs,))
     sweeps_raw = f.table(raw.get("sweeps", {}), "sweeps")
-    sweeps = {sname: _load_sweep(sname, f.table(s, f"sweeps.{sname}"), f, name, seeds, epochs)
-              for sname, s in sweeps_raw.items()}
+    sweeps = {
+        sname: _load_sweep(sname, f.table(s, f"sweeps.{sname}"), f, name, seeds, epochs)
+        for sname, s in sweeps_raw.items()
+    }
     proxy_charge = st.get("proxy_charge", "full")
     if proxy_charge not in PROXY_CHARGES:
         raise f.error("study.proxy_charge", f"{proxy_charge!r} is not valid; valid: {', '.join(PROXY_CHARGES)}")
@@ -422,12 +492,25 @@ def load_study(path: str | Path) -> Study:
     from prunebench.studies.executors import parse_executor
 
     executor = parse_executor(raw.get("executor", {}), f"{path}: executor")
-    return Study(name=name, path=path, source=text, description=st.get("description", ""), experiment=experiment,
-                 tracking_uri=_str(st["tracking_uri"], f, "study.tracking_uri") if "tracking_uri" in st else None,
-                 seeds=seeds, recipe=dict(recipe), methods=tuple(methods), sweeps=sweeps,
-                 proxy_charge=proxy_charge, baselines=baselines, executor=executor, epochs=budgets,
-                 ratios_by_epochs=_ratios_by_epochs(st, f, budgets), probe=_probe(st, f, [m.name for m in methods]),
-                 reuse=_reuse(st, f, path))
+    return Study(
+        name=name,
+        path=path,
+        source=text,
+        description=st.get("description", ""),
+        experiment=experiment,
+        tracking_uri=_str(st["tracking_uri"], f, "study.tracking_uri") if "tracking_uri" in st else None,
+        seeds=seeds,
+        recipe=dict(recipe),
+        methods=tuple(methods),
+        sweeps=sweeps,
+        proxy_charge=proxy_charge,
+        baselines=baselines,
+        executor=executor,
+        epochs=budgets,
+        ratios_by_epochs=_ratios_by_epochs(st, f, budgets),
+        probe=_probe(st, f, [m.name for m in methods]),
+        reuse=_reuse(st, f, path),
+    )
 
 
 def _budgets(st: dict[str, Any], f: _File) -> tuple[int, ...]:
@@ -462,11 +545,16 @@ def _probe(st: dict[str, Any], f: _File, names: list[str]) -> ProbePlan | None:
     f.unknown(raw, PROBE_KEYS, "study.probe")
     methods = raw.get("methods")
     if not isinstance(methods, list) or not methods or any(m not in names for m in methods):
-        raise f.error("study.probe.methods", f"expected a non-empty list of this study's methods "
-                      f"({', '.join(names)}), got {methods!r}")
+        raise f.error(
+            "study.probe.methods",
+            f"expected a non-empty list of this study's methods ({', '.join(names)}), got {methods!r}",
+        )
     at = raw.get("at", [1.0])
-    if (not isinstance(at, list) or not at
-            or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x <= 1 for x in at)):
+    if (
+        not isinstance(at, list)
+        or not at
+        or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x <= 1 for x in at)
+    ):
         raise f.error("study.probe.at", f"expected a non-empty list of run fractions in (0, 1], got {at!r}")
     return ProbePlan(tuple(methods), tuple(float(x) for x in at))
 
@@ -542,17 +630,24 @@ def _load_recipe(raw: dict[str, Any], f: _File, experiment: str) -> tuple[dict[s
             owned = f" ({k} is set by the study itself)" if k in fields else ""
             raise f.error(f"recipe.{k}", f"unknown key{owned}; valid keys in recipe: {', '.join(RECIPE_KEYS)}")
     try:
-        base = TrainConfig.from_dict({**recipe, "experiment": experiment}, where=f"{f.name}: recipe", strict=True,
-                                     key=lambda k: f"{f.name}: recipe.{k}")
+        base = TrainConfig.from_dict(
+            {**recipe, "experiment": experiment},
+            where=f"{f.name}: recipe",
+            strict=True,
+            key=lambda k: f"{f.name}: recipe.{k}",
+        )
     except ConfigError as e:
         msg = str(e)
-        raise ConfigError(msg if msg.startswith(f.name) else f"{f.name}: recipe: {msg.removeprefix('config: ')}") from None
+        raise ConfigError(
+            msg if msg.startswith(f.name) else f"{f.name}: recipe: {msg.removeprefix('config: ')}"
+        ) from None
     _check_names(base, f)
     return recipe, base
 
 
-def _load_methods(methods_raw: dict[str, Any], f: _File, default_ratios: tuple[float, ...] | None,
-                  budgets: tuple[int, ...]) -> list[MethodSpec]:
+def _load_methods(
+    methods_raw: dict[str, Any], f: _File, default_ratios: tuple[float, ...] | None, budgets: tuple[int, ...]
+) -> list[MethodSpec]:
     """[methods.NAME] tables, after the reference ``full`` (always in the grid, once per seed)."""
     methods: list[MethodSpec] = [MethodSpec(REFERENCE, REFERENCE, {}, (0.0,))]
     for mname, m in methods_raw.items():
@@ -560,8 +655,12 @@ def _load_methods(methods_raw: dict[str, Any], f: _File, default_ratios: tuple[f
         _str(mname, f, key, _NAME)
         m = f.table(m, key)
         f.unknown(m, METHOD_KEYS, key)
-        pruner = _pruner_name(m.get("pruner", mname), f, f"{key}.pruner",
-                              "" if "pruner" in m else " (the method name is used when pruner is not given)")
+        pruner = _pruner_name(
+            m.get("pruner", mname),
+            f,
+            f"{key}.pruner",
+            "" if "pruner" in m else " (the method name is used when pruner is not given)",
+        )
         options = _pruner_options(pruner, m.get("options", {}), f, f"{key}.options")
         if mname == REFERENCE or pruner == REFERENCE:
             if mname != REFERENCE or pruner != REFERENCE:
@@ -600,7 +699,9 @@ def _baselines(st: dict[str, Any], f: _File, names: list[str]) -> dict[str, str]
         f.unknown(b, BASELINE_KINDS, "study.baselines")
         for kind, v in b.items():
             if v not in names:
-                raise f.error(f"study.baselines.{kind}", f"{v!r} is not a method of this study; valid: {', '.join(names)}")
+                raise f.error(
+                    f"study.baselines.{kind}", f"{v!r} is not a method of this study; valid: {', '.join(names)}"
+                )
             baselines[kind] = v
     return baselines
 
@@ -616,13 +717,18 @@ def _check_names(cfg: TrainConfig, f: _File) -> None:
     except ConfigError as e:
         raise f.error("recipe.dataset", f"{e}") from None
     except Exception:
-        raise f.error("recipe.dataset", f"unknown dataset {cfg.dataset!r}; valid: {', '.join(list_datasets())}") from None
+        raise f.error(
+            "recipe.dataset", f"unknown dataset {cfg.dataset!r}; valid: {', '.join(list_datasets())}"
+        ) from None
     if not cfg.model.startswith("tv:") and cfg.model not in list_models():
-        raise f.error("recipe.model", f"unknown model {cfg.model!r}; valid: {', '.join(list_models())}, tv:<torchvision model>")
+        raise f.error(
+            "recipe.model", f"unknown model {cfg.model!r}; valid: {', '.join(list_models())}, tv:<torchvision model>"
+        )
 
 
-def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_seeds: tuple[int, ...],
-                epochs: int) -> SweepSpec:
+def _load_sweep(
+    sname: str, s: dict[str, Any], f: _File, study_name: str, study_seeds: tuple[int, ...], epochs: int
+) -> SweepSpec:
     from prunebench.pruners import get_pruner_class, list_pruners
 
     key = f"sweeps.{sname}"
@@ -645,21 +751,33 @@ def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_
     if early and kind == "pareto":
         raise f.error(f"{key}.early_stopping", "early stopping of trials needs one objective; a pareto sweep has two")
     if early and sampler == "grid":
-        raise f.error(f"{key}.early_stopping", "a grid sweep runs every point to the end; early stopping needs "
-                                               "an Optuna sampler (sampler = \"tpe\" or \"random\")")
+        raise f.error(
+            f"{key}.early_stopping",
+            "a grid sweep runs every point to the end; early stopping needs "
+            'an Optuna sampler (sampler = "tpe" or "random")',
+        )
     warm = s.get("early_stopping_warmup", 0.5)
     if isinstance(warm, bool) or not isinstance(warm, (int, float)) or not 0.0 <= warm < 1.0:
         raise f.error(f"{key}.early_stopping_warmup", f"expected a fraction of the run in [0, 1), got {warm!r}")
     if sampler == "grid" and "n_trials" in s:
         raise f.error(f"{key}.n_trials", "a grid sweep runs every point of its grid; n_trials is for Optuna samplers")
     spec = SweepSpec(
-        name=sname, kind=kind, pruner=pruner, options=options, prune_ratio=prune_ratio, axes=axes,
-        n_trials=_int(s.get("n_trials", 20), f, f"{key}.n_trials", 1), seeds=seeds,
+        name=sname,
+        kind=kind,
+        pruner=pruner,
+        options=options,
+        prune_ratio=prune_ratio,
+        axes=axes,
+        n_trials=_int(s.get("n_trials", 20), f, f"{key}.n_trials", 1),
+        seeds=seeds,
         storage=_str(s["storage"], f, f"{key}.storage") if "storage" in s else None,
         study_name=_str(s.get("study_name", f"{study_name}/{sname}"), f, f"{key}.study_name"),
-        sampler=sampler, seed=_int(s.get("seed", 0), f, f"{key}.seed", 0), early_stopping=early,
-        early_stopping_startup_trials=_int(s.get("early_stopping_startup_trials", 4), f,
-                                           f"{key}.early_stopping_startup_trials", 0),
+        sampler=sampler,
+        seed=_int(s.get("seed", 0), f, f"{key}.seed", 0),
+        early_stopping=early,
+        early_stopping_startup_trials=_int(
+            s.get("early_stopping_startup_trials", 4), f, f"{key}.early_stopping_startup_trials", 0
+        ),
         early_stopping_warmup=float(warm),
     )
     if sampler == "grid":
@@ -668,15 +786,19 @@ def _load_sweep(sname: str, s: dict[str, Any], f: _File, study_name: str, study_
     return spec
 
 
-def _sweep_space(s: dict[str, Any], cls: type, options: dict[str, Any], f: _File,
-                 key: str) -> tuple[float | None, tuple[Axis, ...], str]:
+def _sweep_space(
+    s: dict[str, Any], cls: type, options: dict[str, Any], f: _File, key: str
+) -> tuple[float | None, tuple[Axis, ...], str]:
     """A sweep's fixed prune ratio (``None`` when it is an axis), its axes and its sampler."""
     hints = typing.get_type_hints(cls.Options)
     declared = tuple(x.name for x in dataclasses.fields(cls.Options))
     space_raw = f.table(s.get("space", {}), f"{key}.space")
     if not space_raw:
-        raise f.error(f"{key}.space", f"empty; give at least one axis: prune_ratio or an option of {cls.name!r} "
-                                      f"({', '.join(declared) or 'none'})")
+        raise f.error(
+            f"{key}.space",
+            f"empty; give at least one axis: prune_ratio or an option of {cls.name!r} "
+            f"({', '.join(declared) or 'none'})",
+        )
     grid_points = _int(s.get("grid_points", 5), f, f"{key}.grid_points", 2)
     if "prune_ratio" in s and "prune_ratio" in space_raw:
         raise f.error(f"{key}.prune_ratio", "is also an axis of the space; give one of the two")
@@ -685,8 +807,10 @@ def _sweep_space(s: dict[str, Any], cls: type, options: dict[str, Any], f: _File
         raise f.error(f"{key}.prune_ratio", "missing; fix it (prune_ratio = 0.5) or search it (space.prune_ratio)")
     for k in space_raw:
         if k != "prune_ratio" and k not in declared:
-            raise f.error(f"{key}.space.{k}", f"not an option of pruner {cls.name!r}; valid axes: prune_ratio"
-                                              + "".join(f", {d}" for d in declared))
+            raise f.error(
+                f"{key}.space.{k}",
+                f"not an option of pruner {cls.name!r}; valid axes: prune_ratio" + "".join(f", {d}" for d in declared),
+            )
         if k in options:
             raise f.error(f"{key}.options.{k}", "is an axis of the space; set it there, not in options")
     sampler = s.get("sampler")
@@ -695,8 +819,10 @@ def _sweep_space(s: dict[str, Any], cls: type, options: dict[str, Any], f: _File
     gridded = all(isinstance(v, dict) and ("values" in v or "points" in v) for v in space_raw.values())
     if sampler is None:
         sampler = "grid" if len(space_raw) == 1 or gridded else "tpe"
-    axes = tuple(_axis(k, v, hints.get(k, float), cls, sampler == "grid", grid_points, f, f"{key}.space.{k}")
-                 for k, v in space_raw.items())
+    axes = tuple(
+        _axis(k, v, hints.get(k, float), cls, sampler == "grid", grid_points, f, f"{key}.space.{k}")
+        for k, v in space_raw.items()
+    )
     return prune_ratio, axes, sampler
 
 
@@ -705,8 +831,11 @@ def _sweep_seeds(s: dict[str, Any], study_seeds: tuple[int, ...], f: _File, key:
         return _seeds(s["seeds"], f, f"{key}.seeds")
     if len(study_seeds) >= 2:
         return study_seeds
-    raise f.error(f"{key}.seeds", f"the study has {len(study_seeds)} seed; a sweep point needs >= 2 for an "
-                                  "interval: give seeds = [0, 1] (or seeds = [0] to accept no interval)")
+    raise f.error(
+        f"{key}.seeds",
+        f"the study has {len(study_seeds)} seed; a sweep point needs >= 2 for an "
+        "interval: give seeds = [0, 1] (or seeds = [0] to accept no interval)",
+    )
 
 
 def _check_corners(spec: SweepSpec, epochs: int, f: _File, key: str) -> None:
@@ -740,7 +869,9 @@ def _axis(name: str, raw: Any, hint: Any, cls: type, grid: bool, grid_points: in
     if isinstance(raw, list):
         raw = {"low": raw[0], "high": raw[1]} if len(raw) == 2 else {"bad": raw}
         if "bad" in raw:
-            raise f.error(key, f"expected [low, high] or a table with values = [...] or low, high, points; got {raw['bad']!r}")
+            raise f.error(
+                key, f"expected [low, high] or a table with values = [...] or low, high, points; got {raw['bad']!r}"
+            )
     raw = f.table(raw, key)
     f.unknown(raw, AXIS_KEYS, key)
     relative = raw.get("relative", False)
@@ -748,25 +879,13 @@ def _axis(name: str, raw: Any, hint: Any, cls: type, grid: bool, grid_points: in
         raise f.error(f"{key}.relative", f"expected true or false, got {_tname(relative)} {relative!r}")
     if relative:
         if name == "prune_ratio" or cls.option_range(name, 0.5) is None:
-            raise f.error(f"{key}.relative", f"pruner {cls.name!r} declares no p-dependent range for {name!r}; "
-                                             "give the option's values themselves")
+            raise f.error(
+                f"{key}.relative",
+                f"pruner {cls.name!r} declares no p-dependent range for {name!r}; give the option's values themselves",
+            )
         kind = "float"
     if "values" in raw:
-        if "low" in raw or "high" in raw or "points" in raw:
-            raise f.error(key, "give either values = [...] or low, high (and points), not both")
-        vals = raw["values"]
-        if not isinstance(vals, list) or not vals:
-            raise f.error(f"{key}.values", f"expected a non-empty list, got {vals!r}")
-        for v in vals:
-            if relative or name == "prune_ratio":
-                _check_type(v, float, f, f"{key}.values")
-            else:
-                _check_type(v, hint, f, f"{key}.values")
-        if len({repr(v) for v in vals}) != len(vals):
-            raise f.error(f"{key}.values", f"values repeat: {vals}")
-        nums = kind != "categorical"
-        return Axis(name, kind if nums else "categorical", min(vals) if nums else None, max(vals) if nums else None,
-                    tuple(float(v) if kind == "float" else v for v in vals), relative)
+        return _listed_axis(name, raw, hint, kind, relative, f, key)
     if kind == "categorical":
         raise f.error(key, f"option {name!r} is not numeric: list its values, {{ values = [...] }}")
     if "low" not in raw or "high" not in raw:
@@ -778,7 +897,9 @@ def _axis(name: str, raw: Any, hint: Any, cls: type, grid: bool, grid_points: in
     if not lo <= hi:
         raise f.error(key, f"expected low <= high, got [{lo!r}, {hi!r}]")
     if relative and not 0.0 <= lo <= hi <= 1.0:
-        raise f.error(key, f"a relative axis lies in [0, 1] (0: the range's low end, 1: its high end), got [{lo:g}, {hi:g}]")
+        raise f.error(
+            key, f"a relative axis lies in [0, 1] (0: the range's low end, 1: its high end), got [{lo:g}, {hi:g}]"
+        )
     points = raw.get("points")
     if points is not None:
         points = _int(points, f, f"{key}.points", 1)
@@ -788,6 +909,31 @@ def _axis(name: str, raw: Any, hint: Any, cls: type, grid: bool, grid_points: in
     if points is not None or grid:
         values = grid_values(float(lo), float(hi), points or grid_points, integer=kind == "int")
     return Axis(name, kind, float(lo), float(hi), values, relative)
+
+
+def _listed_axis(name: str, raw: dict[str, Any], hint: Any, kind: str, relative: bool, f: _File, key: str) -> Axis:
+    """The axis of :func:`_axis` given by its values, ``{ values = [...] }``."""
+    if "low" in raw or "high" in raw or "points" in raw:
+        raise f.error(key, "give either values = [...] or low, high (and points), not both")
+    vals = raw["values"]
+    if not isinstance(vals, list) or not vals:
+        raise f.error(f"{key}.values", f"expected a non-empty list, got {vals!r}")
+    for v in vals:
+        if relative or name == "prune_ratio":
+            _check_type(v, float, f, f"{key}.values")
+        else:
+            _check_type(v, hint, f, f"{key}.values")
+    if len({repr(v) for v in vals}) != len(vals):
+        raise f.error(f"{key}.values", f"values repeat: {vals}")
+    nums = kind != "categorical"
+    return Axis(
+        name,
+        kind if nums else "categorical",
+        min(vals) if nums else None,
+        max(vals) if nums else None,
+        tuple(float(v) if kind == "float" else v for v in vals),
+        relative,
+    )
 
 
 def grid_values(low: float, high: float, points: int, integer: bool = False) -> tuple[Any, ...]:
