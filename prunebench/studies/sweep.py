@@ -66,7 +66,7 @@ def _schema_lock(url: str):
 
     from prunebench.safety import file_lock
 
-    return file_lock(url[len("sqlite:///"):] + ".lock") if url.startswith("sqlite:///") else contextlib.nullcontext()
+    return file_lock(url[len("sqlite:///") :] + ".lock") if url.startswith("sqlite:///") else contextlib.nullcontext()
 
 
 def _storage(url: str):
@@ -76,10 +76,12 @@ def _storage(url: str):
         try:
             import psycopg2  # noqa: F401
         except ImportError:
-            raise ConfigError(f"storage {url.split('@')[-1]!r} needs the PostgreSQL driver: "
-                              "pip install 'prunebench[postgres]' (psycopg2-binary)") from None
+            raise ConfigError(
+                f"storage {url.split('@')[-1]!r} needs the PostgreSQL driver: "
+                "pip install 'prunebench[postgres]' (psycopg2-binary)"
+            ) from None
     if url.startswith("sqlite:///"):
-        folder = Path(url[len("sqlite:///"):]).parent
+        folder = Path(url[len("sqlite:///") :]).parent
         if not folder.is_dir():
             raise ConfigError(f"storage {url}: folder {folder} does not exist")
     last: Exception | None = None
@@ -87,8 +89,9 @@ def _storage(url: str):
         try:
             with warnings.catch_warnings(), _schema_lock(url):  # heartbeats are "experimental" in Optuna since 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                              engine_kwargs={"pool_pre_ping": True})
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, engine_kwargs={"pool_pre_ping": True}
+                )
         except Exception as e:  # noqa: PERF203
             last = e
             time.sleep(0.5 + attempt)
@@ -186,9 +189,14 @@ def point_methods(study: Study, spec: SweepSpec, points: list[dict[str, Any]]) -
     for pt in points:
         p, opts = spec.resolve(pt)
         full = full_options(spec.pruner, opts)
-        same = [m for m in study.methods if m.name != REFERENCE and m.pruner == spec.pruner
-                and any(math.isclose(p, q, abs_tol=1e-9) for q in m.prune_ratios)
-                and _same_options(full_options(m.pruner, m.options), full)]
+        same = [
+            m
+            for m in study.methods
+            if m.name != REFERENCE
+            and m.pruner == spec.pruner
+            and any(math.isclose(p, q, abs_tol=1e-9) for q in m.prune_ratios)
+            and _same_options(full_options(m.pruner, m.options), full)
+        ]
         name = same[0].name if same else spec.label(pt)
         if name in names:  # two points are one cell of the study (cannot happen for a grid of distinct points)
             name = spec.label(pt)
@@ -209,10 +217,23 @@ def sweep_study(study: Study, spec: SweepSpec, points: list[dict[str, Any]] | No
     return dataclasses.replace(study, methods=tuple(methods), seeds=spec.seeds, sweeps={})
 
 
-def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = None, *, sweep: str | None = None,
-              out_dir: str | Path | None = None, tracking_uri: str | None = None, data_dir: str | None = None,
-              early_stopping: bool | None = None, log: Log | None = None, jobs: int = 1,
-              imports=None, train: bool = True, show=None, executor=None) -> SweepResult:
+def run_sweep(
+    study: Study,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    *,
+    sweep: str | None = None,
+    out_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    data_dir: str | None = None,
+    early_stopping: bool | None = None,
+    log: Log | None = None,
+    jobs: int = 1,
+    imports=None,
+    train: bool = True,
+    show=None,
+    executor=None,
+) -> SweepResult:
     """Run (or resume, or join) one sweep of ``study``; returns a :class:`SweepResult`.
 
     Writes ``<out>/sweeps/<name>/`` (``out``: ``out_dir``, else ``results/<study>/``). ``storage``,
@@ -234,26 +255,68 @@ def run_sweep(study: Study, storage: str | None = None, n_trials: int | None = N
     out.mkdir(parents=True, exist_ok=True)
     if spec.sampler == "grid":
         pts = spec.grid()
-        log(f"{study.name}/{spec.name}: grid sweep of {spec.pruner}, {len(pts)} points x {len(spec.seeds)} seeds "
-            f"(+ full)")
-        res = run_leaderboard(sweep_study(study, spec, pts), out, jobs=jobs, tracking_uri=tracking_uri,
-                              data_dir=data_dir, log=log, imports=imports, train=train, show=show, executor=ex)
+        log(
+            f"{study.name}/{spec.name}: grid sweep of {spec.pruner}, {len(pts)} points x {len(spec.seeds)} seeds (+ full)"
+        )
+        res = run_leaderboard(
+            sweep_study(study, spec, pts),
+            out,
+            jobs=jobs,
+            tracking_uri=tracking_uri,
+            data_dir=data_dir,
+            log=log,
+            imports=imports,
+            train=train,
+            show=show,
+            executor=ex,
+        )
         trials = None
         warns: list[str] = []
     else:
-        # full data as the reference when the store (or an imported table) already holds it: Optuna workers
-        # may run on several machines at once, so they do not train it themselves
-        try:
-            ref = run_leaderboard(sweep_study(study, spec), out, tracking_uri=tracking_uri, data_dir=data_dir,
-                                  log=log, imports=imports, train=False)
-        except PrunebenchError:
-            ref = pd.DataFrame()
-        trials, rows, warns = _run_optuna(study, spec, out, storage, n_trials, tracking_uri, data_dir, early, log,
-                                          train, show)
-        res = pd.concat([ref, pd.DataFrame(rows)], ignore_index=True) if rows else ref
-        if res.empty:
-            res = pd.DataFrame(columns=["method", "seed", "status", "final_acc", "relative_compute"])
+        trials, res, warns = _optuna_sweep(
+            study, spec, out, storage, n_trials, tracking_uri, data_dir, early, log, imports, train, show
+        )
     return _write_sweep(out, spec, annotate(res, spec, study), trials, warns)
+
+
+def _optuna_sweep(
+    study: Study,
+    spec: SweepSpec,
+    out: Path,
+    storage: str | None,
+    n_trials: int | None,
+    tracking_uri: str | None,
+    data_dir: str | None,
+    early: bool,
+    log: Log,
+    imports: Any,
+    train: bool,
+    show: Any,
+) -> tuple[Any, pd.DataFrame, list[str]]:
+    """The Optuna branch of :func:`run_sweep`: (trials, result rows with full data's, warnings)."""
+    from prunebench.studies.leaderboard import run_leaderboard
+
+    # full data as the reference when the store (or an imported table) already holds it: Optuna workers
+    # may run on several machines at once, so they do not train it themselves
+    try:
+        ref = run_leaderboard(
+            sweep_study(study, spec),
+            out,
+            tracking_uri=tracking_uri,
+            data_dir=data_dir,
+            log=log,
+            imports=imports,
+            train=False,
+        )
+    except PrunebenchError:
+        ref = pd.DataFrame()
+    trials, rows, warns = _run_optuna(
+        study, spec, out, storage, n_trials, tracking_uri, data_dir, early, log, train, show
+    )
+    res = pd.concat([ref, pd.DataFrame(rows)], ignore_index=True) if rows else ref
+    if res.empty:
+        res = pd.DataFrame(columns=["method", "seed", "status", "final_acc", "relative_compute"])
+    return trials, res, warns
 
 
 def _check_sweep_run(study: Study, spec: SweepSpec, n_trials: int | None, early: bool, ex: Any, train: bool) -> None:
@@ -261,19 +324,25 @@ def _check_sweep_run(study: Study, spec: SweepSpec, n_trials: int | None, early:
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
         raise ConfigError(f"n_trials must be an integer >= 1, got {n_trials!r}")
     if early and spec.kind == "pareto":
-        raise ConfigError(f"{study.path}: sweeps.{spec.name}: early stopping of trials needs one objective; "
-                          "a pareto sweep has two")
+        raise ConfigError(
+            f"{study.path}: sweeps.{spec.name}: early stopping of trials needs one objective; a pareto sweep has two"
+        )
     if early and spec.sampler == "grid":
-        raise ConfigError(f"{study.path}: sweeps.{spec.name}: a grid sweep runs every point to the end; early "
-                          "stopping of trials needs an Optuna sampler")
+        raise ConfigError(
+            f"{study.path}: sweeps.{spec.name}: a grid sweep runs every point to the end; early "
+            "stopping of trials needs an Optuna sampler"
+        )
     if spec.sampler != "grid" and ex is not None and ex.kind != "local" and train:
-        raise ConfigError(f"{study.path}: sweeps.{spec.name}: executor {ex.kind} runs grid sweeps; an Optuna sweep "
-                          f"({spec.sampler}) scales out by starting `prunebench sweep` workers on several machines "
-                          f"with one shared --storage (e.g. inside `srun` or a Ray task)")
+        raise ConfigError(
+            f"{study.path}: sweeps.{spec.name}: executor {ex.kind} runs grid sweeps; an Optuna sweep "
+            f"({spec.sampler}) scales out by starting `prunebench sweep` workers on several machines "
+            f"with one shared --storage (e.g. inside `srun` or a Ray task)"
+        )
 
 
-def _write_sweep(out: Path, spec: SweepSpec, results: pd.DataFrame, trials: pd.DataFrame | None,
-                 warns: list[str]) -> SweepResult:
+def _write_sweep(
+    out: Path, spec: SweepSpec, results: pd.DataFrame, trials: pd.DataFrame | None, warns: list[str]
+) -> SweepResult:
     """Write the sweep's tables (``results.csv``, ``points.csv``, ``trials.csv``, ``sweep.json``) atomically."""
     from prunebench.reports import sweeps as sweep_stats
 
@@ -316,9 +385,19 @@ def annotate(results: pd.DataFrame, spec: SweepSpec, study: Study | None = None)
     return df
 
 
-def _run_optuna(study: Study, spec: SweepSpec, out: Path, storage: str | None, n_trials: int | None,
-                tracking_uri: str | None, data_dir: str | None, early: bool, log: Log, train: bool = True,
-                show=None):
+def _run_optuna(
+    study: Study,
+    spec: SweepSpec,
+    out: Path,
+    storage: str | None,
+    n_trials: int | None,
+    tracking_uri: str | None,
+    data_dir: str | None,
+    early: bool,
+    log: Log,
+    train: bool = True,
+    show=None,
+):
     from prunebench.harness.tracking import MLflowTracker, resolve_tracking_uri
     from prunebench.reports import sweeps as sweep_stats
     from prunebench.studies.leaderboard import _data_for
@@ -334,9 +413,11 @@ def _run_optuna(study: Study, spec: SweepSpec, out: Path, storage: str | None, n
     tracker = MLflowTracker(uri, study.experiment)
     parent = _sweep_run(ostudy, creator, tracker, study, spec, url, early, target)
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    log(f"{study.name}/{spec.name}: {spec.kind} sweep ({spec.sampler}), study {spec.study_name!r} in {_redact(url)}; "
+    log(
+        f"{study.name}/{spec.name}: {spec.kind} sweep ({spec.sampler}), study {spec.study_name!r} in {_redact(url)}; "
         f"{len(ostudy.trials)} trials so far, target {target} finished; early stopping of trials "
-        f"{'on' if early else 'off'}")
+        f"{'on' if early else 'off'}"
+    )
 
     def objective(trial):
         return _objective(trial, study, spec, base, data, epochs, tracker.uri, parent, early, worker, log, show)
@@ -345,26 +426,53 @@ def _run_optuna(study: Study, spec: SweepSpec, out: Path, storage: str | None, n
     ran = _optimize(ostudy, objective, spec, target, worker) if train else 0
     if not train:
         _fail_stale(ostudy)  # the tables then count a dead worker's trial as failed, as a run would
-    log(f"{study.name}/{spec.name}: this worker ran {ran} trials in {time.perf_counter() - t0:.1f}s; "
-        f"the study holds {len(ostudy.trials)} trials")
+    log(
+        f"{study.name}/{spec.name}: this worker ran {ran} trials in {time.perf_counter() - t0:.1f}s; "
+        f"the study holds {len(ostudy.trials)} trials"
+    )
     trials = trials_table(ostudy, spec)
     book = sweep_stats.trial_bookkeeping(trials, target)
+    rows = _completed_rows(ostudy, study, spec)
+    _close_sweep_run(tracker, parent, book)
+    return trials, rows, book["warnings"]
+
+
+def _completed_rows(ostudy: Any, study: Study, spec: SweepSpec) -> list[dict[str, Any]]:
+    """One result row per run of each completed trial of the Optuna study ``ostudy``."""
     rows = []
     for t in ostudy.get_trials(deepcopy=False):
         if t.state.name != "COMPLETE":
             continue  # early-stopped and failed trials are listed in trials.csv, never in the results
         pt = _trial_point(t, spec)
         for r in t.user_attrs.get("runs", []):
-            rows.append({**r, "study": study.name, "method": spec.label(pt), "pruner": spec.pruner, "status": "FINISHED",
-                         "trial": t.number, **{f"axis.{a.column}": pt[a.name] for a in spec.axes}})
+            rows.append(
+                {
+                    **r,
+                    "study": study.name,
+                    "method": spec.label(pt),
+                    "pruner": spec.pruner,
+                    "status": "FINISHED",
+                    "trial": t.number,
+                    **{f"axis.{a.column}": pt[a.name] for a in spec.axes},
+                }
+            )
+    return rows
+
+
+def _close_sweep_run(tracker: Any, parent: str, book: dict[str, Any]) -> None:
+    """Log the trial counts on the sweep's parent MLflow run and end it (best effort)."""
     tracker.run_id = parent
     try:
-        tracker.log_metrics({"trials_complete": len(book["complete"]), "trials_early_stopped": len(book["stopped"]),
-                             "trials_failed": len(book["failed"])})
+        tracker.log_metrics(
+            {
+                "trials_complete": len(book["complete"]),
+                "trials_early_stopped": len(book["stopped"]),
+                "trials_failed": len(book["failed"]),
+            }
+        )
         tracker.client.set_terminated(parent, status="FINISHED")
     except Exception:
         pass
-    return trials, rows, book["warnings"]
 
 
 def _open_study(spec: SweepSpec, url: str, early: bool):
@@ -379,23 +487,33 @@ def _open_study(spec: SweepSpec, url: str, early: bool):
     creator = False
     for attempt in range(5):
         try:  # the storage's unique study name makes exactly one worker the creator
-            ostudy = optuna.create_study(storage=rdb, study_name=spec.study_name, directions=directions,
-                                         sampler=_sampler(spec), pruner=_pruner(spec, early))
+            ostudy = optuna.create_study(
+                storage=rdb,
+                study_name=spec.study_name,
+                directions=directions,
+                sampler=_sampler(spec),
+                pruner=_pruner(spec, early),
+            )
             creator = True
             break
         except optuna.exceptions.DuplicatedStudyError:
-            ostudy = optuna.load_study(storage=rdb, study_name=spec.study_name, sampler=_sampler(spec),
-                                       pruner=_pruner(spec, early))
+            ostudy = optuna.load_study(
+                storage=rdb, study_name=spec.study_name, sampler=_sampler(spec), pruner=_pruner(spec, early)
+            )
             break
         except Exception as e:  # noqa: PERF203 - e.g. two workers creating the schema at the same moment
             if attempt == 4:
-                raise PrunebenchError(f"cannot create or load Optuna study {spec.study_name!r} in "
-                                      f"{_redact(url)}: {str(e).splitlines()[0][:300]}") from None
+                raise PrunebenchError(
+                    f"cannot create or load Optuna study {spec.study_name!r} in "
+                    f"{_redact(url)}: {str(e).splitlines()[0][:300]}"
+                ) from None
             time.sleep(0.5 + attempt)
     assert ostudy is not None  # the loop either set it or raised
     if [d.name.lower() for d in ostudy.directions] != directions:
-        raise ConfigError(f"Optuna study {spec.study_name!r} in {_redact(url)} has directions "
-                          f"{[d.name.lower() for d in ostudy.directions]}, this {spec.kind} sweep needs {directions}")
+        raise ConfigError(
+            f"Optuna study {spec.study_name!r} in {_redact(url)} has directions "
+            f"{[d.name.lower() for d in ostudy.directions]}, this {spec.kind} sweep needs {directions}"
+        )
     return ostudy, creator
 
 
@@ -425,8 +543,10 @@ def _optimize(ostudy, objective, spec: SweepSpec, target: int, worker: str) -> i
         if last and last[-1].state.name == "FAIL":
             consecutive_failures += 1
             if consecutive_failures >= 3:
-                raise PrunebenchError(f"sweep {spec.name}: 3 trials in a row failed (last: "
-                                      f"{last[-1].user_attrs.get('error', '?')}); stopping this worker")
+                raise PrunebenchError(
+                    f"sweep {spec.name}: 3 trials in a row failed (last: "
+                    f"{last[-1].user_attrs.get('error', '?')}); stopping this worker"
+                )
         else:
             consecutive_failures = 0
     return ran
@@ -448,8 +568,9 @@ def trials_table(ostudy, spec: SweepSpec) -> pd.DataFrame:
     return pd.DataFrame(recs, columns=None if recs else ["trial", "state", "acc_mean", "stopped_at"])
 
 
-def _sweep_run(ostudy, creator: bool, tracker, study: Study, spec: SweepSpec, url: str, early: bool,
-               target: int) -> str:
+def _sweep_run(
+    ostudy, creator: bool, tracker, study: Study, spec: SweepSpec, url: str, early: bool, target: int
+) -> str:
     """Find or create the sweep's MLflow run; its id is a user attribute of the Optuna study, set by the
     worker that created the study (the others wait for it)."""
     key = "mlflow_run_id"
@@ -464,13 +585,23 @@ def _sweep_run(ostudy, creator: bool, tracker, study: Study, spec: SweepSpec, ur
             return rid
         except Exception:
             pass  # deleted, or another tracking store: make a new one
-    tracker.start(f"sweep {spec.name}", {"kind": spec.kind, "pruner": spec.pruner, "prune_ratio": spec.prune_ratio,
-                                         "space": {a.column: [a.low, a.high] if a.values is None else list(a.values)
-                                                   for a in spec.axes},
-                                         "seeds": list(spec.seeds), "n_trials": target,
-                                         "optuna_study": spec.study_name, "storage": _redact(url),
-                                         "early_stopping": early, "sampler": spec.sampler, **study.recipe},
-                  {"prunebench.study": study.name, "prunebench.sweep": spec.name, "prunebench.kind": "sweep"})
+    tracker.start(
+        f"sweep {spec.name}",
+        {
+            "kind": spec.kind,
+            "pruner": spec.pruner,
+            "prune_ratio": spec.prune_ratio,
+            "space": {a.column: [a.low, a.high] if a.values is None else list(a.values) for a in spec.axes},
+            "seeds": list(spec.seeds),
+            "n_trials": target,
+            "optuna_study": spec.study_name,
+            "storage": _redact(url),
+            "early_stopping": early,
+            "sampler": spec.sampler,
+            **study.recipe,
+        },
+        {"prunebench.study": study.name, "prunebench.sweep": spec.name, "prunebench.kind": "sweep"},
+    )
     ostudy.set_user_attr(key, tracker.run_id)
     return tracker.run_id
 
@@ -483,51 +614,55 @@ def _suggest(trial, a) -> Any:
     return trial.suggest_float(a.column, a.low, a.high)
 
 
-def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, uri: str, parent: str, early: bool,
-               worker: str, log: Log, show=None):
+def _objective(
+    trial,
+    study: Study,
+    spec: SweepSpec,
+    base,
+    data,
+    epochs: int,
+    uri: str,
+    parent: str,
+    early: bool,
+    worker: str,
+    log: Log,
+    show=None,
+):
     import optuna
 
-    from prunebench.harness import train
     from prunebench.harness.ending import StopRun, describe, mark_ended
     from prunebench.harness.tracking import MLflowTracker
-    from prunebench.studies.progress import CellProgress
 
     trial.set_user_attr("worker", worker)
     point = {a.name: _suggest(trial, a) for a in spec.axes}
     p, opts = spec.resolve(point)
     where = spec.label(point)
-    tags = {"prunebench.study": study.name, "prunebench.sweep": spec.name, "prunebench.kind": "trial",
-            "prunebench.trial": str(trial.number), PARENT_TAG: parent}
+    tags = {
+        "prunebench.study": study.name,
+        "prunebench.sweep": spec.name,
+        "prunebench.kind": "trial",
+        "prunebench.trial": str(trial.number),
+        PARENT_TAG: parent,
+    }
     tr = MLflowTracker(uri, study.experiment)
-    tr.start(f"{spec.name} trial {trial.number}", {"prune_ratio": p, **{f"pruner.{k}": v for k, v in opts.items()},
-                                                   "pruner": spec.pruner, "optuna_trial": trial.number}, tags)
+    tr.start(
+        f"{spec.name} trial {trial.number}",
+        {
+            "prune_ratio": p,
+            **{f"pruner.{k}": v for k, v in opts.items()},
+            "pruner": spec.pruner,
+            "optuna_trial": trial.number,
+        },
+        tags,
+    )
     trial.set_user_attr("mlflow_run_id", tr.run_id)
     warm = max(1, math.ceil(spec.early_stopping_warmup * epochs))  # epochs each run trains before it may stop
     runs: list[dict[str, Any]] = []
     try:
         for i, seed in enumerate(spec.seeds):
-            live = CellProgress(f"trial {trial.number} seed {seed}", show) if show is not None else None
-
-            def progress(m: dict[str, Any], i: int = i, seed: int = seed, live=live) -> None:
-                # the step is (seed index, epoch): trials are compared at equal progress of the same seed's
-                # schedule, and only once the warm-up fraction of the run is behind them
-                if live is not None:  # the live line: epoch, accuracy so far, ETA
-                    live(m)
-                if early and "test_acc" in m:
-                    trial.report(m["test_acc"], step=i * epochs + m["epoch"])
-                    if m["epoch"] + 1 >= warm and trial.should_prune():
-                        trial.set_user_attr("stopped_at", f"seed {seed}, epoch {m['epoch'] + 1} of {epochs}")
-                        raise StopRun(f"early-stopped at seed {seed}, epoch {m['epoch'] + 1}/{epochs}")
-
-            cfg = base.replace(pruner=spec.pruner, prune_ratio=p, seed=seed, pruner_options=opts,
-                               run_name=f"{spec.name} trial {trial.number} seed {seed}",
-                               tags={**tags, "prunebench.kind": "sweep-run", PARENT_TAG: tr.run_id})
-            try:
-                r = train(cfg, data=data, progress=progress).row
-            finally:
-                if live is not None:
-                    live.end()
-            runs.append({k: r.get(k) for k in RUN_COLUMNS} | {"seed": seed, "prune_ratio": p})
+            runs.append(
+                _trial_seed_run(trial, spec, base, data, epochs, warm, early, i, seed, p, opts, tags, tr.run_id, show)
+            )
     except StopRun as e:  # the harness ended the run KILLED; the trial is early-stopped in Optuna's terms
         mark_ended(tr, e, str(e))
         log(f"  trial {trial.number}: {where}: early-stopped ({e})")
@@ -540,6 +675,57 @@ def _objective(trial, study: Study, spec: SweepSpec, base, data, epochs: int, ur
     return _finish_trial(trial, tr, runs, spec, where, log)
 
 
+def _trial_seed_run(
+    trial,
+    spec: SweepSpec,
+    base,
+    data,
+    epochs: int,
+    warm: int,
+    early: bool,
+    i: int,
+    seed: int,
+    p: float,
+    opts: dict[str, Any],
+    tags: dict[str, str],
+    trial_run_id: str | None,
+    show=None,
+) -> dict[str, Any]:
+    """Train seed ``seed`` (the ``i``-th) of an Optuna trial of :func:`_objective`; its result row. With ``early``,
+    reports the test accuracy to Optuna and raises StopRun once Optuna prunes the trial (after ``warm`` epochs)."""
+    from prunebench.harness import train
+    from prunebench.harness.ending import StopRun
+    from prunebench.studies.progress import CellProgress
+
+    live = CellProgress(f"trial {trial.number} seed {seed}", show) if show is not None else None
+
+    def progress(m: dict[str, Any]) -> None:
+        # the step is (seed index, epoch): trials are compared at equal progress of the same seed's
+        # schedule, and only once the warm-up fraction of the run is behind them
+        if live is not None:  # the live line: epoch, accuracy so far, ETA
+            live(m)
+        if early and "test_acc" in m:
+            trial.report(m["test_acc"], step=i * epochs + m["epoch"])
+            if m["epoch"] + 1 >= warm and trial.should_prune():
+                trial.set_user_attr("stopped_at", f"seed {seed}, epoch {m['epoch'] + 1} of {epochs}")
+                raise StopRun(f"early-stopped at seed {seed}, epoch {m['epoch'] + 1}/{epochs}")
+
+    cfg = base.replace(
+        pruner=spec.pruner,
+        prune_ratio=p,
+        seed=seed,
+        pruner_options=opts,
+        run_name=f"{spec.name} trial {trial.number} seed {seed}",
+        tags={**tags, "prunebench.kind": "sweep-run", PARENT_TAG: trial_run_id},
+    )
+    try:
+        r = train(cfg, data=data, progress=progress).row
+    finally:
+        if live is not None:
+            live.end()
+    return {k: r.get(k) for k in RUN_COLUMNS} | {"seed": seed, "prune_ratio": p}
+
+
 def _finish_trial(trial, tr, runs: list[dict[str, Any]], spec: SweepSpec, where: str, log: Log):
     """A trial whose runs all finished: its mean accuracy and compute on the trial and its MLflow run; the
     objective's value (accuracy, or accuracy and compute for a pareto sweep)."""
@@ -548,8 +734,12 @@ def _finish_trial(trial, tr, runs: list[dict[str, Any]], spec: SweepSpec, where:
     accs = [r["final_acc"] for r in runs]
     cost = [sweep_stats.total_cost(r) for r in runs]
     acc, comp = float(np.mean(accs)), float(np.mean(cost))
-    summary = {"acc_mean": acc, "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
-               "total_compute": comp, "n_seeds": len(runs)}
+    summary = {
+        "acc_mean": acc,
+        "acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
+        "total_compute": comp,
+        "n_seeds": len(runs),
+    }
     for k, v in summary.items():
         trial.set_user_attr(k, v)
     trial.set_user_attr("runs", runs)
@@ -560,8 +750,19 @@ def _finish_trial(trial, tr, runs: list[dict[str, Any]], spec: SweepSpec, where:
 
 
 #: the columns of a run's row kept per Optuna trial (the trial's user attribute ``runs``)
-RUN_COLUMNS = ("final_acc", "best_acc", "relative_compute", "scoring_relative_compute", "realized_prune_ratio",
-               "train_time_s", "scoring_time_s", "run_id", "dataset", "model", "epochs")
+RUN_COLUMNS = (
+    "final_acc",
+    "best_acc",
+    "relative_compute",
+    "scoring_relative_compute",
+    "realized_prune_ratio",
+    "train_time_s",
+    "scoring_time_s",
+    "run_id",
+    "dataset",
+    "model",
+    "epochs",
+)
 
 
 def format_sweep(result: SweepResult) -> str:
