@@ -90,8 +90,13 @@ def study_runs(study: Study, tracking_uri: str, fingerprint: str | None = None) 
     token = None
     flt = f"tags.`prunebench.study` = '{study.name}' and tags.`prunebench.kind` = 'leaderboard'"
     while True:
-        page = client.search_runs([exp.experiment_id], filter_string=flt, run_view_type=ViewType.ACTIVE_ONLY,
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            [exp.experiment_id],
+            filter_string=flt,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            page_token=token,
+        )
         for r in page:
             key = r.data.tags.get(KEY_TAG)
             fp = r.data.tags.get(FINGERPRINT_TAG)
@@ -115,8 +120,9 @@ def _load_row(client, run) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text()).get("row")
 
 
-def _classify(spec: RunSpec, runs: list[Any], client, retry_failed: bool,
-              imported: dict[str, dict[str, Any]] | None = None) -> tuple[str, dict | None, list[Any]]:
+def _classify(
+    spec: RunSpec, runs: list[Any], client, retry_failed: bool, imported: dict[str, dict[str, Any]] | None = None
+) -> tuple[str, dict | None, list[Any]]:
     """(state, row of the run that counts, leftover RUNNING runs) for one grid cell.
 
     state: ``done`` (a FINISHED run with a row), ``imported`` (no FINISHED run in MLflow, but a FINISHED
@@ -144,8 +150,12 @@ def _classify(spec: RunSpec, runs: list[Any], client, retry_failed: bool,
 
 
 def _failed_row_from_run(spec: RunSpec, run) -> dict[str, Any]:
-    return {**_minimal_row(spec), "run_id": run.info.run_id, "status": run.info.status,
-            "error": run.data.tags.get("prunebench.error", "")}
+    return {
+        **_minimal_row(spec),
+        "run_id": run.info.run_id,
+        "status": run.info.status,
+        "error": run.data.tags.get("prunebench.error", ""),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -162,16 +172,27 @@ def _data_for(config) -> Any:
     key = (config.dataset, config.data_dir, config.download, config.image_size)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
-        _DATA_CACHE[key] = load_dataset(config.dataset, config.data_dir, download=config.download,
-                                        image_size=config.image_size)
+        _DATA_CACHE[key] = load_dataset(
+            config.dataset, config.data_dir, download=config.download, image_size=config.image_size
+        )
     return _DATA_CACHE[key]
 
 
 def _minimal_row(spec: RunSpec) -> dict[str, Any]:
     cfg = spec.config
-    return {"run_id": None, "status": "FAILED", "error": "", "dataset": cfg.dataset, "model": cfg.model,
-            "pruner": spec.pruner, "label": spec.method, "seed": spec.seed, "prune_ratio": spec.prune_ratio,
-            "final_acc": float("nan"), "best_acc": float("nan")}
+    return {
+        "run_id": None,
+        "status": "FAILED",
+        "error": "",
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "pruner": spec.pruner,
+        "label": spec.method,
+        "seed": spec.seed,
+        "prune_ratio": spec.prune_ratio,
+        "final_acc": float("nan"),
+        "best_acc": float("nan"),
+    }
 
 
 def cell_name(spec: RunSpec) -> str:
@@ -179,8 +200,9 @@ def cell_name(spec: RunSpec) -> str:
     return f"{spec.method} p={spec.prune_ratio:g} seed={spec.seed}"
 
 
-def execute_run(spec: RunSpec, show: Show | None = None,
-                step_check: Callable[..., None] | None = None) -> dict[str, Any]:
+def execute_run(
+    spec: RunSpec, show: Show | None = None, step_check: Callable[..., None] | None = None
+) -> dict[str, Any]:
     """Train one grid cell; never raises for a failed run (exception, NaN loss): returns a FAILED row.
 
     The failed row is logged to the failed MLflow run as ``run.json`` so that it can be read back like
@@ -208,8 +230,13 @@ def _execute_run(spec: RunSpec, progress, Trainer, step_check=None) -> dict[str,
         if step_check is not None:  # called after every optimizer step (a pool worker's SIGTERM check)
             trainer.step_observers.append(step_check)
         if spec.config.tracking:
-            claim = Claim(spec.config.tracking_uri, spec.config.experiment, spec.run_key, data_fingerprint(data),
-                          resumed=spec.config.resume)
+            claim = Claim(
+                spec.config.tracking_uri,
+                spec.config.experiment,
+                spec.run_key,
+                data_fingerprint(data),
+                resumed=spec.config.resume,
+            )
             trainer.on_start = claim
         row = trainer.run().row
         if spec.config.checkpoint_dir:  # finished: MLflow holds the result, the checkpoint is no longer needed
@@ -226,14 +253,16 @@ def _execute_run(spec: RunSpec, progress, Trainer, step_check=None) -> dict[str,
             claim.release()
 
 
-def execute_cell(spec: RunSpec, show: Show | None = None, step_check: Callable[..., None] | None = None,
-                 log: Log | None = None) -> dict[str, Any]:
+def execute_cell(
+    spec: RunSpec, show: Show | None = None, step_check: Callable[..., None] | None = None, log: Log | None = None
+) -> dict[str, Any]:
     """:func:`execute_run` in a worker that runs a cell later or elsewhere (a Ray task, a Slurm array task):
     whether the cell's checkpoint is resumed is decided now, so a retried cell continues from its last epoch."""
     if spec.config.checkpoint_dir:
         root = Path(spec.config.checkpoint_dir).parent
-        spec = with_checkpoint(dataclasses.replace(spec, config=spec.config.replace(resume=False)), root, log,
-                               _data_for(spec.config))
+        spec = with_checkpoint(
+            dataclasses.replace(spec, config=spec.config.replace(resume=False)), root, log, _data_for(spec.config)
+        )
     return execute_run(spec, show, step_check)
 
 
@@ -293,8 +322,9 @@ def _worker_sigterm(signum, frame) -> None:
     if _TERM_AT is None:
         _TERM_AT = time.monotonic()
         for delay in (TERM_GRACE_S, 3 * TERM_GRACE_S):
-            t = threading.Timer(delay, os.kill if delay == TERM_GRACE_S else (lambda *a: os._exit(143)),
-                                (os.getpid(), signum))
+            t = threading.Timer(
+                delay, os.kill if delay == TERM_GRACE_S else (lambda *a: os._exit(143)), (os.getpid(), signum)
+            )
             t.daemon = True
             t.start()
         return
@@ -324,8 +354,9 @@ def _pool_execute(spec: RunSpec) -> dict[str, Any]:
         _IN_RUN = False
 
 
-def _worker_init(threads: int, parent_pid: int | None = None, queue: Any = None, slots: Any = None,
-                 plugins: tuple[str, ...] = ()) -> None:
+def _worker_init(
+    threads: int, parent_pid: int | None = None, queue: Any = None, slots: Any = None, plugins: tuple[str, ...] = ()
+) -> None:
     import logging
 
     if slots is not None:  # this worker's GPU(s), set before torch can initialise CUDA
@@ -406,12 +437,15 @@ def read_results_table(path: str | os.PathLike) -> pd.DataFrame:
         cands = [p / "results.parquet", p / "results.csv", p / "tables" / "runs.csv"]
         found = [c for c in cands if c.is_file()]
         if not found:
-            raise ConfigError(f"--import {p}: no results table there (expected one of "
-                              f"{', '.join(c.name if c.parent == p else 'tables/runs.csv' for c in cands)})")
+            raise ConfigError(
+                f"--import {p}: no results table there (expected one of "
+                f"{', '.join(c.name if c.parent == p else 'tables/runs.csv' for c in cands)})"
+            )
         p = found[0]
     elif not p.is_file():
-        raise ConfigError(f"--import {p}: no such file or folder (a results folder, results.csv/.parquet, "
-                          f"or a report folder)")
+        raise ConfigError(
+            f"--import {p}: no such file or folder (a results folder, results.csv/.parquet, or a report folder)"
+        )
     try:
         if p.suffix == ".parquet":
             df = pd.read_parquet(p)
@@ -422,17 +456,22 @@ def read_results_table(path: str | os.PathLike) -> pd.DataFrame:
     except ConfigError:
         raise
     except Exception as e:
-        raise ConfigError(f"--import {p}: unreadable results table ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+        raise ConfigError(
+            f"--import {p}: unreadable results table ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160] if str(e) else ''})"
+        ) from None
     missing = [c for c in ("run_key", "status", "final_acc") if c not in df.columns]
     if missing:
-        raise ConfigError(f"--import {p}: the table lacks column(s) {', '.join(missing)}; import a table "
-                          f"written by prunebench leaderboard or report")
+        raise ConfigError(
+            f"--import {p}: the table lacks column(s) {', '.join(missing)}; import a table "
+            f"written by prunebench leaderboard or report"
+        )
     return df
 
 
-def imported_rows(paths, specs: list[RunSpec], fingerprint: str | None = None, aliases: dict[str, str] | None = None
-                  ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def imported_rows(
+    paths, specs: list[RunSpec], fingerprint: str | None = None, aliases: dict[str, str] | None = None
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """FINISHED rows of the tables at ``paths`` whose run key is a cell of ``specs`` (the first table
     naming a key wins), and one summary line per table. Every table is validated first
     (:func:`~prunebench.studies.imports.validate_results_table`). With ``fingerprint``, a row whose
@@ -464,9 +503,11 @@ def imported_rows(paths, specs: list[RunSpec], fingerprint: str | None = None, a
             if row["run_key"] not in rows:
                 rows[row["run_key"]] = row
                 new += 1
-        lines.append(f"{path}: {len(ok)} of its {len(df)} rows are finished cells of this grid"
-                     + (f" ({len(ok) - new} already imported from an earlier table)" if len(ok) > new else "")
-                     + (f"; {other} ran on other data (data_fingerprint) and are not imported" if other else ""))
+        lines.append(
+            f"{path}: {len(ok)} of its {len(df)} rows are finished cells of this grid"
+            + (f" ({len(ok) - new} already imported from an earlier table)" if len(ok) > new else "")
+            + (f"; {other} ran on other data (data_fingerprint) and are not imported" if other else "")
+        )
     return rows, lines
 
 
@@ -481,8 +522,10 @@ def select_seeds(study: Study, seeds) -> Study:
         want.append(int(s))
     bad = [s for s in want if s not in study.seeds]
     if bad or not want:
-        raise ConfigError(f"--seeds {','.join(map(str, want)) or '(none)'}: {study.path} has seeds "
-                          f"{', '.join(map(str, study.seeds))}; pick one or more of them")
+        raise ConfigError(
+            f"--seeds {','.join(map(str, want)) or '(none)'}: {study.path} has seeds "
+            f"{', '.join(map(str, study.seeds))}; pick one or more of them"
+        )
     return dataclasses.replace(study, seeds=tuple(s for s in study.seeds if s in want))
 
 
@@ -494,20 +537,23 @@ def select_methods(study: Study, methods) -> Study:
     valid = [m.name for m in study.methods]
     bad = [m for m in names if m not in valid]
     if bad or not names:
-        raise ConfigError(f"--methods {','.join(names) or '(none)'}: {study.path} has no method "
-                          f"{', '.join(bad) or '(none given)'}; valid: {', '.join(valid)}")
+        raise ConfigError(
+            f"--methods {','.join(names) or '(none)'}: {study.path} has no method "
+            f"{', '.join(bad) or '(none given)'}; valid: {', '.join(valid)}"
+        )
     return dataclasses.replace(study, methods=tuple(m for m in study.methods if m.name in names))
 
 
-def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = None,
-         retry_failed: bool = True, imports=None) -> pd.DataFrame:
+def plan(
+    study: Study, tracking_uri: str | None = None, data_dir: str | None = None, retry_failed: bool = True, imports=None
+) -> pd.DataFrame:
     """What :func:`run_leaderboard` would do: one row per grid cell with its state and MLflow run."""
     from prunebench.harness.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri or study.tracking_uri)
     specs = study.runs(**({"data_dir": data_dir} if data_dir else {}))
     imported, _ = imported_rows(imports, specs, aliases=study.reused_keys())
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         existing = {}  # no store yet: nothing is done, and a dry run creates none
     else:
         existing = study_runs(study, uri)
@@ -515,15 +561,37 @@ def plan(study: Study, tracking_uri: str | None = None, data_dir: str | None = N
     rows = []
     for s in specs:
         state, row, _ = _classify(s, existing.get(s.run_key, []), client, retry_failed, imported)
-        rows.append({"method": s.method, "pruner": s.pruner, "prune_ratio": s.prune_ratio, "seed": s.seed,
-                     "run_key": s.run_key, "state": state, "run_id": (row or {}).get("run_id")})
+        rows.append(
+            {
+                "method": s.method,
+                "pruner": s.pruner,
+                "prune_ratio": s.prune_ratio,
+                "seed": s.seed,
+                "run_key": s.run_key,
+                "state": state,
+                "run_id": (row or {}).get("run_id"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int = 1, dry_run: bool = False, *,
-                    tracking_uri: str | None = None, data_dir: str | None = None, retry_failed: bool = True,
-                    log: Log | None = None, seeds=None, methods=None, imports=None,
-                    train: bool = True, show: Show | None = None, executor: Any = None) -> pd.DataFrame:
+def run_leaderboard(
+    study: Study,
+    out_dir: str | Path | None = None,
+    jobs: int = 1,
+    dry_run: bool = False,
+    *,
+    tracking_uri: str | None = None,
+    data_dir: str | None = None,
+    retry_failed: bool = True,
+    log: Log | None = None,
+    seeds=None,
+    methods=None,
+    imports=None,
+    train: bool = True,
+    show: Show | None = None,
+    executor: Any = None,
+) -> pd.DataFrame:
     """Run the grid of ``study`` (skipping cells already FINISHED in MLflow) and write the results.
 
     Writes ``<out>/results.parquet`` and ``<out>/results.csv`` (one row per run: the run's flat row plus
@@ -554,28 +622,62 @@ def run_leaderboard(study: Study, out_dir: str | Path | None = None, jobs: int =
     specs = study.runs(tracking_uri=uri, **({"data_dir": data_dir} if data_dir else {}))
     # fail fast on missing data (one line, exit 2) rather than recording every cell as failed
     data = _data_for(specs[0].config)
-    imported, import_lines = imported_rows(imports, specs, data_fingerprint(data),  # bad tables fail here
-                                           aliases=study.reused_keys())
+    # bad import tables fail here
+    imported, import_lines = imported_rows(imports, specs, data_fingerprint(data), aliases=study.reused_keys())
     _check_on_data(study, specs)
     from prunebench.harness.tracking import MLflowTracker
 
     MLflowTracker(uri, study.experiment)  # creates the store and experiment once, before any worker
     out.mkdir(parents=True, exist_ok=True)
     # tabulating trains nothing and touches no run, so it may run beside a leaderboard of the same out dir
-    with (_Lock(out) if train else contextlib.nullcontext()):
-        for line in import_lines:
-            log(line)
-        rows = _run_grid(study, specs, uri, jobs, retry_failed, log, checkpoints=out / "checkpoints",
-                         imported=imported, train=train, show=show, data=data,
-                         executor=executor if executor is not None else study.executor)
-        if not train:
-            specs = [s for s in specs if s.run_key in rows]
-            if not specs:
-                raise PrunebenchError(f"{study.name}: no cell of the grid is done yet (in {uri} or the imported "
-                                      f"tables): nothing to tabulate")
-        results = _results_frame(study, specs, rows, uri)
-        board = leaderboard_table(results, study.proxy_charge, study.baselines)
-        _write_atomic(out, results, board, study)
+    with _Lock(out) if train else contextlib.nullcontext():
+        return _run_and_write(
+            study, specs, uri, jobs, retry_failed, log, out, imported, import_lines, train, show, data, executor
+        )
+
+
+def _run_and_write(
+    study: Study,
+    specs: list,
+    uri: str,
+    jobs: int,
+    retry_failed: bool,
+    log: Log,
+    out: Path,
+    imported: Any,
+    import_lines: list[str],
+    train: bool,
+    show: Show | None,
+    data: Any,
+    executor: Any,
+) -> pd.DataFrame:
+    """The locked part of :func:`run_leaderboard`: run (or, with ``train=False``, only collect) the grid's
+    cells of ``specs``, write the tables into ``out`` and return the results table."""
+    for line in import_lines:
+        log(line)
+    rows = _run_grid(
+        study,
+        specs,
+        uri,
+        jobs,
+        retry_failed,
+        log,
+        checkpoints=out / "checkpoints",
+        imported=imported,
+        train=train,
+        show=show,
+        data=data,
+        executor=executor if executor is not None else study.executor,
+    )
+    if not train:
+        specs = [s for s in specs if s.run_key in rows]
+        if not specs:
+            raise PrunebenchError(
+                f"{study.name}: no cell of the grid is done yet (in {uri} or the imported tables): nothing to tabulate"
+            )
+    results = _results_frame(study, specs, rows, uri)
+    board = leaderboard_table(results, study.proxy_charge, study.baselines)
+    _write_atomic(out, results, board, study)
     return results
 
 
@@ -601,8 +703,9 @@ def _check_on_data(study: Study, specs: list[RunSpec]) -> None:
         try:
             create_pruner(s.pruner, num_samples=n, num_epochs=epochs, prune_ratio=s.prune_ratio, seed=0, **s.options)
         except ConfigError as e:
-            raise ConfigError(f"{study.path}: methods.{s.method}: at prune ratio {s.prune_ratio:g} on "
-                              f"{s.config.dataset} (N={n}): {e}") from None
+            raise ConfigError(
+                f"{study.path}: methods.{s.method}: at prune ratio {s.prune_ratio:g} on {s.config.dataset} (N={n}): {e}"
+            ) from None
 
 
 def with_checkpoint(spec: RunSpec, root: Path, log: Log | None = None, data: Any = None) -> RunSpec:
@@ -626,21 +729,34 @@ def with_checkpoint(spec: RunSpec, root: Path, log: Log | None = None, data: Any
         elif problem:
             aside = root / f"{spec.run_key}.unusable-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}"
             os.rename(d, aside)  # renames a symlink itself, never what it points to
-            (log or (lambda s: None))(f"{spec.method} p={spec.prune_ratio:g} seed={spec.seed}: {problem}; "
-                                      f"set aside as {aside.name}, starting over")
+            (log or (lambda s: None))(
+                f"{spec.method} p={spec.prune_ratio:g} seed={spec.seed}: {problem}; "
+                f"set aside as {aside.name}, starting over"
+            )
     cfg = spec.config.replace(checkpoint_dir=str(d), resume=resume)
     return dataclasses.replace(spec, config=cfg)
 
 
-def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_failed: bool,
-              log: Log, checkpoints: Path | None = None,
-              imported: dict[str, dict[str, Any]] | None = None, train: bool = True,
-              show: Show | None = None, data: Any = None, executor: Any = None) -> dict[str, dict[str, Any]]:
+def _run_grid(
+    study: Study,
+    specs: list[RunSpec],
+    uri: str,
+    jobs: int,
+    retry_failed: bool,
+    log: Log,
+    checkpoints: Path | None = None,
+    imported: dict[str, dict[str, Any]] | None = None,
+    train: bool = True,
+    show: Show | None = None,
+    data: Any = None,
+    executor: Any = None,
+) -> dict[str, dict[str, Any]]:
     from prunebench.studies.executors import ExecutorSpec, run_remote
 
     ex = executor or ExecutorSpec()
-    rows, todo, elsewhere, n_imported = _sort_cells(study, specs, uri, retry_failed, log, checkpoints,
-                                                    imported, train, data)
+    rows, todo, elsewhere, n_imported = _sort_cells(
+        study, specs, uri, retry_failed, log, checkpoints, imported, train, data
+    )
     total = len(specs)
     done0 = total - len(todo) - len(elsewhere)
     log(_grid_summary(study, total, todo, elsewhere, n_imported, jobs, ex, train))
@@ -652,7 +768,9 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
         log(f"[{done0 + i}/{total}] {cell_name(s)}: {_cell_outcome(row)}")
 
     if ex.kind != "local" and todo:  # a Ray cluster or Slurm: rows come back as cells end
-        for i, (s, row) in enumerate(run_remote(ex, todo, log, (checkpoints or Path.cwd() / "x").parent, execute_cell), 1):
+        for i, (s, row) in enumerate(
+            run_remote(ex, todo, log, (checkpoints or Path.cwd() / "x").parent, execute_cell), 1
+        ):
             rows[s.run_key] = row
             report(i, s, row)
     elif jobs == 1 or len(todo) <= 1:
@@ -668,9 +786,17 @@ def _run_grid(study: Study, specs: list[RunSpec], uri: str, jobs: int, retry_fai
     return rows
 
 
-def _sort_cells(study: Study, specs: list[RunSpec], uri: str, retry_failed: bool, log: Log,
-                checkpoints: Path | None, imported: dict[str, dict[str, Any]] | None, train: bool, data: Any
-                ) -> tuple[dict[str, dict[str, Any]], list[RunSpec], list[RunSpec], int]:
+def _sort_cells(
+    study: Study,
+    specs: list[RunSpec],
+    uri: str,
+    retry_failed: bool,
+    log: Log,
+    checkpoints: Path | None,
+    imported: dict[str, dict[str, Any]] | None,
+    train: bool,
+    data: Any,
+) -> tuple[dict[str, dict[str, Any]], list[RunSpec], list[RunSpec], int]:
     """Sort the grid's cells by their state in MLflow (and the imported tables): the rows of the done
     ones, the cells to run here (with their checkpoint folders), the cells another leaderboard trains,
     and how many were imported."""
@@ -694,25 +820,38 @@ def _sort_cells(study: Study, specs: list[RunSpec], uri: str, retry_failed: bool
     return rows, todo, elsewhere, n_imported
 
 
-def _grid_summary(study: Study, total: int, todo: list[RunSpec], elsewhere: list[RunSpec], n_imported: int,
-                  jobs: int, ex: Any, train: bool) -> str:
+def _grid_summary(
+    study: Study,
+    total: int,
+    todo: list[RunSpec],
+    elsewhere: list[RunSpec],
+    n_imported: int,
+    jobs: int,
+    ex: Any,
+    train: bool,
+) -> str:
     """The one line that says what a leaderboard is about to do."""
     resumed = sum(s.config.resume for s in todo)
     done0 = total - len(todo) - len(elsewhere)
-    return (f"{study.name}: {total} runs, {done0 - n_imported} already in MLflow, "
-            + (f"{n_imported} imported, " if n_imported else "") + f"{len(todo)} to run"
-            + (f", {len(elsewhere)} running in another leaderboard" if elsewhere else "")
-            + (f" ({resumed} from their checkpoints)" if resumed else "")
-            + (f" ({jobs} at a time)" if jobs > 1 and todo and ex.kind == "local" else "")
-            + (f" on {ex.describe()}" if ex.kind != "local" and todo else "")
-            + ("; tabulating the done ones, training nothing" if not train else ""))
+    return (
+        f"{study.name}: {total} runs, {done0 - n_imported} already in MLflow, "
+        + (f"{n_imported} imported, " if n_imported else "")
+        + f"{len(todo)} to run"
+        + (f", {len(elsewhere)} running in another leaderboard" if elsewhere else "")
+        + (f" ({resumed} from their checkpoints)" if resumed else "")
+        + (f" ({jobs} at a time)" if jobs > 1 and todo and ex.kind == "local" else "")
+        + (f" on {ex.describe()}" if ex.kind != "local" and todo else "")
+        + ("; tabulating the done ones, training nothing" if not train else "")
+    )
 
 
 def _cell_outcome(row: dict[str, Any]) -> str:
     """How a cell ended, for its progress line."""
     if row.get("status") == "FINISHED":
-        return (f"acc {row['final_acc']:.4f}  compute {row.get('relative_compute', float('nan')):.3f}  "
-                f"{row.get('train_time_s', float('nan')):.1f}s")
+        return (
+            f"acc {row['final_acc']:.4f}  compute {row.get('relative_compute', float('nan')):.3f}  "
+            f"{row.get('train_time_s', float('nan')):.1f}s"
+        )
     if row.get("status") == ELSEWHERE:
         return f"another leaderboard trains it ({row.get('error', '')}); waiting for it"
     return f"FAILED: {row.get('error', '')}"
@@ -724,8 +863,11 @@ def _gpu_slots(ctx: Any, todo: list[RunSpec], jobs: int, ex: Any) -> Any:
     from prunebench.studies.executors import local_slots, visible_gpus
 
     gpus = ex.gpus if ex.gpus is not None else visible_gpus()
-    per_run = ex.gpus_per_run if ex.gpus_per_run is not None else (
-        1.0 if todo[0].config.device == "cuda" or (todo[0].config.device == "auto" and gpus) else 0.0)
+    per_run = (
+        ex.gpus_per_run
+        if ex.gpus_per_run is not None
+        else (1.0 if todo[0].config.device == "cuda" or (todo[0].config.device == "auto" and gpus) else 0.0)
+    )
     envs = local_slots(jobs, per_run, gpus)
     if envs is None:
         return None
@@ -735,8 +877,14 @@ def _gpu_slots(ctx: Any, todo: list[RunSpec], jobs: int, ex: Any) -> Any:
     return slots
 
 
-def _run_pool(todo: list[RunSpec], jobs: int, ex: Any, show: Show | None, rows: dict[str, dict[str, Any]],
-              report: Callable[[int, RunSpec, dict[str, Any]], None]) -> None:
+def _run_pool(
+    todo: list[RunSpec],
+    jobs: int,
+    ex: Any,
+    show: Show | None,
+    rows: dict[str, dict[str, Any]],
+    report: Callable[[int, RunSpec, dict[str, Any]], None],
+) -> None:
     """Train ``todo`` on ``jobs`` spawned worker processes of this machine, filling ``rows``."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = multiprocessing.get_context("spawn")
@@ -754,9 +902,12 @@ def _run_pool(todo: list[RunSpec], jobs: int, ex: Any, show: Show | None, rows: 
             show(cell, text)
 
     try:
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                                    initargs=(threads, os.getpid(), queue, slots,
-                                              tuple(loaded_plugins()))) as pool:
+        with cf.ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=ctx,
+            initializer=_worker_init,
+            initargs=(threads, os.getpid(), queue, slots, tuple(loaded_plugins())),
+        ) as pool:
             futures = {pool.submit(_pool_execute, s): s for s in todo}
             try:
                 _collect(pool, futures, drain, show, rows, report)
@@ -771,9 +922,14 @@ def _run_pool(todo: list[RunSpec], jobs: int, ex: Any, show: Show | None, rows: 
             queue.close()
 
 
-def _collect(pool: cf.ProcessPoolExecutor, futures: dict[cf.Future, RunSpec], drain: Callable[[], None],
-             show: Show | None, rows: dict[str, dict[str, Any]],
-             report: Callable[[int, RunSpec, dict[str, Any]], None]) -> None:
+def _collect(
+    pool: cf.ProcessPoolExecutor,
+    futures: dict[cf.Future, RunSpec],
+    drain: Callable[[], None],
+    show: Show | None,
+    rows: dict[str, dict[str, Any]],
+    report: Callable[[int, RunSpec, dict[str, Any]], None],
+) -> None:
     """Take the pool's rows as its cells end (a worker that died gives its cell a failed row)."""
     pending, i = set(futures), 0
     while pending:
@@ -804,8 +960,17 @@ def _abandon(client, running: list[Any]) -> None:
             pass
 
 
-def _await_elsewhere(study: Study, waiting: list[RunSpec], uri: str, rows: dict[str, dict[str, Any]],
-                     retry_failed: bool, log: Log, checkpoints: Path | None, imported, data) -> None:
+def _await_elsewhere(
+    study: Study,
+    waiting: list[RunSpec],
+    uri: str,
+    rows: dict[str, dict[str, Any]],
+    retry_failed: bool,
+    log: Log,
+    checkpoints: Path | None,
+    imported,
+    data,
+) -> None:
     """Wait for the cells another leaderboard trains; take their rows, or train a cell here when its
     other run stopped (stale heartbeat) or failed."""
     pending = {s.run_key: s for s in waiting}
@@ -827,9 +992,14 @@ def _await_elsewhere(study: Study, waiting: list[RunSpec], uri: str, rows: dict[
                     continue
             del pending[key]
             rows[key] = row
-            log(f"{s.method} p={s.prune_ratio:g} seed={s.seed}: " + (
-                f"acc {row['final_acc']:.4f} (trained by another leaderboard)" if row.get("status") == "FINISHED"
-                else f"{row.get('status')}: {row.get('error', '')}"))
+            log(
+                f"{s.method} p={s.prune_ratio:g} seed={s.seed}: "
+                + (
+                    f"acc {row['final_acc']:.4f} (trained by another leaderboard)"
+                    if row.get("status") == "FINISHED"
+                    else f"{row.get('status')}: {row.get('error', '')}"
+                )
+            )
 
 
 def _results_frame(study: Study, specs: list[RunSpec], rows: dict[str, dict[str, Any]], uri: str) -> pd.DataFrame:
@@ -837,14 +1007,33 @@ def _results_frame(study: Study, specs: list[RunSpec], rows: dict[str, dict[str,
     for s in specs:
         row = dict(rows[s.run_key])
         # an imported row keeps the store it ran in (its own tracking_uri and experiment)
-        row.update(study=study.name, method=s.method, run_key=s.run_key, tracking_uri=row.get("tracking_uri") or uri,
-                   experiment=row.get("experiment") or study.experiment)
+        row.update(
+            study=study.name,
+            method=s.method,
+            run_key=s.run_key,
+            tracking_uri=row.get("tracking_uri") or uri,
+            experiment=row.get("experiment") or study.experiment,
+        )
         # the grid's own values win (a row read back from MLflow carries the same ones)
         row.update(pruner=s.pruner, prune_ratio=s.prune_ratio, seed=s.seed)
         records.append(row)
     df = pd.DataFrame.from_records(records)
-    first = ["study", "method", "pruner", "prune_ratio", "seed", "status", "final_acc", "best_acc",
-             "relative_compute", "realized_prune_ratio", "train_time_s", "run_key", "run_id", "error"]
+    first = [
+        "study",
+        "method",
+        "pruner",
+        "prune_ratio",
+        "seed",
+        "status",
+        "final_acc",
+        "best_acc",
+        "relative_compute",
+        "realized_prune_ratio",
+        "train_time_s",
+        "run_key",
+        "run_id",
+        "error",
+    ]
     cols = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
     return df[cols]
 
@@ -858,7 +1047,9 @@ def _write_atomic(out: Path, results: pd.DataFrame, board: pd.DataFrame, study: 
             if parquet[c].dtype == object:
                 vals = parquet[c].dropna()
                 if not vals.map(lambda v: isinstance(v, str)).all():
-                    parquet[c] = parquet[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+                    parquet[c] = parquet[c].map(
+                        lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+                    )
         parquet.to_parquet(tmp / "results.parquet", index=False)
         results.to_csv(tmp / "results.csv", index=False)
         board.to_csv(tmp / "leaderboard.csv", index=False)
@@ -874,8 +1065,9 @@ def _write_atomic(out: Path, results: pd.DataFrame, board: pd.DataFrame, study: 
 # ---------------------------------------------------------------------------------------------------
 
 
-def leaderboard_table(results: pd.DataFrame, proxy_charge: str = "full",
-                      baselines: dict[str, str] | None = None) -> pd.DataFrame:
+def leaderboard_table(
+    results: pd.DataFrame, proxy_charge: str = "full", baselines: dict[str, str] | None = None
+) -> pd.DataFrame:
     """Rank methods per prune ratio by mean final accuracy over seeds (FINISHED runs only), with the cost
     model and the paired statistics of :mod:`prunebench.reports.stats` (the report's table, plus counts).
 
@@ -892,8 +1084,10 @@ def leaderboard_table(results: pd.DataFrame, proxy_charge: str = "full",
     the study's ``[study]`` options (see :func:`prunebench.reports.stats.with_costs`).
     """
     if "epochs" in results.columns and results["epochs"].nunique() > 1:  # a budget axis: one board per budget
-        boards = [leaderboard_table(part, proxy_charge, baselines).assign(epochs=int(e))
-                  for e, part in results.groupby("epochs", sort=True)]
+        boards = [
+            leaderboard_table(part, proxy_charge, baselines).assign(epochs=int(e))
+            for e, part in results.groupby("epochs", sort=True)
+        ]
         board = pd.concat(boards, ignore_index=True)
         return board[["epochs", *[c for c in board.columns if c != "epochs"]]]
     from prunebench.reports.stats import PROXY_CHARGES
@@ -916,8 +1110,15 @@ def leaderboard_table(results: pd.DataFrame, proxy_charge: str = "full",
     failed = df[df["status"] != "FINISHED"].groupby(["method", "prune_ratio"]).size()
     missing_cells = [k for k in failed.index if not ((board["method"] == k[0]) & (board["prune_ratio"] == k[1])).any()]
     if missing_cells:  # cells whose every run failed: listed, unranked
-        board = pd.concat([board, pd.DataFrame([{"method": m, "prune_ratio": p, "n_seeds": 0, "n_runs": failed[(m, p)]}
-                                                for m, p in missing_cells])], ignore_index=True)
+        board = pd.concat(
+            [
+                board,
+                pd.DataFrame(
+                    [{"method": m, "prune_ratio": p, "n_seeds": 0, "n_runs": failed[(m, p)]} for m, p in missing_cells]
+                ),
+            ],
+            ignore_index=True,
+        )
     board["n_failed"] = (board["n_runs"] - board["n_seeds"]).fillna(0).astype(int)
     board["acc_ci95"] = board["acc_ci_high"] - board["acc_mean"]
     board["time_saved"] = board["wallclock_saved"]
@@ -926,37 +1127,79 @@ def leaderboard_table(results: pd.DataFrame, proxy_charge: str = "full",
     return board[first + rest].reset_index(drop=True)
 
 
+def _pct(v: float, nd: int = 2) -> str:
+    return "-" if v is None or pd.isna(v) else f"{100 * v:.{nd}f}"
+
+
+def _leaderboard_line(r: pd.Series, budgets: bool) -> list[str]:
+    """The cells of one row ``r`` in :func:`format_leaderboard` (``budgets``: an epochs column first)."""
+    from prunebench.reports.stats import format_diff
+
+    seeds = f"{r['n_seeds']}" + (f" ({r['n_failed']} failed)" if r["n_failed"] else "")
+    tied = not pd.isna(r["tied_with_leader"]) and bool(r["tied_with_leader"])
+    rank = "-" if pd.isna(r["rank"]) else f"{int(r['rank'])}" + ("=" if tied and r["rank"] > 1 else "")
+    base = (
+        "-"
+        if pd.isna(r.get("vs_baseline_mean"))
+        else f"{format_diff(r['vs_baseline_mean'], r['vs_baseline_ci_low'], r['vs_baseline_ci_high'], r['vs_baseline_n_pairs'], r['vs_baseline_verdict'])} ({r['baseline']})"
+    )
+    full = (
+        "-"
+        if pd.isna(r.get("vs_full_mean"))
+        else format_diff(
+            r["vs_full_mean"], r["vs_full_ci_low"], r["vs_full_ci_high"], r["vs_full_n_pairs"], r["vs_full_verdict"]
+        )
+    )
+    return [
+        *([f"{int(r['epochs'])}"] if budgets else []),
+        f"{r['prune_ratio']:g}",
+        rank,
+        r["method"],
+        seeds,
+        _pct(r["acc_mean"]),
+        _pct(r["acc_ci95"]),
+        full,
+        base,
+        _pct(r["compute_saved"], 1),
+        _pct(r["train_compute_saved"], 1),
+        "-" if pd.isna(r["total_cost_s"]) else f"{r['total_cost_s']:.1f}",
+    ]
+
+
 def format_leaderboard(board: pd.DataFrame) -> str:
     """The ranked table as aligned text (accuracies, differences and savings in percent), in the report's
     order, with a legend: differences are method - reference (positive = better), paired by seed."""
-    from prunebench.reports.stats import COST_DEFINITION, format_diff
-
-    def pct(v: float, nd: int = 2) -> str:
-        return "-" if v is None or pd.isna(v) else f"{100 * v:.{nd}f}"
+    from prunebench.reports.stats import COST_DEFINITION
 
     budgets = "epochs" in board.columns
-    head = [*(["epochs"] if budgets else []), "p", "#", "method", "seeds", "acc %", "± ci95", "vs full pp [95% CI]", "vs baseline pp [95% CI]",
-            "saved %", "train-only %", "cost s"]
-    lines = []
-    for _, r in board.iterrows():
-        seeds = f"{r['n_seeds']}" + (f" ({r['n_failed']} failed)" if r["n_failed"] else "")
-        tied = not pd.isna(r["tied_with_leader"]) and bool(r["tied_with_leader"])
-        rank = "-" if pd.isna(r["rank"]) else f"{int(r['rank'])}" + ("=" if tied and r["rank"] > 1 else "")
-        base = ("-" if pd.isna(r.get("vs_baseline_mean")) else
-                f"{format_diff(r['vs_baseline_mean'], r['vs_baseline_ci_low'], r['vs_baseline_ci_high'], r['vs_baseline_n_pairs'], r['vs_baseline_verdict'])} ({r['baseline']})")
-        full = ("-" if pd.isna(r.get("vs_full_mean")) else
-                format_diff(r["vs_full_mean"], r["vs_full_ci_low"], r["vs_full_ci_high"], r["vs_full_n_pairs"], r["vs_full_verdict"]))
-        lines.append([*([f"{int(r['epochs'])}"] if budgets else []), f"{r['prune_ratio']:g}", rank, r["method"], seeds, pct(r["acc_mean"]), pct(r["acc_ci95"]), full,
-                      base, pct(r["compute_saved"], 1), pct(r["train_compute_saved"], 1),
-                      "-" if pd.isna(r["total_cost_s"]) else f"{r['total_cost_s']:.1f}"])
+    head = [
+        *(["epochs"] if budgets else []),
+        "p",
+        "#",
+        "method",
+        "seeds",
+        "acc %",
+        "± ci95",
+        "vs full pp [95% CI]",
+        "vs baseline pp [95% CI]",
+        "saved %",
+        "train-only %",
+        "cost s",
+    ]
+    lines = [_leaderboard_line(r, budgets) for _, r in board.iterrows()]
     widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(head)]
     left = {i + budgets for i in (2, 3, 6, 7)}
-    fmt = lambda cells: "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    fmt = lambda cells: "  ".join(
+        c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    )
     rule = "  ".join("-" * w for w in widths)
-    legend = ["", "# = rank by mean top-1 within the ratio; '=' = not distinguishable from rank 1 (paired by seed, "
-              "95% t interval of the difference contains 0).",
-              "vs full / vs baseline: method - reference in percentage points, paired by seed (positive = better), "
-              "95% t interval, verdict better / worse / n.d. (not distinguishable); (n=2): fewer than 3 seeds paired.",
-              f"saved % = 1 - total compute. {COST_DEFINITION} train-only % leaves the scoring out; cost s = total "
-              f"seconds (mean over seeds)."]
+    legend = [
+        "",
+        "# = rank by mean top-1 within the ratio; '=' = not distinguishable from rank 1 (paired by seed, "
+        "95% t interval of the difference contains 0).",
+        "vs full / vs baseline: method - reference in percentage points, paired by seed (positive = better), "
+        "95% t interval, verdict better / worse / n.d. (not distinguishable); (n=2): fewer than 3 seeds paired.",
+        f"saved % = 1 - total compute. {COST_DEFINITION} train-only % leaves the scoring out; cost s = total "
+        f"seconds (mean over seeds).",
+    ]
     return "\n".join([fmt(head), rule, *(fmt(l) for l in lines), *legend])
