@@ -118,7 +118,7 @@ def test_long_function_finder_counts_docstrings_and_nested_functions():
 def test_proxy_cache_key_covers_every_module_a_proxy_run_imports():
     """The proxy records' cache key hashes the code that produces them: every harness, pruner and dataset
     module, and every prunebench module those import, so a moved or new file cannot leave it stale."""
-    from prunebench.harness.proxy import code_files
+    from prunebench.harness.code_digest import code_files
 
     covered = set(code_files())
     harness = {p.relative_to(ROOT).as_posix() for p in (ROOT / "harness").rglob("*.py")}

@@ -1,5 +1,6 @@
 """Evaluation: top-1 (and, with 10 classes or more, top-5) accuracy on the test split, outside the
-training clock; under DDP each rank evaluates a shard and the counts are all-reduced."""
+training clock; under DDP each rank evaluates a shard and the counts are all-reduced. :func:`final_pass`: the
+softmax outputs and penultimate embeddings of every training sample (the proxy's last records)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from torch import nn
 
 from prunebench.harness import distributed as ddp
 from prunebench.harness.batches import FolderBatches, TensorBatches
+from prunebench.harness.models import classifier_head
 from prunebench.harness.step import Precision
 
 
@@ -37,3 +39,24 @@ def evaluate(
     if k5:
         out["test_top5"] = correct5.item() / total
     return out
+
+
+@torch.no_grad()
+def final_pass(trainer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax outputs [N, C] and penultimate embeddings [N, d] of every training sample, in eval mode,
+    without augmentation (folder datasets pass through their training transform)."""
+    model = trainer.model
+    model.eval()
+    head = classifier_head(model)
+    feats: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach().float().cpu()))
+    probs: list[torch.Tensor] = []
+    bs = trainer.config.eval_batch_size
+    try:
+        for x in trainer.batches.in_order(bs):
+            with trainer.precision.autocast():
+                logits = model(x)
+            probs.append(torch.softmax(logits.float(), dim=1).cpu())
+    finally:
+        hook.remove()
+    return torch.cat(probs), torch.cat(feats).flatten(1)

@@ -6,6 +6,8 @@ e.g. on another architecture::
 
     prunebench export-coreset RUN_ID --out coreset.npy            # keeps round((1-p)N), p = the run's ratio
     prunebench run --pruner from-indices --prune-ratio 0.4 --set indices_file=coreset.npy --model resnet18
+
+:func:`export_arrays` writes a static method's per-sample scores (``prunebench scores``) as ``.npy`` or CSV.
 """
 
 from __future__ import annotations
@@ -105,3 +107,43 @@ def export_coreset(
         "tied_at_threshold": int((usage[idx] == threshold).sum()),
         "tie_pool": int((usage == threshold).sum()),
     }
+
+
+def export_arrays(arrays: dict[str, np.ndarray], out_dir: str | Path, fmt: str = "npy") -> list[Path]:
+    """Write ``arrays`` to ``out_dir``: one ``.npy`` each, or CSV (``scores.csv``: one row per sample
+    with every per-sample array as a column and a ``kept`` flag; ``kept_indices.csv`` in selection order)."""
+    if fmt not in ("npy", "csv"):
+        raise ConfigError(f"export format {fmt!r} is not valid; valid: npy, csv")
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if fmt == "npy":
+        for k, v in arrays.items():
+            _write_npy(out / f"{k}.npy", v)
+            written.append(out / f"{k}.npy")
+        return written
+    import pandas as pd
+
+    n = len(arrays["labels"]) if "labels" in arrays else None
+    kept = arrays.get("kept_indices")
+    cols = {"index": np.arange(n)} if n is not None else {}
+    for k, v in arrays.items():
+        if n is not None and v.ndim == 1 and v.shape[0] == n and k != "kept_indices":
+            cols[k] = v
+    if n is not None and kept is not None:
+        mask = np.zeros(n, dtype=bool)
+        mask[kept] = True
+        cols["kept"] = mask
+    atomic_write(out / "scores.csv", lambda t: pd.DataFrame(cols).to_csv(t, index=False))
+    written.append(out / "scores.csv")
+    if kept is not None:
+        extra = {"order": np.arange(len(kept)), "index": kept}
+        if "kept_weights" in arrays:
+            extra["weight"] = arrays["kept_weights"]
+        atomic_write(out / "kept_indices.csv", lambda t: pd.DataFrame(extra).to_csv(t, index=False))
+        written.append(out / "kept_indices.csv")
+    return written
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda t: t.write_bytes(npy_bytes(array)))

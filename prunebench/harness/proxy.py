@@ -23,7 +23,6 @@ cost model replaces by the original time (see :mod:`prunebench.reports.stats`).
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import logging
@@ -36,12 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
-import prunebench
 from prunebench.errors import ConfigError
 from prunebench.harness.checkpoint import atomic_write
+from prunebench.harness.code_digest import code_version
 from prunebench.harness.config import TrainConfig
 from prunebench.harness.cost import sync
 from prunebench.harness.deepfool import deepfool_norms
+from prunebench.harness.evaluate import final_pass
 from prunebench.harness.models import classifier_head
 from prunebench.pruners.base import ProxyRequest, PruneContext
 from prunebench.pruners.scores import prob_margin
@@ -56,46 +56,26 @@ TrainerFactory = Callable[[TrainConfig, Any], Any]
 RECORDS = ("correct", "margin", "probs", "embeddings", "train_probs", "deepfool_norm")
 _ALWAYS = ("correct", "margin", "probs", "embeddings")
 #: config fields that change what the proxy computes (part of the cache key)
-_RECIPE_FIELDS = ("batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup",
-                  "label_smoothing", "augment", "precision", "channels_last", "compile", "image_size")
-#: packages whose code produces the proxy's records (with every prunebench module they import)
-CODE_PACKAGES = ("harness", "pruners", "datasets")
-
-
-def code_files() -> list[str]:
-    """Every source file (relative to the package root) that a proxy run executes: all ``.py`` files of
-    :data:`CODE_PACKAGES`, found by walking them, plus the prunebench modules they import (closed under
-    import), so that no file split or new module can leave the cache key stale."""
-    root = Path(prunebench.__file__).parent
-    todo = [p.relative_to(root).as_posix() for pkg in CODE_PACKAGES for p in (root / pkg).rglob("*.py")]
-    todo.append("__init__.py")
-    files: set[str] = set()
-    while todo:
-        rel = todo.pop()
-        if rel in files or not (root / rel).is_file():
-            continue
-        files.add(rel)
-        for node in ast.walk(ast.parse((root / rel).read_text(encoding="utf-8"))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
-            for name in names:
-                parts = name.split(".")
-                if parts[0] == "prunebench" and len(parts) > 1:
-                    todo += ["/".join(parts[1:]) + ".py", "/".join(parts[1:]) + "/__init__.py"]
-    return sorted(files)
+_RECIPE_FIELDS = (
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "schedule",
+    "warmup",
+    "label_smoothing",
+    "augment",
+    "precision",
+    "channels_last",
+    "compile",
+    "image_size",
+)
 
 
 def default_cache_dir() -> Path:
     return Path("~/.cache/prunebench/scores").expanduser()
-
-
-def code_version() -> str:
-    """prunebench's version plus a digest of the source files that produce the proxy's records."""
-    root = Path(prunebench.__file__).parent
-    h = hashlib.sha256()
-    for rel in code_files():
-        h.update(rel.encode() + b"\0" + (root / rel).read_bytes())
-    return f"{prunebench.__version__}+{h.hexdigest()[:12]}"
 
 
 class ProxyRunner:
@@ -106,8 +86,9 @@ class ProxyRunner:
     ``train_probs`` [S, E, N, C] when requested; plus ``label_smoothing`` and ``head_bias`` (scalars).
     """
 
-    def __init__(self, config: TrainConfig, data, device: torch.device, cache_dir: Path | None,
-                 trainer: TrainerFactory) -> None:
+    def __init__(
+        self, config: TrainConfig, data, device: torch.device, cache_dir: Path | None, trainer: TrainerFactory
+    ) -> None:
         self.config = config
         self.trainer = trainer
         self.data = data
@@ -120,13 +101,16 @@ class ProxyRunner:
         self.proxy_acc: list[float] = []
         self.hits = 0
         self.misses = 0
-        self.base_key = json.dumps({
-            "dataset": getattr(data, "key", "") or config.dataset,
-            "run_seed": config.seed,
-            "recipe": {k: getattr(config, k) for k in _RECIPE_FIELDS},
-            "device": device.type,
-            "code": code_version(),
-        }, sort_keys=True)
+        self.base_key = json.dumps(
+            {
+                "dataset": getattr(data, "key", "") or config.dataset,
+                "run_seed": config.seed,
+                "recipe": {k: getattr(config, k) for k in _RECIPE_FIELDS},
+                "device": device.type,
+                "code": code_version(),
+            },
+            sort_keys=True,
+        )
 
     # -- the request ------------------------------------------------------------------------------------
     def __call__(self, request: ProxyRequest) -> dict[str, Any]:
@@ -151,8 +135,11 @@ class ProxyRunner:
         t0 = time.perf_counter()
         per_seed = [self._one(model, request.epochs, s, with_tp, extra, train_on) for s in request.seeds]
         self.wall_s += time.perf_counter() - t0
-        out: dict[str, Any] = {k: torch.stack([torch.from_numpy(r[k]) for r in per_seed])
-                               for k in per_seed[0] if k not in ("label_smoothing", "head_bias")}
+        out: dict[str, Any] = {
+            k: torch.stack([torch.from_numpy(r[k]) for r in per_seed])
+            for k in per_seed[0]
+            if k not in ("label_smoothing", "head_bias")
+        }
         out["label_smoothing"] = float(self.config.label_smoothing)
         out["head_bias"] = bool(per_seed[0]["head_bias"])
         return out
@@ -161,15 +148,25 @@ class ProxyRunner:
         if train_on is None:
             return None
         n, idx = int(self.data.num_train), train_on.detach().cpu()
-        if (idx.dim() != 1 or idx.numel() == 0 or idx.dtype not in (torch.int64, torch.int32) or int(idx.min()) < 0
-                or int(idx.max()) >= n or torch.unique(idx).numel() != idx.numel()):
+        if (
+            idx.dim() != 1
+            or idx.numel() == 0
+            or idx.dtype not in (torch.int64, torch.int32)
+            or int(idx.min()) < 0
+            or int(idx.max()) >= n
+            or torch.unique(idx).numel() != idx.numel()
+        ):
             raise ConfigError(f"proxy: train_on must be a non-empty 1-D tensor of unique indices in [0, {n})")
         return np.sort(idx.numpy().astype(np.int64))
 
     def report(self) -> dict[str, Any]:
         """Cost of the proxy runs the scores came from (``cache_hit`` only once a request was made)."""
-        out: dict[str, Any] = {"samples_backprop": self.samples_backprop, "samples_forward": self.samples_forward,
-                               "proxy_time_s": self.proxy_time_s, "proxy_wall_s": self.wall_s}
+        out: dict[str, Any] = {
+            "samples_backprop": self.samples_backprop,
+            "samples_forward": self.samples_forward,
+            "proxy_time_s": self.proxy_time_s,
+            "proxy_wall_s": self.wall_s,
+        }
         if self.hits or self.misses:
             out["cache_hit"] = self.misses == 0
             out["proxy_runs"] = self.misses
@@ -177,17 +174,31 @@ class ProxyRunner:
         return out
 
     # -- one proxy seed, cached ---------------------------------------------------------------------------
-    def _key(self, model: str, epochs: int, seed: int, with_tp: bool,
-             extra: dict[str, Any] | None = None) -> tuple[str, str]:
+    def _key(
+        self, model: str, epochs: int, seed: int, with_tp: bool, extra: dict[str, Any] | None = None
+    ) -> tuple[str, str]:
         """The cache key; ``extra`` (``train_on``'s digest, ``deepfool_max_iter``) joins it only when not empty,
         so the keys of plain requests never change."""
-        key = {"base": json.loads(self.base_key), "model": model, "epochs": epochs, "proxy_seed": seed,
-               "train_probs": with_tp, **(extra or {})}
+        key = {
+            "base": json.loads(self.base_key),
+            "model": model,
+            "epochs": epochs,
+            "proxy_seed": seed,
+            "train_probs": with_tp,
+            **(extra or {}),
+        }
         full = json.dumps(key, sort_keys=True)
         return hashlib.sha256(full.encode()).hexdigest()[:24], full
 
-    def _one(self, model: str, epochs: int, seed: int, with_tp: bool, extra: dict[str, Any] | None = None,
-             train_on: np.ndarray | None = None) -> dict[str, Any]:
+    def _one(
+        self,
+        model: str,
+        epochs: int,
+        seed: int,
+        with_tp: bool,
+        extra: dict[str, Any] | None = None,
+        train_on: np.ndarray | None = None,
+    ) -> dict[str, Any]:
         extra = extra or {}
         digest, full_key = self._key(model, epochs, seed, with_tp, extra)
         path = self.cache_dir / f"proxy-{digest}.npz" if self.cache_dir is not None else None
@@ -226,23 +237,56 @@ class ProxyRunner:
         atomic_write(path, write)  # parallel runs never read a half-written file
 
     # -- the proxy run itself -----------------------------------------------------------------------------
-    def _train(self, model: str, epochs: int, seed: int, with_tp: bool, train_on: np.ndarray | None = None,
-               deepfool_max_iter: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        cfg = self.config.replace(
-            model=model, epochs=epochs, seed=derive_seed(self.config.seed, f"proxy/{seed}") % (2**31),
-            pruner="full", prune_ratio=None, pruner_options={}, budget="epochs", tracking=False, record_kept=False,
-            eval_every=epochs, run_name=None, tags={}, checkpoint_dir=None, resume=False, probe_epochs=(),
+    def _proxy_config(self, model: str, epochs: int, seed: int) -> TrainConfig:
+        """The run's recipe for proxy seed ``seed``: full data, ``epochs`` epochs of ``model``, nothing tracked."""
+        return self.config.replace(
+            model=model,
+            epochs=epochs,
+            seed=derive_seed(self.config.seed, f"proxy/{seed}") % (2**31),
+            pruner="full",
+            prune_ratio=None,
+            pruner_options={},
+            budget="epochs",
+            tracking=False,
+            record_kept=False,
+            eval_every=epochs,
+            run_name=None,
+            tags={},
+            checkpoint_dir=None,
+            resume=False,
+            probe_epochs=(),
         )
-        t0 = time.perf_counter()
+
+    def _proxy_trainer(self, cfg: TrainConfig, train_on: np.ndarray | None) -> Any:
+        """The proxy's trainer: on every sample, or on ``train_on`` only (through the from-indices pruner)."""
         if train_on is None:
-            tr = self.trainer(cfg, self.data)  # the proxy runs in one process (rank 0 under DDP)
+            return self.trainer(cfg, self.data)  # the proxy runs in one process (rank 0 under DDP)
         else:  # train on the subset only: the from-indices pruner reads it (in its constructor) from a private file
             with tempfile.TemporaryDirectory(prefix="prunebench-proxy-") as d:
                 path = Path(d) / "train_on.npy"
                 path.write_bytes(npy_bytes(train_on))
                 n_all = int(self.data.num_train)
-                tr = self.trainer(cfg.replace(pruner="from-indices", prune_ratio=1.0 - train_on.size / n_all,
-                                              pruner_options={"indices_file": str(path)}), self.data)
+                return self.trainer(
+                    cfg.replace(
+                        pruner="from-indices",
+                        prune_ratio=1.0 - train_on.size / n_all,
+                        pruner_options={"indices_file": str(path)},
+                    ),
+                    self.data,
+                )
+
+    def _train(
+        self,
+        model: str,
+        epochs: int,
+        seed: int,
+        with_tp: bool,
+        train_on: np.ndarray | None = None,
+        deepfool_max_iter: int | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        cfg = self._proxy_config(model, epochs, seed)
+        t0 = time.perf_counter()
+        tr = self._proxy_trainer(cfg, train_on)
         n, c = tr.n, self.data.num_classes
         correct = torch.zeros(epochs, n, dtype=torch.bool)
         margin = torch.zeros(epochs, n)
@@ -270,32 +314,15 @@ class ProxyRunner:
         if deepfool_max_iter is not None:
             rec["deepfool_norm"] = norms.numpy()
         head = classifier_head(tr.model)
-        meta = {"samples_backprop": result.row["samples_backprop"],
-                "samples_forward": result.row["samples_forward"] + n + df_forward,
-                "time_s": dt, "proxy_acc": result.row["final_acc"], "head_bias": head.bias is not None}
+        meta = {
+            "samples_backprop": result.row["samples_backprop"],
+            "samples_forward": result.row["samples_forward"] + n + df_forward,
+            "time_s": dt,
+            "proxy_acc": result.row["final_acc"],
+            "head_bias": head.bias is not None,
+        }
         log.info("proxy run: %s, %d epochs, proxy seed %d: %.1fs", model, epochs, seed, dt)
         return rec, meta
-
-
-@torch.no_grad()
-def final_pass(trainer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax outputs [N, C] and penultimate embeddings [N, d] of every training sample, in eval mode,
-    without augmentation (folder datasets pass through their training transform)."""
-    model = trainer.model
-    model.eval()
-    head = classifier_head(model)
-    feats: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach().float().cpu()))
-    probs: list[torch.Tensor] = []
-    bs = trainer.config.eval_batch_size
-    try:
-        for x in trainer.batches.in_order(bs):
-            with trainer.precision.autocast():
-                logits = model(x)
-            probs.append(torch.softmax(logits.float(), dim=1).cpu())
-    finally:
-        hook.remove()
-    return torch.cat(probs), torch.cat(feats).flatten(1)
 
 
 def resolve_cache_dir(config: TrainConfig) -> Path | None:
@@ -304,46 +331,16 @@ def resolve_cache_dir(config: TrainConfig) -> Path | None:
     return Path(config.score_cache).expanduser()
 
 
-def proxy_context(config: TrainConfig, data, device: torch.device,
-                  trainer: TrainerFactory) -> tuple[PruneContext, ProxyRunner]:
+def proxy_context(
+    config: TrainConfig, data, device: torch.device, trainer: TrainerFactory
+) -> tuple[PruneContext, ProxyRunner]:
     """The :class:`PruneContext` of a run (labels, classes, the proxy runner, its cache) and the runner."""
     runner = ProxyRunner(config, data, device, resolve_cache_dir(config), trainer)
-    ctx = PruneContext(labels=data.labels.cpu(), num_classes=data.num_classes, proxy=runner,
-                       cache_dir=runner.cache_dir, cache_key=runner.base_key)
+    ctx = PruneContext(
+        labels=data.labels.cpu(),
+        num_classes=data.num_classes,
+        proxy=runner,
+        cache_dir=runner.cache_dir,
+        cache_key=runner.base_key,
+    )
     return ctx, runner
-
-
-def export_arrays(arrays: dict[str, np.ndarray], out_dir: str | Path, fmt: str = "npy") -> list[Path]:
-    """Write ``arrays`` to ``out_dir``: one ``.npy`` each, or CSV (``scores.csv``: one row per sample
-    with every per-sample array as a column and a ``kept`` flag; ``kept_indices.csv`` in selection order)."""
-    if fmt not in ("npy", "csv"):
-        raise ConfigError(f"export format {fmt!r} is not valid; valid: npy, csv")
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    if fmt == "npy":
-        for k, v in arrays.items():
-            atomic_write(out / f"{k}.npy", lambda t, v=v: t.write_bytes(npy_bytes(v)))
-            written.append(out / f"{k}.npy")
-        return written
-    import pandas as pd
-
-    n = len(arrays["labels"]) if "labels" in arrays else None
-    kept = arrays.get("kept_indices")
-    cols = {"index": np.arange(n)} if n is not None else {}
-    for k, v in arrays.items():
-        if n is not None and v.ndim == 1 and v.shape[0] == n and k != "kept_indices":
-            cols[k] = v
-    if n is not None and kept is not None:
-        mask = np.zeros(n, dtype=bool)
-        mask[kept] = True
-        cols["kept"] = mask
-    atomic_write(out / "scores.csv", lambda t: pd.DataFrame(cols).to_csv(t, index=False))
-    written.append(out / "scores.csv")
-    if kept is not None:
-        extra = {"order": np.arange(len(kept)), "index": kept}
-        if "kept_weights" in arrays:
-            extra["weight"] = arrays["kept_weights"]
-        atomic_write(out / "kept_indices.csv", lambda t: pd.DataFrame(extra).to_csv(t, index=False))
-        written.append(out / "kept_indices.csv")
-    return written
