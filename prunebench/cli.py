@@ -310,8 +310,7 @@ def _print_scoring(row: dict[str, Any]) -> None:
 def cmd_export_scores(args: argparse.Namespace) -> int:
     args.tracking = False  # scores only: no MLflow run
     config = build_run_config(args)
-    from prunebench.harness.export import export_arrays
-    from prunebench.harness.loop import static_scores
+    from prunebench.harness.export import export_arrays, static_scores
 
     written = export_arrays(static_scores(config), args.out, args.format)
     for p in written:

@@ -272,3 +272,37 @@ def checkpoint_problem(
     if diff:
         return f"checkpoint {path} was written with other settings ({diff[0]}={saved.get(diff[0])!r})"
     return None
+
+
+def trainer_state(tr: Any) -> dict[str, Any]:
+    """The full training state of trainer ``tr`` (model, optimizer, every RNG, pruner, counters, records)."""
+    return {
+        "identity": tr.identity(),
+        "epoch": tr.epoch,
+        "model": tr.model.state_dict(),
+        "optimizer": tr.optimizer.state_dict(),
+        "pruner": tr.pruner.state_dict(),
+        "rng_global": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(tr.device) if tr.device.type == "cuda" else None,
+        "rng_augment": tr.aug_gen.get_state(),
+        "rng_probe": tr.grad_probe.gen.get_state(),
+        "counters": tr.meter.state(),
+        **tr.records.state(),
+        "mlflow_run_id": tr.run_id,
+    }
+
+
+def load_trainer_state(tr: Any, state: dict[str, Any]) -> None:
+    """Restore what :func:`trainer_state` saved into trainer ``tr``."""
+    tr.epoch = state["epoch"]
+    tr.model.load_state_dict(state["model"])
+    tr.optimizer.load_state_dict(state["optimizer"])
+    tr.pruner.load_state_dict(state["pruner"])
+    torch.set_rng_state(state["rng_global"])
+    if state["rng_cuda"] is not None and tr.device.type == "cuda":
+        torch.cuda.set_rng_state(state["rng_cuda"], tr.device)
+    tr.aug_gen.set_state(state["rng_augment"])
+    tr.grad_probe.gen.set_state(state["rng_probe"])
+    tr.meter.load(state["counters"])
+    tr.records.load(state)
+    tr.run_id = state["mlflow_run_id"]

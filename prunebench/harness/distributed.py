@@ -172,3 +172,12 @@ def shard(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """This rank's contiguous, equal-length slice of a tensor whose length is a multiple of ``world``."""
     size = t.shape[0] // info.world
     return t[info.rank * size : (info.rank + 1) * size]
+
+
+def resolve_device(device: str) -> torch.device:
+    """The device named by a config (``auto``: CUDA when available, else CPU)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available; valid here: auto, cpu")
+    return torch.device(device)

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from prunebench.errors import ConfigError, PrunebenchError
+from prunebench.harness.config import TrainConfig
+from prunebench.harness.loop import Trainer
 from prunebench.harness.tracking import download_artifact
 from prunebench.pruners.base import keep_count
 from prunebench.pruners.from_indices import write_indices
@@ -147,3 +149,20 @@ def export_arrays(arrays: dict[str, np.ndarray], out_dir: str | Path, fmt: str =
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda t: t.write_bytes(npy_bytes(array)))
+
+
+def static_scores(config: TrainConfig | dict[str, Any]) -> dict[str, np.ndarray]:
+    """Score and select with the static pruner of ``config`` without training the final model.
+
+    Returns the pruner's artifacts (``scores``, ``kept_indices``, ...) plus ``labels``; the proxy cache
+    is used as in a run.
+    """
+    if isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    tr = Trainer(config)
+    if tr.pruner.granularity != "static":
+        raise ConfigError(
+            f"pruner {config.pruner!r} has no static scores to export; valid: the static pruners (prunebench list)"
+        )
+    tr.pruner.prepare(tr.context())
+    return {**tr.pruner.artifacts(), "labels": tr.data.labels.cpu().numpy()}

@@ -33,34 +33,27 @@ from prunebench.harness import distributed as ddp
 from prunebench.harness import lifecycle
 from prunebench.harness.batches import Normalize, make_batches
 from prunebench.harness.batchnorm import CandidateBNStats
-from prunebench.harness.checkpoint import save_checkpoint
+from prunebench.harness.checkpoint import load_trainer_state, save_checkpoint, trainer_state
 from prunebench.harness.config import TrainConfig
 from prunebench.harness.cost import Budget, CostMeter, sync
+from prunebench.harness.distributed import resolve_device
 from prunebench.harness.epoch import Epoch, EpochStats
 from prunebench.harness.evaluate import evaluate
-from prunebench.harness.identity import data_fingerprint, run_identity
+from prunebench.harness.identity import run_identity
 from prunebench.harness.models import create_model
 from prunebench.harness.optim import create_optimizer, default_lr
 from prunebench.harness.probe import Probe
 from prunebench.harness.proxy import ProxyRunner, proxy_context
-from prunebench.harness.result import RESULT_METRICS, Records, RunResult, accuracy_columns, jaccard_mean, system_columns
+from prunebench.harness.result import RESULT_METRICS, Records, RunResult, run_result
 from prunebench.harness.step import Precision, Step
 from prunebench.pruners import BatchPruner, PruneContext, Pruner, create_pruner
 from prunebench.pruners.base import get_pruner_class
 from prunebench.seeding import derive_seed, make_generator
 
-__all__ = ["RESULT_METRICS", "RunResult", "Trainer", "prune_context", "resolve_device", "static_scores", "train"]
+__all__ = ["RESULT_METRICS", "RunResult", "Trainer", "prune_context", "resolve_device", "train"]
 
 ProgressFn = Callable[[dict[str, Any]], None]
 log = logging.getLogger("prunebench.harness")
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but CUDA is not available; valid here: auto, cpu")
-    return torch.device(device)
 
 
 class Trainer:
@@ -72,8 +65,13 @@ class Trainer:
     ``step_observers`` after every optimizer step as ``f(indices, logits, targets, losses)``.
     """
 
-    def __init__(self, config: TrainConfig, data: TensorData | FolderData | None = None,
-                 progress: ProgressFn | None = None, distributed: bool = True) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: TensorData | FolderData | None = None,
+        progress: ProgressFn | None = None,
+        distributed: bool = True,
+    ) -> None:
         self.config, self.progress = config, progress
         self.device = resolve_device(config.device)
         # under torchrun (WORLD_SIZE > 1) join the process group; proxies pass distributed=False
@@ -82,8 +80,11 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         ddp.check_batch_size(config.batch_size, self.dist)
         get_pruner_class(config.pruner)  # fail fast on an unknown name, before loading data
-        self.data = data if data is not None else load_dataset(
-            config.dataset, config.data_dir, download=config.download, image_size=config.image_size)
+        self.data = (
+            data
+            if data is not None
+            else load_dataset(config.dataset, config.data_dir, download=config.download, image_size=config.image_size)
+        )
         self.n, self.bs = self.data.num_train, config.batch_size
         self.epochs = int(config.epochs or self.data.default_epochs)
         self.lr = config.lr if config.lr is not None else default_lr(config.optimizer, self.bs)
@@ -92,8 +93,9 @@ class Trainer:
         self.budget = Budget(self.epochs, total_steps, self.meter)
         self.probe_epochs = frozenset(config.probe_epochs)
         if self.probe_epochs and config.budget == "epochs" and max(self.probe_epochs) >= self.epochs:
-            raise ConfigError(f"config: probe_epochs {sorted(self.probe_epochs)} beyond the run; "
-                              f"valid: 0 <= epoch < {self.epochs}")
+            raise ConfigError(
+                f"config: probe_epochs {sorted(self.probe_epochs)} beyond the run; valid: 0 <= epoch < {self.epochs}"
+            )
         self.pruner = self._make_pruner()
         self._build_model()
         self._build_loop()
@@ -113,18 +115,23 @@ class Trainer:
             # same optimizer steps as full data: the pruner plans over the stretched number of epochs
             keep = max(1, round((1 - p) * self.n))
             num_epochs = math.ceil(self.budget.total_steps / math.ceil(keep / self.bs))
-        return create_pruner(cfg.pruner, num_samples=self.n, num_epochs=num_epochs, prune_ratio=p, seed=cfg.seed,
-                             **cfg.pruner_options)
+        return create_pruner(
+            cfg.pruner, num_samples=self.n, num_epochs=num_epochs, prune_ratio=p, seed=cfg.seed, **cfg.pruner_options
+        )
 
     def _build_model(self) -> None:
         cfg = self.config
         self.candidate_bn_wanted = isinstance(self.pruner, BatchPruner) and self.pruner.bn_stats == "candidates"
         if self.candidate_bn_wanted and (self.dist.enabled or cfg.compile):
-            raise ConfigError(f"{self.pruner.label}: bn_stats='candidates' runs in one process without compile; "
-                              f"valid there: bn_stats='kept'")
+            raise ConfigError(
+                f"{self.pruner.label}: bn_stats='candidates' runs in one process without compile; "
+                f"valid there: bn_stats='kept'"
+            )
         if self.dist.enabled and isinstance(self.pruner, BatchPruner) and not isinstance(self.data, TensorData):
-            raise ConfigError(f"{cfg.pruner} under DDP needs an in-memory dataset (digits, CIFAR, synthetic); "
-                              f"{cfg.dataset} streams from files")
+            raise ConfigError(
+                f"{cfg.pruner} under DDP needs an in-memory dataset (digits, CIFAR, synthetic); "
+                f"{cfg.dataset} streams from files"
+            )
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
         # model init from its own seed without touching the caller's global RNG state
         with torch.random.fork_rng(devices=[]):
@@ -144,14 +151,35 @@ class Trainer:
         self.precision = Precision(self.device, bf16, cfg.label_smoothing)
         self.aug_gen = make_generator(cfg.seed, "augment", self.device)
         normalize = Normalize(self.data.mean, self.data.std, self.device, self.channels_last)
-        self.batches = make_batches(self.data, self.device, normalize, self.dist, cfg.num_workers, cfg.augment,
-                                    self.aug_gen)
-        self.step = Step(self.model, self.step_model, self.optimizer, self.pruner, self.precision, self.meter,
-                         self.dist, self.lr, cfg.schedule, cfg.warmup)
+        self.batches = make_batches(
+            self.data, self.device, normalize, self.dist, cfg.num_workers, cfg.augment, self.aug_gen
+        )
+        self.step = Step(
+            self.model,
+            self.step_model,
+            self.optimizer,
+            self.pruner,
+            self.precision,
+            self.meter,
+            self.dist,
+            self.lr,
+            cfg.schedule,
+            cfg.warmup,
+        )
         # a batch method asking for the candidate batch's BatchNorm statistics in its backprop step
         candidate_bn = CandidateBNStats(self.model) if self.candidate_bn_wanted else None
-        self.epoch_runner = Epoch(self.pruner, self.batches, self.step, self.precision, self.meter, self.budget,
-                                  self.bs, self.n, self.probe_epochs, candidate_bn)
+        self.epoch_runner = Epoch(
+            self.pruner,
+            self.batches,
+            self.step,
+            self.precision,
+            self.meter,
+            self.budget,
+            self.bs,
+            self.n,
+            self.probe_epochs,
+            candidate_bn,
+        )
         # gradient-direction probe (harness/probe.py): fixed full-data sample, per-epoch loss-weight sums
         self.grad_probe = Probe(self.model, self.precision.losses, self.n, cfg.probe_samples, cfg.seed, self.bs)
 
@@ -192,15 +220,19 @@ class Trainer:
             self.pruner.prepare(self.context())
             sync(self.device)
             self.meter.scoring_time = time.perf_counter() - t0
-            r = self.proxy_runner.report() if self.proxy_runner is not None else {
-                "samples_backprop": 0, "samples_forward": 0, "proxy_time_s": 0.0, "proxy_wall_s": 0.0}
+            r = (
+                self.proxy_runner.report()
+                if self.proxy_runner is not None
+                else {"samples_backprop": 0, "samples_forward": 0, "proxy_time_s": 0.0, "proxy_wall_s": 0.0}
+            )
             self.meter.add_scoring_report(r, self.epochs * self.n)
             if r.get("cache_hit"):
                 log.info("%s: proxy scores reused from the cache in %s", self.pruner.label, self.proxy_runner.cache_dir)
         if self.dist.enabled:
             m = self.meter
-            state = self.dist.share((self.pruner.state_dict(), m.scoring_time, m.scoring_cost)
-                                    if self.dist.is_main else None)
+            state = self.dist.share(
+                (self.pruner.state_dict(), m.scoring_time, m.scoring_cost) if self.dist.is_main else None
+            )
             if not self.dist.is_main:
                 self.pruner.load_state_dict(state[0])
                 self.pruner.context = self.context()
@@ -234,15 +266,26 @@ class Trainer:
     def _end_epoch(self, epoch: int, stats: EpochStats, dt: float, selection_s: float) -> dict[str, Any]:
         mean_loss = stats.loss_sum.item() / max(1, stats.samples)
         if not math.isfinite(mean_loss):
-            raise TrainingError(f"training loss became {mean_loss} in epoch {epoch} ({self.pruner.label}, "
-                                f"lr={self.lr:g}); lower the learning rate or check the data")
+            raise TrainingError(
+                f"training loss became {mean_loss} in epoch {epoch} ({self.pruner.label}, "
+                f"lr={self.lr:g}); lower the learning rate or check the data"
+            )
         jac = self.records.add_epoch(stats.counts)
         m = self.meter
-        metrics = {"epoch": epoch, "train_loss": mean_loss, "kept": stats.samples, "kept_fraction": stats.samples / self.n,
-                   "jaccard": jac, "epoch_time_s": dt, "selection_time_s": selection_s,
-                   "samples_backprop": m.samples_backprop, "samples_forward": m.samples_forward,
-                   "optimizer_steps": m.optimizer_steps, "lr": self.step.lr_at(min(1.0, self.budget.progress(epoch, 1.0))),
-                   "lr_scale": self.step.lr_scale}
+        metrics = {
+            "epoch": epoch,
+            "train_loss": mean_loss,
+            "kept": stats.samples,
+            "kept_fraction": stats.samples / self.n,
+            "jaccard": jac,
+            "epoch_time_s": dt,
+            "selection_time_s": selection_s,
+            "samples_backprop": m.samples_backprop,
+            "samples_forward": m.samples_forward,
+            "optimizer_steps": m.optimizer_steps,
+            "lr": self.step.lr_at(min(1.0, self.budget.progress(epoch, 1.0))),
+            "lr_scale": self.step.lr_scale,
+        }
         if epoch in self.probe_epochs:
             metrics.update(self.probe(stats.counts, stats.weight_sums))
         if self.budget.finished(epoch + 1) or (epoch + 1) % self.config.eval_every == 0:
@@ -267,22 +310,7 @@ class Trainer:
 
     def result(self, status: str | None = None, error: str | None = None) -> RunResult:
         """The run's result with its complete row, at any point (the row of how it ended by default)."""
-        cfg, h, bv = self.config, self.records.history, self.epochs * self.n
-        row: dict[str, Any] = {
-            "run_id": self.run_id if self.dist.is_main else None,
-            "status": self.status if status is None else status, "error": self.error if error is None else error,
-            "dataset": cfg.dataset, "model": cfg.model, "pruner": cfg.pruner, "label": self.pruner.label,
-            "granularity": self.pruner.granularity, "seed": cfg.seed, "prune_ratio": self.pruner.prune_ratio,
-            "epochs": self.epochs, "epochs_run": len(h), "budget": cfg.budget, "batch_size": self.bs,
-            "optimizer": cfg.optimizer, "lr": self.lr, "schedule": cfg.schedule, "label_smoothing": cfg.label_smoothing,
-            "num_samples": self.n, "num_classes": self.data.num_classes, "data_fingerprint": data_fingerprint(self.data),
-            **accuracy_columns(h), **self.meter.row(bv), "jaccard_mean": jaccard_mean(h),
-            **{f"scoring_{k}": v for k, v in self.meter.scoring_cost.items()}, **self.meter.total_cost(bv),
-            **self.pruner.params(),
-            **system_columns(self.device, self.dist.world, self.dist.steps_equal(self.meter.local_steps, self.device)),
-        }
-        kept = np.stack(self.records.kept_masks) if self.records.kept_masks else None
-        return RunResult(row=row, history=list(h), usage=self.records.usage.cpu().numpy(), kept_masks=kept)
+        return run_result(self, status, error)
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -291,28 +319,10 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """The full training state (model, optimizer, every RNG, pruner, counters, records)."""
-        return {
-            "identity": self.identity(), "epoch": self.epoch, "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "pruner": self.pruner.state_dict(),
-            "rng_global": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            "rng_augment": self.aug_gen.get_state(), "rng_probe": self.grad_probe.gen.get_state(),
-            "counters": self.meter.state(), **self.records.state(), "mlflow_run_id": self.run_id,
-        }
+        return trainer_state(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch = state["epoch"]
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.pruner.load_state_dict(state["pruner"])
-        torch.set_rng_state(state["rng_global"])
-        if state["rng_cuda"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-        self.aug_gen.set_state(state["rng_augment"])
-        self.grad_probe.gen.set_state(state["rng_probe"])
-        self.meter.load(state["counters"])
-        self.records.load(state)
-        self.run_id = state["mlflow_run_id"]
+        load_trainer_state(self, state)
 
 
 def prune_context(config: TrainConfig, data, device: torch.device) -> tuple[PruneContext, ProxyRunner]:
@@ -320,24 +330,12 @@ def prune_context(config: TrainConfig, data, device: torch.device) -> tuple[Prun
     return proxy_context(config, data, device, lambda cfg, d: Trainer(cfg, data=d, distributed=False))
 
 
-def static_scores(config: TrainConfig | dict[str, Any]) -> dict[str, np.ndarray]:
-    """Score and select with the static pruner of ``config`` without training the final model.
-
-    Returns the pruner's artifacts (``scores``, ``kept_indices``, ...) plus ``labels``; the proxy cache
-    is used as in a run.
-    """
-    if isinstance(config, dict):
-        config = TrainConfig.from_dict(config)
-    tr = Trainer(config)
-    if tr.pruner.granularity != "static":
-        raise ConfigError(f"pruner {config.pruner!r} has no static scores to export; valid: the static pruners "
-                          f"(prunebench list)")
-    tr.pruner.prepare(tr.context())
-    return {**tr.pruner.artifacts(), "labels": tr.data.labels.cpu().numpy()}
-
-
-def train(config: TrainConfig | dict[str, Any], *, data: TensorData | FolderData | None = None,
-          progress: ProgressFn | None = None) -> RunResult:
+def train(
+    config: TrainConfig | dict[str, Any],
+    *,
+    data: TensorData | FolderData | None = None,
+    progress: ProgressFn | None = None,
+) -> RunResult:
     """Train one run and return its :class:`RunResult` (``result.row`` is the flat result row).
 
     ``config`` is a :class:`TrainConfig` or a dict of its fields. ``data`` may pass an already loaded

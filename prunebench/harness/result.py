@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 import prunebench
+from prunebench.harness.identity import data_fingerprint
 
 #: numbers of the result row that the run measured: its final MLflow metrics (with every ``scoring_*``
 #: number); the row's other numbers (num_classes, world_size, ...) are settings, logged as params
@@ -139,3 +140,41 @@ class Records:
         self.history = list(state["history"])
         self.kept_masks = list(state["kept_masks"])
         self.plan_scores = dict(state["plan_scores"])
+
+
+def run_result(tr: Any, status: str | None = None, error: str | None = None) -> RunResult:
+    """The result of the run of trainer ``tr`` (:class:`~prunebench.harness.loop.Trainer`) with its complete row, at
+    any point (the row of how it ended by default)."""
+    cfg, h, bv = tr.config, tr.records.history, tr.epochs * tr.n
+    row: dict[str, Any] = {
+        "run_id": tr.run_id if tr.dist.is_main else None,
+        "status": tr.status if status is None else status,
+        "error": tr.error if error is None else error,
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "pruner": cfg.pruner,
+        "label": tr.pruner.label,
+        "granularity": tr.pruner.granularity,
+        "seed": cfg.seed,
+        "prune_ratio": tr.pruner.prune_ratio,
+        "epochs": tr.epochs,
+        "epochs_run": len(h),
+        "budget": cfg.budget,
+        "batch_size": tr.bs,
+        "optimizer": cfg.optimizer,
+        "lr": tr.lr,
+        "schedule": cfg.schedule,
+        "label_smoothing": cfg.label_smoothing,
+        "num_samples": tr.n,
+        "num_classes": tr.data.num_classes,
+        "data_fingerprint": data_fingerprint(tr.data),
+        **accuracy_columns(h),
+        **tr.meter.row(bv),
+        "jaccard_mean": jaccard_mean(h),
+        **{f"scoring_{k}": v for k, v in tr.meter.scoring_cost.items()},
+        **tr.meter.total_cost(bv),
+        **tr.pruner.params(),
+        **system_columns(tr.device, tr.dist.world, tr.dist.steps_equal(tr.meter.local_steps, tr.device)),
+    }
+    kept = np.stack(tr.records.kept_masks) if tr.records.kept_masks else None
+    return RunResult(row=row, history=list(h), usage=tr.records.usage.cpu().numpy(), kept_masks=kept)
