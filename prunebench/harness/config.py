@@ -289,11 +289,6 @@ def resume_identity(config: TrainConfig) -> dict[str, Any]:
     return {k: d[k] for k in RESUME_FIELDS}
 
 
-def field_help(name: str) -> str:
-    """A field's help text (its declaration in :class:`TrainConfig`)."""
-    return next(f.metadata["help"] for f in dataclasses.fields(TrainConfig) if f.name == name)
-
-
 def split_overrides(pairs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split ``key=value`` overrides into config fields and pruner options.
 

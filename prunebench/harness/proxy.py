@@ -341,6 +341,5 @@ def proxy_context(
         num_classes=data.num_classes,
         proxy=runner,
         cache_dir=runner.cache_dir,
-        cache_key=runner.base_key,
     )
     return ctx, runner

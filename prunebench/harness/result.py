@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,6 @@ class RunResult:
     history: list[dict[str, Any]]
     usage: np.ndarray
     kept_masks: np.ndarray | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def kept_mask(self, epoch: int) -> np.ndarray:
         """Boolean mask [N] of the samples trained in ``epoch``."""

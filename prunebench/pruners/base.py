@@ -165,14 +165,12 @@ class PruneContext:
     proxy : for static methods, a function running the shared proxy-training phase
         (``proxy(ProxyRequest) -> dict of records``); ``None`` where no proxy run is possible.
     cache_dir : where expensive scores may be cached (``None`` disables caching).
-    cache_key : a string identifying the dataset, proxy model and recipe for cache keys.
     """
 
     labels: torch.Tensor
     num_classes: int
     proxy: Callable[[ProxyRequest], dict[str, Any]] | None = None
     cache_dir: Path | None = None
-    cache_key: str = ""
 
 
 @dataclass(frozen=True)
