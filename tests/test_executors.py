@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -391,19 +392,23 @@ def ray_cluster(tmp_path):
     }
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--block", "--disable-usage-stats"]
     nodes = []
+    # a short temp dir: Ray's unix sockets live under it, and a path over ~107 bytes (pytest's tmp_path plus
+    # Ray's session_<date>_<pid>/sockets/plasma_store) keeps the head from ever coming up
+    ray_tmp = tempfile.mkdtemp(prefix="pbray-", dir="/tmp")
 
     def start(args):
+        log = open(Path(ray_tmp) / f"start-{len(nodes)}.log", "w")  # the node outlives this call
         p = subprocess.Popen(
             ["nice", "-n", "19", str(ray_bin), "start", *args, *common],
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         nodes.append(p)
         return p
 
-    start(["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={tmp_path / 'ray'}"])
+    start(["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={ray_tmp}"])
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.time() + 420  # a loaded machine: the nodes run under nice 19
@@ -417,6 +422,7 @@ def ray_cluster(tmp_path):
                 break
             time.sleep(1)
         second = start([f"--address={address}", '--resources={"worker2": 1}'])
+        s = ""
         while time.time() < deadline:
             s = subprocess.run(
                 [str(ray_bin), "status", f"--address={address}"], env=env, capture_output=True, text=True, timeout=300
@@ -425,7 +431,8 @@ def ray_cluster(tmp_path):
                 break
             time.sleep(1)
         else:
-            pytest.fail("the two-node Ray cluster did not come up")
+            logs = "".join(f"{f.name}: {f.read_text()[-600:]}" for f in sorted(Path(ray_tmp).glob("start-*.log")))
+            pytest.fail(f"the two-node Ray cluster did not come up; ray status: {s[-600:]}; {logs}")
         yield address, env, second
     finally:
         for p in reversed(nodes):
@@ -436,6 +443,7 @@ def ray_cluster(tmp_path):
                 except subprocess.TimeoutExpired:
                     pass
             _kill_tree(p.pid)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.mark.slow
