@@ -545,7 +545,6 @@ from test_studies_postgres import postgres  # noqa: E402,F401  (the throw-away P
 
 
 @pytest.mark.slow
-@pytest.mark.engines
 def test_two_drivers_on_postgres_train_each_cell_once(postgres, tmp_path):  # noqa: F811
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
