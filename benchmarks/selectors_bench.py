@@ -38,8 +38,19 @@ def synthetic_class(n: int, c: int, d: int, label: int, seed: int) -> tuple[torc
 
 
 def load_revision(rev: str) -> types.ModuleType:
+    """The pure functions of ``prunebench/pruners/submodular.py`` as committed at ``rev`` in this repository
+    (this repository's own code, as trusted as checking ``rev`` out). ``rev`` must name a commit: it is
+    resolved first, so a value starting with ``-`` cannot reach git as an option."""
+    if rev.startswith("-"):
+        raise SystemExit(f"--before {rev!r}: not a git revision (a commit of this repository, e.g. 86316b1)")
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=REPO, capture_output=True, text=True
+    )
+    if found.returncode != 0:
+        raise SystemExit(f"--before {rev!r}: no such commit in this repository")
+    sha = found.stdout.strip()
     src = subprocess.run(
-        ["git", "show", f"{rev}:prunebench/pruners/submodular.py"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "show", f"{sha}:prunebench/pruners/submodular.py"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     src = src[: src.index("@dataclass(frozen=True)")]  # the pure functions only (no pruner registration)
     mod = types.ModuleType("submodular_before")
